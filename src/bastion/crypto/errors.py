@@ -1,0 +1,35 @@
+"""Exceptions raised by :mod:`bastion.crypto`.
+
+The tree::
+
+    CryptoError
+    ├── MalformedInput        bytes that cannot be decoded: too large, bad CBOR/DER,
+    │                         wrong types, unknown critical content
+    ├── InvalidSignature      a signature that does not verify
+    └── CertificateError      a certificate or chain that breaks the DICE profile,
+                              is outside its validity window, or is not issued by
+                              the expected issuer
+
+Every error carries a human-readable message that names the problem; none
+carries key material.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CertificateError", "CryptoError", "InvalidSignature", "MalformedInput"]
+
+
+class CryptoError(Exception):
+    """Root of all errors raised by :mod:`bastion.crypto`."""
+
+
+class MalformedInput(CryptoError):
+    """Input bytes could not be decoded within the profile and size bounds."""
+
+
+class InvalidSignature(CryptoError):
+    """A signature did not verify under the given public key."""
+
+
+class CertificateError(CryptoError):
+    """A certificate or chain failed validation."""

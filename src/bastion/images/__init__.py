@@ -1,0 +1,1 @@
+"""Image packages: build, sign, parse and verify OS, bootloader and app images."""

@@ -1,0 +1,1 @@
+"""The Bastion Security Service: attestation, device certificates, fleet records."""

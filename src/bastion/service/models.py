@@ -1,0 +1,176 @@
+"""SQLAlchemy 2 models for the Security Service.
+
+The schema is created and changed only through the Alembic migrations in
+``bastion/service/migrations``; tests build databases with ``upgrade head``.
+All timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A DateTime that always round-trips as timezone-aware UTC (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every service table."""
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUID4 string
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class TenantCA(Base):
+    """A tenant's CA. The private key is sealed under the master key (aad = tenant id)."""
+
+    __tablename__ = "tenant_cas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """An operator token. Only the SHA-256 of its secret part is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public token id
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))  # admin | contributor | reader
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditEvent(Base):
+    """One operator write (or a denied attempt at one)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(36), index=True, nullable=True)
+    actor: Mapped[str] = mapped_column(String(100))  # "token:<id>", "cli:local", "device:<id>"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "device.claim"
+    target: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))  # "ok" | "denied" | "failed"
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class VendorCA(Base):
+    """A silicon vendor CA trusted to endorse DeviceID certificates (service-wide)."""
+
+    __tablename__ = "vendor_cas"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of DER
+    name: Mapped[str] = mapped_column(String(200))
+    cert_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class OsImage(Base):
+    """A known-good OS reference value: the measurement of a published OS image."""
+
+    __tablename__ = "os_images"
+    __table_args__ = (UniqueConstraint("tenant_id", "measurement", name="uq_os_images_tenant_measurement"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    measurement: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the image file
+    component_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[str] = mapped_column(String(64))
+    security_version: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Device(Base):
+    """A claimed device. Unclaimed devices have no row."""
+
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_attested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_result: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "ok" | "failed"
+    last_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    os_measurement: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Challenge(Base):
+    """An attestation nonce: single use, bound to one device ID, short-lived."""
+
+    __tablename__ = "challenges"
+
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Attestation(Base):
+    """One attestation attempt and its verdict."""
+
+    __tablename__ = "attestations"
+    __table_args__ = (Index("ix_attestations_device_at", "device_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    device_id: Mapped[str] = mapped_column(String(64))  # as claimed, even if unverified
+    tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    result: Mapped[str] = mapped_column(String(16))  # "ok" | "failed"
+    reason: Mapped[str] = mapped_column(String(64))  # "ok" or a failure code
+    detail: Mapped[str] = mapped_column(Text, default="")
+    os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    os_measurement: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
