@@ -1,0 +1,1 @@
+"""The ``bastion`` command line: the only layer that prints and exits."""

@@ -1,0 +1,55 @@
+"""Entry point of the ``bastion`` command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from bastion.cli.apps import app
+from bastion.cli.output import CliError, report_error
+
+__all__ = ["main"]
+
+#: Modules that register commands on the groups in :mod:`bastion.cli.apps`.
+_COMMAND_MODULES = (
+    "bastion.cli.vendor_cmds",
+    "bastion.cli.device_local_cmds",
+    "bastion.cli.device_run_cmds",
+    "bastion.cli.fleet_cmds",
+    "bastion.cli.os_cmds",
+    "bastion.cli.service_cmds",
+)
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def main() -> None:
+    """Run the CLI; library errors surface as one line with a hint, never a traceback."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except CliError as error:
+        report_error(error)
+        sys.exit(error.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - typer's own usage errors and aborts
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

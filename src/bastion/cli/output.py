@@ -1,0 +1,85 @@
+"""Shared output for CLI commands: tables or JSON, and errors that say what to do.
+
+Every list command takes ``--json`` (see :data:`JsonOption`) and calls
+:func:`emit_table`; every command that fails raises :class:`CliError` (or lets
+a library error be turned into one) so the user sees one clear line and a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["CliError", "JsonOption", "console", "emit_object", "emit_table", "fail", "progress"]
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class CliError(Exception):
+    """A failure to report to the user: what went wrong, and what to do next."""
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+
+def fail(message: str, *, hint: str | None = None, exit_code: int = 1) -> NoReturn:
+    """Raise a :class:`CliError`."""
+    raise CliError(message, hint=hint, exit_code=exit_code)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def emit_object(obj: Mapping[str, Any], *, as_json: bool, title: str | None = None) -> None:
+    """Print one record as JSON or as a two-column table."""
+    if as_json:
+        sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in obj.items()}, indent=2) + "\n")
+        return
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in obj.items():
+        table.add_row(key, "" if value is None else str(_jsonable(value)))
+    console.print(table)
+
+
+def emit_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, title: str | None = None) -> None:
+    """Print a list of records as JSON (all fields) or as a table (``columns``)."""
+    if as_json:
+        sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(_jsonable(row.get(c))) for c in columns))
+    console.print(table)
+
+
+def progress(message: str) -> None:
+    """Report a step of a long-running command on stderr (keeps stdout clean for --json)."""
+    err_console.print(f"[dim]…[/dim] {message}")
+
+
+def report_error(error: CliError) -> None:
+    """Print a CLI error and its hint on stderr."""
+    err_console.print(f"[bold red]error:[/bold red] {error.message}")
+    if error.hint:
+        err_console.print(f"[yellow]hint:[/yellow] {error.hint}")

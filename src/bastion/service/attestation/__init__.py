@@ -1,0 +1,1 @@
+"""Attestation: challenges, EAT verification and device certificate issuance."""

@@ -1,0 +1,7 @@
+"""HTTP endpoints for attestation. PLACEHOLDER: the attestation slice replaces this."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
