@@ -10,7 +10,9 @@ _settings = {"no_args_is_help": True, "pretty_exceptions_enable": False, "add_co
 
 app = typer.Typer(help="Bastion: secure connected devices for their whole life.", **_settings)  # type: ignore[arg-type]
 vendor_app = typer.Typer(help="Silicon vendor: CA and boot-signing keys.", **_settings)  # type: ignore[arg-type]
-device_app = typer.Typer(help="Emulated devices (manufacture, flash, run) and the fleet (claim, list, show, revoke).", **_settings)  # type: ignore[arg-type]
+device_app = typer.Typer(
+    help="Emulated devices (manufacture, flash, run) and the fleet (claim, list, show, revoke).", **_settings
+)  # type: ignore[arg-type]
 os_app = typer.Typer(help="OS images: build and publish.", **_settings)  # type: ignore[arg-type]
 service_app = typer.Typer(help="Run and administer the Security Service (local, on the service host).", **_settings)  # type: ignore[arg-type]
 tenant_app = typer.Typer(help="Tenants and their CA.", **_settings)  # type: ignore[arg-type]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
+
 from bastion.cli.apps import app
 from bastion.cli.output import CliError, report_error
 
@@ -38,17 +40,11 @@ def main() -> None:
     except CliError as error:
         report_error(error)
         sys.exit(error.exit_code)
-    except SystemExit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - typer's own usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

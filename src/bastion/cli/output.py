@@ -60,7 +60,9 @@ def emit_object(obj: Mapping[str, Any], *, as_json: bool, title: str | None = No
     console.print(table)
 
 
-def emit_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, title: str | None = None) -> None:
+def emit_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, title: str | None = None
+) -> None:
     """Print a list of records as JSON (all fields) or as a table (``columns``)."""
     if as_json:
         sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
