@@ -36,7 +36,10 @@ def main() -> None:
     """Run the CLI; library errors surface as one line with a hint, never a traceback."""
     _register()
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)
+        # Outside standalone mode click returns the code of typer.Exit instead of exiting.
+        if isinstance(result, int) and result != 0:
+            sys.exit(result)
     except CliError as error:
         report_error(error)
         sys.exit(error.exit_code)
