@@ -27,7 +27,20 @@ key to certify        -70004     bstr, SEC1 uncompressed P-256 point (private)
 Decoding is strict: the encoded claims set has a size bound, every claim above is
 type-checked, and any claim key not in this table is rejected.
 
-STUB: the implementation is being written; signatures below are the contract.
+Decoded claims must also be in deterministic encoding (RFC 8949 section 4.2, as
+produced by :func:`encode_claims`): the decoder re-encodes what it read and
+rejects any difference. This closes duplicate map keys, non-minimal lengths and
+indefinite-length items, so every accepted token has exactly one meaning.
+
+Example:
+    >>> claims = EatClaims(
+    ...     nonce=bytes(16), ueid=b"\\x01" + bytes(32), secboot=True,
+    ...     dbgstat=DebugStatus.DISABLED_PERMANENTLY,
+    ...     measurements=(Measurement("os", bytes(32)),), swname="bastion-os",
+    ...     swversion="1.0.0", boot_slot="A", rollback_counters={"os": 1},
+    ...     key_to_certify=b"\\x04" + bytes(64), iat=0)
+    >>> decode_claims(encode_claims(claims), verify_key_point=False) == claims
+    True
 """
 
 from __future__ import annotations
@@ -35,11 +48,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from bastion.crypto.cose import Sign1Message
-from bastion.crypto.keys import PrivateKey
+import cbor2
+
+from bastion.crypto.cose import Sign1Message, cbor_loads_exact, decode_sign1, sign1
+from bastion.crypto.errors import MalformedInput
+from bastion.crypto.keys import PrivateKey, load_public_key_bytes
 
 __all__ = [
+    "DEFAULT_MAX_EAT_BYTES",
     "EAT_PROFILE",
     "DebugStatus",
     "EatClaims",
@@ -58,6 +76,58 @@ DEFAULT_MAX_EAT_BYTES = 16 * 1024
 MAX_MEASUREMENTS = 16
 MAX_INSTALLED_APPS = 64
 MAX_COUNTERS = 16
+#: Bound on every text value (names, versions, component IDs), in characters.
+MAX_TEXT_LEN = 128
+#: Largest accepted integer for ``iat`` and rollback counters (fits a signed 64-bit column).
+MAX_UINT = 2**63 - 1
+#: RFC 9711 section 4.1: eat_nonce is 8 to 64 bytes.
+NONCE_MIN_BYTES = 8
+NONCE_MAX_BYTES = 64
+#: RFC 9711 section 4.2.1: RAND-type UEID, type byte 0x01 then 32 bytes.
+UEID_BYTES = 33
+UEID_TYPE_RAND = 0x01
+#: SEC1 uncompressed P-256 point.
+KEY_POINT_BYTES = 65
+SHA256_BYTES = 32
+MEASUREMENT_ALG = "sha-256"
+#: CoAP content-format of a measurement entry: application/cbor (RFC 7049 / IANA 60).
+CONTENT_FORMAT_CBOR = 60
+#: CoSWID version scheme "multipartnumeric" (RFC 9393 section 4.1).
+VERSION_SCHEME_MULTIPARTNUMERIC = 1
+BOOT_SLOTS = frozenset({"A", "B"})
+
+# Claim keys (RFC 8392, RFC 9711 IANA registrations, and private-use keys).
+CLAIM_IAT = 6
+CLAIM_NONCE = 10
+CLAIM_UEID = 256
+CLAIM_OEMBOOT = 262
+CLAIM_DBGSTAT = 263
+CLAIM_PROFILE = 265
+CLAIM_SWNAME = 270
+CLAIM_SWVERSION = 271
+CLAIM_MEASUREMENTS = 273
+CLAIM_BOOT_SLOT = -70001
+CLAIM_ROLLBACK_COUNTERS = -70002
+CLAIM_INSTALLED_APPS = -70003
+CLAIM_KEY_TO_CERTIFY = -70004
+_REQUIRED_CLAIMS = frozenset(
+    {
+        CLAIM_IAT,
+        CLAIM_NONCE,
+        CLAIM_UEID,
+        CLAIM_OEMBOOT,
+        CLAIM_DBGSTAT,
+        CLAIM_PROFILE,
+        CLAIM_SWNAME,
+        CLAIM_SWVERSION,
+        CLAIM_MEASUREMENTS,
+        CLAIM_BOOT_SLOT,
+        CLAIM_ROLLBACK_COUNTERS,
+        CLAIM_INSTALLED_APPS,
+        CLAIM_KEY_TO_CERTIFY,
+    }
+)
+_KNOWN_CLAIMS = _REQUIRED_CLAIMS
 
 
 class DebugStatus(enum.IntEnum):
@@ -104,25 +174,176 @@ class EatClaims:
     installed_apps: tuple[InstalledApp, ...] = field(default_factory=tuple)
 
 
+def _encode_measurement(m: Measurement) -> list[Any]:
+    body = cbor2.dumps({"component": m.component, "alg": MEASUREMENT_ALG, "digest": m.digest}, canonical=True)
+    return [CONTENT_FORMAT_CBOR, body]
+
+
 def encode_claims(claims: EatClaims) -> bytes:
-    """Encode a claims set as a deterministic CBOR map (RFC 8949 4.2.1)."""
-    raise NotImplementedError
+    """Encode a claims set as a deterministic CBOR map (RFC 8949 4.2.1).
+
+    The values are not range-checked here; :func:`decode_claims` (which the
+    verifier runs) is the single place that enforces the profile.
+    """
+    claims_map: dict[int, Any] = {
+        CLAIM_IAT: claims.iat,
+        CLAIM_NONCE: claims.nonce,
+        CLAIM_UEID: claims.ueid,
+        CLAIM_OEMBOOT: claims.secboot,
+        CLAIM_DBGSTAT: int(claims.dbgstat),
+        CLAIM_PROFILE: EAT_PROFILE,
+        CLAIM_SWNAME: claims.swname,
+        CLAIM_SWVERSION: [claims.swversion, VERSION_SCHEME_MULTIPARTNUMERIC],
+        CLAIM_MEASUREMENTS: [_encode_measurement(m) for m in claims.measurements],
+        CLAIM_BOOT_SLOT: claims.boot_slot,
+        CLAIM_ROLLBACK_COUNTERS: dict(claims.rollback_counters),
+        CLAIM_INSTALLED_APPS: [{"id": a.component_id, "version": a.version} for a in claims.installed_apps],
+        CLAIM_KEY_TO_CERTIFY: claims.key_to_certify,
+    }
+    return cbor2.dumps(claims_map, canonical=True)
 
 
-def decode_claims(data: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES) -> EatClaims:
+# --- strict decoding helpers -------------------------------------------------
+
+
+def _text(value: Any, what: str, *, min_len: int = 1) -> str:
+    if not isinstance(value, str) or not min_len <= len(value) <= MAX_TEXT_LEN:
+        raise MalformedInput(f"{what} must be a text string of {min_len}..{MAX_TEXT_LEN} characters")
+    return value
+
+
+def _uint(value: Any, what: str, *, maximum: int = MAX_UINT) -> int:
+    # bool is an int in Python; CBOR true/false is not a number.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise MalformedInput(f"{what} must be an unsigned integer <= {maximum}")
+    return value
+
+
+def _bstr(value: Any, what: str, *, min_len: int, max_len: int) -> bytes:
+    if not isinstance(value, bytes) or not min_len <= len(value) <= max_len:
+        raise MalformedInput(f"{what} must be a byte string of {min_len}..{max_len} bytes")
+    return value
+
+
+def _array(value: Any, what: str, *, max_len: int) -> list[Any]:
+    if not isinstance(value, list) or len(value) > max_len:
+        raise MalformedInput(f"{what} must be an array of at most {max_len} entries")
+    return value
+
+
+def _decode_measurement(entry: Any) -> Measurement:
+    # RFC 9711 section 4.2.16: measurements-format = [content-type, content-format]
+    if not isinstance(entry, list) or len(entry) != 2:
+        raise MalformedInput("a measurement must be [content-format, bstr]")
+    if isinstance(entry[0], bool) or entry[0] != CONTENT_FORMAT_CBOR:
+        raise MalformedInput("measurement content-format must be 60 (application/cbor)")
+    if not isinstance(entry[1], bytes):
+        raise MalformedInput("measurement body must be a bstr")
+    body = cbor_loads_exact(entry[1])
+    if not isinstance(body, dict) or set(body) != {"component", "alg", "digest"}:
+        raise MalformedInput('measurement body must be {"component", "alg", "digest"}')
+    if body["alg"] != MEASUREMENT_ALG:
+        raise MalformedInput(f"measurement alg must be {MEASUREMENT_ALG!r}")
+    return Measurement(
+        component=_text(body["component"], "measurement component"),
+        digest=_bstr(body["digest"], "measurement digest", min_len=SHA256_BYTES, max_len=SHA256_BYTES),
+    )
+
+
+def _decode_counters(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > MAX_COUNTERS:
+        raise MalformedInput(f"rollback counters must be a map of at most {MAX_COUNTERS} entries")
+    return {_text(k, "rollback counter name"): _uint(v, "rollback counter") for k, v in value.items()}
+
+
+def _decode_app(value: Any) -> InstalledApp:
+    if not isinstance(value, dict) or set(value) != {"id", "version"}:
+        raise MalformedInput('an installed app must be {"id", "version"}')
+    return InstalledApp(component_id=_text(value["id"], "app id"), version=_text(value["version"], "app version"))
+
+
+def _decode_swversion(value: Any) -> str:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or isinstance(value[1], bool)
+        or value[1] != VERSION_SCHEME_MULTIPARTNUMERIC
+    ):
+        raise MalformedInput("swversion must be [tstr, 1]")
+    return _text(value[0], "swversion")
+
+
+def _claims_from_map(claims_map: dict[Any, Any], *, verify_key_point: bool) -> EatClaims:
+    unknown = set(claims_map) - _KNOWN_CLAIMS
+    if unknown:
+        raise MalformedInput("the claims set has a claim outside the Bastion EAT profile")
+    missing = _REQUIRED_CLAIMS - set(claims_map)
+    if missing:
+        raise MalformedInput(f"the claims set lacks required claims {sorted(missing)}")
+    if claims_map[CLAIM_PROFILE] != EAT_PROFILE:
+        raise MalformedInput(f"eat_profile must be {EAT_PROFILE!r}")
+    ueid = _bstr(claims_map[CLAIM_UEID], "ueid", min_len=UEID_BYTES, max_len=UEID_BYTES)
+    if ueid[0] != UEID_TYPE_RAND:
+        raise MalformedInput("ueid must be a RAND-type UEID (type byte 0x01)")
+    secboot = claims_map[CLAIM_OEMBOOT]
+    if not isinstance(secboot, bool):
+        raise MalformedInput("oemboot must be a bool")
+    dbgstat = _uint(claims_map[CLAIM_DBGSTAT], "dbgstat", maximum=max(DebugStatus))
+    boot_slot = claims_map[CLAIM_BOOT_SLOT]
+    if boot_slot not in BOOT_SLOTS:
+        raise MalformedInput('boot slot must be "A" or "B"')
+    key = _bstr(claims_map[CLAIM_KEY_TO_CERTIFY], "key to certify", min_len=KEY_POINT_BYTES, max_len=KEY_POINT_BYTES)
+    if verify_key_point:
+        load_public_key_bytes(key)  # raises MalformedInput if not a P-256 point
+    measurements = _array(claims_map[CLAIM_MEASUREMENTS], "measurements", max_len=MAX_MEASUREMENTS)
+    if not measurements:
+        raise MalformedInput("measurements must not be empty")
+    apps = _array(claims_map[CLAIM_INSTALLED_APPS], "installed apps", max_len=MAX_INSTALLED_APPS)
+    return EatClaims(
+        nonce=_bstr(claims_map[CLAIM_NONCE], "eat_nonce", min_len=NONCE_MIN_BYTES, max_len=NONCE_MAX_BYTES),
+        ueid=ueid,
+        secboot=secboot,
+        dbgstat=DebugStatus(dbgstat),
+        measurements=tuple(_decode_measurement(m) for m in measurements),
+        swname=_text(claims_map[CLAIM_SWNAME], "swname"),
+        swversion=_decode_swversion(claims_map[CLAIM_SWVERSION]),
+        boot_slot=boot_slot,
+        rollback_counters=_decode_counters(claims_map[CLAIM_ROLLBACK_COUNTERS]),
+        key_to_certify=key,
+        iat=_uint(claims_map[CLAIM_IAT], "iat"),
+        installed_apps=tuple(_decode_app(a) for a in apps),
+    )
+
+
+def decode_claims(data: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES, verify_key_point: bool = True) -> EatClaims:
     """Decode and type-check a claims set.
+
+    Args:
+        data: the encoded claims set (the COSE_Sign1 payload).
+        max_size: bound on ``len(data)``.
+        verify_key_point: check that the key to certify is a point on P-256.
 
     Raises:
         MalformedInput: too large, not a CBOR map, a claim of the wrong type or
-            outside its bounds, a missing claim, an unknown claim, or the wrong
-            ``eat_profile``.
+            outside its bounds, a missing claim, an unknown claim, the wrong
+            ``eat_profile``, or not in deterministic encoding.
     """
-    raise NotImplementedError
+    if len(data) > max_size:
+        raise MalformedInput(f"the claims set is larger than {max_size} bytes")
+    claims_map = cbor_loads_exact(data)
+    if not isinstance(claims_map, dict):
+        raise MalformedInput("the claims set is not a CBOR map")
+    claims = _claims_from_map(claims_map, verify_key_point=verify_key_point)
+    # RFC 8949 section 4.2: one meaning per token. A re-encoding that differs
+    # reveals duplicate keys, non-minimal or indefinite lengths, or tags.
+    if encode_claims(claims) != data:
+        raise MalformedInput("the claims set is not in deterministic CBOR encoding")
+    return claims
 
 
 def sign_eat(claims: EatClaims, key: PrivateKey, *, x5chain: Sequence[bytes]) -> bytes:
     """Return the EAT: COSE_Sign1 (ES256) over the encoded claims, with ``x5chain``."""
-    raise NotImplementedError
+    return sign1(encode_claims(claims), key, x5chain=x5chain)
 
 
 def decode_eat(token: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES) -> tuple[Sign1Message, EatClaims]:
@@ -135,4 +356,7 @@ def decode_eat(token: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES) -> tuple[
         MalformedInput: as :func:`decode_sign1` and :func:`decode_claims`, or the
             message has no ``x5chain``.
     """
-    raise NotImplementedError
+    message = decode_sign1(token, max_size=max_size)
+    if not message.x5chain:
+        raise MalformedInput("the EAT has no x5chain header")
+    return message, decode_claims(message.payload, max_size=max_size)

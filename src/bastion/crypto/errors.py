@@ -23,11 +23,11 @@ class CryptoError(Exception):
     """Root of all errors raised by :mod:`bastion.crypto`."""
 
 
-class MalformedInput(CryptoError):
+class MalformedInput(CryptoError):  # noqa: N818 - contract name, reads as a noun phrase
     """Input bytes could not be decoded within the profile and size bounds."""
 
 
-class InvalidSignature(CryptoError):
+class InvalidSignature(CryptoError):  # noqa: N818 - mirrors cryptography.exceptions.InvalidSignature
     """A signature did not verify under the given public key."""
 
 
