@@ -32,4 +32,15 @@ class InvalidSignature(CryptoError):  # noqa: N818 - mirrors cryptography.except
 
 
 class CertificateError(CryptoError):
-    """A certificate or chain failed validation."""
+    """A certificate or chain failed validation.
+
+    Attributes:
+        reason: a stable, machine-readable name of the failed check (for
+            example ``"expired"``, ``"bad_signature"``, ``"not_ca"``); see
+            :mod:`bastion.crypto.certs` for the list. Callers may record it;
+            the message is for people.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
