@@ -37,10 +37,11 @@ __all__ = ["ASYM_SALT", "CDI_SIZE", "derive_cdi", "derive_key_pair"]
 
 #: Size of a CDI and of the UDS, in bytes (open-dice DICE_CDI_SIZE).
 CDI_SIZE = 32
-#: open-dice's fixed salt for asymmetric key derivation (kAsymSalt), 64 bytes.
+#: open-dice's fixed salt for asymmetric key derivation (``kAsymSalt`` in
+#: google/open-dice ``src/dice.c``), 64 bytes; pinned by a unit test.
 ASYM_SALT = bytes.fromhex(
     "63b6a04d2c077fc10f639f21da793844356cc2b0b441b3a77124035c03f8e1be"
-    "6035d31f282821a7450a02222ab1b3cfa1a8b2d4d4c4d0f8a2e1c3d9d5ec7a47"
+    "6035d31f282821a7450a02222ab1b3cff1679b05ab1ca5d1affb789ccd2b0b3b"
 )
 #: Order of the P-256 group (SEC 2, section 2.4.2).
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
