@@ -1,0 +1,55 @@
+"""Bounded JSON state files with an exclusive lock for read-modify-write."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bastion.hw.atomic import atomic_write_bytes
+from bastion.hw.errors import StateCorruptError
+
+#: Bound on any JSON state file of the chip (fuses, boot state).
+MAX_STATE_FILE_BYTES = 64 * 1024
+
+
+def read_json(path: Path, *, max_bytes: int = MAX_STATE_FILE_BYTES) -> dict[str, Any]:
+    """Read a JSON object from ``path``, bounded.
+
+    Raises:
+        StateCorruptError: missing, too large, not JSON, or not an object.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise StateCorruptError(f"cannot read {path.name}: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise StateCorruptError(f"{path.name} is larger than {max_bytes} bytes")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise StateCorruptError(f"{path.name} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise StateCorruptError(f"{path.name} is not a JSON object")
+    return value
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write a JSON object atomically (sorted keys, so the file is deterministic)."""
+    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` + ``.lock`` (serializes writers)."""
+    lock_path = path.with_name(path.name + ".lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

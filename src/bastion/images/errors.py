@@ -1,0 +1,52 @@
+"""Exceptions raised by :mod:`bastion.images`.
+
+The tree::
+
+    ImageError
+    ├── ImageFormatError      not an image package: bad magic, unsupported format
+    │                         version, header malformed or over its bound, payload
+    │                         size over its bound, wrong image type
+    ├── ImageSignatureError   not signed by a trusted key, or the signature fails
+    ├── ImagePayloadError     payload shorter or longer than the header says, or
+    │                         its digest differs
+    ├── ImageArchiveError     an OS payload archive that is malformed or unsafe
+    │                         (links, absolute paths, "..", over its bounds)
+    └── ImageBuildError       an image cannot be built (missing sources, bad input)
+
+Each message names the check that failed; none carries key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ImageArchiveError",
+    "ImageBuildError",
+    "ImageError",
+    "ImageFormatError",
+    "ImagePayloadError",
+    "ImageSignatureError",
+]
+
+
+class ImageError(Exception):
+    """Root of all errors raised by :mod:`bastion.images`."""
+
+
+class ImageFormatError(ImageError):
+    """The bytes are not a well-formed image package within its bounds."""
+
+
+class ImageSignatureError(ImageError):
+    """The image is not signed by a trusted key, or its signature does not verify."""
+
+
+class ImagePayloadError(ImageError):
+    """The payload does not match the size or digest in the signed header."""
+
+
+class ImageArchiveError(ImageError):
+    """An OS payload archive is malformed or unsafe to extract."""
+
+
+class ImageBuildError(ImageError):
+    """An image could not be built."""
