@@ -1,0 +1,142 @@
+"""The OS-side client of the monitor API.
+
+Example:
+    >>> import socket
+    >>> os_end, monitor_end = socket.socketpair()
+    >>> client = MonitorClient(os_end)   # doctest: +SKIP
+    >>> chain = client.get_cert_chain()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.monitor.errors import MonitorProtocolError, MonitorRefusedError, MonitorUnavailableError
+from bastion.monitor.protocol import (
+    OP_GET_CERT_CHAIN,
+    OP_READ_COUNTERS,
+    OP_SIGN_ATTESTATION,
+    decode_message,
+    encode_message,
+    read_frame,
+    write_frame,
+)
+
+__all__ = ["DEFAULT_TIMEOUT_S", "BootState", "MonitorClient"]
+
+#: How long to wait for one response; signing takes milliseconds.
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BootState:
+    """The boot facts the monitor reports through ``read_counters``."""
+
+    rollback_counters: dict[str, int]
+    boot_slot: str
+    os_version: str
+    os_security_version: int
+
+
+class MonitorClient:
+    """Typed calls to the monitor over a connected stream socket.
+
+    Calls are serialized with a lock, so one client may be shared by threads.
+
+    Args:
+        sock: the OS's end of the socketpair.
+        timeout: seconds to wait for each response.
+    """
+
+    def __init__(self, sock: socket.socket, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._sock = sock
+        self._sock.settimeout(timeout)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connection; the monitor exits when its peer is gone."""
+        self._sock.close()
+
+    def request(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its ``result`` map.
+
+        Raises:
+            MonitorRefusedError: the monitor answered with an error.
+            MonitorProtocolError: the response is malformed.
+            MonitorUnavailableError: the connection failed, closed or timed out.
+        """
+        payload = encode_message({"op": op, "args": args})
+        with self._lock:
+            write_frame(self._sock, payload)
+            answer = read_frame(self._sock)
+        if answer is None:
+            raise MonitorUnavailableError("the monitor closed the connection")
+        response = decode_message(answer)
+        if "error" in response:
+            code, detail = response.get("error"), response.get("detail", "")
+            if not isinstance(code, str) or not isinstance(detail, str):
+                raise MonitorProtocolError("error response has the wrong shape")
+            raise MonitorRefusedError(code, detail)
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise MonitorProtocolError("response has neither result nor error")
+        return result
+
+    def sign_attestation(
+        self,
+        *,
+        nonce: bytes,
+        key_to_certify: bytes,
+        installed_apps: Sequence[tuple[str, str]] = (),
+        iat: int,
+    ) -> bytes:
+        """Ask the monitor for an EAT over ``nonce`` that certifies ``key_to_certify``.
+
+        Args:
+            nonce: the service's challenge (8..64 bytes).
+            key_to_certify: SEC1 uncompressed P-256 public key of the device TLS key.
+            installed_apps: ``(component id, version)`` pairs.
+            iat: issue time, seconds since the epoch.
+
+        Returns:
+            The EAT (COSE_Sign1 bytes).
+        """
+        result = self.request(
+            OP_SIGN_ATTESTATION,
+            {
+                "nonce": nonce,
+                "key_to_certify": key_to_certify,
+                "installed_apps": [{"id": a, "version": v} for a, v in installed_apps],
+                "iat": iat,
+            },
+        )
+        token = result.get("eat")
+        if not isinstance(token, bytes):
+            raise MonitorProtocolError("sign_attestation result has no eat bytes")
+        return token
+
+    def get_cert_chain(self) -> tuple[bytes, bytes]:
+        """Return the DER chain ``(Alias cert, DeviceID cert)``."""
+        chain = self.request(OP_GET_CERT_CHAIN, {}).get("chain")
+        if not (isinstance(chain, list) and len(chain) == 2 and all(isinstance(c, bytes) for c in chain)):
+            raise MonitorProtocolError("get_cert_chain result is not two DER certificates")
+        return (chain[0], chain[1])
+
+    def read_counters(self) -> BootState:
+        """Return the rollback counters, boot slot and OS version of this boot."""
+        result = self.request(OP_READ_COUNTERS, {})
+        counters, slot = result.get("counters"), result.get("boot_slot")
+        version, svn = result.get("os_version"), result.get("os_security_version")
+        if not (
+            isinstance(counters, dict)
+            and all(isinstance(k, str) and isinstance(v, int) for k, v in counters.items())
+            and isinstance(slot, str)
+            and isinstance(version, str)
+            and isinstance(svn, int)
+        ):
+            raise MonitorProtocolError("read_counters result has the wrong shape")
+        return BootState(rollback_counters=counters, boot_slot=slot, os_version=version, os_security_version=svn)

@@ -1,0 +1,205 @@
+"""The monitor's request handler and serve loop.
+
+:class:`MonitorServer` holds the Alias key and the boot claims. It answers three
+operations and refuses everything else with an error response; a bad request
+never stops the loop. The claims that describe the device (UEID, measurements,
+secboot, dbgstat, software version, boot slot, counters) come from the boot
+stage, so a compromised OS cannot lie about them: it chooses only the nonce,
+the key to certify, the installed apps and the issue time.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from bastion.crypto.eat import (
+    MAX_INSTALLED_APPS,
+    EatClaims,
+    InstalledApp,
+    sign_eat,
+)
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import load_public_key_bytes
+from bastion.monitor.errors import FrameTooLargeError, MonitorError, MonitorProtocolError
+from bastion.monitor.identity import MonitorIdentity
+from bastion.monitor.protocol import (
+    ERR_BAD_ARGS,
+    ERR_FRAME_TOO_LARGE,
+    ERR_INTERNAL,
+    ERR_MALFORMED,
+    ERR_UNKNOWN_OP,
+    OP_GET_CERT_CHAIN,
+    OP_READ_COUNTERS,
+    OP_SIGN_ATTESTATION,
+    decode_message,
+    drain,
+    encode_message,
+    read_frame,
+    write_frame,
+)
+
+__all__ = ["MAX_APP_FIELD_CHARS", "MAX_NONCE_BYTES", "MIN_NONCE_BYTES", "SWNAME", "MonitorServer"]
+
+#: The software name the monitor puts in every EAT.
+SWNAME = "bastion-os"
+#: RFC 9711 4.1: eat_nonce is 8 to 64 bytes.
+MIN_NONCE_BYTES = 8
+MAX_NONCE_BYTES = 64
+#: Bound on an installed app's id and version strings.
+MAX_APP_FIELD_CHARS = 128
+#: iat must be a plausible POSIX time: not negative and below 2^40 s.
+_MAX_IAT = 1 << 40
+
+_log = logging.getLogger("bastion.monitor")
+
+
+class _BadArgsError(Exception):
+    """Arguments of the wrong type or outside their bounds (internal to the handler)."""
+
+
+def _arg(args: dict[str, Any], name: str, kind: type) -> Any:
+    value = args.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _BadArgsError(f"argument {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _parse_apps(raw: list[Any]) -> tuple[InstalledApp, ...]:
+    if len(raw) > MAX_INSTALLED_APPS:
+        raise _BadArgsError(f"at most {MAX_INSTALLED_APPS} installed apps")
+    apps = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"id", "version"}:
+            raise _BadArgsError('each installed app must be {"id": tstr, "version": tstr}')
+        app_id, version = item["id"], item["version"]
+        if not (isinstance(app_id, str) and isinstance(version, str)):
+            raise _BadArgsError("installed app id and version must be text")
+        if not (0 < len(app_id) <= MAX_APP_FIELD_CHARS and 0 < len(version) <= MAX_APP_FIELD_CHARS):
+            raise _BadArgsError(f"installed app id and version must be 1..{MAX_APP_FIELD_CHARS} chars")
+        apps.append(InstalledApp(component_id=app_id, version=version))
+    return tuple(apps)
+
+
+class MonitorServer:
+    """Answers monitor requests for one boot's identity.
+
+    Args:
+        identity: the key, chain and claims handed over by the boot stage.
+    """
+
+    def __init__(self, identity: MonitorIdentity) -> None:
+        self._identity = identity
+        self._ueid = identity.ueid
+        self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            OP_SIGN_ATTESTATION: self._sign_attestation,
+            OP_GET_CERT_CHAIN: self._get_cert_chain,
+            OP_READ_COUNTERS: self._read_counters,
+        }
+
+    def _sign_attestation(self, args: dict[str, Any]) -> dict[str, Any]:
+        if set(args) != {"nonce", "key_to_certify", "installed_apps", "iat"}:
+            raise _BadArgsError("sign_attestation takes nonce, key_to_certify, installed_apps, iat")
+        nonce = _arg(args, "nonce", bytes)
+        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+            raise _BadArgsError(f"nonce must be {MIN_NONCE_BYTES}..{MAX_NONCE_BYTES} bytes")
+        key_to_certify = _arg(args, "key_to_certify", bytes)
+        try:
+            load_public_key_bytes(key_to_certify)
+        except CryptoError as exc:
+            raise _BadArgsError("key_to_certify is not an uncompressed P-256 point") from exc
+        iat = _arg(args, "iat", int)
+        if not 0 <= iat < _MAX_IAT:
+            raise _BadArgsError("iat is out of range")
+        apps = _parse_apps(_arg(args, "installed_apps", list))
+        ident = self._identity
+        claims = EatClaims(
+            nonce=nonce,
+            ueid=self._ueid,
+            secboot=ident.secboot,
+            dbgstat=ident.dbgstat,
+            measurements=ident.measurements,
+            swname=SWNAME,
+            swversion=ident.os_version,
+            boot_slot=ident.boot_slot,
+            rollback_counters=dict(ident.rollback_counters),
+            key_to_certify=key_to_certify,
+            iat=iat,
+            installed_apps=apps,
+        )
+        token = sign_eat(claims, ident.alias_key, x5chain=list(ident.cert_chain))
+        return {"eat": token}
+
+    def _get_cert_chain(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise _BadArgsError("get_cert_chain takes no arguments")
+        return {"chain": list(self._identity.cert_chain)}
+
+    def _read_counters(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise _BadArgsError("read_counters takes no arguments")
+        ident = self._identity
+        return {
+            "counters": dict(ident.rollback_counters),
+            "boot_slot": ident.boot_slot,
+            "os_version": ident.os_version,
+            "os_security_version": ident.os_security_version,
+        }
+
+    def handle(self, payload: bytes) -> dict[str, Any]:
+        """Answer one request payload (CBOR, no length prefix); never raises.
+
+        Returns:
+            ``{"result": map}`` or ``{"error": code, "detail": text}``.
+        """
+        op = "?"
+        try:
+            request = decode_message(payload)
+            if set(request) != {"op", "args"} or not isinstance(request["op"], str):
+                raise MonitorProtocolError('request must be {"op": tstr, "args": map}')
+            if not isinstance(request["args"], dict) or not all(isinstance(k, str) for k in request["args"]):
+                raise MonitorProtocolError("request args must be a map with text keys")
+            op = request["op"][:64]
+            handler = self._ops.get(request["op"])
+            if handler is None:
+                _log.warning("refused op=%r: unknown operation", op)
+                return {"error": ERR_UNKNOWN_OP, "detail": "unknown operation"}
+            result = handler(request["args"])
+        except MonitorProtocolError as exc:
+            _log.warning("refused op=%r: malformed request (%s)", op, exc)
+            return {"error": ERR_MALFORMED, "detail": str(exc)}
+        except _BadArgsError as exc:
+            _log.warning("refused op=%r: bad arguments (%s)", op, exc)
+            return {"error": ERR_BAD_ARGS, "detail": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a request must never stop the monitor
+            _log.error("failed op=%r: %s", op, type(exc).__name__)
+            return {"error": ERR_INTERNAL, "detail": "the monitor could not complete the request"}
+        _log.info("ok op=%r", op)
+        return {"result": result}
+
+    def serve(self, sock: socket.socket) -> None:
+        """Answer requests on ``sock`` until the peer closes it.
+
+        Raises:
+            MonitorUnavailableError: the connection failed mid-frame.
+        """
+        while True:
+            try:
+                payload = read_frame(sock)
+            except FrameTooLargeError as exc:
+                _log.warning("refused frame: %s", exc)
+                drain(sock, exc.length)
+                response: dict[str, Any] = {"error": ERR_FRAME_TOO_LARGE, "detail": str(exc)}
+            else:
+                if payload is None:
+                    _log.info("peer closed the connection")
+                    return
+                response = self.handle(payload)
+            try:
+                encoded = encode_message(response)
+            except MonitorError:
+                _log.error("response could not be encoded")
+                encoded = encode_message({"error": ERR_INTERNAL, "detail": "response too large"})
+            write_frame(sock, encoded)

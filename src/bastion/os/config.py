@@ -1,0 +1,141 @@
+"""Device configuration, and the named bounds and intervals of the OS runtime.
+
+The device config is a small JSON file written by ``bastion device run --service``::
+
+    {"service_url": "http://127.0.0.1:8443", "ca_file": null,
+     "retry_initial_s": 5, "retry_max_s": 300}
+
+Only ``service_url`` is required. ``ca_file`` names a PEM bundle used to verify
+the service over HTTPS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bastion.hw.atomic import atomic_write_bytes
+from bastion.os.errors import ConfigError
+
+__all__ = ["MAX_CONFIG_BYTES", "AttestationPolicy", "DeviceConfig", "load_config", "save_config"]
+
+#: Bound on the device config file.
+MAX_CONFIG_BYTES = 16 * 1024
+#: Bound on the service URL.
+MAX_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class AttestationPolicy:
+    """When to attest, how to retry, and the bounds on what the service may send.
+
+    Attributes:
+        renew_fraction: renew once this fraction of the certificate's lifetime
+            (from its own validity window) has passed.
+        retry_initial_s: first back-off after a failed attempt.
+        retry_multiplier: back-off growth per consecutive failure.
+        retry_max_s: ceiling of the back-off.
+        http_timeout_s: connect/read/write timeout of one HTTP request.
+        max_response_bytes: bound on one HTTP response body.
+        max_ca_chain: bound on the number of CA certificates returned.
+        clock_skew_s: how far ahead of ours the service's clock may be when it
+            dates a new certificate.
+    """
+
+    renew_fraction: float = 0.8
+    retry_initial_s: float = 5.0
+    retry_multiplier: float = 2.0
+    retry_max_s: float = 300.0
+    http_timeout_s: float = 10.0
+    max_response_bytes: int = 64 * 1024
+    max_ca_chain: int = 4
+    clock_skew_s: float = 300.0
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (``failures >= 1``)."""
+        exponent = max(failures - 1, 0)
+        delay = self.retry_initial_s * self.retry_multiplier ** min(exponent, 64)
+        return float(min(delay, self.retry_max_s))
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """What the OS needs to know about its service.
+
+    Attributes:
+        service_url: base URL of the Security Service (``http`` or ``https``).
+        ca_file: PEM file of CAs that verify the service's TLS certificate.
+        policy: attestation timing and bounds.
+    """
+
+    service_url: str
+    ca_file: str | None = None
+    policy: AttestationPolicy = field(default_factory=AttestationPolicy)
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        raise ConfigError("service_url must be a non-empty URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("service_url must be an http:// or https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError("service_url must not carry credentials, a query or a fragment")
+    return url.rstrip("/")
+
+
+def config_from_json(value: dict[str, Any]) -> DeviceConfig:
+    """Build a config from its JSON object.
+
+    Raises:
+        ConfigError: a field is missing or has the wrong type.
+    """
+    ca_file = value.get("ca_file")
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ConfigError("ca_file must be a path or null")
+    overrides: dict[str, Any] = {}
+    for item in fields(AttestationPolicy):
+        if item.name in value:
+            raw = value[item.name]
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+                raise ConfigError(f"{item.name} must be a positive number")
+            overrides[item.name] = type(getattr(AttestationPolicy(), item.name))(raw)
+    return DeviceConfig(
+        service_url=_check_url(value.get("service_url")), ca_file=ca_file, policy=AttestationPolicy(**overrides)
+    )
+
+
+def load_config(path: Path) -> DeviceConfig:
+    """Read the device config.
+
+    Raises:
+        ConfigError: the file is missing, too large, not JSON, or invalid.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no device config at {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the device config at {path}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"device config is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError("device config is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise ConfigError("device config must be a JSON object")
+    return config_from_json(value)
+
+
+def save_config(path: Path, config: DeviceConfig) -> None:
+    """Write the device config atomically (policy values are written only if not default)."""
+    value: dict[str, Any] = {"service_url": _check_url(config.service_url), "ca_file": config.ca_file}
+    defaults = asdict(AttestationPolicy())
+    value.update({k: v for k, v in asdict(config.policy).items() if defaults[k] != v})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")

@@ -1,0 +1,79 @@
+"""Exceptions raised by :mod:`bastion.os`.
+
+The tree::
+
+    DeviceOsError
+    ├── ConfigError               the device config is missing, unreadable or invalid
+    ├── StateError                the OS state directory cannot be read or written
+    ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
+    └── AttestationError          an attestation attempt failed (retried with backoff)
+        ├── AttestationRefusedError   the service said no: ``status``, ``code``, ``detail``
+        ├── ServiceProtocolError      the service sent something malformed or oversized
+        └── ServiceUnreachableError   transport failed: DNS, connect, TLS, timeout, 5xx
+
+Messages never carry key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttestationError",
+    "AttestationRefusedError",
+    "ConfigError",
+    "DeviceOsError",
+    "MonitorFailedError",
+    "ServiceProtocolError",
+    "ServiceUnreachableError",
+    "StateError",
+]
+
+
+class DeviceOsError(Exception):
+    """Root of all errors raised by :mod:`bastion.os`."""
+
+
+class ConfigError(DeviceOsError):
+    """The device configuration is missing or invalid."""
+
+
+class StateError(DeviceOsError):
+    """The OS state directory cannot be read or written."""
+
+
+class MonitorFailedError(DeviceOsError):
+    """The security monitor could not serve a request; the OS cannot attest without it."""
+
+
+class AttestationError(DeviceOsError):
+    """One attestation attempt failed."""
+
+    #: A stable reason code recorded in the OS state.
+    code: str = "attestation_failed"
+
+
+class AttestationRefusedError(AttestationError):
+    """The service refused the device (a 4xx answer).
+
+    Attributes:
+        status: the HTTP status.
+        code: the service's error code (docs/api.md), e.g. ``device_unclaimed``.
+        detail: the service's explanation.
+    """
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"the service refused attestation ({code}): {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class ServiceProtocolError(AttestationError):
+    """The service's answer was malformed, oversized or inconsistent."""
+
+    code = "bad_service_response"
+
+
+class ServiceUnreachableError(AttestationError):
+    """The service could not be reached, timed out, or failed (5xx)."""
+
+    code = "service_unreachable"

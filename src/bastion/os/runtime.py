@@ -1,0 +1,242 @@
+"""The OS main program: wire the monitor, state, config and jobs together, then run.
+
+Started by ``bastion device run`` as ``python -m bastion.os`` from the unpacked OS
+image, with argv::
+
+    --monitor-fd N     inherited end of the socketpair to the monitor
+    --state-dir PATH   the OS's own persistent directory (DEV/os-state)
+    --config PATH      the device config (service URL, CA file)
+    --once             attest once and exit (0 on success)
+
+Nothing secret is passed: the OS has no path to the UDS and never holds the
+Alias key; it asks the monitor to sign.
+
+Exit status: 0 ok, 2 attestation failed (``--once``), 3 monitor failure,
+4 config or state error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import bastion
+from bastion.crypto.certs import load_certificate_der
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import device_id_from_public_key
+from bastion.monitor.client import MonitorClient
+from bastion.monitor.errors import MonitorError
+from bastion.os.attestation import AttestationClient, renewal_time
+from bastion.os.config import DeviceConfig, load_config
+from bastion.os.errors import (
+    AttestationError,
+    AttestationRefusedError,
+    ConfigError,
+    DeviceOsError,
+    MonitorFailedError,
+    StateError,
+)
+from bastion.os.scheduler import Scheduler
+from bastion.os.state import OsState, StateDir
+
+__all__ = ["EXIT_ATTESTATION", "EXIT_CONFIG", "EXIT_MONITOR", "EXIT_OK", "AttestationJob", "main"]
+
+EXIT_OK = 0
+EXIT_ATTESTATION = 2
+EXIT_MONITOR = 3
+EXIT_CONFIG = 4
+#: Bounds on the rotated OS log.
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 2
+
+_log = logging.getLogger("bastion.os")
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def utcnow() -> dt.datetime:
+    """The wall clock, timezone-aware UTC (the only place the OS reads it)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class AttestationJob:
+    """Attest now, store the result, and say when to attest next.
+
+    Success schedules the next attempt at the renewal point of the new
+    certificate; failure backs off exponentially (bounded by the policy).
+    A monitor failure is not retried: it propagates and ends the OS.
+    """
+
+    def __init__(self, client: AttestationClient, state_dir: StateDir, state: OsState, config: DeviceConfig) -> None:
+        self._client = client
+        self._dir = state_dir
+        self.state = state
+        self._policy = config.policy
+
+    def __call__(self, now: dt.datetime) -> dt.datetime:
+        """Run one attempt at ``now``; return the time of the next one."""
+        state = self.state
+        state.last_attempt_at = _iso(now)
+        try:
+            credential = self._client.attest(now=now)
+        except AttestationError as exc:
+            state.consecutive_failures += 1
+            state.last_result = "refused" if isinstance(exc, AttestationRefusedError) else "error"
+            state.last_reason = exc.code
+            state.last_detail = exc.detail if isinstance(exc, AttestationRefusedError) else str(exc)
+            next_at = now + dt.timedelta(seconds=self._policy.backoff(state.consecutive_failures))
+            _log.warning("attestation failed (%s): %s; retrying at %s", exc.code, state.last_detail, _iso(next_at))
+        else:
+            self._dir.save_credentials(credential.certificate_pem, b"".join(credential.ca_chain_pem))
+            state.consecutive_failures = 0
+            state.last_result, state.last_reason, state.last_detail = "ok", None, None
+            state.last_attestation_at = _iso(now)
+            state.tenant_id = credential.tenant_id
+            state.cert_not_before = _iso(credential.not_before)
+            state.cert_not_after = _iso(credential.not_after)
+            next_at = renewal_time(credential.certificate, self._policy.renew_fraction)
+            _log.info("attested: certificate valid until %s, renewing at %s", state.cert_not_after, _iso(next_at))
+        state.next_attestation_at = _iso(next_at)
+        self._dir.save_state(state)
+        return next_at
+
+
+def _setup_logging(state_dir: StateDir) -> None:
+    fmt = logging.Formatter("os: %(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    handler = logging.handlers.RotatingFileHandler(
+        state_dir.log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines would repeat our own
+
+
+def _device_id(monitor: MonitorClient) -> str:
+    try:
+        device_id_cert = load_certificate_der(monitor.get_cert_chain()[1])
+    except CryptoError as exc:
+        raise MonitorFailedError("the monitor's DeviceID certificate does not parse") from exc
+    key = device_id_cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise MonitorFailedError("the DeviceID certificate does not hold an EC key")
+    return device_id_from_public_key(key)
+
+
+def http_client(config: DeviceConfig) -> httpx.Client:
+    """Build the HTTP client for the service: explicit TLS trust, timeouts, no env proxies."""
+    verify: ssl.SSLContext | bool = True
+    if config.ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the CA file {config.ca_file}") from exc
+    return httpx.Client(
+        base_url=config.service_url,
+        timeout=config.policy.http_timeout_s,
+        verify=verify,
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+def run(
+    *,
+    monitor: MonitorClient,
+    state_dir: StateDir,
+    config: DeviceConfig,
+    once: bool,
+    stop: threading.Event,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> int:
+    """Run the OS jobs; returns the exit status.
+
+    Raises:
+        DeviceOsError: config, state or monitor failures (the caller maps them).
+    """
+    try:
+        device_id = _device_id(monitor)
+        boot = monitor.read_counters()
+    except MonitorError as exc:
+        raise MonitorFailedError(f"cannot read the boot identity from the monitor: {exc}") from exc
+    state = state_dir.load_state()
+    state.device_id, state.os_version, state.boot_slot = device_id, boot.os_version, boot.boot_slot
+    state.runtime_path = bastion.__file__
+    state.pid = os.getpid()
+    state.started_at = _iso(clock())
+    state_dir.save_state(state)
+    _log.info(
+        "OS %s running from %s (slot %s), device %s", boot.os_version, bastion.__file__, boot.boot_slot, device_id
+    )
+    key = state_dir.load_or_create_key()
+    with http_client(config) as http:
+        job = AttestationJob(
+            AttestationClient(http, monitor, key, device_id=device_id, policy=config.policy), state_dir, state, config
+        )
+        if once:
+            job(clock())
+            return EXIT_OK if job.state.last_result == "ok" else EXIT_ATTESTATION
+        scheduler = Scheduler(clock=clock, stop=stop)
+        scheduler.add("attestation", job, first_at=clock())  # attest at every boot
+        scheduler.run()
+    _log.info("stopped")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bastion.os``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="bastion.os")
+    parser.add_argument("--monitor-fd", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        state_dir = StateDir(args.state_dir)
+    except StateError as exc:
+        sys.stderr.write(f"os: {exc}\n")
+        return EXIT_CONFIG
+    _setup_logging(state_dir)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        _log.info("stopping on signal %d", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    monitor = MonitorClient(socket.socket(fileno=args.monitor_fd))
+    try:
+        return run(monitor=monitor, state_dir=state_dir, config=load_config(args.config), once=args.once, stop=stop)
+    except MonitorFailedError as exc:
+        _log.error("%s", exc)
+        return EXIT_MONITOR
+    except (ConfigError, StateError) as exc:
+        _log.error("%s", exc)
+        return EXIT_CONFIG
+    except DeviceOsError as exc:
+        _log.error("%s", exc)
+        return EXIT_ATTESTATION
+    finally:
+        monitor.close()

@@ -1,0 +1,80 @@
+"""A tiny single-threaded scheduler for the OS's periodic jobs.
+
+Each job is a callable that takes ``now`` and returns when it wants to run next.
+Attestation is the first job; the update agent and the error-report uploader
+join it later. The scheduler sleeps on a ``threading.Event`` so a signal
+handler can stop it promptly.
+
+Example:
+    >>> import threading, datetime as dt
+    >>> stop = threading.Event()
+    >>> sched = Scheduler(clock=lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC), stop=stop)
+    >>> def once(now):
+    ...     stop.set()
+    ...     return now + dt.timedelta(hours=1)
+    >>> sched.add("demo", once, first_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    >>> sched.run()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["MAX_SLEEP_S", "Job", "Scheduler"]
+
+#: Longest single sleep; the clock is re-read at least this often (wall-clock jumps).
+MAX_SLEEP_S = 60.0
+
+Job = Callable[[dt.datetime], dt.datetime]
+
+_log = logging.getLogger("bastion.os.scheduler")
+
+
+@dataclass
+class _Entry:
+    name: str
+    job: Job
+    due: dt.datetime
+
+
+class Scheduler:
+    """Runs jobs when they are due until ``stop`` is set.
+
+    Args:
+        clock: returns the current time (timezone-aware).
+        stop: set it to end :meth:`run`.
+    """
+
+    def __init__(self, *, clock: Callable[[], dt.datetime], stop: threading.Event) -> None:
+        self._clock = clock
+        self._stop = stop
+        self._entries: list[_Entry] = []
+
+    def add(self, name: str, job: Job, *, first_at: dt.datetime) -> None:
+        """Register ``job`` to run first at ``first_at``."""
+        self._entries.append(_Entry(name=name, job=job, due=first_at))
+
+    def due_times(self) -> dict[str, dt.datetime]:
+        """When each job runs next (for status and tests)."""
+        return {entry.name: entry.due for entry in self._entries}
+
+    def run_due(self) -> None:
+        """Run every job that is due now, and reschedule it."""
+        for entry in self._entries:
+            now = self._clock()
+            if entry.due <= now:
+                entry.due = entry.job(now)
+                _log.info("%s: next run at %s", entry.name, entry.due.isoformat(timespec="seconds"))
+
+    def run(self) -> None:
+        """Run jobs until ``stop`` is set. A job's exception ends the loop."""
+        while not self._stop.is_set():
+            self.run_due()
+            if not self._entries:
+                return
+            wait = (min(entry.due for entry in self._entries) - self._clock()).total_seconds()
+            self._stop.wait(min(max(wait, 0.0), MAX_SLEEP_S))
