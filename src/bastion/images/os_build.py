@@ -1,0 +1,155 @@
+"""Build OS images: the real device runtime, packaged deterministically and signed.
+
+The payload is a ustar archive (see :mod:`bastion.images.os_payload`) of the
+``.py`` sources of the packages the OS process needs (:data:`OS_PACKAGES`),
+located through the installed ``bastion`` package. Entries are sorted, with fixed
+mtime, owner and mode, so the same sources and version give a byte-identical
+payload.
+
+Example::
+
+    build_os_image(Path("os.img"), "1.0.0", 1, load_private_key_pem(pem))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bastion
+from bastion.crypto.keys import PrivateKey
+from bastion.images.errors import ImageBuildError
+from bastion.images.os_payload import FAULT_FILE, FAULTS, MANIFEST_NAME, OsManifest
+from bastion.images.package import ImageHeader, ImageType, build_image, measure_image
+
+__all__ = ["OS_COMPONENT_ID", "OS_PACKAGES", "OsBuildResult", "build_os_image", "build_os_payload"]
+
+#: The component ID of the Bastion OS (fixed: a UUIDv5 of its URN).
+OS_COMPONENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:bastion:component:os"))
+#: Subpackages of ``bastion`` that the OS process runs (plus ``bastion/__init__.py``).
+OS_PACKAGES = ("os", "monitor", "images", "crypto", "hw", "applibs")
+#: Fixed metadata of every archive entry (1980-01-01, as reproducible zips use).
+_FIXED_MTIME = 315532800
+_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class OsBuildResult:
+    """What :func:`build_os_image` produced."""
+
+    path: Path
+    header: ImageHeader
+    measurement: bytes
+    file_count: int
+
+
+def _source_files(source_root: Path) -> list[tuple[str, Path]]:
+    init = source_root / "__init__.py"
+    if not init.is_file():
+        raise ImageBuildError(f"no bastion package at {source_root}")
+    files = [("bastion/__init__.py", init)]
+    for package in OS_PACKAGES:
+        base = source_root / package
+        if not (base / "__init__.py").is_file():
+            raise ImageBuildError(f"package bastion.{package} is missing from {source_root}")
+        for root, dirs, names in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in names:
+                path = Path(root) / name
+                if name.endswith(".py") and path.is_file() and not path.is_symlink():
+                    files.append((f"bastion/{path.relative_to(source_root).as_posix()}", path))
+    return sorted(files)
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = _FIXED_MTIME
+    info.mode = _FILE_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    archive.addfile(info, io.BytesIO(data))
+
+
+def build_os_payload(
+    version: str, security_version: int, *, fault: str | None = None, source_root: Path | None = None
+) -> tuple[bytes, OsManifest]:
+    """Return the deterministic OS archive and its manifest.
+
+    Args:
+        version: the OS version (semantic version).
+        security_version: the anti-rollback security version.
+        fault: a test-only fault to inject (one of :data:`FAULTS`), or None.
+        source_root: the ``bastion`` package directory (default: the installed one).
+
+    Raises:
+        ImageBuildError: unknown fault, or sources missing.
+    """
+    if fault is not None and fault not in FAULTS:
+        raise ImageBuildError(f"unknown fault {fault!r}; known: {', '.join(sorted(FAULTS))}")
+    root = source_root if source_root is not None else Path(bastion.__file__).parent
+    contents = {name: path.read_bytes() for name, path in _source_files(root)}
+    if fault is not None:
+        contents[FAULT_FILE] = fault.encode() + b"\n"
+    manifest = OsManifest(
+        version=version,
+        security_version=security_version,
+        files={name: hashlib.sha256(data).hexdigest() for name, data in contents.items()},
+        fault=fault,
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        _add(archive, MANIFEST_NAME, manifest.to_json())
+        for name in sorted(contents):
+            _add(archive, name, contents[name])
+    return buffer.getvalue(), manifest
+
+
+def build_os_image(
+    out: Path,
+    version: str,
+    security_version: int,
+    key: PrivateKey,
+    *,
+    fault: str | None = None,
+    source_root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> OsBuildResult:
+    """Build and sign an OS image of the device runtime, written atomically to ``out``.
+
+    Raises:
+        ImageBuildError: bad version or security version, unknown fault, sources missing.
+    """
+    report = progress or (lambda _message: None)
+    report("collecting the device runtime sources")
+    payload, manifest = build_os_payload(version, security_version, fault=fault, source_root=source_root)
+    report(f"packaging {len(manifest.files)} files ({len(payload)} bytes), signing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            header = build_image(
+                handle,
+                io.BytesIO(payload),
+                image_type=ImageType.OS,
+                component_id=OS_COMPONENT_ID,
+                version=version,
+                security_version=security_version,
+                key=key,
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return OsBuildResult(out, header, measure_image(out), len(manifest.files))

@@ -1,0 +1,322 @@
+"""The OS payload: a deterministic tar of the device runtime, and its safe extraction.
+
+An OS image's payload is a ustar archive of regular files only. Its first member
+is the manifest ``bastion-os.json``::
+
+    {"format": 1, "name": "bastion-os", "entry": "bastion.os", "version": "1.0.0",
+     "security_version": 1, "fault": null, "files": {"bastion/__init__.py": "<sha256 hex>", ...}}
+
+Extraction is tar-slip safe and bounded: only regular files, relative paths made
+of plain name characters (no absolute paths, no ``..``, no links, devices or
+directories as members), bounded member count, member size and total size; the
+files must match the manifest exactly; and the payload bytes are re-hashed while
+extracting, so they must match the digest in the (already verified) header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bastion.images.errors import ImageArchiveError
+from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_image
+
+__all__ = [
+    "FAULTS",
+    "FAULT_FILE",
+    "MANIFEST_NAME",
+    "OsArchiveLimits",
+    "OsManifest",
+    "read_fault",
+    "read_os_manifest",
+    "runtime_is_intact",
+    "unpack_os_payload",
+    "unpack_os_stream",
+]
+
+MANIFEST_NAME = "bastion-os.json"
+#: A file at the root of the runtime that names an injected fault (tests only).
+FAULT_FILE = "bastion-fault.txt"
+#: Faults a test build may inject: "fail-at-start" makes the OS entry point exit 1.
+FAULTS = frozenset({"fail-at-start"})
+_DEFAULT_IMAGE_LIMITS = ImageLimits()
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class OsArchiveLimits:
+    """Bounds applied while extracting an OS payload."""
+
+    max_members: int = 4096
+    max_member_bytes: int = 8 * 1024 * 1024
+    max_total_bytes: int = 128 * 1024 * 1024
+    max_path_length: int = 255
+    max_manifest_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OsManifest:
+    """What the OS archive says about itself."""
+
+    version: str
+    security_version: int
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 hex
+    fault: str | None = None
+    entry: str = "bastion.os"
+    name: str = "bastion-os"
+    format: int = 1
+
+    def to_json(self) -> bytes:
+        """Return the deterministic JSON encoding stored in the archive."""
+        value = {
+            "format": self.format,
+            "name": self.name,
+            "entry": self.entry,
+            "version": self.version,
+            "security_version": self.security_version,
+            "fault": self.fault,
+            "files": dict(sorted(self.files.items())),
+        }
+        return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OsManifest:
+        """Parse a manifest strictly.
+
+        Raises:
+            ImageArchiveError: not a version 1 OS manifest.
+        """
+        try:
+            value: Any = json.loads(data)
+            manifest = cls(
+                version=value["version"],
+                security_version=value["security_version"],
+                files=dict(value["files"]),
+                fault=value["fault"],
+                entry=value["entry"],
+                name=value["name"],
+                format=value["format"],
+            )
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ImageArchiveError("OS manifest is malformed") from exc
+        if manifest.format != 1 or not all(isinstance(v, str) for v in manifest.files.values()):
+            raise ImageArchiveError("OS manifest is not format 1")
+        if manifest.fault is not None and manifest.fault not in FAULTS:
+            raise ImageArchiveError("OS manifest names an unknown fault")
+        return manifest
+
+
+def check_member_name(name: str, limits: OsArchiveLimits) -> None:
+    """Refuse any archive path that could escape the extraction directory.
+
+    Raises:
+        ImageArchiveError: absolute, ``..``, empty parts, odd characters, too long.
+    """
+    if not name or len(name) > limits.max_path_length or name.startswith("/") or "\\" in name:
+        raise ImageArchiveError(f"unsafe path in OS archive: {name[:80]!r}")
+    for part in name.split("/"):
+        if not _PART.match(part):
+            raise ImageArchiveError(f"unsafe path in OS archive: {name[:80]!r}")
+
+
+class _PayloadReader(io.RawIOBase):
+    """Hands out exactly ``size`` bytes of the payload and hashes them."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self.remaining = size
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.remaining)
+        if want == 0:
+            return 0
+        data = self._stream.read(want)
+        view[: len(data)] = data
+        self.digest.update(data)
+        self.remaining -= len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(64 * 1024):
+            pass
+
+
+def _open_payload(stream: BinaryIO, image_limits: ImageLimits) -> tuple[ImageHeader, _PayloadReader]:
+    header = inspect_image(stream, limits=image_limits)
+    if header.image_type is not ImageType.OS:
+        raise ImageArchiveError(f"image is a {header.image_type.value} image, not an OS image")
+    return header, _PayloadReader(stream, header.payload_size)
+
+
+def _tar_errors() -> tuple[type[BaseException], ...]:
+    return (tarfile.TarError, ValueError, EOFError, UnicodeError)
+
+
+def read_os_manifest(stream: BinaryIO, *, image_limits: ImageLimits = _DEFAULT_IMAGE_LIMITS) -> OsManifest:
+    """Read the manifest of an OS image (``stream`` at the start of the image).
+
+    Raises:
+        ImageFormatError: not an image package.
+        ImageArchiveError: not an OS image, or the archive does not start with a manifest.
+    """
+    limits = OsArchiveLimits()
+    _, reader = _open_payload(stream, image_limits)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as archive:
+            member = archive.next()
+            if member is None or member.name != MANIFEST_NAME or not member.isreg():
+                raise ImageArchiveError("OS archive does not start with its manifest")
+            if member.size > limits.max_manifest_bytes:
+                raise ImageArchiveError("OS manifest is over its size bound")
+            extracted = archive.extractfile(member)
+            data = extracted.read() if extracted is not None else b""
+    except _tar_errors() as exc:
+        raise ImageArchiveError("OS payload is not a valid archive") from exc
+    return OsManifest.from_json(data)
+
+
+def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = archive.extractfile(member)
+    if source is None:
+        raise ImageArchiveError(f"cannot read {member.name!r} from the OS archive")
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(target, flags, 0o644)
+    except FileExistsError as exc:
+        raise ImageArchiveError(f"duplicate path in OS archive: {member.name!r}") from exc
+    with os.fdopen(fd, "wb") as out:
+        while chunk := source.read(64 * 1024):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _extract_all(reader: _PayloadReader, dest: Path, limits: OsArchiveLimits) -> OsManifest:
+    hashes: dict[str, str] = {}
+    manifest: OsManifest | None = None
+    total = 0
+    with tarfile.open(fileobj=reader, mode="r|") as archive:
+        for count, member in enumerate(archive, start=1):
+            if count > limits.max_members:
+                raise ImageArchiveError(f"OS archive has more than {limits.max_members} members")
+            if not member.isreg():
+                raise ImageArchiveError(f"OS archive member {member.name[:80]!r} is not a regular file")
+            check_member_name(member.name, limits)
+            total += member.size
+            if member.size > limits.max_member_bytes or total > limits.max_total_bytes:
+                raise ImageArchiveError("OS archive is over its size bounds")
+            if count == 1 and (member.name != MANIFEST_NAME or member.size > limits.max_manifest_bytes):
+                raise ImageArchiveError("OS archive does not start with its manifest")
+            hashes[member.name] = _extract_member(archive, member, dest / member.name)
+            if count == 1:
+                manifest = OsManifest.from_json((dest / MANIFEST_NAME).read_bytes())
+    if manifest is None:
+        raise ImageArchiveError("OS archive is empty")
+    hashes.pop(MANIFEST_NAME)
+    if hashes != manifest.files:
+        raise ImageArchiveError("OS archive content does not match its manifest")
+    return manifest
+
+
+def unpack_os_stream(
+    stream: BinaryIO,
+    dest_dir: Path,
+    *,
+    limits: OsArchiveLimits = OsArchiveLimits(),
+    image_limits: ImageLimits = _DEFAULT_IMAGE_LIMITS,
+) -> OsManifest:
+    """Extract the payload of an OS image (``stream`` at its start) to ``dest_dir``.
+
+    The caller has verified the image (:func:`verify_image`). The payload is
+    re-hashed during extraction; if it no longer matches the header (the file
+    changed), nothing is installed. ``dest_dir`` is replaced atomically.
+
+    Raises:
+        ImageFormatError: not an image package.
+        ImageArchiveError: unsafe or malformed archive, or the payload changed.
+    """
+    header, reader = _open_payload(stream, image_limits)
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest_dir.parent / f".{dest_dir.name}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir(mode=0o755)
+    try:
+        try:
+            manifest = _extract_all(reader, staging, limits)
+            reader.drain()
+        except _tar_errors() as exc:
+            raise ImageArchiveError("OS payload is not a valid archive") from exc
+        if reader.remaining or not hmac.compare_digest(reader.digest.digest(), header.payload_digest):
+            raise ImageArchiveError("OS payload changed since it was verified")
+        _remove_tree(dest_dir)
+        staging.rename(dest_dir)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    return manifest
+
+
+def unpack_os_payload(
+    verified_image_path: Path, dest_dir: Path, *, limits: OsArchiveLimits = OsArchiveLimits()
+) -> OsManifest:
+    """Extract the payload of a verified OS image file to ``dest_dir`` (see :func:`unpack_os_stream`)."""
+    with verified_image_path.open("rb") as stream:
+        return unpack_os_stream(stream, dest_dir, limits=limits)
+
+
+def runtime_is_intact(runtime_dir: Path, manifest: OsManifest) -> bool:
+    """Return whether ``runtime_dir`` holds exactly the manifest's files, unmodified.
+
+    ``__pycache__`` directories, which Python creates when it runs the code, are
+    ignored; anything else extra, missing, changed or a symlink means not intact.
+    """
+    if not runtime_dir.is_dir() or runtime_dir.is_symlink():
+        return False
+    expected = {**manifest.files, MANIFEST_NAME: hashlib.sha256(manifest.to_json()).hexdigest()}
+    found: dict[str, str] = {}
+    for root, dirs, files in os.walk(runtime_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            path = Path(root) / name
+            if path.is_symlink():
+                return False
+            found[path.relative_to(runtime_dir).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if any((Path(root) / d).is_symlink() for d in dirs):
+            return False
+    return found.keys() == expected.keys() and all(hmac.compare_digest(found[k], expected[k]) for k in expected)
+
+
+def read_fault(runtime_dir: Path) -> str | None:
+    """Return the fault injected into an OS runtime by a test build, or None.
+
+    The OS entry point calls this at start; for ``"fail-at-start"`` it exits 1.
+    """
+    path = runtime_dir / FAULT_FILE
+    if not path.is_file():
+        return None
+    value = path.read_text(encoding="ascii", errors="replace")[:64].strip()
+    return value if value in FAULTS else None
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
