@@ -61,7 +61,8 @@ def test_payload_is_deterministic() -> None:
     second, _ = build_os_payload("2.0.0", 1)
     assert first == second
     assert build_os_payload("2.0.1", 1)[0] != first
-    members = tarfile.open(fileobj=io.BytesIO(first)).getmembers()
+    with tarfile.open(fileobj=io.BytesIO(first)) as archive:
+        members = archive.getmembers()
     assert members[0].name == MANIFEST_NAME
     assert [m.name for m in members[1:]] == sorted(manifest.files)
     assert {(m.mtime, m.uid, m.gid, m.mode, m.uname) for m in members} == {(315532800, 0, 0, 0o644, "")}
