@@ -290,7 +290,7 @@ def _claims_from_map(claims_map: dict[Any, Any], *, verify_key_point: bool) -> E
         raise MalformedInput("oemboot must be a bool")
     dbgstat = _uint(claims_map[CLAIM_DBGSTAT], "dbgstat", maximum=max(DebugStatus))
     boot_slot = claims_map[CLAIM_BOOT_SLOT]
-    if boot_slot not in BOOT_SLOTS:
+    if not isinstance(boot_slot, str) or boot_slot not in BOOT_SLOTS:
         raise MalformedInput('boot slot must be "A" or "B"')
     key = _bstr(claims_map[CLAIM_KEY_TO_CERTIFY], "key to certify", min_len=KEY_POINT_BYTES, max_len=KEY_POINT_BYTES)
     if verify_key_point:
