@@ -1,0 +1,369 @@
+"""Attestation domain logic on a migrated database (SQLite and PostgreSQL).
+
+Every attack fails closed with its code, and leaves an attestation record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from attest_sim import OS_DIGEST, SimDevice, SimVendor
+from attest_world import World, openssl_verify
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.service.attestation.errors import AttestationFailure, FailureCode
+from bastion.service.attestation.service import (
+    CHALLENGE_PRUNE_BATCH,
+    CHALLENGE_TTL,
+    EXPIRED_CHALLENGE_RETENTION,
+    AttestationCaches,
+    AttestationOutcome,
+    attest,
+    create_challenge,
+)
+from bastion.service.ca.service import tenant_ca_pem
+from bastion.service.errors import InvalidDeviceId
+from bastion.service.models import Challenge, Device
+from bastion.service.tenants.service import CreatedTenant
+from bastion.service.vendors.service import trust_vendor
+from conftest import FakeClock
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock) -> World:
+    return World.build(session_factory, tenant, clock())
+
+
+class Harness:
+    """Runs the domain functions the way the endpoint does, one session per call."""
+
+    def __init__(self, world: World, master_key: bytes) -> None:
+        self.world = world
+        self.master_key = master_key
+        self.caches = AttestationCaches()
+
+    def challenge(self, device: SimDevice | str, *, now: dt.datetime | None = None) -> bytes:
+        device_id = device if isinstance(device, str) else device.device_id
+        with self.world.sessions() as session:
+            return create_challenge(session, device_id, now=now or self.world.now).nonce
+
+    def attest(self, token: bytes, *, now: dt.datetime | None = None) -> AttestationOutcome:
+        now = now or self.world.now
+        with self.world.sessions() as session:
+            return attest(
+                session,
+                token,
+                now=now,
+                master_key=self.master_key,
+                trust_anchors=self.caches.trust_anchors(session, now),
+                caches=self.caches,
+            )
+
+    def refused(self, token: bytes, code: FailureCode, *, now: dt.datetime | None = None) -> AttestationFailure:
+        with pytest.raises(AttestationFailure) as info:
+            self.attest(token, now=now)
+        assert info.value.code is code, info.value
+        return info.value
+
+
+@pytest.fixture
+def harness(world: World, master_key: bytes) -> Harness:
+    return Harness(world, master_key)
+
+
+def assert_failure_recorded(world: World, device_id: str, code: FailureCode, *, marks_device: bool) -> None:
+    records = world.records(device_id)
+    assert records, "no attestation record"
+    last = records[-1]
+    assert (last.result, last.reason) == ("failed", code.value)
+    assert last.cert_serial is None
+    row = world.device_row(device_id)
+    if row is not None:
+        assert last.tenant_id == row.tenant_id
+        if marks_device:
+            assert (row.last_result, row.last_reason) == ("failed", code.value)
+        else:
+            assert row.last_result is None
+
+
+# --- happy path -----------------------------------------------------------------------
+
+
+def test_attestation_issues_a_24h_client_certificate(harness: Harness, world: World, tmp_path: Path) -> None:
+    chip = world.device()
+    outcome = harness.attest(chip.eat(harness.challenge(chip)))
+
+    cert = outcome.certificate
+    tenant_id = world.tenant.tenant_id
+    assert outcome.device_id == chip.device_id
+    assert outcome.tenant_id == tenant_id
+    assert cert.not_valid_after_utc - world.now == dt.timedelta(hours=24)
+    assert cert.not_valid_before_utc <= world.now
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == chip.device_id
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == tenant_id
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    assert any(tenant_id in uri and chip.device_id in uri for uri in uris)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    assert cert.public_key() == chip.tls_key.public_key()
+
+    with world.sessions() as session:
+        ca_pem = tenant_ca_pem(session, tenant_id)
+    assert outcome.ca_chain_pem == (ca_pem,)
+    result = openssl_verify(tmp_path, ca_pem, outcome.certificate_pem, at=world.now)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith(": OK")
+
+    row = world.device_row(chip.device_id)
+    assert row is not None
+    assert (row.last_result, row.last_reason, row.os_version) == ("ok", "ok", "1.0.0")
+    assert row.os_measurement == OS_DIGEST.hex()
+    assert row.cert_serial == outcome.serial == format(cert.serial_number, "x")
+    assert row.cert_not_after == cert.not_valid_after_utc
+    assert row.last_attested_at == world.now
+    [record] = world.records(chip.device_id)
+    assert (record.result, record.reason, record.cert_serial) == ("ok", "ok", outcome.serial)
+    assert record.tenant_id == tenant_id
+
+
+def test_openssl_rejects_the_certificate_under_another_tenant_ca(
+    harness: Harness, world: World, make_tenant: object, tmp_path: Path
+) -> None:
+    """The openssl check is real: it fails against a CA that did not issue the cert."""
+    chip = world.device()
+    outcome = harness.attest(chip.eat(harness.challenge(chip)))
+    other = make_tenant("other")  # type: ignore[operator]
+    with world.sessions() as session:
+        other_pem = tenant_ca_pem(session, other.tenant_id)
+    assert openssl_verify(tmp_path, other_pem, outcome.certificate_pem, at=world.now).returncode != 0
+    late = world.now + dt.timedelta(hours=25)
+    assert openssl_verify(tmp_path, outcome.ca_chain_pem[0], outcome.certificate_pem, at=late).returncode != 0
+
+
+def test_repeat_attestation_uses_a_new_nonce_and_cached_chain(harness: Harness, world: World) -> None:
+    chip = world.device()
+    first = harness.attest(chip.eat(harness.challenge(chip)))
+    later = world.now + dt.timedelta(hours=19)
+    second = harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later)
+    assert second.serial != first.serial
+    assert len(harness.caches.chain) == 1
+    assert [r.reason for r in world.records(chip.device_id)] == ["ok", "ok"]
+
+
+# --- nonce attacks ----------------------------------------------------------------------
+
+
+def test_replayed_nonce_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device()
+    token = chip.eat(harness.challenge(chip))
+    harness.attest(token)
+    failure = harness.refused(token, FailureCode.UNKNOWN_NONCE)
+    assert "already used" in failure.detail
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+
+
+def test_nonce_never_issued_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device()
+    harness.refused(chip.eat(bytes(32)), FailureCode.UNKNOWN_NONCE)
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+
+
+def test_expired_nonce_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device()
+    nonce = harness.challenge(chip)
+    harness.refused(chip.eat(nonce), FailureCode.NONCE_EXPIRED, now=world.now + CHALLENGE_TTL)
+    assert_failure_recorded(world, chip.device_id, FailureCode.NONCE_EXPIRED, marks_device=True)
+    # The expired nonce was consumed by the attempt.
+    harness.refused(chip.eat(nonce), FailureCode.UNKNOWN_NONCE)
+
+
+def test_nonce_just_before_expiry_is_accepted(harness: Harness, world: World) -> None:
+    chip = world.device()
+    nonce = harness.challenge(chip)
+    harness.attest(chip.eat(nonce), now=world.now + CHALLENGE_TTL - dt.timedelta(seconds=1))
+
+
+def test_nonce_of_another_device_is_refused(harness: Harness, world: World) -> None:
+    chip, other = world.device(), world.device()
+    nonce = harness.challenge(other)
+    harness.refused(chip.eat(nonce), FailureCode.NONCE_DEVICE_MISMATCH)
+    assert_failure_recorded(world, chip.device_id, FailureCode.NONCE_DEVICE_MISMATCH, marks_device=True)
+
+
+def test_concurrent_replay_succeeds_once(harness: Harness, world: World) -> None:
+    """Two requests racing with the same evidence: the nonce is consumed atomically."""
+    chip = world.device()
+    token = chip.eat(harness.challenge(chip))
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            harness.attest(token)
+            results.append("ok")
+        except AttestationFailure as failure:
+            results.append(failure.code.value)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["ok"] + ["unknown_nonce"] * 3
+    assert [r.reason for r in world.records(chip.device_id)].count("ok") == 1
+
+
+# --- evidence attacks -------------------------------------------------------------------
+
+
+def test_eat_signed_by_another_key(harness: Harness, world: World) -> None:
+    chip = world.device()
+    nonce = harness.challenge(chip)
+    harness.refused(chip.eat_signed_by_other_key(nonce), FailureCode.BAD_SIGNATURE)
+    assert_failure_recorded(world, chip.device_id, FailureCode.BAD_SIGNATURE, marks_device=False)
+    # The forged attempt did not burn the device's nonce.
+    harness.attest(chip.eat(nonce))
+
+
+def test_alias_not_signed_by_device_id_key(harness: Harness, world: World) -> None:
+    chip = world.device()
+    token = chip.eat_with_forged_alias(harness.challenge(chip), now=world.now)
+    harness.refused(token, FailureCode.UNTRUSTED_CHAIN)
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNTRUSTED_CHAIN, marks_device=False)
+
+
+def test_device_id_from_untrusted_vendor(harness: Harness, world: World) -> None:
+    rogue = SimDevice.manufacture(SimVendor.create(now=world.now, name="Rogue"), now=world.now)
+    token = rogue.eat(harness.challenge(rogue))
+    harness.refused(token, FailureCode.UNTRUSTED_CHAIN)
+    [record] = world.records(rogue.device_id)
+    assert record.reason == "untrusted_chain"
+    assert record.detail.startswith("unauthenticated evidence")
+
+
+def test_measurements_differing_from_alias_tcb_info(harness: Harness, world: World) -> None:
+    chip = world.device()
+    lie = chip.eat_with_lying_measurements(harness.challenge(chip), hashlib.sha256(b"other").digest())
+    harness.refused(lie, FailureCode.MEASUREMENT_MISMATCH)
+    assert_failure_recorded(world, chip.device_id, FailureCode.MEASUREMENT_MISMATCH, marks_device=True)
+
+
+@pytest.mark.parametrize("token", [b"", b"garbage", b"\xd2\x84\x40\xa0\x40\x40"], ids=["empty", "text", "empty-cose"])
+def test_garbage_is_malformed_and_recorded(harness: Harness, world: World, token: bytes) -> None:
+    failure = harness.refused(token, FailureCode.MALFORMED_EVIDENCE)
+    assert failure.device_id is None
+    [record] = world.records("")
+    assert (record.result, record.reason, record.tenant_id) == ("failed", "malformed_evidence", None)
+
+
+# --- device and OS checks ---------------------------------------------------------------
+
+
+def test_unclaimed_device_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device(claimed=False)
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.DEVICE_UNCLAIMED)
+    [record] = world.records(chip.device_id)
+    assert (record.reason, record.tenant_id) == ("device_unclaimed", None)
+
+
+def test_revoked_device_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device(revoked=True)
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.DEVICE_REVOKED)
+    assert_failure_recorded(world, chip.device_id, FailureCode.DEVICE_REVOKED, marks_device=True)
+    row = world.device_row(chip.device_id)
+    assert row is not None
+    assert row.cert_serial is None
+
+
+def test_unknown_os_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device(os_digest=hashlib.sha256(b"unpublished os").digest())
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.UNKNOWN_OS)
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_OS, marks_device=True)
+    assert world.records(chip.device_id)[-1].os_measurement == chip.os_measurement
+
+
+def test_revoked_os_is_refused(harness: Harness, world: World) -> None:
+    digest = hashlib.sha256(b"withdrawn os").digest()
+    world.publish_os(digest.hex(), "0.9.0", revoked=True)
+    chip = world.device(os_digest=digest)
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.OS_REVOKED)
+    assert_failure_recorded(world, chip.device_id, FailureCode.OS_REVOKED, marks_device=True)
+
+
+def test_os_known_good_for_another_tenant_only(
+    harness: Harness, world: World, make_tenant: object, session_factory: sessionmaker[Session]
+) -> None:
+    """ADR 0001: reference values are per tenant."""
+    other = make_tenant("other")  # type: ignore[operator]
+    digest = hashlib.sha256(b"other tenant's os").digest()
+    World(sessions=session_factory, tenant=other, vendor=world.vendor, now=world.now).publish_os(digest.hex(), "2")
+    chip = world.device(os_digest=digest)
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.UNKNOWN_OS)
+
+
+# --- challenges -------------------------------------------------------------------------
+
+
+def test_challenge_is_random_bound_and_expiring(world: World) -> None:
+    chip = world.device()
+    with world.sessions() as session:
+        first = create_challenge(session, chip.device_id, now=world.now)
+        second = create_challenge(session, chip.device_id, now=world.now)
+    assert len(first.nonce) == 32
+    assert first.nonce != second.nonce
+    assert first.device_id == chip.device_id
+    assert first.expires_at == world.now + dt.timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("bad", ["", "ab" * 31, "AB" * 32, "zz" * 32, "ab" * 33])
+def test_challenge_needs_a_device_id(world: World, bad: str) -> None:
+    with world.sessions() as session, pytest.raises(InvalidDeviceId):
+        create_challenge(session, bad, now=world.now)
+
+
+def test_old_challenges_are_pruned_in_bounded_batches(world: World) -> None:
+    device_id = "ab" * 32
+    count = CHALLENGE_PRUNE_BATCH + 10
+    with world.sessions() as session:
+        for _ in range(count):
+            create_challenge(session, device_id, now=world.now)
+        later = world.now + CHALLENGE_TTL + EXPIRED_CHALLENGE_RETENTION + dt.timedelta(seconds=1)
+        create_challenge(session, device_id, now=later)
+        remaining = session.scalar(select(func.count()).select_from(Challenge))
+        assert remaining == count - CHALLENGE_PRUNE_BATCH + 1
+        create_challenge(session, device_id, now=later)
+        assert session.scalar(select(func.count()).select_from(Challenge)) == 2
+
+
+def test_recently_expired_challenges_are_kept_for_a_clear_error(world: World) -> None:
+    device_id = "cd" * 32
+    with world.sessions() as session:
+        create_challenge(session, device_id, now=world.now)
+        create_challenge(session, device_id, now=world.now + CHALLENGE_TTL + dt.timedelta(seconds=5))
+        assert session.scalar(select(func.count()).select_from(Challenge)) == 2
+
+
+def test_new_vendor_is_trusted_after_the_cache_ttl(harness: Harness, world: World) -> None:
+    harness.caches.trust_anchors(world.sessions(), world.now)  # warm the cache
+    vendor2 = SimVendor.create(now=world.now, name="Second vendor")
+    with world.sessions() as session:
+        trust_vendor(session, vendor2.pem.encode(), name="v2", now=world.now)
+    chip = SimDevice.manufacture(vendor2, now=world.now)
+    with world.sessions() as session:
+        session.add(
+            Device(device_id=chip.device_id, tenant_id=world.tenant.tenant_id, claimed_at=world.now, claimed_by="t")
+        )
+        session.commit()
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.UNTRUSTED_CHAIN)
+    later = world.now + harness.caches.ttl
+    outcome = harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later)
+    assert outcome.device_id == chip.device_id
