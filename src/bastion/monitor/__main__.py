@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="monitor: %(levelname)s %(message)s")
     log = logging.getLogger("bastion.monitor")
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # ^C reaches the whole process group; the monitor stops when the OS closes
+    # its socket (or on SIGTERM), so it outlives the OS's orderly shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raw = bytearray()
     try:
         raw = read_handoff(args.handoff_fd)

@@ -1,6 +1,7 @@
 """Device configuration, and the named bounds and intervals of the OS runtime.
 
-The device config is a small JSON file written by ``bastion device run --service``::
+The device config is a small JSON document, kept in the chip's ``config`` flash
+partition (``DEV/flash/config.bin``) and written by ``bastion device run --service``::
 
     {"service_url": "http://127.0.0.1:8443", "ca_file": null,
      "retry_initial_s": 5, "retry_max_s": 300}
@@ -17,10 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.hw.atomic import atomic_write_bytes
 from bastion.os.errors import ConfigError
 
-__all__ = ["MAX_CONFIG_BYTES", "AttestationPolicy", "DeviceConfig", "load_config", "save_config"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "AttestationPolicy",
+    "DeviceConfig",
+    "config_from_json",
+    "encode_config",
+    "load_config",
+    "parse_config",
+]
 
 #: Bound on the device config file.
 MAX_CONFIG_BYTES = 16 * 1024
@@ -108,19 +116,12 @@ def config_from_json(value: dict[str, Any]) -> DeviceConfig:
     )
 
 
-def load_config(path: Path) -> DeviceConfig:
-    """Read the device config.
+def parse_config(data: bytes) -> DeviceConfig:
+    """Parse the device config from its JSON bytes.
 
     Raises:
-        ConfigError: the file is missing, too large, not JSON, or invalid.
+        ConfigError: too large, not JSON, or invalid.
     """
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no device config at {path}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read the device config at {path}") from exc
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"device config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -132,10 +133,25 @@ def load_config(path: Path) -> DeviceConfig:
     return config_from_json(value)
 
 
-def save_config(path: Path, config: DeviceConfig) -> None:
-    """Write the device config atomically (policy values are written only if not default)."""
+def load_config(path: Path) -> DeviceConfig:
+    """Read the device config from a file (the config flash partition).
+
+    Raises:
+        ConfigError: the file is missing, too large, not JSON, or invalid.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no device config at {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the device config at {path}") from exc
+    return parse_config(data)
+
+
+def encode_config(config: DeviceConfig) -> bytes:
+    """Encode the device config as JSON (policy values only where they differ from the defaults)."""
     value: dict[str, Any] = {"service_url": _check_url(config.service_url), "ca_file": config.ca_file}
     defaults = asdict(AttestationPolicy())
     value.update({k: v for k, v in asdict(config.policy).items() if defaults[k] != v})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+    return json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"

@@ -143,8 +143,11 @@ def _device_id(monitor: MonitorClient) -> str:
     return device_id_from_public_key(key)
 
 
-def http_client(config: DeviceConfig) -> httpx.Client:
-    """Build the HTTP client for the service: explicit TLS trust, timeouts, no env proxies."""
+def http_client(config: DeviceConfig, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """Build the HTTP client for the service: explicit TLS trust, timeouts, no env proxies.
+
+    ``transport`` replaces the network (tests pass an ``httpx.MockTransport``).
+    """
     verify: ssl.SSLContext | bool = True
     if config.ca_file is not None:
         try:
@@ -157,6 +160,7 @@ def http_client(config: DeviceConfig) -> httpx.Client:
         verify=verify,
         trust_env=False,
         follow_redirects=False,
+        transport=transport,
     )
 
 
@@ -168,8 +172,11 @@ def run(
     once: bool,
     stop: threading.Event,
     clock: Callable[[], dt.datetime] = utcnow,
+    transport: httpx.BaseTransport | None = None,
 ) -> int:
     """Run the OS jobs; returns the exit status.
+
+    ``clock`` and ``transport`` are injected so tests drive time and the network.
 
     Raises:
         DeviceOsError: config, state or monitor failures (the caller maps them).
@@ -189,7 +196,7 @@ def run(
         "OS %s running from %s (slot %s), device %s", boot.os_version, bastion.__file__, boot.boot_slot, device_id
     )
     key = state_dir.load_or_create_key()
-    with http_client(config) as http:
+    with http_client(config, transport=transport) as http:
         job = AttestationJob(
             AttestationClient(http, monitor, key, device_id=device_id, policy=config.policy), state_dir, state, config
         )
