@@ -1,0 +1,351 @@
+"""``bastion device run``: boot an emulated device and run it as its own processes.
+
+This command is the device's boot process (DESIGN.md, "Processes on an emulated
+device"):
+
+1. boot: ROM and bootloader verify and measure, and derive the Alias key
+   (:func:`bastion.boot.boot_device`). A failure leaves the chip in recovery.
+2. start the **monitor** (``python -m bastion.monitor``) with one end of a
+   socketpair, and hand it the Alias key, chain and boot claims over a pipe;
+3. start the **OS** (``python -m bastion.os``) from the unpacked OS image
+   (``PYTHONPATH`` = the image's runtime directory) with the other end;
+4. drop the key material, supervise both, forward SIGTERM/SIGINT, and exit with
+   the OS's exit status.
+
+Neither child gets a secret in argv or the environment; the OS gets no path to
+the UDS. The service URL is kept in the chip's config flash partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+import bastion
+from bastion.boot.result import BootResult
+from bastion.cli.apps import device_app
+from bastion.cli.output import JsonOption, emit_object, fail, progress
+from bastion.hw.chip import Chip
+from bastion.hw.errors import HwError
+from bastion.hw.flash import Partition
+from bastion.monitor.identity import MonitorIdentity, encode_handoff
+from bastion.os.config import DeviceConfig, encode_config, parse_config
+from bastion.os.errors import ConfigError
+
+__all__ = ["DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
+
+#: Where the OS keeps its state, under the device directory.
+OS_STATE_DIRNAME = "os-state"
+#: Environment variables a child may inherit; everything else is dropped.
+ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME")
+#: How long the monitor gets to exit after the OS is gone, before SIGTERM, then SIGKILL.
+MONITOR_STOP_GRACE_S = 5.0
+#: How long the OS gets to stop after SIGTERM before SIGKILL.
+OS_STOP_GRACE_S = 10.0
+#: How long the OS may take to exit after the monitor has, before that counts as a monitor failure.
+MONITOR_DEATH_GRACE_S = 2.0
+#: Supervision poll interval.
+POLL_INTERVAL_S = 0.1
+#: Exit status when the monitor dies while the OS runs.
+EXIT_MONITOR_DIED = 3
+
+
+def os_state_dir(dev_dir: Path) -> Path:
+    """The OS's state directory for a device."""
+    return dev_dir / OS_STATE_DIRNAME
+
+
+def child_env(pythonpath: Path) -> dict[str, str]:
+    """A minimal environment for a child: an allowlist plus ``PYTHONPATH``.
+
+    ``PYTHONDONTWRITEBYTECODE`` keeps the verified OS image tree unmodified.
+    """
+    env = {name: os.environ[name] for name in ENV_ALLOWLIST if name in os.environ}
+    env["PYTHONPATH"] = str(pythonpath)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def identity_from_boot(result: BootResult) -> MonitorIdentity:
+    """What the monitor is handed from a boot: the Alias key and the claims it vouches for."""
+    return MonitorIdentity(
+        alias_key=result.alias_key,
+        cert_chain=result.cert_chain,
+        device_id=result.device_id,
+        measurements=result.measurements,
+        boot_slot=result.boot_slot,
+        os_version=result.os_version,
+        os_security_version=result.os_security_version,
+        rollback_counters=dict(result.rollback_counters),
+        secboot=result.secboot,
+        dbgstat=result.dbgstat,
+    )
+
+
+def _write_all(fd: int, data: bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@dataclass
+class DeviceProcesses:
+    """The monitor and OS processes of one booted device.
+
+    Args:
+        dev_dir: the device directory.
+        config_path: the device config file the OS reads (the config partition).
+        once: run the OS with ``--once``.
+    """
+
+    dev_dir: Path
+    config_path: Path
+    once: bool = False
+    monitor: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    os_process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, result: BootResult) -> None:
+        """Start the monitor, hand it the identity, then start the OS from the image."""
+        os_end, monitor_end = socket.socketpair()
+        read_fd, write_fd = os.pipe()
+        handoff = encode_handoff(identity_from_boot(result))
+        try:
+            self.monitor = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "bastion.monitor",
+                    "--sock-fd",
+                    str(monitor_end.fileno()),
+                    "--handoff-fd",
+                    str(read_fd),
+                ],
+                pass_fds=(monitor_end.fileno(), read_fd),
+                env=child_env(Path(bastion.__file__).parent.parent),  # the boot stage's own code
+                cwd=self.dev_dir,
+            )
+            os.close(read_fd)
+            read_fd = -1
+            _write_all(write_fd, handoff)
+        finally:
+            handoff[:] = bytes(len(handoff))  # best effort: Python may hold other copies
+            os.close(write_fd)
+            if read_fd >= 0:
+                os.close(read_fd)
+            monitor_end.close()
+        state_dir = os_state_dir(self.dev_dir)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.os_process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "bastion.os",
+                    "--monitor-fd",
+                    str(os_end.fileno()),
+                    "--state-dir",
+                    str(state_dir),
+                    "--config",
+                    str(self.config_path),
+                    *(["--once"] if self.once else []),
+                ],
+                pass_fds=(os_end.fileno(),),
+                env=child_env(result.os_runtime_dir),  # the code comes from the OS image
+                cwd=state_dir,
+            )
+        except OSError:
+            self.stop()
+            raise
+        finally:
+            os_end.close()
+
+    def pid(self, which: str) -> int | None:
+        """The pid of the ``"monitor"`` or ``"os"`` process, if started."""
+        process = self.monitor if which == "monitor" else self.os_process
+        return None if process is None else process.pid
+
+    def signal_os(self, signum: int) -> None:
+        """Forward a signal to the OS, if it runs."""
+        if self.os_process is not None and self.os_process.poll() is None:
+            self.os_process.send_signal(signum)
+
+    def wait(self) -> int:
+        """Supervise until the OS exits; then stop the monitor. Returns the exit status."""
+        if self.os_process is None or self.monitor is None:
+            raise RuntimeError("start() first")
+        while True:
+            code = self.os_process.poll()
+            if code is not None:
+                break
+            if self.monitor.poll() is not None:
+                # The monitor also exits when the OS has just closed its socket on
+                # the way out: give the OS a moment before calling it a failure.
+                try:
+                    code = self.os_process.wait(timeout=MONITOR_DEATH_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    progress(f"monitor exited ({self.monitor.returncode}); stopping the OS")
+                    self.stop()
+                    return EXIT_MONITOR_DIED
+                break
+            time.sleep(POLL_INTERVAL_S)
+        self._stop_monitor()
+        return code
+
+    def _stop_monitor(self) -> None:
+        if self.monitor is None:
+            return
+        try:  # it exits by itself once the OS's end of the socket is closed
+            self.monitor.wait(timeout=MONITOR_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.monitor.terminate()
+            try:
+                self.monitor.wait(timeout=MONITOR_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.monitor.kill()
+                self.monitor.wait()
+
+    def stop(self) -> None:
+        """Stop the OS (SIGTERM, then SIGKILL) and then the monitor."""
+        if self.os_process is not None and self.os_process.poll() is None:
+            self.os_process.terminate()
+            try:
+                self.os_process.wait(timeout=OS_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.os_process.kill()
+                self.os_process.wait()
+        self._stop_monitor()
+
+
+def _config_for(chip: Chip, service: str | None) -> DeviceConfig:
+    """Read the device config from flash, updating the service URL if one is given."""
+    current: DeviceConfig | None = None
+    if not chip.flash.is_empty(Partition.CONFIG):
+        current = parse_config(chip.flash.read(Partition.CONFIG))
+    if service is not None:
+        config = DeviceConfig(service_url=service) if current is None else _with_url(current, service)
+        encoded = encode_config(config)  # validates the URL
+        chip.flash.write(Partition.CONFIG, encoded)
+        return config
+    if current is None:
+        raise ConfigError("this device has no service URL yet")
+    return current
+
+
+def _with_url(config: DeviceConfig, url: str) -> DeviceConfig:
+    return DeviceConfig(service_url=url, ca_file=config.ca_file, policy=config.policy)
+
+
+def _read_state(dev_dir: Path) -> dict[str, Any]:
+    path = os_state_dir(dev_dir) / "state.json"
+    try:
+        value = json.loads(path.read_bytes()[: 64 * 1024])
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _boot(dev_dir: Path) -> BootResult:
+    from bastion.boot.bootloader import boot_device
+    from bastion.boot.errors import BootError
+
+    try:
+        return boot_device(dev_dir, now=dt.datetime.now(dt.UTC))
+    except BootError as exc:
+        fail(
+            f"boot failed; the chip is in recovery: {exc}",
+            hint="re-flash a good OS image with `bastion device flash`, or check the vendor keys",
+            exit_code=2,
+        )
+
+
+@device_app.command("run")
+def run_cmd(
+    dev_dir: Annotated[Path, typer.Option("--dir", help="The device directory.")],
+    service: Annotated[
+        str | None, typer.Option("--service", help="Security Service URL (remembered in the device config).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Attest once, then stop (exit 0 on success).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Boot the device and run its monitor and OS processes."""
+    try:
+        chip = Chip.open(dev_dir)
+        config = _config_for(chip, service)
+    except ConfigError as exc:
+        fail(f"{exc}", hint="pass --service URL (it is remembered for later runs)")
+    except HwError as exc:
+        fail(f"{exc}", hint="create a device with `bastion device manufacture --dir DEV`")
+    progress(f"booting {dev_dir}")
+    result = _boot(dev_dir)
+    progress(f"booted slot {result.boot_slot}: OS {result.os_version}, device {result.device_id}")
+    processes = DeviceProcesses(dev_dir=dev_dir, config_path=chip.flash.path(Partition.CONFIG), once=once)
+    processes.start(result)
+    del result  # the boot process keeps no reference to the Alias key
+    progress(f"monitor pid {processes.pid('monitor')}; OS pid {processes.pid('os')}; service {config.service_url}")
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        del frame
+        processes.signal_os(signal.SIGTERM)
+        del signum
+
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {
+        sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        code = processes.wait()
+    finally:
+        processes.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _report(dev_dir, code, once=once, as_json=as_json)
+
+
+def _report(dev_dir: Path, code: int, *, once: bool, as_json: bool) -> None:
+    state = _read_state(dev_dir)
+    if as_json:
+        emit_object({**state, "exit_code": code}, as_json=True)
+    elif state:
+        emit_object(
+            {
+                k: state.get(k)
+                for k in (
+                    "device_id",
+                    "os_version",
+                    "boot_slot",
+                    "last_result",
+                    "last_reason",
+                    "last_detail",
+                    "cert_not_after",
+                    "next_attestation_at",
+                    "runtime_path",
+                )
+            },
+            as_json=False,
+            title="device",
+        )
+    if code != 0:
+        reason = state.get("last_reason") or "see the OS log"
+        detail = state.get("last_detail") or ""
+        fail(
+            f"the OS exited with status {code}: {reason}" + (f": {detail}" if detail else ""),
+            hint=f"the OS log is {os_state_dir(dev_dir) / 'os.log'}",
+            exit_code=code,
+        )
+    if once:
+        progress("attested; certificate stored in " + str(os_state_dir(dev_dir) / "device-cert.pem"))

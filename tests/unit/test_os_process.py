@@ -1,0 +1,198 @@
+"""The device's processes for real: monitor and OS spawned by ``bastion device run``'s supervisor.
+
+The boot stage is replaced by a hand-made :class:`BootResult` whose
+``os_runtime_dir`` is a copy of the device-side ``bastion`` tree (standing in for
+an unpacked OS image), and the service by a small HTTP server on loopback that
+verifies the EAT and issues a certificate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_os_attestation import CHIP, FakeService
+
+import bastion
+from bastion.boot.result import BootResult
+from bastion.cli.device_run_cmds import EXIT_MONITOR_DIED, DeviceProcesses, _config_for, child_env
+from bastion.hw.chip import Chip
+from bastion.hw.flash import Partition
+from bastion.os.config import DeviceConfig, encode_config
+from bastion.os.errors import ConfigError
+
+#: The packages an OS image carries (see bastion.boot, DESIGN.md "The OS image is real code").
+IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs")
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for an unpacked OS image: the device-side packages only."""
+    root = tmp_path_factory.mktemp("image")
+    src = Path(bastion.__file__).parent
+    (root / "bastion").mkdir()
+    shutil.copy2(src / "__init__.py", root / "bastion" / "__init__.py")
+    for name in IMAGE_PACKAGES:
+        shutil.copytree(src / name, root / "bastion" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[str, FakeService]]:
+    fake = FakeService()
+    fake.now = dt.datetime.now(dt.UTC)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = httpx.Request("POST", f"http://x{self.path}", headers=dict(self.headers), content=body)
+            response = fake(request)
+            self.send_response(response.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", fake
+    server.shutdown()
+    server.server_close()
+
+
+def make_device(tmp_path: Path, runtime_dir: Path, url: str) -> tuple[Path, BootResult, Chip]:
+    dev = tmp_path / "dev"
+    chip = Chip.manufacture(dev)
+    chip.flash.write(Partition.CONFIG, encode_config(DeviceConfig(service_url=url)))
+    ident = CHIP.identity
+    result = BootResult(
+        alias_key=ident.alias_key,
+        cert_chain=ident.cert_chain,
+        device_id=ident.device_id,
+        measurements=ident.measurements,
+        boot_slot="A",
+        os_version="1.0.0",
+        os_security_version=1,
+        rollback_counters={"os": 1},
+        secboot=True,
+        dbgstat=ident.dbgstat,
+        os_runtime_dir=runtime_dir,
+    )
+    return dev, result, chip
+
+
+def read_state(dev: Path) -> dict:
+    path = dev / "os-state" / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_once_attests_from_the_image_and_both_processes_end(
+    tmp_path: Path, runtime_dir: Path, service: tuple[str, FakeService]
+) -> None:
+    url, fake = service
+    dev, result, chip = make_device(tmp_path, runtime_dir, url)
+    processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG), once=True)
+    processes.start(result)
+    assert processes.wait() == 0
+    assert processes.monitor is not None
+    assert processes.monitor.returncode == 0
+    state = read_state(dev)
+    assert state["last_result"] == "ok", state
+    assert state["device_id"] == CHIP.identity.device_id
+    # The OS ran the code of the image, not the installed tree.
+    assert Path(state["runtime_path"]).resolve() == (runtime_dir / "bastion" / "__init__.py").resolve()
+    assert not list(runtime_dir.rglob("__pycache__"))  # the image tree was not modified
+    assert (dev / "os-state" / "device-cert.pem").exists()
+    assert len(fake.nonces) == 1
+    log = (dev / "os-state" / "os.log").read_text()
+    assert "attested" in log
+    assert "PRIVATE KEY" not in log
+
+
+def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Path) -> None:
+    # No service listens: the OS keeps retrying, so we can inspect the live process.
+    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9")
+    processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG))
+    processes.start(result)
+    try:
+        wait_for(lambda: read_state(dev).get("last_result") == "error")
+        pid = processes.pid("os")
+        assert read_state(dev)["pid"] == pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        uds = chip.read_uds()
+        for blob in (cmdline, environ):
+            assert uds not in blob
+            assert uds.hex().encode() not in blob
+            assert uds.hex().upper().encode() not in blob
+            assert b"chip/uds" not in blob
+            assert str(chip.chip_dir).encode() not in blob
+            assert b"PRIVATE KEY" not in blob
+        assert f"PYTHONPATH={runtime_dir}".encode() in environ.split(b"\0")
+        # The monitor's argv carries file descriptor numbers only.
+        monitor_cmdline = Path(f"/proc/{processes.pid('monitor')}/cmdline").read_bytes().split(b"\0")
+        assert monitor_cmdline[-5:-1] == [b"--sock-fd", monitor_cmdline[-4], b"--handoff-fd", monitor_cmdline[-2]]
+        processes.signal_os(signal.SIGTERM)
+        assert processes.wait() == 0  # graceful stop
+    finally:
+        processes.stop()
+    assert processes.monitor is not None
+    assert processes.monitor.returncode == 0  # exited when the OS closed its socket
+
+
+def test_monitor_death_stops_the_os(tmp_path: Path, runtime_dir: Path) -> None:
+    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9")
+    processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG))
+    processes.start(result)
+    try:
+        wait_for(lambda: read_state(dev).get("pid") is not None)
+        monitor_pid = processes.pid("monitor")
+        assert monitor_pid is not None
+        os.kill(monitor_pid, signal.SIGKILL)
+        assert processes.wait() == EXIT_MONITOR_DIED
+        assert processes.os_process is not None
+        assert processes.os_process.returncode is not None
+    finally:
+        processes.stop()
+
+
+def test_child_env_is_an_allowlist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BASTION_SECRET_THING", "x")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = child_env(tmp_path)
+    assert env["PYTHONPATH"] == str(tmp_path)
+    assert env["PATH"] == "/usr/bin"
+    assert "BASTION_SECRET_THING" not in env
+
+
+def test_service_url_is_remembered_in_the_config_partition(tmp_path: Path) -> None:
+    chip = Chip.manufacture(tmp_path / "dev")
+    with pytest.raises(ConfigError):
+        _config_for(chip, None)
+    assert _config_for(chip, "http://127.0.0.1:8000").service_url == "http://127.0.0.1:8000"
+    assert _config_for(Chip.open(tmp_path / "dev"), None).service_url == "http://127.0.0.1:8000"
+    assert json.loads(chip.flash.read(Partition.CONFIG))["service_url"] == "http://127.0.0.1:8000"
+    with pytest.raises(ConfigError):
+        _config_for(chip, "file:///etc/passwd")
