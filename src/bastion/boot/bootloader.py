@@ -1,0 +1,182 @@
+"""Boot stage 1, the bootloader: verify, measure and unpack the OS; issue the Alias cert.
+
+Checks, in order (each failure is a :class:`BootError` naming the check):
+
+1. the boot state names an active slot, and that slot holds an image;
+2. the image verifies under a pinned OS-publisher key from the signed boot
+   configuration (format, signature, payload digest) and is of type ``os``;
+3. its security version is not below the fuse counter ``"os"`` (rollback);
+4. its payload unpacks safely to ``DEV/run/os-<measurement hex[:16]>/`` (an
+   existing, intact unpacking is reused).
+
+Then ``CDI_OS = derive_cdi(CDI_BL, os measurement)``, the Alias key pair is
+``derive_key_pair(CDI_OS)``, and the Alias certificate is issued by the DeviceID
+key with a DiceTcbInfo whose fwids are [bootloader, OS] measurements.
+
+:func:`boot_device` runs ROM and bootloader and keeps the recovery record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bastion.boot.errors import BootError, ChipNotReadyError, NoOsError, OsVerificationError, RollbackError
+from bastion.boot.recovery import RecoveryState, clear_recovery, write_recovery
+from bastion.boot.result import BootResult
+from bastion.boot.rom import RomOutput, run_rom
+from bastion.crypto import certs
+from bastion.crypto.dice import derive_cdi, derive_key_pair
+from bastion.crypto.eat import DebugStatus, Measurement
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import device_id_from_public_key, public_key_bytes
+from bastion.hw.chip import Chip
+from bastion.hw.errors import HwError
+from bastion.hw.flash import Slot
+from bastion.images.errors import ImageError, ImagePayloadError, ImageSignatureError
+from bastion.images.os_payload import read_os_manifest, runtime_is_intact, unpack_os_stream
+from bastion.images.package import ImageHeader, ImageType, measure_stream, verify_image
+
+__all__ = ["OS_COUNTER", "RUN_DIR", "boot_device", "run_bootloader"]
+
+#: Name of the fuse counter that holds the OS's minimum security version.
+OS_COUNTER = "os"
+#: Where verified OS payloads are unpacked, under the device directory.
+RUN_DIR = "run"
+#: DiceTcbInfo fields of the Alias certificate.
+TCB_VENDOR = "Bastion"
+TCB_MODEL = "bastion-os"
+ALIAS_LAYER = 1
+
+
+def _active_slot(chip: Chip) -> Slot:
+    try:
+        slot = chip.flash.read_boot_state().active_slot
+    except HwError as exc:
+        raise NoOsError(f"the boot state is unreadable ({exc})", check="boot state") from exc
+    if slot is None:
+        raise NoOsError("no OS slot is active: flash an OS with `bastion device flash`", check="slot")
+    if chip.flash.is_empty(slot.flash_partition):
+        raise NoOsError(f"slot {slot.value} is empty: flash an OS with `bastion device flash`", check="slot")
+    return slot
+
+
+def _verify_os(stream: BinaryIO, rom: RomOutput, slot: Slot) -> ImageHeader:
+    where = f"the OS image in slot {slot.value}"
+    try:
+        header = verify_image(stream, rom.config.os_publisher_keys)
+    except ImageSignatureError as exc:
+        raise OsVerificationError(f"{where} is not signed by a pinned OS-publisher key", check="signature") from exc
+    except ImagePayloadError as exc:
+        raise OsVerificationError(f"{where} has a corrupted payload ({exc})", check="payload") from exc
+    except ImageError as exc:
+        raise OsVerificationError(f"{where} is malformed ({exc})", check="format") from exc
+    if header.image_type is not ImageType.OS:
+        raise OsVerificationError(f"{where} is a {header.image_type.value} image, not an OS", check="type")
+    minimum = rom.fuses.counters.get(OS_COUNTER, 0)
+    if header.security_version < minimum:
+        raise RollbackError(
+            f"OS security version {header.security_version} is below the anti-rollback counter {minimum}",
+            check="rollback",
+        )
+    return header
+
+
+def _install_runtime(stream: BinaryIO, header: ImageHeader, runtime_dir: Path) -> None:
+    try:
+        stream.seek(0)
+        manifest = read_os_manifest(stream)
+        if (manifest.version, manifest.security_version) != (header.version, header.security_version):
+            raise OsVerificationError("the OS manifest disagrees with its signed header", check="archive")
+        if not runtime_is_intact(runtime_dir, manifest):
+            stream.seek(0)
+            unpack_os_stream(stream, runtime_dir)
+    except ImageError as exc:
+        raise OsVerificationError(f"the OS payload cannot be unpacked ({exc})", check="archive") from exc
+
+
+def _device_id_cert(chip: Chip, rom: RomOutput) -> tuple[bytes, x509.Certificate]:
+    try:
+        der = chip.read_device_id_cert()
+        cert = certs.load_certificate_der(der)
+    except (HwError, CryptoError) as exc:
+        raise ChipNotReadyError("the DeviceID certificate is missing or invalid", check="identity") from exc
+    cert_key = cert.public_key()
+    ours = public_key_bytes(rom.device_id_key.public_key())
+    if not isinstance(cert_key, ec.EllipticCurvePublicKey) or not hmac.compare_digest(public_key_bytes(cert_key), ours):
+        raise ChipNotReadyError("the DeviceID certificate is not for this chip's UDS", check="identity")
+    return der, cert
+
+
+def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResult:
+    """Run the bootloader stage (see the module docstring for the checks).
+
+    Raises:
+        NoOsError, OsVerificationError, RollbackError, ChipNotReadyError.
+    """
+    slot = _active_slot(chip)
+    try:
+        stream = chip.flash.open(slot.flash_partition)
+    except HwError as exc:
+        raise NoOsError(f"slot {slot.value} cannot be read ({exc})", check="slot") from exc
+    # One open file for every pass: a rewrite of the slot (an atomic rename)
+    # cannot swap the bytes between verification, measurement and unpacking.
+    with stream:
+        header = _verify_os(stream, rom, slot)
+        stream.seek(0)
+        os_measurement = measure_stream(stream)
+        runtime_dir = chip.dev_dir / RUN_DIR / f"os-{os_measurement.hex()[:16]}"
+        _install_runtime(stream, header, runtime_dir)
+    device_id_der, device_id_cert = _device_id_cert(chip, rom)
+    alias_key = derive_key_pair(derive_cdi(rom.cdi, os_measurement))
+    tcb = certs.TcbInfo(
+        vendor=TCB_VENDOR,
+        model=TCB_MODEL,
+        version=header.version,
+        svn=header.security_version,
+        layer=ALIAS_LAYER,
+        fwids=(certs.Fwid(certs.OID_SHA256, rom.measurement), certs.Fwid(certs.OID_SHA256, os_measurement)),
+    )
+    alias_cert = certs.issue_alias_cert(rom.device_id_key, device_id_cert, alias_key.public_key(), tcb, now=now)
+    return BootResult(
+        alias_key=alias_key,
+        cert_chain=(certs.certificate_der(alias_cert), device_id_der),
+        device_id=device_id_from_public_key(rom.device_id_key.public_key()),
+        measurements=(Measurement("bootloader", rom.measurement), Measurement("os", os_measurement)),
+        boot_slot=slot.value,
+        os_version=header.version,
+        os_security_version=header.security_version,
+        rollback_counters=dict(rom.fuses.counters),
+        secboot=True,
+        dbgstat=DebugStatus.DISABLED_PERMANENTLY if rom.fuses.debug_locked else DebugStatus.ENABLED,
+        os_runtime_dir=runtime_dir,
+    )
+
+
+def boot_device(dev_dir: Path, *, now: dt.datetime) -> BootResult:
+    """Boot the chip in ``dev_dir``: ROM, then bootloader.
+
+    On failure the chip enters recovery: ``DEV/recovery.json`` records the stage,
+    the check and the reason, and the error is raised. A good boot clears it.
+
+    Raises:
+        BootError: a subclass naming the failed stage and check.
+    """
+    try:
+        chip = Chip.open(dev_dir)
+    except HwError as exc:
+        raise ChipNotReadyError(
+            f"no chip in {dev_dir}: manufacture one with `bastion device manufacture`", check="chip"
+        ) from exc
+    try:
+        result = run_bootloader(chip, run_rom(chip), now=now)
+    except BootError as error:
+        write_recovery(dev_dir, RecoveryState(error.stage, error.check, error.reason, now))
+        raise
+    clear_recovery(dev_dir)
+    return result

@@ -1,0 +1,125 @@
+"""The signed boot configuration and the bootloader partition layout.
+
+The bootloader image package (type ``bootloader``) carries as its payload the
+boot configuration, a JSON object signed (through the package) by the vendor's
+boot key::
+
+    {"format": 1, "os_publisher_keys": ["-----BEGIN PUBLIC KEY-----\\n..."], "trial_boot_limit": 3}
+
+The bootloader partition stores the boot-signing public key next to the image,
+because the fuses hold only its hash (all integers big-endian)::
+
+    magic        8 bytes  b"BSTNBLP\\x00"
+    key_length   u16      length of the key that follows (65)
+    boot_key     bytes    SEC1 uncompressed P-256 public key of the boot signer
+    image        bytes    the bootloader image package, to the end of the partition
+
+The ROM accepts the key only if its SHA-256 equals the fused ``boot_key_hash``,
+then verifies the package with it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.boot.errors import BootConfigError, BootloaderVerificationError
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import PublicKey, load_public_key_bytes, load_public_key_pem, public_key_bytes, public_key_pem
+from bastion.images.package import ImageLimits
+
+__all__ = [
+    "BOOTLOADER_COMPONENT_ID",
+    "BOOTLOADER_LIMITS",
+    "MAX_BOOT_CONFIG_BYTES",
+    "MAX_OS_PUBLISHER_KEYS",
+    "BootConfig",
+    "decode_bootloader_partition",
+    "encode_bootloader_partition",
+]
+
+#: The component ID of the Bastion bootloader (fixed: a UUIDv5 of its URN).
+BOOTLOADER_COMPONENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:bastion:component:bootloader"))
+#: Bounds on the boot configuration.
+MAX_BOOT_CONFIG_BYTES = 64 * 1024
+MAX_OS_PUBLISHER_KEYS = 8
+MAX_TRIAL_BOOT_LIMIT = 16
+#: Parsing bounds for the bootloader image package.
+BOOTLOADER_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=MAX_BOOT_CONFIG_BYTES)
+_PARTITION_MAGIC = b"BSTNBLP\x00"
+_PARTITION_PREFIX = struct.Struct(">8sH")
+_SEC1_KEY_BYTES = 65
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """What the bootloader trusts: the pinned OS-publisher keys, and trial-boot limits."""
+
+    os_publisher_keys: tuple[PublicKey, ...]
+    trial_boot_limit: int = 3
+
+    def to_json(self) -> bytes:
+        """Return the deterministic JSON encoding (the bootloader image payload)."""
+        value = {
+            "format": 1,
+            "os_publisher_keys": [public_key_pem(k).decode() for k in self.os_publisher_keys],
+            "trial_boot_limit": self.trial_boot_limit,
+        }
+        return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BootConfig:
+        """Parse a boot configuration strictly.
+
+        Raises:
+            BootConfigError: oversized, not JSON, a missing or unknown field,
+                or a key that is not a P-256 public key.
+        """
+        if len(data) > MAX_BOOT_CONFIG_BYTES:
+            raise BootConfigError("the boot configuration is over its size bound", check="config")
+        try:
+            value: Any = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise BootConfigError("the boot configuration is not JSON", check="config") from exc
+        if not isinstance(value, dict) or set(value) != {"format", "os_publisher_keys", "trial_boot_limit"}:
+            raise BootConfigError("the boot configuration does not have the format 1 fields", check="config")
+        keys, limit = value["os_publisher_keys"], value["trial_boot_limit"]
+        if value["format"] != 1 or not isinstance(keys, list) or not 1 <= len(keys) <= MAX_OS_PUBLISHER_KEYS:
+            raise BootConfigError(f"the boot configuration must pin 1..{MAX_OS_PUBLISHER_KEYS} OS keys", check="config")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TRIAL_BOOT_LIMIT:
+            raise BootConfigError("trial_boot_limit is out of range", check="config")
+        try:
+            parsed = tuple(load_public_key_pem(k.encode()) for k in keys if isinstance(k, str))
+        except CryptoError as exc:
+            raise BootConfigError("a pinned OS key is not a P-256 public key", check="config") from exc
+        if len(parsed) != len(keys):
+            raise BootConfigError("a pinned OS key is not a PEM string", check="config")
+        return cls(parsed, limit)
+
+
+def encode_bootloader_partition(boot_key: PublicKey, image: bytes) -> bytes:
+    """Return the bootloader partition content: boot-signing public key, then the image."""
+    key = public_key_bytes(boot_key)
+    return _PARTITION_PREFIX.pack(_PARTITION_MAGIC, len(key)) + key + image
+
+
+def decode_bootloader_partition(data: bytes) -> tuple[PublicKey, bytes]:
+    """Split the bootloader partition into the boot-signing public key and the image.
+
+    Raises:
+        BootloaderVerificationError: the partition does not have the layout above.
+    """
+    head = _PARTITION_PREFIX.size
+    if len(data) < head + _SEC1_KEY_BYTES:
+        raise BootloaderVerificationError("the bootloader partition is truncated", check="format")
+    magic, key_length = _PARTITION_PREFIX.unpack(data[:head])
+    if magic != _PARTITION_MAGIC or key_length != _SEC1_KEY_BYTES:
+        raise BootloaderVerificationError("the bootloader partition has a bad layout", check="format")
+    try:
+        key = load_public_key_bytes(data[head : head + key_length])
+    except CryptoError as exc:
+        raise BootloaderVerificationError("the bootloader partition holds no valid key", check="format") from exc
+    return key, data[head + key_length :]

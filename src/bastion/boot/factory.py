@@ -1,0 +1,119 @@
+"""Factory and bench operations: manufacture a chip, flash an OS image.
+
+Manufacture follows the DICE provisioning flow: the chip draws its UDS from its
+TRNG, exports its DeviceID public key (derived from the UDS), and the vendor CA
+endorses it. The fuses are burned (boot key hash, debug lock, lifecycle) and the
+bootloader written. Everything is built in a staging directory and renamed into
+place at the end, so a failure never leaves a half-made chip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.boot.bootloader import OS_COUNTER
+from bastion.boot.config import encode_bootloader_partition
+from bastion.boot.errors import BootError, FlashImageError, ManufactureError
+from bastion.boot.rom import load_bootloader
+from bastion.boot.vendor import Vendor
+from bastion.crypto import certs
+from bastion.crypto.dice import derive_key_pair
+from bastion.crypto.keys import device_id_from_public_key, public_key_bytes
+from bastion.hw.atomic import fsync_dir, remove_tree
+from bastion.hw.chip import Chip
+from bastion.hw.errors import HwError
+from bastion.hw.flash import BootState, Partition, Slot
+from bastion.hw.fuses import Lifecycle
+from bastion.hw.trng import Trng
+from bastion.images.errors import ImageError
+from bastion.images.package import ImageHeader, ImageType, measure_stream, verify_image
+
+__all__ = ["FlashOutcome", "flash_os", "manufacture_device"]
+
+
+def manufacture_device(dev_dir: Path, vendor: Vendor, *, now: dt.datetime, trng: Trng | None = None) -> str:
+    """Manufacture a secured chip in ``dev_dir`` and return its device ID.
+
+    Raises:
+        ManufactureError: ``dev_dir`` already holds a chip or is not empty.
+    """
+    if Chip.exists(dev_dir):
+        raise ManufactureError(f"{dev_dir} already holds a chip")
+    if dev_dir.exists() and (not dev_dir.is_dir() or any(dev_dir.iterdir())):
+        raise ManufactureError(f"{dev_dir} exists and is not an empty directory")
+    dev_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = dev_dir.parent / f".{dev_dir.name}.{secrets.token_hex(4)}.manufacturing"
+    try:
+        chip = Chip.manufacture(staging, trng=trng)
+        device_key = derive_key_pair(chip.read_uds()).public_key()
+        cert = certs.issue_device_id_cert(vendor.ca_key, vendor.ca_cert, device_key, now=now)
+        chip.store_device_id_cert(certs.certificate_der(cert))
+        chip.fuses.advance_lifecycle(Lifecycle.MANUFACTURED)
+        chip.flash.write(
+            Partition.BOOTLOADER, encode_bootloader_partition(vendor.boot_public_key, vendor.bootloader_image)
+        )
+        chip.fuses.burn_boot_key_hash(hashlib.sha256(public_key_bytes(vendor.boot_public_key)).digest())
+        chip.fuses.lock_debug()
+        chip.fuses.advance_lifecycle(Lifecycle.SECURED)
+        staging.rename(dev_dir)
+        fsync_dir(dev_dir.parent)
+    except HwError as exc:
+        raise ManufactureError(f"manufacture failed: {exc}") from exc
+    finally:
+        remove_tree(staging)
+    return device_id_from_public_key(device_key)
+
+
+@dataclass(frozen=True)
+class FlashOutcome:
+    """What :func:`flash_os` wrote."""
+
+    slot: Slot
+    header: ImageHeader
+    measurement: bytes
+    activated: bool
+
+
+def flash_os(dev_dir: Path, image: Path, *, slot: Slot | None = None, activate: bool = False) -> FlashOutcome:
+    """Verify an OS image against the device's pinned OS keys and write it to a slot.
+
+    The default slot is the active one (or A on a fresh device). The slot becomes
+    active if no slot is active yet, or if ``activate`` is set.
+
+    Raises:
+        FlashImageError: no chip, its bootloader does not verify, or the image is
+            not an OS image signed by a pinned key, or is below the rollback counter.
+    """
+    try:
+        chip = Chip.open(dev_dir)
+        state = chip.flash.read_boot_state()
+        fuses, config, _, _ = load_bootloader(chip)
+    except (HwError, BootError) as exc:
+        raise FlashImageError(f"the device cannot take an OS: {exc}") from exc
+    target = slot or state.active_slot or Slot.A
+    try:
+        with image.open("rb") as stream:
+            header = verify_image(stream, config.os_publisher_keys)
+            if header.image_type is not ImageType.OS:
+                raise FlashImageError(f"{image} is a {header.image_type.value} image, not an OS image")
+            minimum = fuses.counters.get(OS_COUNTER, 0)
+            if header.security_version < minimum:
+                raise FlashImageError(
+                    f"OS security version {header.security_version} is below the anti-rollback counter {minimum}"
+                )
+            stream.seek(0)
+            measurement = measure_stream(stream)
+            stream.seek(0)
+            chip.flash.write_stream(target.flash_partition, stream)
+    except ImageError as exc:
+        raise FlashImageError(f"{image} is refused: {exc}") from exc
+    except (OSError, HwError) as exc:
+        raise FlashImageError(f"cannot flash {image}: {exc}") from exc
+    activated = activate or state.active_slot is None
+    if activated:
+        chip.flash.write_boot_state(BootState(active_slot=target))
+    return FlashOutcome(target, header, measurement, activated)

@@ -1,0 +1,161 @@
+"""The silicon vendor's material: CA, boot-signing key, OS-publisher key, bootloader.
+
+``bastion vendor init`` creates a vendor directory::
+
+    ca.key               vendor CA private key (0600)
+    ca.pem               vendor CA certificate (the service trusts it)
+    boot-signing.key     boot-signing private key (0600); its public key's hash is fused
+    boot-signing.pub.pem
+    os-signing.key       OS-publisher signing private key (0600), for `bastion os build`
+    os-signing.pub.pem   pinned by the bootloader's boot configuration
+    bootloader.img       bootloader image package signed by the boot key
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from bastion.boot.config import BOOTLOADER_COMPONENT_ID, BOOTLOADER_LIMITS, BootConfig
+from bastion.boot.errors import VendorError
+from bastion.crypto import certs
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import (
+    PrivateKey,
+    PublicKey,
+    generate_private_key,
+    load_private_key_pem,
+    load_public_key_pem,
+    private_key_pem,
+    public_key_pem,
+)
+from bastion.hw.atomic import atomic_write_bytes
+from bastion.images.errors import ImageError
+from bastion.images.package import ImageHeader, ImageType, build_image, verify_image
+
+__all__ = ["BOOTLOADER_VERSION", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
+
+BOOTLOADER_VERSION = "1.0.0"
+BOOTLOADER_SECURITY_VERSION = 1
+DEFAULT_VENDOR_NAME = "Bastion Emulated Silicon"
+#: Bound on any vendor file read back.
+MAX_VENDOR_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VendorPaths:
+    """The files of a vendor directory."""
+
+    root: Path
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def boot_key(self) -> Path:
+        return self.root / "boot-signing.key"
+
+    @property
+    def boot_pub(self) -> Path:
+        return self.root / "boot-signing.pub.pem"
+
+    @property
+    def os_key(self) -> Path:
+        return self.root / "os-signing.key"
+
+    @property
+    def os_pub(self) -> Path:
+        return self.root / "os-signing.pub.pem"
+
+    @property
+    def bootloader(self) -> Path:
+        return self.root / "bootloader.img"
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A loaded vendor directory (what manufacture needs)."""
+
+    paths: VendorPaths
+    ca_key: PrivateKey
+    ca_cert: x509.Certificate
+    boot_public_key: PublicKey
+    bootloader_image: bytes
+    bootloader_header: ImageHeader
+
+
+def init_vendor(root: Path, *, now: dt.datetime, name: str = DEFAULT_VENDOR_NAME, force: bool = False) -> VendorPaths:
+    """Create the vendor's keys, CA and signed bootloader in ``root``.
+
+    Raises:
+        VendorError: ``root`` already holds a vendor and ``force`` is False.
+    """
+    paths = VendorPaths(root)
+    if paths.ca_cert.exists() and not force:
+        raise VendorError(f"{root} already holds a vendor")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_key, boot_key, os_key = generate_private_key(), generate_private_key(), generate_private_key()
+    ca_cert = certs.make_ca(f"{name} Root CA", ca_key, now=now, organization=name)
+    config = BootConfig(os_publisher_keys=(os_key.public_key(),))
+    image = io.BytesIO()
+    build_image(
+        image,
+        io.BytesIO(config.to_json()),
+        image_type=ImageType.BOOTLOADER,
+        component_id=BOOTLOADER_COMPONENT_ID,
+        version=BOOTLOADER_VERSION,
+        security_version=BOOTLOADER_SECURITY_VERSION,
+        key=boot_key,
+        limits=BOOTLOADER_LIMITS,
+    )
+    for path, key in ((paths.ca_key, ca_key), (paths.boot_key, boot_key), (paths.os_key, os_key)):
+        atomic_write_bytes(path, private_key_pem(key), mode=0o600)
+    atomic_write_bytes(paths.boot_pub, public_key_pem(boot_key.public_key()))
+    atomic_write_bytes(paths.os_pub, public_key_pem(os_key.public_key()))
+    atomic_write_bytes(paths.bootloader, image.getvalue())
+    atomic_write_bytes(paths.ca_cert, certs.certificate_pem(ca_cert))  # last: marks the vendor complete
+    return paths
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_VENDOR_FILE_BYTES + 1)
+    except OSError as exc:
+        raise VendorError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_VENDOR_FILE_BYTES:
+        raise VendorError(f"{path} is larger than {MAX_VENDOR_FILE_BYTES} bytes")
+    return data
+
+
+def load_vendor(root: Path) -> Vendor:
+    """Load and check a vendor directory.
+
+    Raises:
+        VendorError: missing or unreadable files, or the bootloader is not
+            signed by the vendor's boot key.
+    """
+    paths = VendorPaths(root)
+    if not paths.ca_cert.exists():
+        raise VendorError(f"{root} holds no vendor")
+    try:
+        ca_key = load_private_key_pem(_read(paths.ca_key))
+        ca_cert = certs.load_certificate_pem(_read(paths.ca_cert))
+        boot_pub = load_public_key_pem(_read(paths.boot_pub))
+    except CryptoError as exc:
+        raise VendorError(f"the vendor files in {root} are invalid: {exc}") from exc
+    image = _read(paths.bootloader)
+    try:
+        header = verify_image(io.BytesIO(image), [boot_pub], limits=BOOTLOADER_LIMITS)
+    except ImageError as exc:
+        raise VendorError(f"{paths.bootloader} is not signed by the vendor boot key: {exc}") from exc
+    return Vendor(paths, ca_key, ca_cert, boot_pub, image, header)
