@@ -49,6 +49,7 @@ class FakeService:
         self.ca = make_ca("Tenant CA", self.ca_key, now=NOW - dt.timedelta(days=1))
         self.lifetime = lifetime
         self.now = NOW  # the service's clock
+        self.device_id = DEVICE_ID
         self.nonces: list[bytes] = []
         self.requests: list[httpx.Request] = []
         self.issue_for: bytes | None = None  # override the certified key
@@ -57,7 +58,7 @@ class FakeService:
         self.requests.append(request)
         if request.url.path == "/api/v1/attestation/challenge":
             body = json.loads(request.content)
-            assert body == {"device_id": DEVICE_ID}
+            assert body == {"device_id": self.device_id}
             nonce = bytes([len(self.nonces)]) * 32
             self.nonces.append(nonce)
             encoded = base64.urlsafe_b64encode(nonce).rstrip(b"=").decode()
@@ -69,12 +70,12 @@ class FakeService:
         assert claims.nonce == self.nonces[-1]
         key = load_public_key_bytes(self.issue_for or claims.key_to_certify)
         cert = issue_device_cert(
-            self.ca_key, self.ca, key, tenant_id=TENANT, device_id=DEVICE_ID, now=self.now, lifetime=self.lifetime
+            self.ca_key, self.ca, key, tenant_id=TENANT, device_id=self.device_id, now=self.now, lifetime=self.lifetime
         )
         return httpx.Response(
             200,
             json={
-                "device_id": DEVICE_ID,
+                "device_id": self.device_id,
                 "tenant_id": TENANT,
                 "certificate": certificate_pem(cert).decode(),
                 "ca_chain": [certificate_pem(self.ca).decode()],

@@ -196,3 +196,32 @@ def test_service_url_is_remembered_in_the_config_partition(tmp_path: Path) -> No
     assert json.loads(chip.flash.read(Partition.CONFIG))["service_url"] == "http://127.0.0.1:8000"
     with pytest.raises(ConfigError):
         _config_for(chip, "file:///etc/passwd")
+
+
+def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, service: tuple[str, FakeService]) -> None:
+    from bastion.boot.bootloader import boot_device
+    from bastion.boot.factory import flash_os, manufacture_device
+    from bastion.boot.vendor import init_vendor, load_vendor
+    from bastion.crypto.keys import load_private_key_pem
+    from bastion.images.os_build import build_os_image
+
+    url, fake = service
+    now = dt.datetime.now(dt.UTC)
+    paths = init_vendor(tmp_path / "vendor", now=now)
+    dev = tmp_path / "dev"
+    fake.device_id = manufacture_device(dev, load_vendor(tmp_path / "vendor"), now=now)
+    image = tmp_path / "os.img"
+    build_os_image(image, "1.2.3", 1, load_private_key_pem(paths.os_key.read_bytes()))
+    flash_os(dev, image)
+    chip = Chip.open(dev)
+    assert _config_for(chip, url).service_url == url
+    result = boot_device(dev, now=now)
+    processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG), once=True)
+    processes.start(result)
+    del result
+    assert processes.wait() == 0
+    state = read_state(dev)
+    assert (state["last_result"], state["os_version"], state["device_id"]) == ("ok", "1.2.3", fake.device_id)
+    runtime = Path(state["runtime_path"]).resolve()
+    assert runtime.is_relative_to(dev.resolve())  # imported from the unpacked image in DEV, not src/
+    assert not runtime.is_relative_to(Path(bastion.__file__).parent.parent.resolve())
