@@ -46,6 +46,7 @@ __all__ = [
     "HEADER_X5CHAIN",
     "MAX_X5CHAIN_CERTS",
     "Sign1Message",
+    "cbor_loads_exact",
     "decode_sign1",
     "sign1",
     "verify_sign1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import shutil
@@ -13,6 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.crypto.certs import (
     ALIAS_NOT_AFTER,
@@ -417,3 +420,28 @@ def test_openssl_parses_the_dice_tcb_info_extension(pki: Pki, tmp_path: Path) ->
     assert inner.count(":sha256") == 2
     assert "A1" * 32 in inner
     assert "B2" * 32 in inner
+
+
+# --- property tests -----------------------------------------------------------------------
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(st.binary(max_size=200))
+def test_decode_tcb_info_raises_only_malformed_input_on_random_bytes(data: bytes) -> None:
+    with contextlib.suppress(MalformedInput):
+        decode_tcb_info(data)
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(
+    vendor=st.none() | st.text(max_size=20),
+    svn=st.none() | st.integers(0, 2**63 - 1),
+    layer=st.none() | st.integers(0, 2**63 - 1),
+    digests=st.lists(st.binary(min_size=1, max_size=64), max_size=16),
+)
+def test_tcb_info_round_trips(vendor: str | None, svn: int | None, layer: int | None, digests: list[bytes]) -> None:
+    info = TcbInfo(vendor=vendor, svn=svn, layer=layer, fwids=tuple(Fwid(OID_SHA256, d) for d in digests))
+    der = encode_tcb_info(info)
+    assert decode_tcb_info(der) == info
+    with contextlib.suppress(MalformedInput):
+        decode_tcb_info(der[:-1])
