@@ -1,8 +1,13 @@
 """The boot chain: ROM and bootloader verify, measure (DICE) and start the OS.
 
-Entry point: :func:`bastion.boot.bootloader.boot_device` returns a
-:class:`bastion.boot.result.BootResult` or raises a
-:class:`bastion.boot.errors.BootError` naming the failed stage and check.
-Factory and bench steps live in :mod:`bastion.boot.vendor` (vendor CA and keys)
-and :mod:`bastion.boot.factory` (manufacture, flash).
+Entry point: :func:`boot_device` returns a :class:`BootResult` or raises a
+:class:`BootError` naming the failed stage and check. Factory and bench steps
+live in :mod:`bastion.boot.vendor` (vendor CA and keys) and
+:mod:`bastion.boot.factory` (manufacture, flash).
 """
+
+from bastion.boot.bootloader import boot_device
+from bastion.boot.errors import BootError
+from bastion.boot.result import BootResult
+
+__all__ = ["BootError", "BootResult", "boot_device"]

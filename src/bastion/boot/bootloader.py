@@ -167,6 +167,7 @@ def boot_device(dev_dir: Path, *, now: dt.datetime) -> BootResult:
     Raises:
         BootError: a subclass naming the failed stage and check.
     """
+    dev_dir = dev_dir.absolute()  # the OS process may run with another working directory
     try:
         chip = Chip.open(dev_dir)
     except HwError as exc:

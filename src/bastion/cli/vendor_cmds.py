@@ -1,0 +1,50 @@
+"""``bastion vendor init``: the silicon vendor's CA, boot-signing key, OS key and bootloader."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli.apps import vendor_app
+from bastion.cli.output import JsonOption, emit_object, fail, progress
+
+__all__ = ["DEFAULT_VENDOR_DIR", "init_cmd"]
+
+DEFAULT_VENDOR_DIR = Path(".bastion/vendor")
+
+
+@vendor_app.command("init")
+def init_cmd(
+    vendor_dir: Annotated[Path, typer.Option("--dir", help="Vendor directory to create.")] = DEFAULT_VENDOR_DIR,
+    name: Annotated[str, typer.Option(help="Vendor name in the CA certificate.")] = "Bastion Emulated Silicon",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing vendor (new keys!).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the vendor CA, boot-signing key, OS-publisher key and signed bootloader."""
+    from bastion.boot.errors import VendorError
+    from bastion.boot.vendor import init_vendor
+    from bastion.crypto.keys import load_public_key_pem, public_key_bytes
+
+    progress(f"creating vendor keys and bootloader in {vendor_dir}")
+    try:
+        paths = init_vendor(vendor_dir, now=dt.datetime.now(dt.UTC), name=name, force=force)
+    except VendorError as exc:
+        fail(str(exc), hint="use another --dir, or --force to replace it (devices made with it stop booting)")
+    except OSError as exc:
+        fail(f"cannot write {vendor_dir}: {exc.strerror}")
+    boot_pub = load_public_key_pem(paths.boot_pub.read_bytes())
+    emit_object(
+        {
+            "vendor_dir": str(paths.root),
+            "ca_cert": str(paths.ca_cert),
+            "os_signing_key": str(paths.os_key),
+            "bootloader": str(paths.bootloader),
+            "boot_key_hash": hashlib.sha256(public_key_bytes(boot_pub)).hexdigest(),
+        },
+        as_json=as_json,
+        title="vendor created",
+    )
