@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bastion.crypto import certs
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey
+from bastion.service.attestation import repository
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.attestation.verifier import (
     DEFAULT_LIMITS,
@@ -36,12 +36,12 @@ from bastion.service.attestation.verifier import (
 )
 from bastion.service.ca.service import load_signing_ca
 from bastion.service.devices.service import validate_device_id
-from bastion.service.models import Attestation, Challenge, Device, OsImage, VendorCA
 
 __all__ = [
     "CHALLENGE_TTL",
     "AttestationCaches",
     "AttestationOutcome",
+    "IssuedChallenge",
     "SigningCA",
     "attest",
     "create_challenge",
@@ -62,6 +62,8 @@ CHALLENGE_PRUNE_BATCH = 64
 CACHE_TTL = dt.timedelta(seconds=30)
 #: Bound on the attestation detail stored in the database.
 MAX_DETAIL_CHARS = 500
+#: Width of the ``os_version`` columns.
+MAX_VERSION_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ def load_trust_anchors(session: Session) -> tuple[x509.Certificate, ...]:
     bad row must not stop every device from attesting.
     """
     anchors: list[x509.Certificate] = []
-    for pem in session.scalars(select(VendorCA.cert_pem)):
+    for pem in repository.vendor_ca_pems(session):
         try:
             anchors.append(certs.load_certificate_pem(pem.encode("ascii")))
         except (CryptoError, UnicodeEncodeError):
@@ -171,9 +173,18 @@ def load_trust_anchors(session: Session) -> tuple[x509.Certificate, ...]:
     return tuple(anchors)
 
 
+@dataclass(frozen=True)
+class IssuedChallenge:
+    """A challenge as handed to the device."""
+
+    nonce: bytes
+    device_id: str
+    expires_at: dt.datetime
+
+
 def create_challenge(
     session: Session, device_id: str, *, now: dt.datetime, ttl: dt.timedelta = CHALLENGE_TTL
-) -> Challenge:
+) -> IssuedChallenge:
     """Issue a single-use nonce bound to ``device_id``, valid for ``ttl``, and commit it.
 
     Also deletes a bounded batch of challenges that expired long ago.
@@ -182,26 +193,22 @@ def create_challenge(
         InvalidDeviceId: ``device_id`` is not 64 lowercase hex characters.
     """
     validate_device_id(device_id)
-    stale = (
-        select(Challenge.nonce)
-        .where(Challenge.expires_at < now - EXPIRED_CHALLENGE_RETENTION)
-        .limit(CHALLENGE_PRUNE_BATCH)
-    )
-    session.execute(delete(Challenge).where(Challenge.nonce.in_(stale)).execution_options(synchronize_session=False))
-    challenge = Challenge(nonce=secrets.token_bytes(NONCE_BYTES), device_id=device_id, expires_at=now + ttl)
-    session.add(challenge)
-    session.commit()
+    challenge = IssuedChallenge(nonce=secrets.token_bytes(NONCE_BYTES), device_id=device_id, expires_at=now + ttl)
+    try:
+        repository.prune_challenges(
+            session, expired_before=now - EXPIRED_CHALLENGE_RETENTION, limit=CHALLENGE_PRUNE_BATCH
+        )
+        repository.insert_challenge(session, challenge.nonce, device_id, challenge.expires_at)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     return challenge
 
 
 def _consume_nonce(session: Session, nonce: bytes, device_id: str, now: dt.datetime) -> None:
-    """Delete the challenge atomically; only one concurrent attempt can get its row."""
-    row = session.execute(
-        delete(Challenge)
-        .where(Challenge.nonce == nonce)
-        .returning(Challenge.device_id, Challenge.expires_at)
-        .execution_options(synchronize_session=False)
-    ).first()
+    """Consume the challenge; only one concurrent attempt can get its row."""
+    row = repository.consume_challenge(session, nonce)
     if row is None:
         raise AttestationFailure(
             FailureCode.UNKNOWN_NONCE,
@@ -227,37 +234,35 @@ def _consume_nonce(session: Session, nonce: bytes, device_id: str, now: dt.datet
         )
 
 
-def _check_device_and_os(session: Session, evidence: VerifiedEvidence) -> tuple[Device, OsImage]:
-    device = session.get(Device, evidence.device_id)
-    if device is None:
+def _check_device_and_os(session: Session, evidence: VerifiedEvidence) -> repository.DeviceStanding:
+    device_id = evidence.device_id
+    standing = repository.device_standing(session, device_id, evidence.os_measurement)
+    if standing is None:
         raise AttestationFailure(
             FailureCode.DEVICE_UNCLAIMED,
             "the device is not claimed by any tenant",
-            device_id=evidence.device_id,
+            device_id=device_id,
             authenticated=True,
         )
-    if device.revoked_at is not None:
+    if standing.device_revoked:
         raise AttestationFailure(
-            FailureCode.DEVICE_REVOKED, "the device is revoked", device_id=evidence.device_id, authenticated=True
+            FailureCode.DEVICE_REVOKED, "the device is revoked", device_id=device_id, authenticated=True
         )
-    os_image = session.scalar(
-        select(OsImage).where(OsImage.tenant_id == device.tenant_id, OsImage.measurement == evidence.os_measurement)
-    )
-    if os_image is None:
+    if not standing.os_known:
         raise AttestationFailure(
             FailureCode.UNKNOWN_OS,
             "the OS measurement is not a known-good OS image of the device's tenant",
-            device_id=evidence.device_id,
+            device_id=device_id,
             authenticated=True,
         )
-    if os_image.revoked_at is not None:
+    if standing.os_revoked:
         raise AttestationFailure(
             FailureCode.OS_REVOKED,
             "the OS image has been revoked; update the device",
-            device_id=evidence.device_id,
+            device_id=device_id,
             authenticated=True,
         )
-    return device, os_image
+    return standing
 
 
 def attest(
@@ -297,38 +302,36 @@ def attest(
     evidence: VerifiedEvidence | None = None
     try:
         evidence = verify_evidence(token, trust_anchors=trust_anchors, now=now, limits=limits, cache=caches.chain)
-        _consume_nonce(session, evidence.claims.nonce, evidence.device_id, now)
-        device, os_image = _check_device_and_os(session, evidence)
-        ca = caches.signing_ca(session, device.tenant_id, master_key, now)
+        device_id = evidence.device_id
+        _consume_nonce(session, evidence.claims.nonce, device_id, now)
+        standing = _check_device_and_os(session, evidence)
+        os_version = standing.os_version or ""
+        ca = caches.signing_ca(session, standing.tenant_id, master_key, now)
         cert = certs.issue_device_cert(
-            ca.key,
-            ca.cert,
-            evidence.key_to_certify,
-            tenant_id=device.tenant_id,
-            device_id=device.device_id,
-            now=now,
+            ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
         )
         serial = format(cert.serial_number, "x")
         not_after = cert.not_valid_after_utc
-        device.last_attested_at = now
-        device.last_result = "ok"
-        device.last_reason = "ok"
-        device.os_version = os_image.version
-        device.os_measurement = evidence.os_measurement
-        device.cert_serial = serial
-        device.cert_not_after = not_after
-        session.add(
-            Attestation(
-                at=now,
-                device_id=device.device_id,
-                tenant_id=device.tenant_id,
-                result="ok",
-                reason="ok",
-                detail="",
-                os_version=os_image.version,
-                os_measurement=evidence.os_measurement,
-                cert_serial=serial,
-            )
+        repository.mark_device_ok(
+            session,
+            device_id,
+            at=now,
+            os_version=os_version,
+            os_measurement=evidence.os_measurement,
+            cert_serial=serial,
+            cert_not_after=not_after,
+        )
+        repository.insert_attestation(
+            session,
+            at=now,
+            device_id=device_id,
+            tenant_id=standing.tenant_id,
+            result="ok",
+            reason="ok",
+            detail="",
+            os_version=os_version,
+            os_measurement=evidence.os_measurement,
+            cert_serial=serial,
         )
         session.commit()
     except AttestationFailure as failure:
@@ -338,14 +341,14 @@ def attest(
         session.rollback()
         raise
     return AttestationOutcome(
-        device_id=device.device_id,
-        tenant_id=device.tenant_id,
+        device_id=device_id,
+        tenant_id=standing.tenant_id,
         certificate=cert,
         certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
         ca_chain_pem=(ca.pem,),
         not_after=not_after,
         serial=serial,
-        os_version=os_image.version,
+        os_version=os_version,
         os_measurement=evidence.os_measurement,
     )
 
@@ -366,26 +369,23 @@ def _record_failure(
     """
     try:
         device_id = failure.device_id or ""
-        device = session.get(Device, device_id) if device_id else None
+        tenant_id = repository.device_tenant(session, device_id) if device_id else None
         authenticated = failure.authenticated or evidence is not None
         detail = failure.detail if authenticated else f"unauthenticated evidence: {failure.detail}"
-        session.add(
-            Attestation(
-                at=now,
-                device_id=device_id,
-                tenant_id=device.tenant_id if device is not None else None,
-                result="failed",
-                reason=failure.code.value,
-                detail=detail[:MAX_DETAIL_CHARS],
-                os_version=evidence.os_version[:64] if evidence is not None else None,
-                os_measurement=evidence.os_measurement if evidence is not None else None,
-                cert_serial=None,
-            )
+        repository.insert_attestation(
+            session,
+            at=now,
+            device_id=device_id,
+            tenant_id=tenant_id,
+            result="failed",
+            reason=failure.code.value,
+            detail=detail[:MAX_DETAIL_CHARS],
+            os_version=evidence.os_version[:MAX_VERSION_CHARS] if evidence is not None else None,
+            os_measurement=evidence.os_measurement if evidence is not None else None,
+            cert_serial=None,
         )
-        if device is not None and authenticated:
-            device.last_attested_at = now
-            device.last_result = "failed"
-            device.last_reason = failure.code.value
+        if tenant_id is not None and authenticated:
+            repository.mark_device_failed(session, device_id, at=now, reason=failure.code.value)
         session.commit()
     except BaseException:
         session.rollback()
