@@ -36,14 +36,14 @@ OS_DIGEST = bytes(range(32, 64))
 
 
 @dataclass(frozen=True)
-class TestChip:
+class ChipFixture:
     """An identity plus the vendor CA that endorses it."""
 
     identity: MonitorIdentity
     vendor_ca: x509.Certificate
 
 
-def make_identity(*, os_version: str = "1.0.0") -> TestChip:
+def make_identity(*, os_version: str = "1.0.0") -> ChipFixture:
     """Build a consistent MonitorIdentity from freshly generated keys."""
     vendor_key = generate_private_key()
     vendor_ca = make_ca("Test Vendor CA", vendor_key, now=NOW)
@@ -71,7 +71,7 @@ def make_identity(*, os_version: str = "1.0.0") -> TestChip:
         secboot=True,
         dbgstat=DebugStatus.DISABLED_PERMANENTLY,
     )
-    return TestChip(identity=identity, vendor_ca=vendor_ca)
+    return ChipFixture(identity=identity, vendor_ca=vendor_ca)
 
 
 @contextmanager

@@ -1,11 +1,4 @@
-"""The OS-side client of the monitor API.
-
-Example:
-    >>> import socket
-    >>> os_end, monitor_end = socket.socketpair()
-    >>> client = MonitorClient(os_end)   # doctest: +SKIP
-    >>> chain = client.get_cert_chain()  # doctest: +SKIP
-"""
+"""The OS-side client of the monitor API (``docs/monitor-api.md``): ``MonitorClient(sock).get_cert_chain()``."""
 
 from __future__ import annotations
 
@@ -15,16 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.monitor import protocol as wire
 from bastion.monitor.errors import MonitorProtocolError, MonitorRefusedError, MonitorUnavailableError
-from bastion.monitor.protocol import (
-    OP_GET_CERT_CHAIN,
-    OP_READ_COUNTERS,
-    OP_SIGN_ATTESTATION,
-    decode_message,
-    encode_message,
-    read_frame,
-    write_frame,
-)
 
 __all__ = ["DEFAULT_TIMEOUT_S", "BootState", "MonitorClient"]
 
@@ -69,13 +54,13 @@ class MonitorClient:
             MonitorProtocolError: the response is malformed.
             MonitorUnavailableError: the connection failed, closed or timed out.
         """
-        payload = encode_message({"op": op, "args": args})
+        payload = wire.encode_message({"op": op, "args": args})
         with self._lock:
-            write_frame(self._sock, payload)
-            answer = read_frame(self._sock)
+            wire.write_frame(self._sock, payload)
+            answer = wire.read_frame(self._sock)
         if answer is None:
             raise MonitorUnavailableError("the monitor closed the connection")
-        response = decode_message(answer)
+        response = wire.decode_message(answer)
         if "error" in response:
             code, detail = response.get("error"), response.get("detail", "")
             if not isinstance(code, str) or not isinstance(detail, str):
@@ -106,7 +91,7 @@ class MonitorClient:
             The EAT (COSE_Sign1 bytes).
         """
         result = self.request(
-            OP_SIGN_ATTESTATION,
+            wire.OP_SIGN_ATTESTATION,
             {
                 "nonce": nonce,
                 "key_to_certify": key_to_certify,
@@ -121,14 +106,14 @@ class MonitorClient:
 
     def get_cert_chain(self) -> tuple[bytes, bytes]:
         """Return the DER chain ``(Alias cert, DeviceID cert)``."""
-        chain = self.request(OP_GET_CERT_CHAIN, {}).get("chain")
+        chain = self.request(wire.OP_GET_CERT_CHAIN, {}).get("chain")
         if not (isinstance(chain, list) and len(chain) == 2 and all(isinstance(c, bytes) for c in chain)):
             raise MonitorProtocolError("get_cert_chain result is not two DER certificates")
         return (chain[0], chain[1])
 
     def read_counters(self) -> BootState:
         """Return the rollback counters, boot slot and OS version of this boot."""
-        result = self.request(OP_READ_COUNTERS, {})
+        result = self.request(wire.OP_READ_COUNTERS, {})
         counters, slot = result.get("counters"), result.get("boot_slot")
         version, svn = result.get("os_version"), result.get("os_security_version")
         if not (

@@ -44,12 +44,7 @@ class FrameTooLargeError(MonitorProtocolError):
 
 
 class MonitorRefusedError(MonitorError):
-    """The monitor refused a request.
-
-    Attributes:
-        code: a stable machine-readable reason (see ``docs/monitor-api.md``).
-        detail: a human-readable explanation.
-    """
+    """The monitor refused a request: ``code`` (see ``docs/monitor-api.md``) and ``detail`` say why."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"monitor refused the request ({code}): {detail}")

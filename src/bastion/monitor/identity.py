@@ -10,24 +10,17 @@ the DeviceID certificate's key.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bastion.crypto import keys
 from bastion.crypto.certs import load_certificate_der
+from bastion.crypto.cose import cbor_loads_exact
 from bastion.crypto.eat import DebugStatus, Measurement
-from bastion.crypto.errors import CryptoError
-from bastion.crypto.keys import (
-    PrivateKey,
-    device_id_from_public_key,
-    load_private_key_pem,
-    private_key_pem,
-    public_key_bytes,
-    ueid_from_public_key,
-)
+from bastion.crypto.errors import CryptoError, MalformedInput
 from bastion.monitor.errors import HandoffError
 
 __all__ = ["MAX_HANDOFF_BYTES", "MonitorIdentity", "decode_handoff", "encode_handoff"]
@@ -54,7 +47,7 @@ class MonitorIdentity:
         dbgstat: the chip's debug status.
     """
 
-    alias_key: PrivateKey
+    alias_key: keys.PrivateKey
     cert_chain: tuple[bytes, bytes]
     device_id: str
     measurements: tuple[Measurement, ...]
@@ -71,7 +64,7 @@ class MonitorIdentity:
         key = load_certificate_der(self.cert_chain[1]).public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise HandoffError("the DeviceID certificate does not hold an EC key")
-        return ueid_from_public_key(key)
+        return keys.ueid_from_public_key(key)
 
     def check_consistent(self) -> None:
         """Check that the key, chain and device ID belong together.
@@ -89,9 +82,9 @@ class MonitorIdentity:
             raise HandoffError("hand-off certificate chain does not parse") from exc
         if not isinstance(cert_key, ec.EllipticCurvePublicKey) or not isinstance(device_key, ec.EllipticCurvePublicKey):
             raise HandoffError("hand-off certificates do not hold EC keys")
-        if public_key_bytes(cert_key) != public_key_bytes(self.alias_key.public_key()):
+        if keys.public_key_bytes(cert_key) != keys.public_key_bytes(self.alias_key.public_key()):
             raise HandoffError("the Alias key does not match the Alias certificate")
-        if device_id_from_public_key(device_key) != self.device_id:
+        if keys.device_id_from_public_key(device_key) != self.device_id:
             raise HandoffError("the device ID does not match the DeviceID certificate")
 
 
@@ -102,7 +95,7 @@ def encode_handoff(identity: MonitorIdentity) -> bytearray:
     """
     message = {
         "v": _HANDOFF_VERSION,
-        "alias_key": private_key_pem(identity.alias_key),
+        "alias_key": keys.private_key_pem(identity.alias_key),
         "chain": list(identity.cert_chain),
         "device_id": identity.device_id,
         "measurements": [[m.component, m.digest] for m in identity.measurements],
@@ -132,13 +125,12 @@ def decode_handoff(data: bytes | bytearray) -> MonitorIdentity:
     """
     if len(data) > MAX_HANDOFF_BYTES:
         raise HandoffError(f"hand-off is larger than {MAX_HANDOFF_BYTES} bytes")
-    stream = io.BytesIO(bytes(data))
     try:
-        message = cbor2.CBORDecoder(stream).decode()
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise HandoffError("hand-off is not valid CBOR") from exc
-    if not isinstance(message, dict) or stream.tell() != len(data):
-        raise HandoffError("hand-off is not a single CBOR map")
+        message = cbor_loads_exact(bytes(data))
+    except MalformedInput as exc:
+        raise HandoffError("hand-off is not one CBOR item") from exc
+    if not isinstance(message, dict):
+        raise HandoffError("hand-off is not a CBOR map")
     if _field(message, "v", int) != _HANDOFF_VERSION:
         raise HandoffError("unsupported hand-off version")
     chain = _field(message, "chain", list)
@@ -154,7 +146,7 @@ def decode_handoff(data: bytes | bytearray) -> MonitorIdentity:
     if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in counters.items()):
         raise HandoffError("hand-off counters must map names to integers")
     try:
-        alias_key = load_private_key_pem(_field(message, "alias_key", bytes))
+        alias_key = keys.load_private_key_pem(_field(message, "alias_key", bytes))
         dbgstat = DebugStatus(_field(message, "dbgstat", int))
     except (CryptoError, ValueError) as exc:
         raise HandoffError("hand-off key or debug status is invalid") from exc

@@ -12,13 +12,14 @@ Example:
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
 from typing import Any
 
 import cbor2
 
+from bastion.crypto.cose import cbor_loads_exact
+from bastion.crypto.errors import MalformedInput
 from bastion.monitor.errors import FrameTooLargeError, MonitorProtocolError, MonitorUnavailableError
 
 __all__ = [
@@ -81,13 +82,10 @@ def decode_message(data: bytes) -> dict[str, Any]:
     """
     if len(data) > MAX_FRAME_BYTES:
         raise FrameTooLargeError(len(data), MAX_FRAME_BYTES)
-    stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise MonitorProtocolError("frame is not valid CBOR") from exc
-    if stream.tell() != len(data):
-        raise MonitorProtocolError("frame has trailing bytes after the CBOR item")
+        value = cbor_loads_exact(data)
+    except MalformedInput as exc:
+        raise MonitorProtocolError(f"frame is not one CBOR item ({exc})") from exc
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise MonitorProtocolError("frame is not a CBOR map with text keys")
     return value

@@ -15,31 +15,12 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from bastion.crypto.eat import (
-    MAX_INSTALLED_APPS,
-    EatClaims,
-    InstalledApp,
-    sign_eat,
-)
+from bastion.crypto.eat import MAX_INSTALLED_APPS, EatClaims, InstalledApp, sign_eat
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import load_public_key_bytes
+from bastion.monitor import protocol as wire
 from bastion.monitor.errors import FrameTooLargeError, MonitorError, MonitorProtocolError
 from bastion.monitor.identity import MonitorIdentity
-from bastion.monitor.protocol import (
-    ERR_BAD_ARGS,
-    ERR_FRAME_TOO_LARGE,
-    ERR_INTERNAL,
-    ERR_MALFORMED,
-    ERR_UNKNOWN_OP,
-    OP_GET_CERT_CHAIN,
-    OP_READ_COUNTERS,
-    OP_SIGN_ATTESTATION,
-    decode_message,
-    drain,
-    encode_message,
-    read_frame,
-    write_frame,
-)
 
 __all__ = ["MAX_APP_FIELD_CHARS", "MAX_NONCE_BYTES", "MIN_NONCE_BYTES", "SWNAME", "MonitorServer"]
 
@@ -94,9 +75,9 @@ class MonitorServer:
         self._identity = identity
         self._ueid = identity.ueid
         self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            OP_SIGN_ATTESTATION: self._sign_attestation,
-            OP_GET_CERT_CHAIN: self._get_cert_chain,
-            OP_READ_COUNTERS: self._read_counters,
+            wire.OP_SIGN_ATTESTATION: self._sign_attestation,
+            wire.OP_GET_CERT_CHAIN: self._get_cert_chain,
+            wire.OP_READ_COUNTERS: self._read_counters,
         }
 
     def _sign_attestation(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +137,7 @@ class MonitorServer:
         """
         op = "?"
         try:
-            request = decode_message(payload)
+            request = wire.decode_message(payload)
             if set(request) != {"op", "args"} or not isinstance(request["op"], str):
                 raise MonitorProtocolError('request must be {"op": tstr, "args": map}')
             if not isinstance(request["args"], dict) or not all(isinstance(k, str) for k in request["args"]):
@@ -165,17 +146,17 @@ class MonitorServer:
             handler = self._ops.get(request["op"])
             if handler is None:
                 _log.warning("refused op=%r: unknown operation", op)
-                return {"error": ERR_UNKNOWN_OP, "detail": "unknown operation"}
+                return {"error": wire.ERR_UNKNOWN_OP, "detail": "unknown operation"}
             result = handler(request["args"])
         except MonitorProtocolError as exc:
             _log.warning("refused op=%r: malformed request (%s)", op, exc)
-            return {"error": ERR_MALFORMED, "detail": str(exc)}
+            return {"error": wire.ERR_MALFORMED, "detail": str(exc)}
         except _BadArgsError as exc:
             _log.warning("refused op=%r: bad arguments (%s)", op, exc)
-            return {"error": ERR_BAD_ARGS, "detail": str(exc)}
+            return {"error": wire.ERR_BAD_ARGS, "detail": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a request must never stop the monitor
             _log.error("failed op=%r: %s", op, type(exc).__name__)
-            return {"error": ERR_INTERNAL, "detail": "the monitor could not complete the request"}
+            return {"error": wire.ERR_INTERNAL, "detail": "the monitor could not complete the request"}
         _log.info("ok op=%r", op)
         return {"result": result}
 
@@ -187,19 +168,19 @@ class MonitorServer:
         """
         while True:
             try:
-                payload = read_frame(sock)
+                payload = wire.read_frame(sock)
             except FrameTooLargeError as exc:
                 _log.warning("refused frame: %s", exc)
-                drain(sock, exc.length)
-                response: dict[str, Any] = {"error": ERR_FRAME_TOO_LARGE, "detail": str(exc)}
+                wire.drain(sock, exc.length)
+                response: dict[str, Any] = {"error": wire.ERR_FRAME_TOO_LARGE, "detail": str(exc)}
             else:
                 if payload is None:
                     _log.info("peer closed the connection")
                     return
                 response = self.handle(payload)
             try:
-                encoded = encode_message(response)
+                encoded = wire.encode_message(response)
             except MonitorError:
                 _log.error("response could not be encoded")
-                encoded = encode_message({"error": ERR_INTERNAL, "detail": "response too large"})
-            write_frame(sock, encoded)
+                encoded = wire.encode_message({"error": wire.ERR_INTERNAL, "detail": "response too large"})
+            wire.write_frame(sock, encoded)
