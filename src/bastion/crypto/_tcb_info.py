@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,8 @@ MAX_FWIDS = 16
 MAX_TCB_TEXT_LEN = 128
 #: Bound on a digest, in bytes (SHA-512 is the largest we expect).
 MAX_DIGEST_BYTES = 64
+#: Number of distinct DiceTcbInfo encodings whose decode is memoised.
+TCB_INFO_CACHE_SIZE = 4096
 #: Bound on svn / layer / index.
 MAX_TCB_INT = 2**63 - 1
 
@@ -180,13 +183,20 @@ def decode_tcb_info(der: bytes) -> TcbInfo:
     """Decode a DiceTcbInfo (bounded by MAX_TCB_INFO_BYTES).
 
     The input must be the exact DER encoding (re-encoding what was decoded must
-    give the same bytes), so one TcbInfo has one encoding.
+    give the same bytes), so one TcbInfo has one encoding. Successful decodes
+    are memoised (the result is immutable and a pure function of the bytes; an
+    Alias certificate repeats at every attestation of the same firmware).
 
     Raises:
         MalformedInput: not a valid DiceTcbInfo DER encoding, or out of bounds.
     """
     if len(der) > MAX_TCB_INFO_BYTES:
         raise MalformedInput(f"DiceTcbInfo is larger than {MAX_TCB_INFO_BYTES} bytes")
+    return _decode_tcb_info_cached(bytes(der))
+
+
+@functools.lru_cache(maxsize=TCB_INFO_CACHE_SIZE)
+def _decode_tcb_info_cached(der: bytes) -> TcbInfo:
     try:
         asn1, rest = der_decoder.decode(der, asn1Spec=_DiceTcbInfo())
         # pyasn1's DER decoder tolerates some BER; the re-encoding check is

@@ -332,14 +332,26 @@ def tcb_info_from_cert(cert: x509.Certificate) -> TcbInfo:
 # --- chain verification ------------------------------------------------------
 
 
-def _describe(index: int, cert: x509.Certificate) -> str:
-    try:
-        return f"certificate {index} ({cert.subject.rfc4514_string()})"
-    except ValueError:  # pragma: no cover - malformed names are rejected on load
-        return f"certificate {index}"
+class _Where:
+    """Names a certificate in an error message; the subject is rendered only on failure."""
+
+    def __init__(self, index: int | None, cert: x509.Certificate) -> None:
+        self._index = index
+        self._cert = cert
+
+    def __str__(self) -> str:
+        label = "trust anchor" if self._index is None else f"certificate {self._index}"
+        try:
+            return f"{label} ({self._cert.subject.rfc4514_string()})"
+        except ValueError:  # pragma: no cover - malformed names are rejected on load
+            return label
 
 
-def _check_extensions(where: str, cert: x509.Certificate) -> x509.Extensions:
+def _describe(index: int | None, cert: x509.Certificate) -> _Where:
+    return _Where(index, cert)
+
+
+def _check_extensions(where: _Where, cert: x509.Certificate) -> x509.Extensions:
     try:
         extensions = cert.extensions
     except ValueError as exc:
@@ -353,7 +365,7 @@ def _check_extensions(where: str, cert: x509.Certificate) -> x509.Extensions:
     return extensions
 
 
-def _check_validity(where: str, cert: x509.Certificate, now: dt.datetime) -> None:
+def _check_validity(where: _Where, cert: x509.Certificate, now: dt.datetime) -> None:
     # RFC 5280 section 6.1.3 (a)(2): the certificate is valid at the current time.
     if now < cert.not_valid_before_utc:
         raise CertificateError(f"{where}: not yet valid at {now.isoformat()}", reason="not_yet_valid")
@@ -361,7 +373,7 @@ def _check_validity(where: str, cert: x509.Certificate, now: dt.datetime) -> Non
         raise CertificateError(f"{where}: expired at {now.isoformat()}", reason="expired")
 
 
-def _check_issuer(where: str, issuer: x509.Certificate, cas_below: int) -> None:
+def _check_issuer(where: _Where, issuer: x509.Certificate, cas_below: int) -> None:
     """Check that ``issuer`` may issue certificates, ``cas_below`` CA certs beneath it."""
     extensions = _check_extensions(where, issuer)
     # RFC 5280 section 6.1.4 (k): an issuer must be a CA.
@@ -384,7 +396,7 @@ def _check_issuer(where: str, issuer: x509.Certificate, cas_below: int) -> None:
         raise CertificateError(f"{where}: pathlen {bc.path_length} exceeded", reason="path_length")
 
 
-def _check_signed_by(where: str, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+def _check_signed_by(where: _Where, cert: x509.Certificate, issuer: x509.Certificate) -> None:
     # RFC 5280 section 6.1.3 (a)(4): the issuer name matches the issuer's subject.
     if cert.issuer != issuer.subject:
         raise CertificateError(f"{where}: issuer name does not match the next certificate", reason="issuer_mismatch")
@@ -443,7 +455,7 @@ def verify_chain(
     failure: CertificateError | None = None
     for anchor in candidates:
         try:
-            anchor_where = f"trust anchor ({anchor.subject.rfc4514_string()})"
+            anchor_where = _describe(None, anchor)
             _check_validity(anchor_where, anchor, now)
             _check_issuer(anchor_where, anchor, cas_below=len(certs) - 1)
             _check_signed_by(where, last, anchor)
