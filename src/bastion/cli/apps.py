@@ -6,17 +6,18 @@ import typer
 
 __all__ = ["app", "device_app", "os_app", "service_app", "tenant_app", "token_app", "vendor_app"]
 
-_settings = {"no_args_is_help": True, "pretty_exceptions_enable": False, "add_completion": False}
 
-app = typer.Typer(help="Bastion: secure connected devices for their whole life.", **_settings)  # type: ignore[arg-type]
-vendor_app = typer.Typer(help="Silicon vendor: CA and boot-signing keys.", **_settings)  # type: ignore[arg-type]
-device_app = typer.Typer(
-    help="Emulated devices (manufacture, flash, run) and the fleet (claim, list, show, revoke).", **_settings
-)  # type: ignore[arg-type]
-os_app = typer.Typer(help="OS images: build and publish.", **_settings)  # type: ignore[arg-type]
-service_app = typer.Typer(help="Run and administer the Security Service (local, on the service host).", **_settings)  # type: ignore[arg-type]
-tenant_app = typer.Typer(help="Tenants and their CA.", **_settings)  # type: ignore[arg-type]
-token_app = typer.Typer(help="Operator API tokens.", **_settings)  # type: ignore[arg-type]
+def _group(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+app = _group("Bastion: secure connected devices for their whole life.")
+vendor_app = _group("Silicon vendor: CA and boot-signing keys.")
+device_app = _group("Emulated devices (manufacture, flash, run) and the fleet (claim, list, show, revoke).")
+os_app = _group("OS images: build and publish.")
+service_app = _group("Run and administer the Security Service (local, on the service host).")
+tenant_app = _group("Tenants and their CA.")
+token_app = _group("Operator API tokens.")
 
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
