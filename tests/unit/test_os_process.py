@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -198,24 +200,32 @@ def test_service_url_is_remembered_in_the_config_partition(tmp_path: Path) -> No
         _config_for(chip, "file:///etc/passwd")
 
 
-def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, service: tuple[str, FakeService]) -> None:
-    from bastion.boot.bootloader import boot_device
+def flashed_device(tmp_path: Path, *, flash: bool = True) -> tuple[Path, str]:
+    """A real manufactured chip, flashed with a real OS image built from this tree."""
     from bastion.boot.factory import flash_os, manufacture_device
     from bastion.boot.vendor import init_vendor, load_vendor
     from bastion.crypto.keys import load_private_key_pem
     from bastion.images.os_build import build_os_image
 
-    url, fake = service
     now = dt.datetime.now(dt.UTC)
     paths = init_vendor(tmp_path / "vendor", now=now)
     dev = tmp_path / "dev"
-    fake.device_id = manufacture_device(dev, load_vendor(tmp_path / "vendor"), now=now)
-    image = tmp_path / "os.img"
-    build_os_image(image, "1.2.3", 1, load_private_key_pem(paths.os_key.read_bytes()))
-    flash_os(dev, image)
+    device_id = manufacture_device(dev, load_vendor(tmp_path / "vendor"), now=now)
+    if flash:
+        image = tmp_path / "os.img"
+        build_os_image(image, "1.2.3", 1, load_private_key_pem(paths.os_key.read_bytes()))
+        flash_os(dev, image)
+    return dev, device_id
+
+
+def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, service: tuple[str, FakeService]) -> None:
+    from bastion.boot.bootloader import boot_device
+
+    url, fake = service
+    dev, fake.device_id = flashed_device(tmp_path)
     chip = Chip.open(dev)
     assert _config_for(chip, url).service_url == url
-    result = boot_device(dev, now=now)
+    result = boot_device(dev, now=dt.datetime.now(dt.UTC))
     processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG), once=True)
     processes.start(result)
     del result
@@ -225,3 +235,52 @@ def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, se
     runtime = Path(state["runtime_path"]).resolve()
     assert runtime.is_relative_to(dev.resolve())  # imported from the unpacked image in DEV, not src/
     assert not runtime.is_relative_to(Path(bastion.__file__).parent.parent.resolve())
+
+
+def bastion_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_device_run_once_json_and_remembered_service(tmp_path: Path, service: tuple[str, FakeService]) -> None:
+    url, fake = service
+    dev, fake.device_id = flashed_device(tmp_path)
+    first = bastion_cli("device", "run", "--dir", "dev", "--service", url, "--once", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = json.loads(first.stdout)
+    assert (state["last_result"], state["exit_code"], state["device_id"]) == ("ok", 0, fake.device_id)
+    assert "booted slot A: OS 1.2.3" in first.stderr
+    # The URL was remembered in the config partition: no --service needed now.
+    second = bastion_cli("device", "run", "--dir", str(dev), "--once", "--json", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["last_result"] == "ok"
+    assert len(fake.nonces) == 2
+
+
+def test_cli_device_run_reports_refusal_with_the_services_code(tmp_path: Path) -> None:
+    dev, _ = flashed_device(tmp_path)
+    done = bastion_cli("device", "run", "--dir", str(dev), "--service", "http://127.0.0.1:9", "--once", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "service_unreachable" in done.stderr
+
+
+def test_cli_device_run_reports_a_failed_boot(tmp_path: Path) -> None:
+    dev, _ = flashed_device(tmp_path, flash=False)
+    done = bastion_cli("device", "run", "--dir", str(dev), "--service", "http://127.0.0.1:9", "--once", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "boot failed; the chip is in recovery" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (dev / "os-state").exists()  # no OS ran
+
+
+def test_cli_device_run_needs_a_service_url(tmp_path: Path) -> None:
+    dev, _ = flashed_device(tmp_path)
+    done = bastion_cli("device", "run", "--dir", str(dev), "--once", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "--service" in done.stderr

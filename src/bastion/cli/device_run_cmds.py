@@ -148,7 +148,7 @@ class DeviceProcesses:
             if read_fd >= 0:
                 os.close(read_fd)
             monitor_end.close()
-        state_dir = os_state_dir(self.dev_dir)
+        state_dir = os_state_dir(self.dev_dir).absolute()
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self.os_process = subprocess.Popen(
@@ -284,6 +284,7 @@ def run_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Boot the device and run its monitor and OS processes."""
+    dev_dir = dev_dir.absolute()  # the children run in other directories
     try:
         chip = Chip.open(dev_dir)
         config = _config_for(chip, service)

@@ -101,7 +101,7 @@ class AttestationJob:
             state.last_reason = exc.code
             state.last_detail = exc.detail if isinstance(exc, AttestationRefusedError) else str(exc)
             next_at = now + dt.timedelta(seconds=self._policy.backoff(state.consecutive_failures))
-            _log.warning("attestation failed (%s): %s; retrying at %s", exc.code, state.last_detail, _iso(next_at))
+            _log.warning("attestation failed (%s): %s; next attempt at %s", exc.code, state.last_detail, _iso(next_at))
         else:
             self._dir.save_credentials(credential.certificate_pem, b"".join(credential.ca_chain_pem))
             state.consecutive_failures = 0
