@@ -68,10 +68,14 @@ def test_payload_is_deterministic() -> None:
     assert {(m.mtime, m.uid, m.gid, m.mode, m.uname) for m in members} == {(315532800, 0, 0, 0o644, "")}
 
 
-def test_images_equal_except_signature(tmp_path: Path, key: PrivateKey) -> None:
+def test_images_are_reproducible(tmp_path: Path, key: PrivateKey) -> None:
     a = build_os_image(tmp_path / "a.img", "1.0.0", 1, key)
     b = build_os_image(tmp_path / "b.img", "1.0.0", 1, key)
     assert a.header == b.header  # same payload digest, same signed fields
+    # Deterministic signatures (RFC 6979) make the whole package byte-identical,
+    # so anyone can rebuild a published OS and compare measurements.
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert a.measurement == b.measurement
 
 
 def test_fault_build(tmp_path: Path, key: PrivateKey) -> None:

@@ -133,6 +133,8 @@ def sign1(
             (a single bstr for one certificate, else an array, per RFC 9360).
         content_type: optional ``content type`` (label 3), protected.
         external_aad: externally supplied data bound into the signature.
+
+    The signature is deterministic (RFC 6979).
     """
     if not isinstance(key.curve, ec.SECP256R1):
         raise MalformedInput("ES256 needs a P-256 key")
@@ -144,7 +146,12 @@ def sign1(
     elif x5chain:
         protected[HEADER_X5CHAIN] = [bytes(c) for c in x5chain]
     protected_bytes = cbor2.dumps(protected, canonical=True)
-    der = key.sign(_sig_structure(protected_bytes, external_aad, payload), ec.ECDSA(hashes.SHA256()))
+    # RFC 6979 deterministic ECDSA: the same key and input give the same message, so
+    # image builds are reproducible, and signing needs no fresh randomness.
+    der = key.sign(
+        _sig_structure(protected_bytes, external_aad, payload),
+        ec.ECDSA(hashes.SHA256(), deterministic_signing=True),
+    )
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_P256_SCALAR_BYTES, "big") + s.to_bytes(_P256_SCALAR_BYTES, "big")
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected_bytes, {}, payload, signature]))

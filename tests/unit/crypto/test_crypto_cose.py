@@ -333,3 +333,14 @@ def test_any_single_byte_flip_never_verifies(data: st.DataObject) -> None:
 
 
 _PROPERTY_KEY = generate_private_key()
+
+
+def test_sign1_is_deterministic_rfc6979() -> None:
+    from bastion.crypto import cose as _cose
+    from bastion.crypto.keys import generate_private_key as _gen
+
+    key = _gen()
+    first = _cose.sign1(b"payload", key)
+    assert first == _cose.sign1(b"payload", key)
+    assert first != _cose.sign1(b"payload!", key)
+    _cose.verify_sign1(_cose.decode_sign1(first), key.public_key())
