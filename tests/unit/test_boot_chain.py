@@ -223,3 +223,10 @@ def test_manufacture_twice_refused(world: World, golden: Path) -> None:
 
     with pytest.raises(ManufactureError, match="already holds a chip"):
         manufacture_device(golden, world.vendor, now=NOW)
+
+
+def test_vendor_root_outlives_device_id_certificates(world: World, dev: Path) -> None:
+    device_id_cert = certs.load_certificate_der(Chip.open(dev).read_device_id_cert())
+    assert world.vendor.ca_cert.not_valid_after_utc > device_id_cert.not_valid_after_utc
+    # A device must still chain to its vendor in its 20th year.
+    certs.verify_chain([device_id_cert], [world.vendor.ca_cert], now=NOW.replace(year=NOW.year + 20))

@@ -37,7 +37,10 @@ from bastion.hw.atomic import atomic_write_bytes
 from bastion.images.errors import ImageError
 from bastion.images.package import ImageHeader, ImageType, build_image, verify_image
 
-__all__ = ["BOOTLOADER_VERSION", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
+__all__ = ["BOOTLOADER_VERSION", "VENDOR_CA_LIFETIME", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
+
+#: Lifetime of the vendor root: longer than any DeviceID certificate it issues.
+VENDOR_CA_LIFETIME = certs.DEVICE_ID_CERT_LIFETIME + dt.timedelta(days=365 * 5)
 
 BOOTLOADER_VERSION = "1.0.0"
 BOOTLOADER_SECURITY_VERSION = 1
@@ -104,7 +107,9 @@ def init_vendor(root: Path, *, now: dt.datetime, name: str = DEFAULT_VENDOR_NAME
         raise VendorError(f"{root} already holds a vendor")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca_key, boot_key, os_key = generate_private_key(), generate_private_key(), generate_private_key()
-    ca_cert = certs.make_ca(f"{name} Root CA", ca_key, now=now, organization=name)
+    # The root must outlive every DeviceID certificate it endorses, or the whole
+    # fleet's chains would expire with it.
+    ca_cert = certs.make_ca(f"{name} Root CA", ca_key, now=now, organization=name, lifetime=VENDOR_CA_LIFETIME)
     config = BootConfig(os_publisher_keys=(os_key.public_key(),))
     image = io.BytesIO()
     build_image(
