@@ -1,0 +1,133 @@
+"""The Security Service ASGI application.
+
+Example:
+    >>> from bastion.service.config import Settings
+    >>> app = create_app(Settings.from_env())  # doctest: +SKIP
+
+``uvicorn --factory bastion.service.app:create_app_from_env`` serves it with
+settings from the environment (what ``bastion service run`` does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from bastion.service import errors
+from bastion.service.attestation.endpoints import router as attestation_router
+from bastion.service.audit.endpoints import router as audit_router
+from bastion.service.auth.endpoints import router as auth_router
+from bastion.service.ca.endpoints import router as ca_router
+from bastion.service.config import Settings
+from bastion.service.db import create_engine_for, make_sessionmaker, migrate
+from bastion.service.devices.endpoints import router as devices_router
+from bastion.service.osimages.endpoints import UPLOAD_PATH
+from bastion.service.osimages.endpoints import router as osimages_router
+from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
+
+__all__ = ["API_PREFIX", "create_app", "create_app_from_env", "status_for"]
+
+API_PREFIX = "/api/v1"
+
+#: Domain error class -> HTTP status. The most specific class in an error's MRO wins.
+_STATUS: dict[type[errors.ServiceError], int] = {
+    errors.InvalidRequest: 400,
+    errors.InvalidDeviceId: 422,
+    errors.PayloadTooLarge: 413,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.SealedKeyError: 500,
+    errors.ConfigError: 500,
+}
+
+
+def status_for(exc: errors.ServiceError) -> int:
+    """The HTTP status for a domain error."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, errors.ServiceError):  # pragma: no cover - registered for ServiceError only
+        raise exc
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status >= 500:
+        # Internal failures keep their detail in the server log, not the response.
+        return error_response(status, exc.code, "the service could not complete this request")
+    return error_response(status, exc.code, exc.detail, headers)
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    problems = []
+    for err in getattr(exc, "errors", list)()[:5]:
+        where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return error_response(422, "invalid_request", "; ".join(problems) or "the request is not valid")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    migrate_on_startup: bool = True,
+) -> FastAPI:
+    """Build the app: one engine and session factory per app, created in its lifespan.
+
+    Args:
+        settings: resolved settings.
+        clock: returns the current UTC time; defaults to the system clock.
+        migrate_on_startup: run ``alembic upgrade head`` before serving.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate_on_startup:
+            migrate(settings.database_url)
+        engine = create_engine_for(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Bastion Security Service",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.clock = clock or utc_now
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.limits.max_body_bytes,
+        streaming_prefixes=(API_PREFIX + UPLOAD_PATH,),
+    )
+    app.add_exception_handler(errors.ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in (auth_router, ca_router, devices_router, osimages_router, audit_router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(attestation_router, prefix=API_PREFIX)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn workers: settings from the environment, schema assumed migrated."""
+    return create_app(Settings.from_env(), migrate_on_startup=False)

@@ -1,0 +1,1 @@
+"""The audit log: every operator write and every denied attempt."""

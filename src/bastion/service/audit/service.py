@@ -1,0 +1,78 @@
+"""Recording and reading audit events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.service.models import AuditEvent
+
+__all__ = ["list_events", "record", "record_denied"]
+
+_MAX_ACTOR = 100
+_MAX_ACTION = 64
+_MAX_TARGET = 200
+_MAX_DETAIL = 1000
+
+
+def record(
+    session: Session,
+    *,
+    now: dt.datetime,
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str = "ok",
+    detail: str = "",
+) -> None:
+    """Add an audit event to the session; it commits with the caller's write."""
+    session.add(
+        AuditEvent(
+            at=now,
+            tenant_id=tenant_id,
+            actor=actor[:_MAX_ACTOR],
+            action=action[:_MAX_ACTION],
+            target=target[:_MAX_TARGET],
+            outcome=outcome,
+            detail=detail[:_MAX_DETAIL],
+        )
+    )
+
+
+def record_denied(
+    session: Session,
+    *,
+    now: dt.datetime,
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    target: str,
+    detail: str,
+) -> None:
+    """Record a denied attempt and commit it at once (the request is about to fail).
+
+    Anything else pending in the session is rolled back first, so a denial
+    never commits a half-done write.
+    """
+    session.rollback()
+    record(
+        session,
+        now=now,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome="denied",
+        detail=detail,
+    )
+    session.commit()
+
+
+def list_events(session: Session, tenant_id: str, *, limit: int) -> Sequence[AuditEvent]:
+    """Return the tenant's audit events, newest first."""
+    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.id.desc()).limit(limit)
+    return session.scalars(query).all()

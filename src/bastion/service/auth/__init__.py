@@ -1,0 +1,1 @@
+"""Operator authentication: API tokens, roles and the ``require_role`` dependency."""

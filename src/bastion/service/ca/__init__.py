@@ -1,0 +1,1 @@
+"""Tenant CAs: creation, sealing under the master key, loading for signing."""

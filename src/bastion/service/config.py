@@ -1,0 +1,147 @@
+"""Security Service settings, read from the environment at the entry point.
+
+Example:
+    >>> import os
+    >>> settings = Settings.from_env({"BASTION_HOME": "/tmp/bastion-doc",
+    ...     "BASTION_MASTER_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+    >>> settings.database_url
+    'sqlite:////tmp/bastion-doc/service.db'
+
+Environment:
+    ``BASTION_HOME``: data directory (default ``./.bastion``).
+    ``BASTION_DATABASE_URL``: SQLAlchemy URL (default SQLite at ``<home>/service.db``).
+    ``BASTION_MASTER_KEY``: base64 of the 32-byte master key; if unset the key is
+    read from ``<home>/master.key``, which is created (0600, atomically) on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.crypto.aead import MASTER_KEY_SIZE
+from bastion.service.errors import ConfigError
+
+__all__ = ["Limits", "Settings", "load_or_create_master_key", "write_private_file"]
+
+MASTER_KEY_FILE = "master.key"
+DATABASE_FILE = "service.db"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every size and count bound the operator API applies, by name."""
+
+    #: Any request body not otherwise bounded (JSON bodies, tokens, claims).
+    max_body_bytes: int = 64 * 1024
+    #: An uploaded OS image package.
+    max_image_upload_bytes: int = 256 * 1024 * 1024
+    #: Read size while streaming an upload.
+    upload_chunk_bytes: int = 1024 * 1024
+    #: Uploads up to this size stay in memory; larger ones spill to a temp file.
+    upload_spool_bytes: int = 8 * 1024 * 1024
+    #: Default and maximum rows of a list (devices, OS images).
+    list_page_size: int = 500
+    list_max_page_size: int = 5000
+    #: Audit events returned per request (newest first).
+    audit_page_size: int = 200
+    audit_max_page_size: int = 2000
+    #: Attestation records shown with a device.
+    recent_attestations: int = 20
+    #: Length bound on an ``Authorization`` header value.
+    max_token_chars: int = 256
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved service settings. Build with :meth:`from_env` at an entry point."""
+
+    home: Path
+    database_url: str
+    master_key: bytes = field(repr=False)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if len(self.master_key) != MASTER_KEY_SIZE:
+            raise ConfigError(f"the master key must be {MASTER_KEY_SIZE} bytes")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``).
+
+        Creates the data directory (0700) and, when no key is supplied in the
+        environment, the master key file.
+
+        Raises:
+            ConfigError: the master key is malformed or its file is readable by others.
+        """
+        env = os.environ if env is None else env
+        home = Path(env.get("BASTION_HOME") or ".bastion").absolute()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        url = env.get("BASTION_DATABASE_URL") or f"sqlite:///{home / DATABASE_FILE}"
+        encoded = env.get("BASTION_MASTER_KEY")
+        if encoded:
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ConfigError("BASTION_MASTER_KEY is not valid base64") from exc
+            if len(key) != MASTER_KEY_SIZE:
+                raise ConfigError(f"BASTION_MASTER_KEY must decode to {MASTER_KEY_SIZE} bytes")
+        else:
+            key = load_or_create_master_key(home / MASTER_KEY_FILE)
+        return cls(home=home, database_url=url, master_key=key)
+
+
+def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600.
+
+    Args:
+        path: destination.
+        data: content.
+        exclusive: fail with ``FileExistsError`` instead of replacing an existing file.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            os.link(tmp, path)  # atomic, and refuses to replace a concurrent writer's file
+        else:
+            tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_create_master_key(path: Path) -> bytes:
+    """Return the master key stored at ``path``, creating it (0600) if absent.
+
+    Raises:
+        ConfigError: the file has the wrong size or is readable by group/others.
+    """
+    if not path.exists():
+        # If another process creates it first, FileExistsError: use theirs.
+        with contextlib.suppress(FileExistsError):
+            write_private_file(path, secrets.token_bytes(MASTER_KEY_SIZE), exclusive=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{path} is accessible by group or others (mode {mode:o}); run: chmod 600 {path}")
+    with path.open("rb") as fh:
+        key = fh.read(MASTER_KEY_SIZE + 1)  # bounded: a longer file is rejected below
+    if len(key) != MASTER_KEY_SIZE:
+        raise ConfigError(f"{path} must hold exactly {MASTER_KEY_SIZE} bytes")
+    return key

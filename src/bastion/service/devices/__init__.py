@@ -1,0 +1,1 @@
+"""The fleet: device claim, list, show and revoke."""

@@ -1,0 +1,1 @@
+"""Known-good OS images: the reference values attestation compares against."""

@@ -1,0 +1,1 @@
+"""Tenants: creation with their CA and first admin token."""

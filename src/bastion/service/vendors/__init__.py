@@ -1,0 +1,1 @@
+"""Trusted silicon vendor CAs (service-wide, managed locally)."""
