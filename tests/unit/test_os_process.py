@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,10 +52,9 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def service() -> Iterator[tuple[str, FakeService]]:
-    fake = FakeService()
-    fake.now = dt.datetime.now(dt.UTC)
+@contextmanager
+def fake_http(fake: FakeService, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``fake`` over HTTP (or HTTPS with ``tls``) on a random loopback port."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -69,11 +71,23 @@ def service() -> Iterator[tuple[str, FakeService]]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", fake
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[str, FakeService]]:
+    fake = FakeService()
+    fake.now = dt.datetime.now(dt.UTC)
+    with fake_http(fake) as url:
+        yield url, fake
 
 
 def make_device(tmp_path: Path, runtime_dir: Path, url: str) -> tuple[Path, BootResult, Chip]:
@@ -284,3 +298,51 @@ def test_cli_device_run_needs_a_service_url(tmp_path: Path) -> None:
     done = bastion_cli("device", "run", "--dir", str(dev), "--once", cwd=tmp_path)
     assert done.returncode == 1
     assert "--service" in done.stderr
+
+
+def _server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server certificate for 127.0.0.1 from a throwaway CA; returns the context and the CA file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from bastion.crypto.certs import certificate_pem, make_ca
+    from bastion.crypto.keys import generate_private_key, private_key_pem
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, server_key = generate_private_key(), generate_private_key()
+    ca = make_ca("Service TLS CA", ca_key, now=now)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "server.pem").write_bytes(certificate_pem(cert) + private_key_pem(server_key))
+    (tmp_path / "service-ca.pem").write_bytes(certificate_pem(ca))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem")
+    return context, tmp_path / "service-ca.pem"
+
+
+def test_cli_device_run_over_https_with_the_service_ca(tmp_path: Path) -> None:
+    fake = FakeService()
+    fake.now = dt.datetime.now(dt.UTC)
+    dev, fake.device_id = flashed_device(tmp_path)
+    context, ca_file = _server_tls(tmp_path)
+    with fake_http(fake, context) as url:
+        # Without the CA the device refuses the service's certificate.
+        untrusted = bastion_cli("device", "run", "--dir", str(dev), "--service", url, "--once", cwd=tmp_path)
+        assert untrusted.returncode == 2
+        assert "service_unreachable" in untrusted.stderr
+        done = bastion_cli(
+            "device", "run", "--dir", str(dev), "--service-ca", str(ca_file), "--once", "--json", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["last_result"] == "ok"
+    assert json.loads(Chip.open(dev).flash.read(Partition.CONFIG))["ca_file"] == str(ca_file)

@@ -42,7 +42,7 @@ from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
 from bastion.hw.flash import Partition
 from bastion.monitor.identity import MonitorIdentity, encode_handoff
-from bastion.os.config import DeviceConfig, encode_config, parse_config
+from bastion.os.config import AttestationPolicy, DeviceConfig, encode_config, parse_config
 from bastion.os.errors import ConfigError
 
 __all__ = ["DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
@@ -232,23 +232,25 @@ class DeviceProcesses:
         self._stop_monitor()
 
 
-def _config_for(chip: Chip, service: str | None) -> DeviceConfig:
-    """Read the device config from flash, updating the service URL if one is given."""
+def _config_for(chip: Chip, service: str | None, service_ca: Path | None = None) -> DeviceConfig:
+    """Read the device config from flash, updating the service URL and CA file if given."""
     current: DeviceConfig | None = None
     if not chip.flash.is_empty(Partition.CONFIG):
         current = parse_config(chip.flash.read(Partition.CONFIG))
-    if service is not None:
-        config = DeviceConfig(service_url=service) if current is None else _with_url(current, service)
-        encoded = encode_config(config)  # validates the URL
-        chip.flash.write(Partition.CONFIG, encoded)
-        return config
-    if current is None:
+    if service is None and service_ca is None:
+        if current is None:
+            raise ConfigError("this device has no service URL yet")
+        return current
+    url = service if service is not None else (current.service_url if current is not None else None)
+    if url is None:
         raise ConfigError("this device has no service URL yet")
-    return current
-
-
-def _with_url(config: DeviceConfig, url: str) -> DeviceConfig:
-    return DeviceConfig(service_url=url, ca_file=config.ca_file, policy=config.policy)
+    if service_ca is not None and not service_ca.is_file():
+        raise ConfigError(f"no CA file at {service_ca}")
+    ca_file = str(service_ca.absolute()) if service_ca is not None else (current.ca_file if current else None)
+    policy = current.policy if current is not None else AttestationPolicy()
+    config = DeviceConfig(service_url=url, ca_file=ca_file, policy=policy)
+    chip.flash.write(Partition.CONFIG, encode_config(config))  # encode_config validates the URL
+    return config
 
 
 def _read_state(dev_dir: Path) -> dict[str, Any]:
@@ -280,6 +282,10 @@ def run_cmd(
     service: Annotated[
         str | None, typer.Option("--service", help="Security Service URL (remembered in the device config).")
     ] = None,
+    service_ca: Annotated[
+        Path | None,
+        typer.Option("--service-ca", help="PEM CA file that verifies an https:// service (remembered)."),
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Attest once, then stop (exit 0 on success).")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -287,7 +293,7 @@ def run_cmd(
     dev_dir = dev_dir.absolute()  # the children run in other directories
     try:
         chip = Chip.open(dev_dir)
-        config = _config_for(chip, service)
+        config = _config_for(chip, service, service_ca)
     except ConfigError as exc:
         fail(f"{exc}", hint="pass --service URL (it is remembered for later runs)")
     except HwError as exc:
