@@ -234,29 +234,30 @@ def _consume_nonce(session: Session, nonce: bytes, device_id: str, now: dt.datet
         )
 
 
-def _check_device_and_os(session: Session, evidence: VerifiedEvidence) -> repository.DeviceStanding:
-    device_id = evidence.device_id
-    standing = repository.device_standing(session, device_id, evidence.os_measurement)
+def _judge(
+    standing: repository.DeviceStanding | None, device_id: str
+) -> repository.DeviceStanding | AttestationFailure:
+    """The standing if the device and its OS are good, else the refusal (DESIGN.md step 3)."""
     if standing is None:
-        raise AttestationFailure(
+        return AttestationFailure(
             FailureCode.DEVICE_UNCLAIMED,
             "the device is not claimed by any tenant",
             device_id=device_id,
             authenticated=True,
         )
     if standing.device_revoked:
-        raise AttestationFailure(
+        return AttestationFailure(
             FailureCode.DEVICE_REVOKED, "the device is revoked", device_id=device_id, authenticated=True
         )
     if not standing.os_known:
-        raise AttestationFailure(
+        return AttestationFailure(
             FailureCode.UNKNOWN_OS,
             "the OS measurement is not a known-good OS image of the device's tenant",
             device_id=device_id,
             authenticated=True,
         )
     if standing.os_revoked:
-        raise AttestationFailure(
+        return AttestationFailure(
             FailureCode.OS_REVOKED,
             "the OS image has been revoked; update the device",
             device_id=device_id,
@@ -303,13 +304,20 @@ def attest(
     try:
         evidence = verify_evidence(token, trust_anchors=trust_anchors, now=now, limits=limits, cache=caches.chain)
         device_id = evidence.device_id
+        # Reads and the certificate signature come first, so that the write
+        # transaction (which holds SQLite's single write lock) stays short.
+        standing = _judge(repository.device_standing(session, device_id, evidence.os_measurement), device_id)
+        if not isinstance(standing, AttestationFailure):
+            ca = caches.signing_ca(session, standing.tenant_id, master_key, now)
+            cert = certs.issue_device_cert(
+                ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
+            )
+        # The nonce is checked (and consumed) before the device and OS verdicts are
+        # applied, so the codes come in the documented order.
         _consume_nonce(session, evidence.claims.nonce, device_id, now)
-        standing = _check_device_and_os(session, evidence)
+        if isinstance(standing, AttestationFailure):
+            raise standing
         os_version = standing.os_version or ""
-        ca = caches.signing_ca(session, standing.tenant_id, master_key, now)
-        cert = certs.issue_device_cert(
-            ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
-        )
         serial = format(cert.serial_number, "x")
         not_after = cert.not_valid_after_utc
         repository.mark_device_ok(
