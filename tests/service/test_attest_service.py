@@ -335,20 +335,33 @@ def test_old_challenges_are_pruned_in_bounded_batches(world: World) -> None:
     count = CHALLENGE_PRUNE_BATCH + 10
     with world.sessions() as session:
         for _ in range(count):
-            create_challenge(session, device_id, now=world.now)
+            create_challenge(session, device_id, now=world.now, prune_every=1)
         later = world.now + CHALLENGE_TTL + EXPIRED_CHALLENGE_RETENTION + dt.timedelta(seconds=1)
-        create_challenge(session, device_id, now=later)
+        create_challenge(session, device_id, now=later, prune_every=1)
         remaining = session.scalar(select(func.count()).select_from(Challenge))
         assert remaining == count - CHALLENGE_PRUNE_BATCH + 1
-        create_challenge(session, device_id, now=later)
+        create_challenge(session, device_id, now=later, prune_every=1)
         assert session.scalar(select(func.count()).select_from(Challenge)) == 2
+
+
+def test_pruning_is_amortized(world: World) -> None:
+    """With the default rate, old rows still go away as new challenges are issued."""
+    device_id = "ef" * 32
+    with world.sessions() as session:
+        for _ in range(40):
+            create_challenge(session, device_id, now=world.now)
+        later = world.now + CHALLENGE_TTL + EXPIRED_CHALLENGE_RETENTION + dt.timedelta(seconds=1)
+        for _ in range(200):
+            create_challenge(session, device_id, now=later)
+        old = select(func.count()).select_from(Challenge).where(Challenge.expires_at <= world.now + CHALLENGE_TTL)
+        assert session.scalar(old) == 0
 
 
 def test_recently_expired_challenges_are_kept_for_a_clear_error(world: World) -> None:
     device_id = "cd" * 32
     with world.sessions() as session:
         create_challenge(session, device_id, now=world.now)
-        create_challenge(session, device_id, now=world.now + CHALLENGE_TTL + dt.timedelta(seconds=5))
+        create_challenge(session, device_id, now=world.now + CHALLENGE_TTL + dt.timedelta(seconds=5), prune_every=1)
         assert session.scalar(select(func.count()).select_from(Challenge)) == 2
 
 

@@ -56,8 +56,12 @@ NONCE_BYTES = 32
 #: Expired challenges are kept this long, so a late answer gets ``nonce_expired``
 #: rather than ``unknown_nonce``; after that they are pruned.
 EXPIRED_CHALLENGE_RETENTION = dt.timedelta(minutes=10)
-#: At most this many expired challenges are deleted per new challenge.
+#: At most this many expired challenges are deleted per pruning pass.
 CHALLENGE_PRUNE_BATCH = 64
+#: A pruning pass runs on one new challenge in this many (at random), so pruning
+#: removes up to 64/8 = 8 old rows per challenge on average: it keeps pace with
+#: issuance at an eighth of the cost of pruning every time.
+CHALLENGE_PRUNE_EVERY = 8
 #: How long the per-process caches of vendor CAs and tenant signing CAs live.
 CACHE_TTL = dt.timedelta(seconds=30)
 #: Bound on the attestation detail stored in the database.
@@ -183,11 +187,17 @@ class IssuedChallenge:
 
 
 def create_challenge(
-    session: Session, device_id: str, *, now: dt.datetime, ttl: dt.timedelta = CHALLENGE_TTL
+    session: Session,
+    device_id: str,
+    *,
+    now: dt.datetime,
+    ttl: dt.timedelta = CHALLENGE_TTL,
+    prune_every: int = CHALLENGE_PRUNE_EVERY,
 ) -> IssuedChallenge:
     """Issue a single-use nonce bound to ``device_id``, valid for ``ttl``, and commit it.
 
-    Also deletes a bounded batch of challenges that expired long ago.
+    On one call in ``prune_every`` (at random) it also deletes a bounded batch
+    of challenges that expired long ago.
 
     Raises:
         InvalidDeviceId: ``device_id`` is not 64 lowercase hex characters.
@@ -195,9 +205,10 @@ def create_challenge(
     validate_device_id(device_id)
     challenge = IssuedChallenge(nonce=secrets.token_bytes(NONCE_BYTES), device_id=device_id, expires_at=now + ttl)
     try:
-        repository.prune_challenges(
-            session, expired_before=now - EXPIRED_CHALLENGE_RETENTION, limit=CHALLENGE_PRUNE_BATCH
-        )
+        if prune_every <= 1 or secrets.randbelow(prune_every) == 0:
+            repository.prune_challenges(
+                session, expired_before=now - EXPIRED_CHALLENGE_RETENTION, limit=CHALLENGE_PRUNE_BATCH
+            )
         repository.insert_challenge(session, challenge.nonce, device_id, challenge.expires_at)
         session.commit()
     except BaseException:
