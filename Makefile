@@ -13,11 +13,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(BASTION) demo --dir .bastion-demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

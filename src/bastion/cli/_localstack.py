@@ -80,14 +80,15 @@ class LocalStack:
     def device_dir(self, name: str) -> Path:
         return self.root / "devices" / name
 
-    def env(self) -> dict[str, str]:
+    def env(self, *, operator: str = "default") -> dict[str, str]:
+        """The environment of a command run as ``operator`` (each has its own login config)."""
         env = dict(os.environ)
         env.pop("BASTION_DATABASE_URL", None)
         env.update(
             {
                 "BASTION_HOME": str(self.service_home),
-                "BASTION_CONFIG": str(self.root / "operator" / "config.json"),
-                "XDG_CONFIG_HOME": str(self.root / "operator" / "xdg"),
+                "BASTION_CONFIG": str(self.root / "operators" / operator / "config.json"),
+                "XDG_CONFIG_HOME": str(self.root / "operators" / operator / "xdg"),
                 "PYTHONUNBUFFERED": "1",
                 "COLUMNS": "200",
             }
@@ -99,19 +100,24 @@ class LocalStack:
         return [sys.executable, "-m", "bastion.cli.main", *args]
 
     def bastion(
-        self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S
+        self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S, operator: str = "default"
     ) -> subprocess.CompletedProcess[str]:
         """Run one ``bastion`` command to completion and return its output."""
         result = subprocess.run(
-            self.command(*args), env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            self.command(*args),
+            env=self.env(operator=operator),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise CommandFailedError(args, result)
         return result
 
-    def bastion_json(self, *args: str) -> Any:
+    def bastion_json(self, *args: str, operator: str = "default") -> Any:
         """Run a ``bastion`` command that takes ``--json`` and parse its output."""
-        return json.loads(self.bastion(*args, "--json").stdout)
+        return json.loads(self.bastion(*args, "--json", operator=operator).stdout)
 
     def start_service(self, *, port: int | None = None, extra_args: Sequence[str] = ()) -> str:
         """Start ``bastion service run`` on loopback and wait until it answers."""
