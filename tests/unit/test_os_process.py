@@ -270,6 +270,10 @@ def test_cli_device_run_once_json_and_remembered_service(tmp_path: Path, service
     state = json.loads(first.stdout)
     assert (state["last_result"], state["exit_code"], state["device_id"]) == ("ok", 0, fake.device_id)
     assert "booted slot A: OS 1.2.3" in first.stderr
+    # The supervisor reaps both children with wait4 and reports their peak RSS.
+    rss = state["peak_rss_kib"]
+    assert set(rss) == {"monitor", "os"}
+    assert all(1024 < kib < 1024 * 1024 for kib in rss.values())
     # The URL was remembered in the config partition: no --service needed now.
     second = bastion_cli("device", "run", "--dir", str(dev), "--once", "--json", cwd=tmp_path)
     assert second.returncode == 0, second.stderr

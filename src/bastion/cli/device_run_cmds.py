@@ -59,6 +59,8 @@ OS_STOP_GRACE_S = 10.0
 MONITOR_DEATH_GRACE_S = 2.0
 #: Supervision poll interval.
 POLL_INTERVAL_S = 0.1
+#: Poll interval while waiting for a child that is stopping.
+REAP_INTERVAL_S = 0.01
 #: Exit status when the monitor dies while the OS runs.
 EXIT_MONITOR_DIED = 3
 
@@ -117,6 +119,34 @@ class DeviceProcesses:
     once: bool = False
     monitor: subprocess.Popen[bytes] | None = field(default=None, init=False)
     os_process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    #: Peak resident set size of each child that has exited, in KiB (from wait4).
+    peak_rss_kib: dict[str, int] = field(default_factory=dict, init=False)
+
+    def _name(self, process: subprocess.Popen[bytes]) -> str:
+        return "monitor" if process is self.monitor else "os"
+
+    def _poll(self, process: subprocess.Popen[bytes]) -> int | None:
+        """Like ``Popen.poll``, but reaps with wait4 to record the child's peak RSS."""
+        if process.returncode is not None:
+            return process.returncode
+        try:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        except ChildProcessError:
+            return process.poll()
+        if pid == 0:
+            return None
+        process.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_rss_kib[self._name(process)] = int(usage.ru_maxrss)  # KiB on Linux
+        return process.returncode
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        """Like ``Popen.wait``, through :meth:`_poll`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self._poll(process)) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(process.args, timeout or 0.0)
+            time.sleep(REAP_INTERVAL_S)
+        return code
 
     def start(self, result: BootResult) -> None:
         """Start the monitor, hand it the identity, then start the OS from the image."""
@@ -182,7 +212,7 @@ class DeviceProcesses:
 
     def signal_os(self, signum: int) -> None:
         """Forward a signal to the OS, if it runs."""
-        if self.os_process is not None and self.os_process.poll() is None:
+        if self.os_process is not None and self._poll(self.os_process) is None:
             self.os_process.send_signal(signum)
 
     def wait(self) -> int:
@@ -190,14 +220,14 @@ class DeviceProcesses:
         if self.os_process is None or self.monitor is None:
             raise RuntimeError("start() first")
         while True:
-            code = self.os_process.poll()
+            code = self._poll(self.os_process)
             if code is not None:
                 break
-            if self.monitor.poll() is not None:
+            if self._poll(self.monitor) is not None:
                 # The monitor also exits when the OS has just closed its socket on
                 # the way out: give the OS a moment before calling it a failure.
                 try:
-                    code = self.os_process.wait(timeout=MONITOR_DEATH_GRACE_S)
+                    code = self._wait(self.os_process, MONITOR_DEATH_GRACE_S)
                 except subprocess.TimeoutExpired:
                     progress(f"monitor exited ({self.monitor.returncode}); stopping the OS")
                     self.stop()
@@ -211,24 +241,24 @@ class DeviceProcesses:
         if self.monitor is None:
             return
         try:  # it exits by itself once the OS's end of the socket is closed
-            self.monitor.wait(timeout=MONITOR_STOP_GRACE_S)
+            self._wait(self.monitor, MONITOR_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             self.monitor.terminate()
             try:
-                self.monitor.wait(timeout=MONITOR_STOP_GRACE_S)
+                self._wait(self.monitor, MONITOR_STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.monitor.kill()
-                self.monitor.wait()
+                self._wait(self.monitor)
 
     def stop(self) -> None:
         """Stop the OS (SIGTERM, then SIGKILL) and then the monitor."""
-        if self.os_process is not None and self.os_process.poll() is None:
+        if self.os_process is not None and self._poll(self.os_process) is None:
             self.os_process.terminate()
             try:
-                self.os_process.wait(timeout=OS_STOP_GRACE_S)
+                self._wait(self.os_process, OS_STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.os_process.kill()
-                self.os_process.wait()
+                self._wait(self.os_process)
         self._stop_monitor()
 
 
@@ -320,13 +350,15 @@ def run_cmd(
         processes.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _report(dev_dir, code, once=once, as_json=as_json)
+    _report(dev_dir, code, once=once, as_json=as_json, peak_rss_kib=processes.peak_rss_kib)
 
 
-def _report(dev_dir: Path, code: int, *, once: bool, as_json: bool) -> None:
+def _report(dev_dir: Path, code: int, *, once: bool, as_json: bool, peak_rss_kib: dict[str, int]) -> None:
     state = _read_state(dev_dir)
+    if peak_rss_kib:
+        progress(", ".join(f"{name} peak RSS {kib / 1024:.1f} MiB" for name, kib in sorted(peak_rss_kib.items())))
     if as_json:
-        emit_object({**state, "exit_code": code}, as_json=True)
+        emit_object({**state, "exit_code": code, "peak_rss_kib": peak_rss_kib}, as_json=True)
     elif state:
         emit_object(
             {

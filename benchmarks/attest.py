@@ -1,0 +1,274 @@
+"""Benchmark: full attestations per second against `bastion service run` on loopback.
+
+Many simulated devices attest concurrently over HTTP: each fetches a challenge,
+signs an EAT with its Alias key and posts it; the service verifies the chain,
+the signature, the nonce, the claim and the OS measurement, writes the database
+and issues a 24-hour certificate. In the same run the script measures the
+in-process crypto floor on one core (verify the EAT, verify the Alias
+certificate, issue the device certificate) and prints the ratio.
+
+It then boots one real emulated device (`bastion device run --once`) and
+reports the peak RSS of its monitor and OS processes.
+
+    python benchmarks/attest.py [--devices 256] [--concurrency 64] [--seconds 10] [--workers 2]
+
+Last line: ``attest_per_s=<n> floor_per_s=<n> ratio=<r>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.cli._localstack import LocalStack
+from bastion.crypto import certs, cose, dice, eat, keys
+
+UTC = dt.UTC
+
+
+@dataclass
+class SimDevice:
+    device_id: str
+    alias_key: keys.PrivateKey
+    chain: tuple[bytes, bytes]
+    ueid: bytes
+    measurements: tuple[eat.Measurement, ...]
+    tls_pub: bytes
+
+
+def make_devices(count: int, vendor_key: keys.PrivateKey, vendor_cert: object, os_digest: bytes) -> list[SimDevice]:
+    """Simulated chips: DeviceID cert from the vendor CA, Alias cert with the OS measurement."""
+    now = dt.datetime.now(UTC)
+    bootloader_digest = hashlib.sha256(b"benchmark bootloader").digest()
+    devices = []
+    for _ in range(count):
+        uds = os.urandom(32)
+        device_key = dice.derive_key_pair(uds)
+        device_cert = certs.issue_device_id_cert(vendor_key, vendor_cert, device_key.public_key(), now=now)  # type: ignore[arg-type]
+        cdi_os = dice.derive_cdi(dice.derive_cdi(uds, bootloader_digest), os_digest)
+        alias_key = dice.derive_key_pair(cdi_os)
+        tcb = certs.TcbInfo(
+            vendor="Bastion",
+            model="emulated",
+            version="1.0.0",
+            svn=1,
+            layer=1,
+            fwids=(certs.Fwid(certs.OID_SHA256, bootloader_digest), certs.Fwid(certs.OID_SHA256, os_digest)),
+        )
+        alias_cert = certs.issue_alias_cert(device_key, device_cert, alias_key.public_key(), tcb, now=now)
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        devices.append(
+            SimDevice(
+                device_id=keys.device_id_from_public_key(device_key.public_key()),
+                alias_key=alias_key,
+                chain=(alias_cert.public_bytes(Encoding.DER), device_cert.public_bytes(Encoding.DER)),
+                ueid=keys.ueid_from_public_key(device_key.public_key()),
+                measurements=(eat.Measurement("bootloader", bootloader_digest), eat.Measurement("os", os_digest)),
+                tls_pub=keys.public_key_bytes(keys.generate_private_key().public_key()),
+            )
+        )
+    return devices
+
+
+def make_eat(device: SimDevice, nonce: bytes) -> bytes:
+    claims = eat.EatClaims(
+        nonce=nonce,
+        ueid=device.ueid,
+        secboot=True,
+        dbgstat=eat.DebugStatus.DISABLED_PERMANENTLY,
+        measurements=device.measurements,
+        swname="bastion-os",
+        swversion="1.0.0",
+        boot_slot="A",
+        rollback_counters={"os": 1},
+        key_to_certify=device.tls_pub,
+        iat=int(time.time()),
+    )
+    return eat.sign_eat(claims, device.alias_key, x5chain=device.chain)
+
+
+# --- a minimal HTTP/1.1 keep-alive client: the load generator must stay cheap -------------
+
+
+async def http(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes, ctype: str
+) -> tuple[int, bytes]:
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+    writer.write(head.encode() + body)
+    status_line = await reader.readline()
+    status = int(status_line.split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return status, await reader.readexactly(length)
+
+
+async def run_load(
+    port: int, devices: list[SimDevice], concurrency: int, seconds: float, warmup: float
+) -> tuple[int, int, float]:
+    ok = 0
+    failed = 0
+    start = time.perf_counter() + warmup
+    stop = start + seconds
+
+    async def worker(index: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        mine = devices[index::concurrency]
+        i = 0
+        while time.perf_counter() < stop:
+            device = mine[i % len(mine)]
+            i += 1
+            body = json.dumps({"device_id": device.device_id}).encode()
+            status, answer = await http(reader, writer, "/api/v1/attestation/challenge", body, "application/json")
+            if status != 200:
+                failed += 1
+                continue
+            nonce = base64.urlsafe_b64decode(json.loads(answer)["nonce"] + "==")
+            status, answer = await http(
+                reader, writer, "/api/v1/attestation", make_eat(device, nonce), "application/eat+cwt"
+            )
+            if time.perf_counter() >= start:
+                if status == 200:
+                    ok += 1
+                else:
+                    failed += 1
+                    if failed <= 3:
+                        print(f"attestation refused: {status} {answer[:200]!r}", file=sys.stderr)
+        writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return ok, failed, seconds
+
+
+def crypto_floor(devices: list[SimDevice], vendor_cert: object, tenant_key: keys.PrivateKey, seconds: float) -> float:
+    """In-process, one core: verify the EAT, verify the Alias certificate, issue the device certificate."""
+    tenant_ca = certs.make_ca("bench tenant CA", tenant_key, now=dt.datetime.now(UTC))
+    count = 0
+    deadline = time.perf_counter() + seconds
+    nonce = os.urandom(32)
+    tokens = [make_eat(d, nonce) for d in devices[:64]]
+    begin = time.perf_counter()
+    while time.perf_counter() < deadline:
+        token = tokens[count % len(tokens)]
+        message, claims = eat.decode_eat(token)
+        alias = certs.load_certificate_der(message.x5chain[0])
+        device_id_cert = certs.load_certificate_der(message.x5chain[1])
+        now = dt.datetime.now(UTC)
+        certs.verify_chain([alias, device_id_cert], [vendor_cert], now=now)  # type: ignore[list-item]
+        cose.verify_sign1(message, alias.public_key())  # type: ignore[arg-type]
+        certs.issue_device_cert(
+            tenant_key,
+            tenant_ca,
+            keys.load_public_key_bytes(claims.key_to_certify),
+            tenant_id="bench",
+            device_id="0" * 64,
+            now=now,
+        )
+        count += 1
+    return count / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        stack = LocalStack(Path(tmp))
+        print("setting up: vendor, tenant, OS image, devices …", file=sys.stderr)
+        setup = stack_setup(stack, args.devices)
+        port = int(stack.start_service(extra_args=["--workers", str(args.workers)]).rsplit(":", 1)[1])
+        try:
+            print(
+                f"load: {args.concurrency} connections, {args.seconds}s after {args.warmup}s warm-up", file=sys.stderr
+            )
+            ok, failed, seconds = asyncio.run(
+                run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup)
+            )
+        finally:
+            stack.stop_service()
+        attest_per_s = ok / seconds
+        print(f"full attestations: {ok} ok, {failed} failed in {seconds:.1f}s -> {attest_per_s:.0f}/s")
+        floor_per_s = crypto_floor(setup.devices, setup.vendor_cert, keys.generate_private_key(), 3.0)
+        print(f"crypto floor (one core, in-process): {floor_per_s:.0f}/s")
+        rss = device_rss(stack, setup)
+        if rss:
+            print(
+                f"device peak RSS: monitor {rss.get('monitor', 0) / 1024:.1f} MB, os {rss.get('os', 0) / 1024:.1f} MB"
+            )
+    ratio = attest_per_s / floor_per_s if floor_per_s else 0.0
+    print(f"attest_per_s={attest_per_s:.0f} floor_per_s={floor_per_s:.0f} ratio={ratio:.3f}")
+
+
+@dataclass
+class Setup:
+    devices: list[SimDevice]
+    vendor_cert: object
+    device_dir: Path
+
+
+def stack_setup(stack: LocalStack, count: int) -> Setup:
+    """Vendor, trusted CA, tenant, a published OS and ``count`` claimed simulated devices."""
+    stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
+    stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    tenant = stack.bastion_json("tenant", "create", "bench")
+    os_image = stack.root / "os.img"
+    stack.bastion(
+        "os", "build", "--version", "1.0.0", "--key", str(stack.vendor_dir / "os-signing.key"), "-o", str(os_image)
+    )
+    os_digest = hashlib.sha256(os_image.read_bytes()).digest()
+    vendor_key = keys.load_private_key_pem((stack.vendor_dir / "ca.key").read_bytes())
+    vendor_cert = certs.load_certificate_pem((stack.vendor_dir / "ca.pem").read_bytes())
+    devices = make_devices(count, vendor_key, vendor_cert, os_digest)
+    # One real device too, for the RSS figures of its monitor and OS processes.
+    device_dir = stack.device_dir("real")
+    stack.bastion("device", "manufacture", "--dir", str(device_dir), "--vendor", str(stack.vendor_dir))
+    stack.bastion("device", "flash", "--dir", str(device_dir), "--os", str(os_image))
+    real_id = stack.bastion_json("device", "info", "--dir", str(device_dir))["device_id"]
+    url = stack.start_service()
+    try:
+        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        stack.bastion("os", "publish", str(os_image))
+        import httpx
+
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tenant['token']}"}) as client:
+            for device_id in [d.device_id for d in devices] + [real_id]:
+                client.post("/api/v1/devices/claim", json={"device_id": device_id}).raise_for_status()
+    finally:
+        stack.stop_service()
+    return Setup(devices, vendor_cert, device_dir)
+
+
+def device_rss(stack: LocalStack, setup: Setup) -> dict[str, int]:
+    """Boot the real device once and return the peak RSS (KiB) of its monitor and OS processes."""
+    url = stack.start_service()
+    try:
+        result = stack.bastion_json("device", "run", "--dir", str(setup.device_dir), "--service", url, "--once")
+    finally:
+        stack.stop_service()
+    return {name: int(kib) for name, kib in result.get("peak_rss_kib", {}).items()}
+
+
+if __name__ == "__main__":
+    main()
