@@ -108,6 +108,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     try:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         with engine.begin() as conn:
+            # A session leaked by an earlier test would block TRUNCATE forever; fail instead.
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     finally:
         engine.dispose()
