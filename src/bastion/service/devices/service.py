@@ -93,9 +93,7 @@ def _deny_claim(
         detail="already claimed by this tenant" if mine else "already claimed by another tenant",
     )
     where = "by your tenant" if mine else "by another tenant"
-    raise AlreadyClaimed(
-        f"device {device_id} is already claimed {where}; a device can be claimed only once"
-    ) from cause
+    raise AlreadyClaimed(f"device {device_id} is already claimed {where}; a device can be claimed only once") from cause
 
 
 def get_device_for(session: Session, who: Principal, device_id: str, *, action: str, now: dt.datetime) -> Device:
@@ -119,9 +117,7 @@ def get_device_for(session: Session, who: Principal, device_id: str, *, action: 
         )
         device = None
     if device is None:
-        raise NotFound(
-            f"no device {device_id} is claimed by your tenant; claim it first with 'bastion device claim'"
-        )
+        raise NotFound(f"no device {device_id} is claimed by your tenant; claim it first with 'bastion device claim'")
     return device
 
 

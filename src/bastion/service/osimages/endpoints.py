@@ -27,9 +27,7 @@ async def upload(
 ) -> OsImageOut:
     limits = settings.limits
     declared = request.headers.get("content-length")
-    too_large = PayloadTooLarge(
-        f"the image is larger than the upload limit of {limits.max_image_upload_bytes} bytes"
-    )
+    too_large = PayloadTooLarge(f"the image is larger than the upload limit of {limits.max_image_upload_bytes} bytes")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_image_upload_bytes:
         raise too_large
     digest = hashlib.sha256()

@@ -1,0 +1,159 @@
+"""Commands run on the service host: ``bastion service run|trust-vendor|vendors``, ``bastion tenant create``.
+
+Local administration works directly on the database of ``BASTION_HOME`` (or
+``BASTION_DATABASE_URL``), migrating it first; it needs no token because it
+needs the master key and the database, which only the service host has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bastion.cli.apps import service_app, tenant_app
+from bastion.cli.output import CliError, JsonOption, console, emit_object, emit_table, err_console, fail, progress
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bastion.service.config import Settings
+
+__all__ = ["run_cmd", "tenant_create_cmd", "trust_vendor_cmd", "vendors_cmd"]
+
+#: Bound on a vendor CA file we read.
+MAX_VENDOR_PEM_BYTES = 64 * 1024
+
+
+@contextmanager
+def _local_admin() -> Iterator[tuple[Settings, Session]]:
+    """Yield (settings, session) on the migrated local database; domain errors become CliErrors."""
+    from bastion.service.config import Settings
+    from bastion.service.db import create_engine_for, make_sessionmaker, migrate
+    from bastion.service.errors import ServiceError
+
+    try:
+        settings = Settings.from_env()
+        migrate(settings.database_url)
+        engine = create_engine_for(settings.database_url)
+    except ServiceError as exc:
+        raise CliError(exc.detail, hint="check BASTION_HOME, BASTION_DATABASE_URL and BASTION_MASTER_KEY") from exc
+    try:
+        with make_sessionmaker(engine)() as session:
+            try:
+                yield settings, session
+            except ServiceError as exc:
+                raise CliError(exc.detail) from exc
+    finally:
+        engine.dispose()
+
+
+@service_app.command("run")
+def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8443,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM) to serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (slower).")] = False,
+) -> None:
+    """Migrate the database, then serve the Security Service."""
+    import uvicorn
+
+    from bastion.service.config import Settings
+    from bastion.service.db import migrate
+    from bastion.service.errors import ServiceError
+
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            fail(f"no such file: {path}")
+    try:
+        settings = Settings.from_env()
+        progress(f"data directory {settings.home}")
+        progress("migrating the database")
+        migrate(settings.database_url)
+    except ServiceError as exc:
+        fail(exc.detail, hint="check BASTION_HOME, BASTION_DATABASE_URL and BASTION_MASTER_KEY")
+    scheme = "https" if tls_cert else "http"
+    console.print(f"Bastion Security Service on {scheme}://{host}:{port} ({workers} worker(s)); Ctrl-C stops it")
+    uvicorn.run(
+        "bastion.service.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level=log_level,
+        access_log=access_log,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@service_app.command("trust-vendor")
+def trust_vendor_cmd(
+    ca_pem: Annotated[Path, typer.Argument(help="The silicon vendor's CA certificate (PEM).")],
+    name: Annotated[str | None, typer.Option("--name", help="A label for this vendor.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trust a silicon vendor CA to endorse DeviceID certificates (service-wide)."""
+    from bastion.service.vendors.service import trust_vendor
+
+    try:
+        with ca_pem.open("rb") as fh:
+            pem = fh.read(MAX_VENDOR_PEM_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read {ca_pem}: {exc.strerror}")
+    if len(pem) > MAX_VENDOR_PEM_BYTES:
+        fail(f"{ca_pem} is larger than {MAX_VENDOR_PEM_BYTES} bytes; is it a certificate?")
+    with _local_admin() as (_settings, session):
+        result = trust_vendor(session, pem, name=name, now=dt.datetime.now(dt.UTC))
+        vendor = result.vendor
+        row = {"fingerprint": vendor.fingerprint, "name": vendor.name, "added": result.added}
+    emit_object(row, as_json=as_json, title="vendor CA trusted" if result.added else "vendor CA was already trusted")
+
+
+@service_app.command("vendors")
+def vendors_cmd(as_json: JsonOption = False) -> None:
+    """List the trusted silicon vendor CAs."""
+    from bastion.service.vendors.service import list_vendors
+
+    with _local_admin() as (_settings, session):
+        rows = [
+            {"fingerprint": v.fingerprint, "name": v.name, "created_at": v.created_at} for v in list_vendors(session)
+        ]
+    emit_table(rows, ("name", "fingerprint", "created_at"), as_json=as_json, title="trusted vendor CAs")
+
+
+@tenant_app.command("create")
+def tenant_create_cmd(
+    name: Annotated[str, typer.Argument(help="Tenant name (letters, digits, '.', '_', '-').")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create a tenant with its CA and first admin token (on the service host). Prints the token once."""
+    from bastion.service.tenants.service import create_tenant
+
+    with _local_admin() as (settings, session):
+        created = create_tenant(session, name, master_key=settings.master_key, now=dt.datetime.now(dt.UTC))
+    emit_object(
+        {
+            "tenant_id": created.tenant_id,
+            "name": created.name,
+            "token_id": created.admin_token_id,
+            "token": created.admin_token,
+        },
+        as_json=as_json,
+        title="tenant created",
+    )
+    err_console.print(
+        "[yellow]warning:[/yellow] this admin token is shown only once; store it now "
+        "(e.g. `bastion login --url URL --token TOKEN`)."
+    )
