@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -32,6 +32,7 @@ __all__ = [
     "get_now",
     "get_session",
     "get_settings",
+    "utc_now",
 ]
 
 Clock = Callable[[], dt.datetime]
@@ -129,10 +130,3 @@ class BodyLimitMiddleware:
             f"request body is larger than the limit of {self.max_body_bytes} bytes",
         )
         await response(scope, receive, send)
-
-
-def jsonable(value: Any) -> Any:
-    """Render datetimes as ISO 8601 for JSON bodies built by hand."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value

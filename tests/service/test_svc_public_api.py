@@ -1,0 +1,46 @@
+"""Pin the names other slices and the CLI rely on (a rename must be deliberate)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "bastion.service.app": ["API_PREFIX", "create_app", "create_app_from_env", "status_for"],
+    "bastion.service.ca.service": ["CA_KEY_CACHE_SIZE", "create_tenant_ca", "load_signing_ca", "tenant_ca_pem"],
+    "bastion.service.vendors.service": ["TrustResult", "list_vendors", "trust_vendor", "trusted_vendor_certs"],
+    "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
+    "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
+    "bastion.service.config": ["Limits", "Settings", "load_or_create_master_key", "write_private_file"],
+    "bastion.service.web": [
+        "BodyLimitMiddleware",
+        "Clock",
+        "NowDep",
+        "SessionDep",
+        "SettingsDep",
+        "error_response",
+        "get_now",
+        "get_session",
+        "get_settings",
+        "utc_now",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_exported_names(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == sorted(EXPECTED[module])
+    for name in mod.__all__:
+        assert hasattr(mod, name)
+
+
+def test_errors_tree() -> None:
+    from bastion.service import errors
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.ServiceError)
+        assert cls.__doc__
+        assert name in errors.__doc__  # drawn in the tree
