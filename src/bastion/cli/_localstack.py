@@ -57,6 +57,8 @@ class LocalStack:
 
     root: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Terminal width the commands render their tables for.
+    columns: int = 200
     service: subprocess.Popen[bytes] | None = None
     url: str | None = None
 
@@ -90,7 +92,7 @@ class LocalStack:
                 "BASTION_CONFIG": str(self.root / "operators" / operator / "config.json"),
                 "XDG_CONFIG_HOME": str(self.root / "operators" / operator / "xdg"),
                 "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "200",
+                "COLUMNS": str(self.columns),
             }
         )
         env.update(self.extra_env)

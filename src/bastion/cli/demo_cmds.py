@@ -42,7 +42,7 @@ def demo(
     if directory.exists():
         progress(f"removing the previous demo in {directory}")
         shutil.rmtree(directory)
-    stack = LocalStack(directory)
+    stack = LocalStack(directory, columns=console.width)
     try:
         _run(stack)
         if keep_running and stack.service is not None:
