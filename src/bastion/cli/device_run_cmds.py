@@ -119,28 +119,34 @@ class DeviceProcesses:
     once: bool = False
     monitor: subprocess.Popen[bytes] | None = field(default=None, init=False)
     os_process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    #: Peak resident set size of each child that has exited, in KiB (from wait4).
+    #: Peak resident set size of each child, in KiB, sampled from /proc (VmHWM).
     peak_rss_kib: dict[str, int] = field(default_factory=dict, init=False)
 
-    def _name(self, process: subprocess.Popen[bytes]) -> str:
-        return "monitor" if process is self.monitor else "os"
+    def _sample_rss(self, process: subprocess.Popen[bytes]) -> None:
+        """Record a live child's VmHWM: its own high-water mark since exec.
+
+        (``wait4``'s ``ru_maxrss`` is not used: Linux carries the parent's high-water
+        mark across fork and exec into it, so it overstates a small child.)
+        """
+        name = "monitor" if process is self.monitor else "os"
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                kib = int(line.split()[1])
+                self.peak_rss_kib[name] = max(kib, self.peak_rss_kib.get(name, 0))
+                return
 
     def _poll(self, process: subprocess.Popen[bytes]) -> int | None:
-        """Like ``Popen.poll``, but reaps with wait4 to record the child's peak RSS."""
-        if process.returncode is not None:
-            return process.returncode
-        try:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        except ChildProcessError:
-            return process.poll()
-        if pid == 0:
-            return None
-        process.returncode = os.waitstatus_to_exitcode(status)
-        self.peak_rss_kib[self._name(process)] = int(usage.ru_maxrss)  # KiB on Linux
-        return process.returncode
+        """``Popen.poll``, sampling the child's peak RSS while it still runs."""
+        if process.returncode is None:
+            self._sample_rss(process)
+        return process.poll()
 
     def _wait(self, process: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        """Like ``Popen.wait``, through :meth:`_poll`."""
+        """``Popen.wait`` through :meth:`_poll`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self._poll(process)) is None:
             if deadline is not None and time.monotonic() >= deadline:
