@@ -157,6 +157,24 @@ async def run_load(
     return ok, failed, seconds
 
 
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids.extend(_process_tree(int(child)))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (from /proc)."""
+    total = 0
+    for each in _process_tree(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def crypto_floor(devices: list[SimDevice], vendor_cert: object, tenant_key: keys.PrivateKey, seconds: float) -> float:
     """In-process, one core: verify the EAT, verify the Alias certificate, issue the device certificate."""
     tenant_ca = certs.make_ca("bench tenant CA", tenant_key, now=dt.datetime.now(UTC))
@@ -203,13 +221,24 @@ def main() -> None:
             print(
                 f"load: {args.concurrency} connections, {args.seconds}s after {args.warmup}s warm-up", file=sys.stderr
             )
+            if stack.service is None:
+                raise RuntimeError("the service is not running")
+            server_cpu0, client_cpu0 = cpu_seconds(stack.service.pid), time.process_time()
             ok, failed, seconds = asyncio.run(
                 run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup)
             )
+            server_cpu = cpu_seconds(stack.service.pid) - server_cpu0
+            client_cpu = time.process_time() - client_cpu0
         finally:
             stack.stop_service()
         attest_per_s = ok / seconds
         print(f"full attestations: {ok} ok, {failed} failed in {seconds:.1f}s -> {attest_per_s:.0f}/s")
+        elapsed = seconds + args.warmup
+        print(
+            f"CPU during the load: service {server_cpu / elapsed:.2f} cores, load generator "
+            f"{client_cpu / elapsed:.2f} cores; service CPU per attestation "
+            f"{1e6 * server_cpu / max(ok, 1) * seconds / elapsed:.0f} us"
+        )
         floor_per_s = crypto_floor(setup.devices, setup.vendor_cert, keys.generate_private_key(), 3.0)
         print(f"crypto floor (one core, in-process): {floor_per_s:.0f}/s")
         rss = device_rss(stack, setup)
