@@ -1,0 +1,1 @@
+"""Content-addressed blob store for images, deltas and TUF repositories."""
