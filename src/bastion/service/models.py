@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -127,6 +128,10 @@ class OsImage(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The feed it was published on: "retail" or "retail-eval" (migration 0002_fleet).
+    feed: Mapped[str] = mapped_column(String(16), server_default="retail")
+    #: When a retail-eval image was promoted to retail too (None: not promoted).
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Device(Base):
@@ -146,6 +151,10 @@ class Device(Base):
     os_measurement: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The device group it is assigned to (migration 0002_fleet); None = no updates.
+    group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("device_groups.id", name="fk_devices_group_id"), nullable=True, index=True
+    )
 
 
 class Challenge(Base):
@@ -174,3 +183,130 @@ class Attestation(Base):
     os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     os_measurement: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# --- fleet model (migration 0002_fleet) -------------------------------------------
+
+
+class Product(Base):
+    """A tenant's product; its device groups hang off it."""
+
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_products_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUID4 string
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class DeviceGroup(Base):
+    """A device group: an update policy, an OS feed and a maintenance window."""
+
+    __tablename__ = "device_groups"
+    __table_args__ = (UniqueConstraint("product_id", "name", name="uq_device_groups_product_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUID4 string
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    update_policy: Mapped[str] = mapped_column(String(32))  # UpdateAll | No3rdPartyAppUpdates | NoUpdates
+    os_feed: Mapped[str] = mapped_column(String(16))  # retail | retail-eval
+    window_start: Mapped[str | None] = mapped_column(String(5), nullable=True)  # "HH:MM" UTC
+    window_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AppSigningKey(Base):
+    """The public half of a tenant app-signing key (the private half never reaches the service)."""
+
+    __tablename__ = "app_signing_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "key_id", name="uq_app_signing_keys_tenant_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the SEC1 public key (image signer id)
+    name: Mapped[str] = mapped_column(String(100))
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(100))
+
+
+class AppImage(Base):
+    """An uploaded, signature-checked app image package, stored in the blob store by SHA-256."""
+
+    __tablename__ = "app_images"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "sha256", name="uq_app_images_tenant_sha256"),
+        UniqueConstraint("tenant_id", "component_id", "version", name="uq_app_images_tenant_component_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    component_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[str] = mapped_column(String(64))
+    security_version: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    signer_key_id: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+
+
+class Deployment(Base):
+    """A set of app images for a device group; the group's newest deployment is current."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("device_groups.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(100))
+
+
+class DeploymentImage(Base):
+    """One app image of a deployment."""
+
+    __tablename__ = "deployment_images"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("app_images.id"), primary_key=True)
+
+
+class DeviceUpdateStatus(Base):
+    """The latest update status a device reported (one row per device)."""
+
+    __tablename__ = "device_update_status"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    os_version: Mapped[str] = mapped_column(String(64))
+    boot_slot: Mapped[str] = mapped_column(String(8))
+    installed: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # [{"component_id", "version"}]
+    last_result: Mapped[str | None] = mapped_column(String(32), nullable=True)  # kind of the newest event
+    last_result_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_report_iat: Mapped[int] = mapped_column(BigInteger)  # replay guard: strictly increasing
+    reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class DeviceUpdateEvent(Base):
+    """One update event a device reported (its update history)."""
+
+    __tablename__ = "device_update_events"
+    __table_args__ = (Index("ix_device_update_events_device_at", "device_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    component_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
