@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import bastion
 from bastion.crypto.keys import PrivateKey
+from bastion.images._archive import add_regular_file, atomic_output
 from bastion.images.errors import ImageBuildError
 from bastion.images.os_payload import FAULT_FILE, FAULTS, MANIFEST_NAME, OsManifest
 from bastion.images.package import ImageHeader, ImageType, build_image, measure_image
@@ -35,8 +35,6 @@ __all__ = ["OS_COMPONENT_ID", "OS_PACKAGES", "OsBuildResult", "build_os_image", 
 OS_COMPONENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:bastion:component:os"))
 #: Subpackages of ``bastion`` that the OS process runs (plus ``bastion/__init__.py``).
 OS_PACKAGES = ("os", "monitor", "images", "crypto", "hw", "applibs")
-#: Fixed metadata of every archive entry (1980-01-01, as reproducible zips use).
-_FIXED_MTIME = 315532800
 _FILE_MODE = 0o644
 
 
@@ -68,16 +66,6 @@ def _source_files(source_root: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = _FIXED_MTIME
-    info.mode = _FILE_MODE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    archive.addfile(info, io.BytesIO(data))
-
-
 def build_os_payload(
     version: str, security_version: int, *, fault: str | None = None, source_root: Path | None = None
 ) -> tuple[bytes, OsManifest]:
@@ -106,9 +94,9 @@ def build_os_payload(
     )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        _add(archive, MANIFEST_NAME, manifest.to_json())
+        add_regular_file(archive, MANIFEST_NAME, manifest.to_json(), mode=_FILE_MODE)
         for name in sorted(contents):
-            _add(archive, name, contents[name])
+            add_regular_file(archive, name, contents[name], mode=_FILE_MODE)
     return buffer.getvalue(), manifest
 
 
@@ -131,25 +119,14 @@ def build_os_image(
     report("collecting the device runtime sources")
     payload, manifest = build_os_payload(version, security_version, fault=fault, source_root=source_root)
     report(f"packaging {len(manifest.files)} files ({len(payload)} bytes), signing")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            header = build_image(
-                handle,
-                io.BytesIO(payload),
-                image_type=ImageType.OS,
-                component_id=OS_COMPONENT_ID,
-                version=version,
-                security_version=security_version,
-                key=key,
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(0o644)
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(out, mode=0o644) as handle:
+        header = build_image(
+            handle,
+            io.BytesIO(payload),
+            image_type=ImageType.OS,
+            component_id=OS_COMPONENT_ID,
+            version=version,
+            security_version=security_version,
+            key=key,
+        )
     return OsBuildResult(out, header, measure_image(out), len(manifest.files))

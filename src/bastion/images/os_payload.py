@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import os
-import re
 import secrets
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bastion.images._archive import PayloadReader, extract_member, remove_tree, tar_errors
+from bastion.images._archive import check_member_name as _check_name
 from bastion.images.errors import ImageArchiveError
 from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_image
 
@@ -49,7 +49,7 @@ FAULT_FILE = "bastion-fault.txt"
 #: Faults a test build may inject: "fail-at-start" makes the OS entry point exit 1.
 FAULTS = frozenset({"fail-at-start"})
 _DEFAULT_IMAGE_LIMITS = ImageLimits()
-_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_WHAT = "OS archive"
 
 
 @dataclass(frozen=True)
@@ -121,49 +121,14 @@ def check_member_name(name: str, limits: OsArchiveLimits) -> None:
     Raises:
         ImageArchiveError: absolute, ``..``, empty parts, odd characters, too long.
     """
-    if not name or len(name) > limits.max_path_length or name.startswith("/") or "\\" in name:
-        raise ImageArchiveError(f"unsafe path in OS archive: {name[:80]!r}")
-    for part in name.split("/"):
-        if not _PART.match(part):
-            raise ImageArchiveError(f"unsafe path in OS archive: {name[:80]!r}")
+    _check_name(name, max_path_length=limits.max_path_length, what=_WHAT)
 
 
-class _PayloadReader(io.RawIOBase):
-    """Hands out exactly ``size`` bytes of the payload and hashes them."""
-
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self._stream = stream
-        self.remaining = size
-        self.digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self.remaining)
-        if want == 0:
-            return 0
-        data = self._stream.read(want)
-        view[: len(data)] = data
-        self.digest.update(data)
-        self.remaining -= len(data)
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(64 * 1024):
-            pass
-
-
-def _open_payload(stream: BinaryIO, image_limits: ImageLimits) -> tuple[ImageHeader, _PayloadReader]:
+def _open_payload(stream: BinaryIO, image_limits: ImageLimits) -> tuple[ImageHeader, PayloadReader]:
     header = inspect_image(stream, limits=image_limits)
     if header.image_type is not ImageType.OS:
         raise ImageArchiveError(f"image is a {header.image_type.value} image, not an OS image")
-    return header, _PayloadReader(stream, header.payload_size)
-
-
-def _tar_errors() -> tuple[type[BaseException], ...]:
-    return (tarfile.TarError, ValueError, EOFError, UnicodeError)
+    return header, PayloadReader(stream, header.payload_size)
 
 
 def read_os_manifest(stream: BinaryIO, *, image_limits: ImageLimits = _DEFAULT_IMAGE_LIMITS) -> OsManifest:
@@ -184,30 +149,12 @@ def read_os_manifest(stream: BinaryIO, *, image_limits: ImageLimits = _DEFAULT_I
                 raise ImageArchiveError("OS manifest is over its size bound")
             extracted = archive.extractfile(member)
             data = extracted.read() if extracted is not None else b""
-    except _tar_errors() as exc:
+    except tar_errors() as exc:
         raise ImageArchiveError("OS payload is not a valid archive") from exc
     return OsManifest.from_json(data)
 
 
-def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source = archive.extractfile(member)
-    if source is None:
-        raise ImageArchiveError(f"cannot read {member.name!r} from the OS archive")
-    digest = hashlib.sha256()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    try:
-        fd = os.open(target, flags, 0o644)
-    except FileExistsError as exc:
-        raise ImageArchiveError(f"duplicate path in OS archive: {member.name!r}") from exc
-    with os.fdopen(fd, "wb") as out:
-        while chunk := source.read(64 * 1024):
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
-
-
-def _extract_all(reader: _PayloadReader, dest: Path, limits: OsArchiveLimits) -> OsManifest:
+def _extract_all(reader: PayloadReader, dest: Path, limits: OsArchiveLimits) -> OsManifest:
     hashes: dict[str, str] = {}
     manifest: OsManifest | None = None
     total = 0
@@ -223,7 +170,7 @@ def _extract_all(reader: _PayloadReader, dest: Path, limits: OsArchiveLimits) ->
                 raise ImageArchiveError("OS archive is over its size bounds")
             if count == 1 and (member.name != MANIFEST_NAME or member.size > limits.max_manifest_bytes):
                 raise ImageArchiveError("OS archive does not start with its manifest")
-            hashes[member.name] = _extract_member(archive, member, dest / member.name)
+            hashes[member.name] = extract_member(archive, member, dest / member.name, what=_WHAT)
             if count == 1:
                 manifest = OsManifest.from_json((dest / MANIFEST_NAME).read_bytes())
     if manifest is None:
@@ -259,14 +206,14 @@ def unpack_os_stream(
         try:
             manifest = _extract_all(reader, staging, limits)
             reader.drain()
-        except _tar_errors() as exc:
+        except tar_errors() as exc:
             raise ImageArchiveError("OS payload is not a valid archive") from exc
         if reader.remaining or not hmac.compare_digest(reader.digest.digest(), header.payload_digest):
             raise ImageArchiveError("OS payload changed since it was verified")
-        _remove_tree(dest_dir)
+        remove_tree(dest_dir)
         staging.rename(dest_dir)
     except BaseException:
-        _remove_tree(staging)
+        remove_tree(staging)
         raise
     return manifest
 
@@ -311,12 +258,3 @@ def read_fault(runtime_dir: Path) -> str | None:
         return None
     value = path.read_text(encoding="ascii", errors="replace")[:64].strip()
     return value if value in FAULTS else None
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)

@@ -1,0 +1,156 @@
+"""Private helpers shared by the OS and app payloads: deterministic tar writing,
+tar-slip-safe extraction of regular files, payload re-hashing, atomic output.
+
+Not part of the public API; :mod:`bastion.images.os_payload`,
+:mod:`bastion.images.os_build`, :mod:`bastion.images.app_build` and
+:mod:`bastion.images.delta` use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bastion.images.errors import ImageArchiveError
+
+__all__ = [
+    "COPY_CHUNK_BYTES",
+    "FIXED_MTIME",
+    "PayloadReader",
+    "add_regular_file",
+    "atomic_output",
+    "check_member_name",
+    "extract_member",
+    "remove_tree",
+    "tar_errors",
+]
+
+#: Fixed metadata of every archive entry (1980-01-01, as reproducible zips use).
+FIXED_MTIME = 315532800
+#: Copy buffer for streamed extraction and writes.
+COPY_CHUNK_BYTES = 64 * 1024
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def add_regular_file(archive: tarfile.TarFile, name: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Append a regular file with fixed mtime, owner and the given mode."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = FIXED_MTIME
+    info.mode = mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    archive.addfile(info, io.BytesIO(data))
+
+
+def check_member_name(name: str, *, max_path_length: int, what: str) -> None:
+    """Refuse any archive path that could escape the extraction directory.
+
+    A part must start with a letter, digit or underscore, so ``.`` and ``..``
+    cannot appear.
+
+    Raises:
+        ImageArchiveError: absolute, ``..``, empty parts, odd characters, too long.
+    """
+    if not name or len(name) > max_path_length or name.startswith("/") or "\\" in name:
+        raise ImageArchiveError(f"unsafe path in {what}: {name[:80]!r}")
+    for part in name.split("/"):
+        if not _PART.match(part):
+            raise ImageArchiveError(f"unsafe path in {what}: {name[:80]!r}")
+
+
+class PayloadReader(io.RawIOBase):
+    """Hands out exactly ``size`` bytes of the payload and hashes them."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self.remaining = size
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.remaining)
+        if want == 0:
+            return 0
+        data = self._stream.read(want)
+        view[: len(data)] = data
+        self.digest.update(data)
+        self.remaining -= len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        """Read (and hash) the rest of the payload."""
+        while self.read(COPY_CHUNK_BYTES):
+            pass
+
+
+def extract_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path, *, what: str, mode: int = 0o644
+) -> str:
+    """Write one regular member to ``target`` (never following or replacing anything); return its SHA-256 hex.
+
+    Raises:
+        ImageArchiveError: unreadable member, or a path that already exists (a duplicate).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = archive.extractfile(member)
+    if source is None:
+        raise ImageArchiveError(f"cannot read {member.name!r} from the {what}")
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(target, flags, mode)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise ImageArchiveError(f"duplicate path in {what}: {member.name!r}") from exc
+    with os.fdopen(fd, "wb") as out:
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def tar_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions :mod:`tarfile` raises on malformed input."""
+    return (tarfile.TarError, ValueError, EOFError, UnicodeError)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or directory tree if it exists (symlinks are removed, not followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file that replaces ``path`` atomically (temp file, fsync, rename) if the block succeeds.
+
+    On any error the temp file is removed and ``path`` is left as it was, so a
+    reader never sees a partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
