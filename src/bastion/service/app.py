@@ -28,6 +28,8 @@ from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
+from bastion.service.tuf.endpoints import TUF_PREFIX, TufStaticApp
+from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
 
 __all__ = ["API_PREFIX", "create_app", "create_app_from_env", "status_for"]
@@ -80,6 +82,7 @@ def create_app(
     *,
     clock: Callable[[], dt.datetime] | None = None,
     migrate_on_startup: bool = True,
+    tuf_refresh_interval_s: float | None = None,
 ) -> FastAPI:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -87,6 +90,7 @@ def create_app(
         settings: resolved settings.
         clock: returns the current UTC time; defaults to the system clock.
         migrate_on_startup: run ``alembic upgrade head`` before serving.
+        tuf_refresh_interval_s: period of the TUF refresh task; ``None`` (tests) disables it.
     """
 
     @asynccontextmanager
@@ -97,7 +101,8 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         try:
-            yield
+            async with tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s):
+                yield
         finally:
             engine.dispose()
 
@@ -125,9 +130,10 @@ def create_app(
     for router in (auth_router, ca_router, devices_router, osimages_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(attestation_router, prefix=API_PREFIX)
+    app.mount(TUF_PREFIX, TufStaticApp(settings))  # static, no auth: raw ASGI, outside FastAPI's machinery
     return app
 
 
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn workers: settings from the environment, schema assumed migrated."""
-    return create_app(Settings.from_env(), migrate_on_startup=False)
+    return create_app(Settings.from_env(), migrate_on_startup=False, tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S)
