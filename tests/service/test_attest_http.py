@@ -63,7 +63,7 @@ def test_full_attestation_over_http(client: TestClient, world: World, clock: Fak
     # The same evidence again is a replay.
     replay = client.post("/api/v1/attestation", content=chip.eat(nonce), headers=EAT)
     assert replay.status_code == 403
-    assert replay.json()["error"] == "unknown_nonce"
+    assert replay.json()["error"] == "nonce_replayed"
 
 
 @pytest.mark.parametrize(

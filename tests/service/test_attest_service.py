@@ -15,19 +15,19 @@ from attest_sim import OS_DIGEST, SimDevice, SimVendor
 from attest_world import World, openssl_verify
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bastion.service.attestation.errors import AttestationFailure, FailureCode
-from bastion.service.attestation.service import (
-    CHALLENGE_PRUNE_BATCH,
+from bastion.service.attestation.caches import AttestationCaches
+from bastion.service.attestation.challenges import (
     CHALLENGE_TTL,
-    EXPIRED_CHALLENGE_RETENTION,
-    AttestationCaches,
-    AttestationOutcome,
-    attest,
-    create_challenge,
+    CONSUMED_NONCE_RETENTION,
+    NONCE_BYTES,
+    ChallengeKey,
+    issue_challenge,
 )
+from bastion.service.attestation.errors import AttestationFailure, FailureCode
+from bastion.service.attestation.service import NONCE_PRUNE_BATCH, AttestationOutcome, attest
 from bastion.service.ca.service import tenant_ca_pem
 from bastion.service.errors import InvalidDeviceId
 from bastion.service.models import Challenge, Device
@@ -44,27 +44,27 @@ def world(session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: 
 class Harness:
     """Runs the domain functions the way the endpoint does, one session per call."""
 
-    def __init__(self, world: World, master_key: bytes) -> None:
+    def __init__(self, world: World, engine: Engine, master_key: bytes) -> None:
         self.world = world
+        self.engine = engine
         self.master_key = master_key
+        self.challenge_key = ChallengeKey.from_master_key(master_key)
         self.caches = AttestationCaches()
 
     def challenge(self, device: SimDevice | str, *, now: dt.datetime | None = None) -> bytes:
         device_id = device if isinstance(device, str) else device.device_id
-        with self.world.sessions() as session:
-            return create_challenge(session, device_id, now=now or self.world.now).nonce
+        return issue_challenge(self.challenge_key, device_id, now=now or self.world.now).nonce
 
-    def attest(self, token: bytes, *, now: dt.datetime | None = None) -> AttestationOutcome:
-        now = now or self.world.now
-        with self.world.sessions() as session:
-            return attest(
-                session,
-                token,
-                now=now,
-                master_key=self.master_key,
-                trust_anchors=self.caches.trust_anchors(session, now),
-                caches=self.caches,
-            )
+    def attest(self, token: bytes, *, now: dt.datetime | None = None, prune_every: int = 8) -> AttestationOutcome:
+        return attest(
+            self.engine,
+            token,
+            now=now or self.world.now,
+            master_key=self.master_key,
+            challenge_key=self.challenge_key,
+            caches=self.caches,
+            prune_every=prune_every,
+        )
 
     def refused(self, token: bytes, code: FailureCode, *, now: dt.datetime | None = None) -> AttestationFailure:
         with pytest.raises(AttestationFailure) as info:
@@ -74,8 +74,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(world: World, master_key: bytes) -> Harness:
-    return Harness(world, master_key)
+def harness(world: World, engine: Engine, master_key: bytes) -> Harness:
+    return Harness(world, engine, master_key)
 
 
 def assert_failure_recorded(world: World, device_id: str, code: FailureCode, *, marks_device: bool) -> None:
@@ -165,15 +165,49 @@ def test_replayed_nonce_is_refused(harness: Harness, world: World) -> None:
     chip = world.device()
     token = chip.eat(harness.challenge(chip))
     harness.attest(token)
-    failure = harness.refused(token, FailureCode.UNKNOWN_NONCE)
+    failure = harness.refused(token, FailureCode.NONCE_REPLAYED)
     assert "already used" in failure.detail
-    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+    assert_failure_recorded(world, chip.device_id, FailureCode.NONCE_REPLAYED, marks_device=True)
+    # The replay issued nothing: one certificate, on the first attempt only.
+    assert [r.cert_serial is not None for r in world.records(chip.device_id)] == [True, False]
+
+
+def test_refused_authenticated_attempt_consumes_its_nonce(harness: Harness, world: World) -> None:
+    """A nonce is used up by the first authenticated attempt, whatever its outcome."""
+    chip = world.device(revoked=True)
+    token = chip.eat(harness.challenge(chip))
+    harness.refused(token, FailureCode.DEVICE_REVOKED)
+    harness.refused(token, FailureCode.NONCE_REPLAYED)
 
 
 def test_nonce_never_issued_is_refused(harness: Harness, world: World) -> None:
     chip = world.device()
-    harness.refused(chip.eat(bytes(32)), FailureCode.UNKNOWN_NONCE)
+    failure = harness.refused(chip.eat(bytes(NONCE_BYTES)), FailureCode.UNKNOWN_NONCE)
+    assert "not issued by this service for this device" in failure.detail
     assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+
+
+@pytest.mark.parametrize("where", [0, 16, 20, 31], ids=["random", "expiry", "mac-first", "mac-last"])
+def test_forged_nonce_is_refused(harness: Harness, world: World, where: int) -> None:
+    """Any bit changed in an issued nonce breaks its MAC (a later expiry cannot be forged)."""
+    chip = world.device()
+    nonce = bytearray(harness.challenge(chip))
+    nonce[where] ^= 0x01
+    harness.refused(chip.eat(bytes(nonce)), FailureCode.UNKNOWN_NONCE)
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+
+
+def test_nonce_under_another_master_key_is_refused(harness: Harness, world: World) -> None:
+    chip = world.device()
+    other = ChallengeKey.from_master_key(bytes(32))
+    nonce = issue_challenge(other, chip.device_id, now=world.now).nonce
+    harness.refused(chip.eat(nonce), FailureCode.UNKNOWN_NONCE)
+
+
+@pytest.mark.parametrize("size", [8, NONCE_BYTES - 1, NONCE_BYTES + 1, 64])
+def test_nonce_of_the_wrong_size_is_refused(harness: Harness, world: World, size: int) -> None:
+    chip = world.device()
+    harness.refused(chip.eat(harness.challenge(chip)[:size].ljust(size, b"\0")), FailureCode.UNKNOWN_NONCE)
 
 
 def test_expired_nonce_is_refused(harness: Harness, world: World) -> None:
@@ -181,8 +215,9 @@ def test_expired_nonce_is_refused(harness: Harness, world: World) -> None:
     nonce = harness.challenge(chip)
     harness.refused(chip.eat(nonce), FailureCode.NONCE_EXPIRED, now=world.now + CHALLENGE_TTL)
     assert_failure_recorded(world, chip.device_id, FailureCode.NONCE_EXPIRED, marks_device=True)
-    # The expired nonce was consumed by the attempt.
-    harness.refused(chip.eat(nonce), FailureCode.UNKNOWN_NONCE)
+    # Still expired however often it is presented, long after any row is pruned.
+    later = world.now + CHALLENGE_TTL + CONSUMED_NONCE_RETENTION + dt.timedelta(hours=1)
+    harness.refused(chip.eat(nonce), FailureCode.NONCE_EXPIRED, now=later)
 
 
 def test_nonce_just_before_expiry_is_accepted(harness: Harness, world: World) -> None:
@@ -192,14 +227,17 @@ def test_nonce_just_before_expiry_is_accepted(harness: Harness, world: World) ->
 
 
 def test_nonce_of_another_device_is_refused(harness: Harness, world: World) -> None:
+    """Without stored state this is indistinguishable from a forged nonce: ``unknown_nonce``."""
     chip, other = world.device(), world.device()
     nonce = harness.challenge(other)
-    harness.refused(chip.eat(nonce), FailureCode.NONCE_DEVICE_MISMATCH)
-    assert_failure_recorded(world, chip.device_id, FailureCode.NONCE_DEVICE_MISMATCH, marks_device=True)
+    harness.refused(chip.eat(nonce), FailureCode.UNKNOWN_NONCE)
+    assert_failure_recorded(world, chip.device_id, FailureCode.UNKNOWN_NONCE, marks_device=True)
+    # The other device's nonce was not burnt by the attempt.
+    harness.attest(other.eat(nonce))
 
 
 def test_concurrent_replay_succeeds_once(harness: Harness, world: World) -> None:
-    """Two requests racing with the same evidence: the nonce is consumed atomically."""
+    """Requests racing with the same evidence on separate connections: the nonce is consumed atomically."""
     chip = world.device()
     token = chip.eat(harness.challenge(chip))
     results: list[str] = []
@@ -218,8 +256,9 @@ def test_concurrent_replay_succeeds_once(harness: Harness, world: World) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == ["ok"] + ["unknown_nonce"] * 3
+    assert sorted(results) == ["nonce_replayed"] * 3 + ["ok"]
     assert [r.reason for r in world.records(chip.device_id)].count("ok") == 1
+    assert len(world.records(chip.device_id)) == 4
 
 
 # --- evidence attacks -------------------------------------------------------------------
@@ -310,63 +349,86 @@ def test_os_known_good_for_another_tenant_only(
     harness.refused(chip.eat(harness.challenge(chip)), FailureCode.UNKNOWN_OS)
 
 
-# --- challenges -------------------------------------------------------------------------
+# --- challenges and consumed nonces ----------------------------------------------------
 
 
-def test_challenge_is_random_bound_and_expiring(world: World) -> None:
-    chip = world.device()
+def consumed(world: World) -> int:
     with world.sessions() as session:
-        first = create_challenge(session, chip.device_id, now=world.now)
-        second = create_challenge(session, chip.device_id, now=world.now)
-    assert len(first.nonce) == 32
+        return session.scalar(select(func.count()).select_from(Challenge)) or 0
+
+
+def test_challenge_is_random_bound_expiring_and_writes_nothing(harness: Harness, world: World) -> None:
+    chip = world.device()
+    first = issue_challenge(harness.challenge_key, chip.device_id, now=world.now)
+    second = issue_challenge(harness.challenge_key, chip.device_id, now=world.now)
+    assert len(first.nonce) == NONCE_BYTES == 32
     assert first.nonce != second.nonce
     assert first.device_id == chip.device_id
     assert first.expires_at == world.now + dt.timedelta(seconds=60)
+    assert consumed(world) == 0
+
+
+def test_challenge_expiry_rounds_up_to_a_whole_second(harness: Harness) -> None:
+    now = dt.datetime(2026, 1, 1, 0, 0, 0, 250_000, tzinfo=dt.UTC)
+    issued = issue_challenge(harness.challenge_key, "ab" * 32, now=now)
+    assert issued.expires_at == dt.datetime(2026, 1, 1, 0, 1, 1, tzinfo=dt.UTC)
+
+
+def test_challenge_key_is_derived_not_the_master_key(master_key: bytes) -> None:
+    key = ChallengeKey.from_master_key(master_key)
+    assert repr(key) == "ChallengeKey(<secret>)"
+    again = ChallengeKey.from_master_key(master_key)
+    device_id = "ab" * 32
+    random, expiry = bytes(16), bytes(4)
+    assert key.mac(device_id, random, expiry) == again.mac(device_id, random, expiry)
+    assert key.mac(device_id, random, expiry) != ChallengeKey(master_key).mac(device_id, random, expiry)
 
 
 @pytest.mark.parametrize("bad", ["", "ab" * 31, "AB" * 32, "zz" * 32, "ab" * 33])
-def test_challenge_needs_a_device_id(world: World, bad: str) -> None:
-    with world.sessions() as session, pytest.raises(InvalidDeviceId):
-        create_challenge(session, bad, now=world.now)
+def test_challenge_needs_a_device_id(harness: Harness, bad: str) -> None:
+    with pytest.raises(InvalidDeviceId):
+        issue_challenge(harness.challenge_key, bad, now=harness.world.now)
 
 
-def test_old_challenges_are_pruned_in_bounded_batches(world: World) -> None:
-    device_id = "ab" * 32
-    count = CHALLENGE_PRUNE_BATCH + 10
+def test_consumed_nonces_are_pruned_in_bounded_batches(harness: Harness, world: World) -> None:
+    chip = world.device()
+    count = NONCE_PRUNE_BATCH + 10
+    for _ in range(count):
+        harness.attest(chip.eat(harness.challenge(chip)), prune_every=0)
+    assert consumed(world) == count
+    later = world.now + CHALLENGE_TTL + CONSUMED_NONCE_RETENTION + dt.timedelta(seconds=1)
+    harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later, prune_every=1)
+    assert consumed(world) == count - NONCE_PRUNE_BATCH + 1
+    harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later, prune_every=1)
+    assert consumed(world) == 2
+
+
+def test_pruning_is_amortized(harness: Harness, world: World) -> None:
+    """With the default rate, old rows still go away as new nonces are consumed."""
+    chip = world.device()
+    for _ in range(20):
+        harness.attest(chip.eat(harness.challenge(chip)))
+    later = world.now + CHALLENGE_TTL + CONSUMED_NONCE_RETENTION + dt.timedelta(seconds=1)
+    for _ in range(150):
+        harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later)
     with world.sessions() as session:
-        for _ in range(count):
-            create_challenge(session, device_id, now=world.now, prune_every=1)
-        later = world.now + CHALLENGE_TTL + EXPIRED_CHALLENGE_RETENTION + dt.timedelta(seconds=1)
-        create_challenge(session, device_id, now=later, prune_every=1)
-        remaining = session.scalar(select(func.count()).select_from(Challenge))
-        assert remaining == count - CHALLENGE_PRUNE_BATCH + 1
-        create_challenge(session, device_id, now=later, prune_every=1)
-        assert session.scalar(select(func.count()).select_from(Challenge)) == 2
-
-
-def test_pruning_is_amortized(world: World) -> None:
-    """With the default rate, old rows still go away as new challenges are issued."""
-    device_id = "ef" * 32
-    with world.sessions() as session:
-        for _ in range(40):
-            create_challenge(session, device_id, now=world.now)
-        later = world.now + CHALLENGE_TTL + EXPIRED_CHALLENGE_RETENTION + dt.timedelta(seconds=1)
-        for _ in range(200):
-            create_challenge(session, device_id, now=later)
         old = select(func.count()).select_from(Challenge).where(Challenge.expires_at <= world.now + CHALLENGE_TTL)
         assert session.scalar(old) == 0
 
 
-def test_recently_expired_challenges_are_kept_for_a_clear_error(world: World) -> None:
-    device_id = "cd" * 32
-    with world.sessions() as session:
-        create_challenge(session, device_id, now=world.now)
-        create_challenge(session, device_id, now=world.now + CHALLENGE_TTL + dt.timedelta(seconds=5), prune_every=1)
-        assert session.scalar(select(func.count()).select_from(Challenge)) == 2
+def test_recently_expired_nonces_are_kept_against_clock_skew(harness: Harness, world: World) -> None:
+    """A worker whose clock lags must still see a consumed nonce until it expired long ago."""
+    chip = world.device()
+    token = chip.eat(harness.challenge(chip))
+    harness.attest(token)
+    skewed = world.now + CHALLENGE_TTL + dt.timedelta(seconds=5)
+    harness.attest(chip.eat(harness.challenge(chip, now=skewed)), now=skewed, prune_every=1)
+    assert consumed(world) == 2
+    harness.refused(token, FailureCode.NONCE_REPLAYED)
 
 
 def test_new_vendor_is_trusted_after_the_cache_ttl(harness: Harness, world: World) -> None:
-    harness.caches.trust_anchors(world.sessions(), world.now)  # warm the cache
+    harness.caches.trust_anchors(harness.engine, world.now)  # warm the cache
     vendor2 = SimVendor.create(now=world.now, name="Second vendor")
     with world.sessions() as session:
         trust_vendor(session, vendor2.pem.encode(), name="v2", now=world.now)

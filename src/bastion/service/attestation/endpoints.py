@@ -20,17 +20,13 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
+from bastion.service.attestation.caches import AttestationCaches
+from bastion.service.attestation.challenges import ChallengeKey, issue_challenge
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
-from bastion.service.attestation.service import (
-    AttestationCaches,
-    AttestationOutcome,
-    attest,
-    create_challenge,
-    record_refused,
-)
+from bastion.service.attestation.service import AttestationOutcome, attest, record_refused
 from bastion.service.attestation.verifier import DEFAULT_LIMITS
 from bastion.service.config import Settings
 from bastion.service.errors import InvalidRequest
@@ -111,9 +107,19 @@ def _now(request: Request) -> dt.datetime:
     return now
 
 
-def _sessionmaker(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessionmaker
-    return factory
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _challenge_key(request: Request) -> ChallengeKey:
+    state = request.app.state
+    key: ChallengeKey | None = getattr(state, "challenge_key", None)
+    if key is None:
+        settings: Settings = state.settings
+        key = ChallengeKey.from_master_key(settings.master_key)
+        state.challenge_key = key
+    return key
 
 
 @router.post("/attestation/challenge")
@@ -131,20 +137,12 @@ async def post_challenge(request: Request) -> Response:
     device_id = parsed.get("device_id") if isinstance(parsed, dict) else None
     if not isinstance(device_id, str):
         return _error(400, InvalidRequest.code, 'the body must be JSON: {"device_id": "<64 hex>"}')
-    now = _now(request)
-    factory = _sessionmaker(request)
-
-    def work() -> tuple[bytes, dt.datetime]:
-        with factory() as session:
-            challenge = create_challenge(session, device_id, now=now)
-            return challenge.nonce, challenge.expires_at
-
-    nonce, expires_at = await _run(request, work)
+    challenge = issue_challenge(_challenge_key(request), device_id, now=_now(request))
     return _json(
         200,
         {
-            "nonce": base64.urlsafe_b64encode(nonce).rstrip(b"=").decode("ascii"),
-            "expires_at": expires_at.isoformat(),
+            "nonce": base64.urlsafe_b64encode(challenge.nonce).rstrip(b"=").decode("ascii"),
+            "expires_at": challenge.expires_at.isoformat(),
         },
     )
 
@@ -177,7 +175,8 @@ async def post_attestation(request: Request) -> Response:
     if media_type != ATTESTATION_MEDIA_TYPE:
         return _error(415, "unsupported_media_type", f"send the EAT as {ATTESTATION_MEDIA_TYPE}")
     now = _now(request)
-    factory = _sessionmaker(request)
+    engine = _engine(request)
+    challenge_key = _challenge_key(request)
     caches = _caches(request)
     settings: Settings = request.app.state.settings
     limit = VERIFIER_LIMITS.max_evidence_bytes
@@ -187,25 +186,22 @@ async def post_attestation(request: Request) -> Response:
         body = None
 
     def work() -> Response:
-        with factory() as session:
-            if body is None:
-                failure = AttestationFailure(
-                    FailureCode.EVIDENCE_TOO_LARGE, f"the evidence is larger than {limit} bytes"
-                )
-                record_refused(session, failure, now=now)
-                return _failure_response(failure)
-            try:
-                outcome = attest(
-                    session,
-                    body,
-                    now=now,
-                    master_key=settings.master_key,
-                    trust_anchors=caches.trust_anchors(session, now),
-                    limits=VERIFIER_LIMITS,
-                    caches=caches,
-                )
-            except AttestationFailure as failure:
-                return _failure_response(failure)
-            return _json(200, _outcome_body(outcome))
+        if body is None:
+            failure = AttestationFailure(FailureCode.EVIDENCE_TOO_LARGE, f"the evidence is larger than {limit} bytes")
+            record_refused(engine, failure, now=now)
+            return _failure_response(failure)
+        try:
+            outcome = attest(
+                engine,
+                body,
+                now=now,
+                master_key=settings.master_key,
+                challenge_key=challenge_key,
+                limits=VERIFIER_LIMITS,
+                caches=caches,
+            )
+        except AttestationFailure as failure:
+            return _failure_response(failure)
+        return _json(200, _outcome_body(outcome))
 
     return await _run(request, work)

@@ -31,7 +31,7 @@ class FailureCode(enum.StrEnum):
     MEASUREMENT_MISMATCH = "measurement_mismatch"
     UNKNOWN_NONCE = "unknown_nonce"
     NONCE_EXPIRED = "nonce_expired"
-    NONCE_DEVICE_MISMATCH = "nonce_device_mismatch"
+    NONCE_REPLAYED = "nonce_replayed"
     DEVICE_UNCLAIMED = "device_unclaimed"
     DEVICE_REVOKED = "device_revoked"
     UNKNOWN_OS = "unknown_os"

@@ -1,0 +1,111 @@
+"""Per-process caches of the attestation hot path: vendor CAs, tenant signing CAs, verified chains.
+
+Each cache entry is re-read from the database after :data:`CACHE_TTL`, so a new
+trusted vendor or a rotated tenant CA takes effect within that time in every
+worker process without any cross-process signalling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session
+
+from bastion.crypto import certs
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import PrivateKey
+from bastion.service.attestation import repository
+from bastion.service.attestation.verifier import ChainCache
+from bastion.service.ca.service import load_signing_ca
+
+__all__ = ["CACHE_TTL", "AttestationCaches", "SigningCA", "load_trust_anchors"]
+
+#: How long the per-process caches of vendor CAs and tenant signing CAs live.
+CACHE_TTL = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class SigningCA:
+    """A tenant CA ready to sign, with its PEM for the ``ca_chain`` answer."""
+
+    key: PrivateKey
+    cert: x509.Certificate
+    pem: str
+    loaded_at: dt.datetime
+
+
+def load_trust_anchors(conn: Connection) -> tuple[x509.Certificate, ...]:
+    """Return every trusted vendor CA certificate from the ``vendor_cas`` table.
+
+    A row that does not parse is skipped: it can never anchor a chain, and one
+    bad row must not stop every device from attesting.
+    """
+    anchors: list[x509.Certificate] = []
+    for pem in repository.vendor_ca_pems(conn):
+        try:
+            anchors.append(certs.load_certificate_pem(pem.encode("ascii")))
+        except (CryptoError, UnicodeEncodeError):
+            continue
+    return tuple(anchors)
+
+
+def _load_signing_ca(conn: Connection, tenant_id: str, master_key: bytes, now: dt.datetime) -> SigningCA:
+    with Session(bind=conn) as session:
+        key, cert = load_signing_ca(session, tenant_id, master_key)
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return SigningCA(key=key, cert=cert, pem=pem, loaded_at=now)
+
+
+@dataclass
+class AttestationCaches:
+    """Per-process caches for the attestation hot path (one per app instance).
+
+    Attributes:
+        chain: verified DICE chains (see :class:`ChainCache`).
+        ttl: how long vendor CAs and tenant signing CAs are reused before
+            being read from the database again.
+    """
+
+    chain: ChainCache = field(default_factory=ChainCache)
+    ttl: dt.timedelta = CACHE_TTL
+    _anchors: tuple[tuple[x509.Certificate, ...], dt.datetime] | None = None
+    _signing: dict[str, SigningCA] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _fresh(self, loaded_at: dt.datetime, now: dt.datetime) -> bool:
+        return loaded_at <= now < loaded_at + self.ttl
+
+    def trust_anchors(self, engine: Engine, now: dt.datetime) -> tuple[x509.Certificate, ...]:
+        """Return the trusted vendor CAs, re-reading the table at most once per TTL."""
+        with self._lock:
+            cached = self._anchors
+        if cached is not None and self._fresh(cached[1], now):
+            return cached[0]
+        with engine.connect() as conn:
+            anchors = load_trust_anchors(conn)
+        with self._lock:
+            self._anchors = (anchors, now)
+        return anchors
+
+    def signing_ca(self, conn: Connection, tenant_id: str, master_key: bytes, now: dt.datetime) -> SigningCA:
+        """Return the tenant's signing CA, unsealing it at most once per TTL."""
+        with self._lock:
+            cached = self._signing.get(tenant_id)
+        if cached is not None and self._fresh(cached.loaded_at, now):
+            return cached
+        loaded = _load_signing_ca(conn, tenant_id, master_key, now)
+        with self._lock:
+            self._signing[tenant_id] = loaded
+        return loaded
+
+    def clear(self) -> None:
+        """Drop every cached value (after trusting a vendor or rotating a tenant CA)."""
+        with self._lock:
+            self._anchors = None
+            self._signing.clear()
+        self.chain.clear()
