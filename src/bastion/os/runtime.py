@@ -50,15 +50,12 @@ from bastion.os.errors import (
     MonitorFailedError,
     StateError,
 )
+from bastion.os.exitcodes import EXIT_ATTESTATION, EXIT_CONFIG, EXIT_MONITOR, EXIT_OK
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import OsState, StateDir
 
 __all__ = ["EXIT_ATTESTATION", "EXIT_CONFIG", "EXIT_MONITOR", "EXIT_OK", "AttestationJob", "main"]
 
-EXIT_OK = 0
-EXIT_ATTESTATION = 2
-EXIT_MONITOR = 3
-EXIT_CONFIG = 4
 #: Bounds on the rotated OS log.
 LOG_MAX_BYTES = 1024 * 1024
 LOG_BACKUPS = 2
