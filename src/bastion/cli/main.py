@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "bastion.cli.fleet_cmds",
     "bastion.cli.os_cmds",
     "bastion.cli.service_cmds",
+    "bastion.cli.tuf_cmds",
     "bastion.cli.demo_cmds",
 )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from bastion.service.blobs.store import BlobStore, UnknownBlobError
 from bastion.service.tuf.errors import CorruptRepository, InvalidTarget
 
-__all__ = ["LOCK_FILE", "fsync_dir", "group_lock", "place_target", "read_bounded"]
+__all__ = ["LOCK_FILE", "check_blob", "fsync_dir", "group_lock", "place_target", "read_bounded"]
 
 LOCK_FILE = "lock"
 
@@ -67,10 +67,8 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def place_target(store: BlobStore, dest: Path, sha256: str, length: int) -> None:
-    """Make the blob ``sha256`` available at ``dest`` (a hard link, else a copy).
-
-    A file already at ``dest`` is kept: its name carries its content hash.
+def check_blob(store: BlobStore, sha256: str, length: int) -> Path:
+    """The path of blob ``sha256``, checked to exist with ``length`` bytes.
 
     Raises:
         InvalidTarget: the blob is not in the store, or its size is not ``length``.
@@ -82,6 +80,18 @@ def place_target(store: BlobStore, dest: Path, sha256: str, length: int) -> None
         raise InvalidTarget(f"blob {sha256} is not in the blob store") from exc
     if size != length:
         raise InvalidTarget(f"blob {sha256} has {size} bytes, not the {length} its target declares")
+    return src
+
+
+def place_target(store: BlobStore, dest: Path, sha256: str, length: int) -> None:
+    """Make the blob ``sha256`` available at ``dest`` (a hard link, else a copy).
+
+    A file already at ``dest`` is kept: its name carries its content hash.
+
+    Raises:
+        InvalidTarget: as :func:`check_blob`.
+    """
+    src = check_blob(store, sha256, length)
     if dest.is_file():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)

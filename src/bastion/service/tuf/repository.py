@@ -43,7 +43,7 @@ from bastion.service.tuf._tuf import (
     Timestamp,
 )
 from bastion.service.tuf.errors import CorruptRepository, InvalidTarget, TufError, UnknownGroup
-from bastion.service.tuf.files import fsync_dir, group_lock, place_target, read_bounded
+from bastion.service.tuf.files import check_blob, fsync_dir, group_lock, place_target, read_bounded
 from bastion.service.tuf.keys import create_signers, load_signers
 from bastion.service.tuf.layout import (
     ROLES,
@@ -318,6 +318,8 @@ def publish_group(
     now = _utc(now)
     files = _target_files(targets)
     store = BlobStore(settings.home / "blobs")
+    for spec in targets:  # before the lock and before creating anything
+        check_blob(store, spec.blob_sha256, spec.length)
     with group_lock(group_dir(settings, group_id)):
         directory = metadata_dir(settings, group_id)
         root_version = _latest_root_version(directory) if directory.is_dir() else 0
