@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-__all__ = ["app", "device_app", "os_app", "service_app", "tenant_app", "token_app", "vendor_app"]
+__all__ = ["app", "app_app", "device_app", "keys_app", "os_app", "service_app", "tenant_app", "token_app", "vendor_app"]
 
 
 def _group(help_text: str) -> typer.Typer:
@@ -18,6 +18,8 @@ os_app = _group("OS images: build and publish.")
 service_app = _group("Run and administer the Security Service (local, on the service host).")
 tenant_app = _group("Tenants and their CA.")
 token_app = _group("Operator API tokens.")
+app_app = _group("Apps: validate manifests and build signed app images.")
+keys_app = _group("App-signing keys (created and kept on the operator's machine).")
 
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
@@ -25,3 +27,5 @@ app.add_typer(os_app, name="os")
 app.add_typer(service_app, name="service")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(token_app, name="token")
+app.add_typer(app_app, name="app")
+app.add_typer(keys_app, name="keys")

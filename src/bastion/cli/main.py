@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "bastion.cli.service_cmds",
     "bastion.cli.tuf_cmds",
     "bastion.cli.demo_cmds",
+    "bastion.cli.app_cmds",
 )
 
 
