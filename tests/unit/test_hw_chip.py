@@ -42,7 +42,12 @@ def test_manufacture_layout(chip: Chip) -> None:
     assert chip.read_uds() == bytes([7]) * 32
     assert stat.S_IMODE((dev / "chip" / "uds").stat().st_mode) == 0o600
     assert (dev / "chip" / "fuses.json").is_file()
-    assert json.loads((dev / "flash" / "bootstate.json").read_text()) == {"active_slot": None}
+    assert json.loads((dev / "flash" / "bootstate.json").read_text()) == {
+        "active_slot": None,
+        "trial_slot": None,
+        "attempts_left": 0,
+        "last_event": None,
+    }
     state = chip.fuses.read()
     assert (state.lifecycle, state.boot_key_hash, state.debug_locked, state.counters) == (
         Lifecycle.BLANK,

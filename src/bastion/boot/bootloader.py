@@ -1,5 +1,13 @@
 """Boot stage 1, the bootloader: verify, measure and unpack the OS; issue the Alias cert.
 
+First it chooses the slot (A/B, see :mod:`bastion.boot.slots`): if a trial is
+armed with attempts left, it durably spends one attempt, then boots the trial
+slot; if a trial is armed with none left, or the trial image fails any check
+below, it rolls back (clears the trial, records a ``rollback`` event) and boots
+the active slot. A non-trial boot of the active slot raises the ``os`` fuse
+counter to that OS's security version if it is below (the catch-up after a
+power cut between a confirmation and its counter burn).
+
 Checks, in order (each failure is a :class:`BootError` naming the check):
 
 1. the boot state names an active slot, and that slot holds an image;
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +39,7 @@ from bastion.boot.errors import BootError, ChipNotReadyError, NoOsError, OsVerif
 from bastion.boot.recovery import RecoveryState, clear_recovery, write_recovery
 from bastion.boot.result import BootResult
 from bastion.boot.rom import RomOutput, run_rom
+from bastion.boot.slots import OS_COUNTER, catch_up_counter, roll_back, spend_trial_attempt
 from bastion.crypto import certs
 from bastion.crypto.dice import derive_cdi, derive_key_pair
 from bastion.crypto.eat import DebugStatus, Measurement
@@ -44,8 +54,6 @@ from bastion.images.package import ImageHeader, ImageType, measure_stream, verif
 
 __all__ = ["OS_COUNTER", "RUN_DIR", "boot_device", "run_bootloader"]
 
-#: Name of the fuse counter that holds the OS's minimum security version.
-OS_COUNTER = "os"
 #: Where verified OS payloads are unpacked, under the device directory.
 RUN_DIR = "run"
 #: DiceTcbInfo fields of the Alias certificate.
@@ -113,13 +121,42 @@ def _device_id_cert(chip: Chip, rom: RomOutput) -> tuple[bytes, x509.Certificate
     return der, cert
 
 
+def _state_error(exc: HwError) -> NoOsError:
+    return NoOsError(f"the boot state cannot be updated ({exc})", check="boot state")
+
+
 def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResult:
-    """Run the bootloader stage (see the module docstring for the checks).
+    """Run the bootloader stage: choose the slot (trial or active), then verify and boot it.
 
     Raises:
         NoOsError, OsVerificationError, RollbackError, ChipNotReadyError.
     """
-    slot = _active_slot(chip)
+    active = _active_slot(chip)
+    try:
+        trial = spend_trial_attempt(chip.flash)  # persisted before the trial slot is touched
+        if trial is None:
+            roll_back(chip.flash, now=int(now.timestamp()))  # no-op unless a trial ran out of attempts
+    except HwError as exc:
+        raise _state_error(exc) from exc
+    if trial is not None:
+        try:
+            return _boot_slot(chip, rom, trial, now=now, trial=True)
+        except (NoOsError, OsVerificationError):
+            try:  # the trial image is bad: do not wait for another boot to return to the active slot
+                roll_back(chip.flash, now=int(now.timestamp()))
+            except HwError as exc:
+                raise _state_error(exc) from exc
+    result = _boot_slot(chip, rom, active, now=now, trial=False)
+    try:
+        counter = catch_up_counter(chip, result.os_security_version)
+    except HwError as exc:
+        raise ChipNotReadyError(f"the anti-rollback counter cannot be raised ({exc})", check="fuses") from exc
+    return replace(result, rollback_counters={**result.rollback_counters, OS_COUNTER: counter})
+
+
+def _boot_slot(chip: Chip, rom: RomOutput, slot: Slot, *, now: dt.datetime, trial: bool) -> BootResult:
+    if chip.flash.is_empty(slot.flash_partition):
+        raise NoOsError(f"slot {slot.value} is empty", check="slot")
     try:
         stream = chip.flash.open(slot.flash_partition)
     except HwError as exc:
@@ -155,6 +192,8 @@ def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResul
         secboot=True,
         dbgstat=DebugStatus.DISABLED_PERMANENTLY if rom.fuses.debug_locked else DebugStatus.ENABLED,
         os_runtime_dir=runtime_dir,
+        trial=trial,
+        trial_timeout_s=rom.config.trial_timeout_s,
     )
 
 

@@ -4,7 +4,14 @@ The bootloader image package (type ``bootloader``) carries as its payload the
 boot configuration, a JSON object signed (through the package) by the vendor's
 boot key::
 
-    {"format": 1, "os_publisher_keys": ["-----BEGIN PUBLIC KEY-----\\n..."], "trial_boot_limit": 3}
+    {"format": 1, "os_publisher_keys": ["-----BEGIN PUBLIC KEY-----\\n..."],
+     "trial_boot_limit": 1, "trial_timeout_s": 60}
+
+``trial_boot_limit`` is how many times a newly installed OS is trial-booted
+before the bootloader returns to the active slot; ``trial_timeout_s`` is how
+long a trial OS may run without confirming before ``device run`` reboots it.
+``trial_timeout_s`` is optional when parsing (configurations signed before it
+existed get the default).
 
 The bootloader partition stores the boot-signing public key next to the image,
 because the fuses hold only its hash (all integers big-endian)::
@@ -36,6 +43,8 @@ __all__ = [
     "BOOTLOADER_LIMITS",
     "MAX_BOOT_CONFIG_BYTES",
     "MAX_OS_PUBLISHER_KEYS",
+    "MAX_TRIAL_BOOT_LIMIT",
+    "MAX_TRIAL_TIMEOUT_S",
     "BootConfig",
     "decode_bootloader_partition",
     "encode_bootloader_partition",
@@ -47,6 +56,12 @@ BOOTLOADER_COMPONENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:bastion:compon
 MAX_BOOT_CONFIG_BYTES = 64 * 1024
 MAX_OS_PUBLISHER_KEYS = 8
 MAX_TRIAL_BOOT_LIMIT = 16
+#: Bound on the trial timeout (a day): a trial that never confirms must end.
+MAX_TRIAL_TIMEOUT_S = 24 * 3600
+#: Defaults: one trial boot, one minute to prove health.
+DEFAULT_TRIAL_BOOT_LIMIT = 1
+DEFAULT_TRIAL_TIMEOUT_S = 60
+_FIELDS = frozenset({"format", "os_publisher_keys", "trial_boot_limit"})
 #: Parsing bounds for the bootloader image package.
 BOOTLOADER_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=MAX_BOOT_CONFIG_BYTES)
 _PARTITION_MAGIC = b"BSTNBLP\x00"
@@ -59,7 +74,8 @@ class BootConfig:
     """What the bootloader trusts: the pinned OS-publisher keys, and trial-boot limits."""
 
     os_publisher_keys: tuple[PublicKey, ...]
-    trial_boot_limit: int = 3
+    trial_boot_limit: int = DEFAULT_TRIAL_BOOT_LIMIT
+    trial_timeout_s: int = DEFAULT_TRIAL_TIMEOUT_S
 
     def to_json(self) -> bytes:
         """Return the deterministic JSON encoding (the bootloader image payload)."""
@@ -67,6 +83,7 @@ class BootConfig:
             "format": 1,
             "os_publisher_keys": [public_key_pem(k).decode() for k in self.os_publisher_keys],
             "trial_boot_limit": self.trial_boot_limit,
+            "trial_timeout_s": self.trial_timeout_s,
         }
         return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
 
@@ -84,20 +101,23 @@ class BootConfig:
             value: Any = json.loads(data)
         except (ValueError, RecursionError) as exc:
             raise BootConfigError("the boot configuration is not JSON", check="config") from exc
-        if not isinstance(value, dict) or set(value) != {"format", "os_publisher_keys", "trial_boot_limit"}:
+        if not isinstance(value, dict) or set(value) not in (_FIELDS, _FIELDS | {"trial_timeout_s"}):
             raise BootConfigError("the boot configuration does not have the format 1 fields", check="config")
         keys, limit = value["os_publisher_keys"], value["trial_boot_limit"]
+        timeout = value.get("trial_timeout_s", DEFAULT_TRIAL_TIMEOUT_S)
         if value["format"] != 1 or not isinstance(keys, list) or not 1 <= len(keys) <= MAX_OS_PUBLISHER_KEYS:
             raise BootConfigError(f"the boot configuration must pin 1..{MAX_OS_PUBLISHER_KEYS} OS keys", check="config")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TRIAL_BOOT_LIMIT:
             raise BootConfigError("trial_boot_limit is out of range", check="config")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TRIAL_TIMEOUT_S:
+            raise BootConfigError("trial_timeout_s is out of range", check="config")
         try:
             parsed = tuple(load_public_key_pem(k.encode()) for k in keys if isinstance(k, str))
         except CryptoError as exc:
             raise BootConfigError("a pinned OS key is not a P-256 public key", check="config") from exc
         if len(parsed) != len(keys):
             raise BootConfigError("a pinned OS key is not a PEM string", check="config")
-        return cls(parsed, limit)
+        return cls(parsed, limit, timeout)
 
 
 def encode_bootloader_partition(boot_key: PublicKey, image: bytes) -> bytes:

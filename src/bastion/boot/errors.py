@@ -17,7 +17,12 @@ boot. The tree::
     ProvisioningError
     ├── VendorError                   vendor directory missing, incomplete or exists
     ├── ManufactureError              the device directory already holds a chip, ...
-    └── FlashImageError               the image is refused for this device
+    └── FlashImageError               the image is refused for this device (signature,
+        │                             type, rollback counter, not newer than the running OS)
+        ├── SlotStateError            the A/B state forbids the step: a trial is armed or
+        │                             running, or confirming a boot that is not a trial
+        └── StagingPathError          the staged image is not a regular file inside the
+                                      device's staging directory
 
 Every :class:`BootError` names the ``stage`` ("rom" or "bootloader") and the
 ``check`` that failed; ``str(error)`` is a sentence a user can act on. No error
@@ -37,6 +42,8 @@ __all__ = [
     "OsVerificationError",
     "ProvisioningError",
     "RollbackError",
+    "SlotStateError",
+    "StagingPathError",
     "VendorError",
 ]
 
@@ -108,3 +115,11 @@ class ManufactureError(ProvisioningError):
 
 class FlashImageError(ProvisioningError):
     """The image is refused for this device."""
+
+
+class SlotStateError(FlashImageError):
+    """The A/B boot state forbids this install or confirmation."""
+
+
+class StagingPathError(FlashImageError):
+    """The staged image path is outside the staging directory or not a regular file."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bastion.boot.bootloader import OS_COUNTER
 from bastion.boot.config import encode_bootloader_partition
 from bastion.boot.errors import BootError, FlashImageError, ManufactureError
 from bastion.boot.rom import load_bootloader
+from bastion.boot.slots import OS_COUNTER, verify_os_image
 from bastion.boot.vendor import Vendor
 from bastion.crypto import certs
 from bastion.crypto.dice import derive_key_pair
@@ -30,7 +30,7 @@ from bastion.hw.flash import BootState, Partition, Slot
 from bastion.hw.fuses import Lifecycle
 from bastion.hw.trng import Trng
 from bastion.images.errors import ImageError
-from bastion.images.package import ImageHeader, ImageType, measure_stream, verify_image
+from bastion.images.package import ImageHeader, measure_stream
 
 __all__ = ["FlashOutcome", "flash_os", "manufacture_device"]
 
@@ -97,23 +97,28 @@ def flash_os(dev_dir: Path, image: Path, *, slot: Slot | None = None, activate: 
     target = slot or state.active_slot or Slot.A
     try:
         with image.open("rb") as stream:
-            header = verify_image(stream, config.os_publisher_keys)
-            if header.image_type is not ImageType.OS:
-                raise FlashImageError(f"{image} is a {header.image_type.value} image, not an OS image")
-            minimum = fuses.counters.get(OS_COUNTER, 0)
-            if header.security_version < minimum:
-                raise FlashImageError(
-                    f"OS security version {header.security_version} is below the anti-rollback counter {minimum}"
-                )
+            header = verify_os_image(stream, config, fuses.counters.get(OS_COUNTER, 0), what=str(image))
             stream.seek(0)
             measurement = measure_stream(stream)
             stream.seek(0)
+            chip.flash.remove_stale_writes(target.flash_partition)
             chip.flash.write_stream(target.flash_partition, stream)
     except ImageError as exc:
         raise FlashImageError(f"{image} is refused: {exc}") from exc
     except (OSError, HwError) as exc:
         raise FlashImageError(f"cannot flash {image}: {exc}") from exc
     activated = activate or state.active_slot is None
-    if activated:
-        chip.flash.write_boot_state(BootState(active_slot=target))
+
+    def bench(state: BootState) -> BootState:
+        # A bench flash overrides any armed trial that involves the slot it wrote.
+        if activated:
+            return replace(state, active_slot=target, trial_slot=None, attempts_left=0)
+        if state.trial_slot is target:
+            return replace(state, trial_slot=None, attempts_left=0)
+        return state
+
+    try:
+        chip.flash.update_boot_state(bench)
+    except HwError as exc:
+        raise FlashImageError(f"cannot update the boot state: {exc}") from exc
     return FlashOutcome(target, header, measurement, activated)

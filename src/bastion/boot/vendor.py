@@ -20,8 +20,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from bastion.boot.config import BOOTLOADER_COMPONENT_ID, BOOTLOADER_LIMITS, BootConfig
-from bastion.boot.errors import VendorError
+from bastion.boot.config import (
+    BOOTLOADER_COMPONENT_ID,
+    BOOTLOADER_LIMITS,
+    DEFAULT_TRIAL_BOOT_LIMIT,
+    DEFAULT_TRIAL_TIMEOUT_S,
+    BootConfig,
+)
+from bastion.boot.errors import BootConfigError, VendorError
 from bastion.crypto import certs
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import (
@@ -96,11 +102,23 @@ class Vendor:
     bootloader_header: ImageHeader
 
 
-def init_vendor(root: Path, *, now: dt.datetime, name: str = DEFAULT_VENDOR_NAME, force: bool = False) -> VendorPaths:
+def init_vendor(
+    root: Path,
+    *,
+    now: dt.datetime,
+    name: str = DEFAULT_VENDOR_NAME,
+    force: bool = False,
+    trial_boot_limit: int = DEFAULT_TRIAL_BOOT_LIMIT,
+    trial_timeout_s: int = DEFAULT_TRIAL_TIMEOUT_S,
+) -> VendorPaths:
     """Create the vendor's keys, CA and signed bootloader in ``root``.
 
+    ``trial_boot_limit`` and ``trial_timeout_s`` go into the signed boot
+    configuration (see :mod:`bastion.boot.config`); tests shorten the timeout.
+
     Raises:
-        VendorError: ``root`` already holds a vendor and ``force`` is False.
+        VendorError: ``root`` already holds a vendor and ``force`` is False, or
+            a trial limit is out of range.
     """
     paths = VendorPaths(root)
     if paths.ca_cert.exists() and not force:
@@ -110,7 +128,11 @@ def init_vendor(root: Path, *, now: dt.datetime, name: str = DEFAULT_VENDOR_NAME
     # The root must outlive every DeviceID certificate it endorses, or the whole
     # fleet's chains would expire with it.
     ca_cert = certs.make_ca(f"{name} Root CA", ca_key, now=now, organization=name, lifetime=VENDOR_CA_LIFETIME)
-    config = BootConfig(os_publisher_keys=(os_key.public_key(),))
+    config = BootConfig((os_key.public_key(),), trial_boot_limit, trial_timeout_s)
+    try:
+        BootConfig.from_json(config.to_json())  # refuse out-of-range limits before writing anything
+    except BootConfigError as exc:
+        raise VendorError(f"the boot configuration is invalid: {exc.reason}") from exc
     image = io.BytesIO()
     build_image(
         image,

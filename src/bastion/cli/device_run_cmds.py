@@ -9,8 +9,12 @@ device"):
    socketpair, and hand it the Alias key, chain and boot claims over a pipe;
 3. start the **OS** (``python -m bastion.os``) from the unpacked OS image
    (``PYTHONPATH`` = the image's runtime directory) with the other end;
-4. drop the key material, supervise both, forward SIGTERM/SIGINT, and exit with
-   the OS's exit status.
+4. drop the key material, supervise both, forward SIGTERM/SIGINT;
+5. boot again (from step 1) when the OS exits with ``EXIT_REBOOT`` (an OS update
+   is armed), when an OS on a trial slot exits non-zero, or when it has not
+   confirmed within the boot configuration's ``trial_timeout_s`` (it is stopped):
+   the bootloader then rolls back. At most ``MAX_BOOTS_PER_RUN`` boots per run;
+   otherwise exit with the OS's exit status.
 
 Neither child gets a secret in argv or the environment; the OS gets no path to
 the UDS. The service URL is kept in the chip's config flash partition.
@@ -40,12 +44,13 @@ from bastion.cli.apps import device_app
 from bastion.cli.output import JsonOption, emit_object, fail, progress
 from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
-from bastion.hw.flash import Partition
+from bastion.hw.flash import BootState, Partition
 from bastion.monitor.identity import MonitorIdentity, encode_handoff
 from bastion.os.config import AttestationPolicy, DeviceConfig, encode_config, parse_config
 from bastion.os.errors import ConfigError
+from bastion.os.exitcodes import EXIT_REBOOT
 
-__all__ = ["DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
+__all__ = ["EXIT_TRIAL_TIMEOUT", "MAX_BOOTS_PER_RUN", "DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
 
 #: Where the OS keeps its state, under the device directory.
 OS_STATE_DIRNAME = "os-state"
@@ -63,6 +68,11 @@ POLL_INTERVAL_S = 0.1
 REAP_INTERVAL_S = 0.01
 #: Exit status when the monitor dies while the OS runs.
 EXIT_MONITOR_DIED = 3
+#: Status :meth:`DeviceProcesses.wait` returns when it stopped a trial OS that did not confirm in time.
+EXIT_TRIAL_TIMEOUT = 124
+#: Bound on boots in one ``device run`` (reboots asked by the OS, failed or timed-out
+#: trials), so an OS that keeps asking to reboot cannot loop for ever.
+MAX_BOOTS_PER_RUN = 8
 
 
 def os_state_dir(dev_dir: Path) -> Path:
@@ -82,8 +92,8 @@ def child_env(pythonpath: Path) -> dict[str, str]:
     return env
 
 
-def identity_from_boot(result: BootResult) -> MonitorIdentity:
-    """What the monitor is handed from a boot: the Alias key and the claims it vouches for."""
+def identity_from_boot(result: BootResult, dev_dir: Path | None = None) -> MonitorIdentity:
+    """What the monitor is handed from a boot: the Alias key, the claims it vouches for, where the chip is."""
     return MonitorIdentity(
         alias_key=result.alias_key,
         cert_chain=result.cert_chain,
@@ -95,6 +105,8 @@ def identity_from_boot(result: BootResult) -> MonitorIdentity:
         rollback_counters=dict(result.rollback_counters),
         secboot=result.secboot,
         dbgstat=result.dbgstat,
+        dev_dir=None if dev_dir is None else str(dev_dir.absolute()),
+        trial=result.trial,
     )
 
 
@@ -121,6 +133,17 @@ class DeviceProcesses:
     os_process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     #: Peak resident set size of each child, in KiB, sampled from /proc (VmHWM).
     peak_rss_kib: dict[str, int] = field(default_factory=dict, init=False)
+    #: The booted slot, and when a trial OS must have confirmed (monotonic), if on trial.
+    boot_slot: str | None = field(default=None, init=False)
+    trial_deadline: float | None = field(default=None, init=False)
+
+    def trial_confirmed(self) -> bool:
+        """Whether the boot state now names the booted slot active with no trial armed."""
+        try:
+            state = Chip(self.dev_dir).flash.read_boot_state()
+        except HwError:
+            return False
+        return state.trial_slot is None and state.active_slot is not None and state.active_slot.value == self.boot_slot
 
     def _sample_rss(self, process: subprocess.Popen[bytes]) -> None:
         """Record a live child's VmHWM: its own high-water mark since exec.
@@ -158,7 +181,9 @@ class DeviceProcesses:
         """Start the monitor, hand it the identity, then start the OS from the image."""
         os_end, monitor_end = socket.socketpair()
         read_fd, write_fd = os.pipe()
-        handoff = encode_handoff(identity_from_boot(result))
+        handoff = encode_handoff(identity_from_boot(result, self.dev_dir))
+        self.boot_slot = result.boot_slot
+        self.trial_deadline = time.monotonic() + result.trial_timeout_s if result.trial else None
         try:
             self.monitor = subprocess.Popen(
                 [
@@ -229,6 +254,12 @@ class DeviceProcesses:
             code = self._poll(self.os_process)
             if code is not None:
                 break
+            if self.trial_deadline is not None and time.monotonic() >= self.trial_deadline:
+                if not self.trial_confirmed():
+                    progress("the trial OS did not confirm in time; stopping it")
+                    self.stop()
+                    return EXIT_TRIAL_TIMEOUT
+                self.trial_deadline = None
             if self._poll(self.monitor) is not None:
                 # The monitor also exits when the OS has just closed its socket on
                 # the way out: give the OS a moment before calling it a failure.
@@ -334,29 +365,82 @@ def run_cmd(
         fail(f"{exc}", hint="pass --service URL (it is remembered for later runs)")
     except HwError as exc:
         fail(f"{exc}", hint="create a device with `bastion device manufacture --dir DEV`")
-    progress(f"booting {dev_dir}")
-    result = _boot(dev_dir)
-    progress(f"booted slot {result.boot_slot}: OS {result.os_version}, device {result.device_id}")
-    processes = DeviceProcesses(dev_dir=dev_dir, config_path=chip.flash.path(Partition.CONFIG), once=once)
-    processes.start(result)
-    del result  # the boot process keeps no reference to the Alias key
-    progress(f"monitor pid {processes.pid('monitor')}; OS pid {processes.pid('os')}; service {config.service_url}")
+    running: list[DeviceProcesses] = []
+    stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         del frame
-        processes.signal_os(signal.SIGTERM)
-        del signum
+        stopping.append(signum)
+        if running:
+            running[-1].signal_os(signal.SIGTERM)
 
     previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {
         sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)
     }
+    peak_rss_kib: dict[str, int] = {}
     try:
+        for boot_number in range(1, MAX_BOOTS_PER_RUN + 1):
+            processes = DeviceProcesses(dev_dir=dev_dir, config_path=chip.flash.path(Partition.CONFIG), once=once)
+            running.append(processes)
+            code, trial = _boot_and_run(processes, boot_number, config)
+            for name, kib in processes.peak_rss_kib.items():
+                peak_rss_kib[name] = max(kib, peak_rss_kib.get(name, 0))
+            reason = None if stopping else _reboot_reason(code, trial=trial and not processes.trial_confirmed())
+            if reason is None:
+                break
+            progress(f"rebooting: {reason}")
+        else:
+            fail(
+                f"the device booted {MAX_BOOTS_PER_RUN} times in one run; stopping",
+                hint=f"the OS log is {os_state_dir(dev_dir) / 'os.log'}",
+                exit_code=EXIT_REBOOT,
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _report(dev_dir, code, once=once, as_json=as_json, peak_rss_kib=peak_rss_kib)
+
+
+def _boot_and_run(processes: DeviceProcesses, boot_number: int, config: DeviceConfig) -> tuple[int, bool]:
+    """Boot once and supervise the OS until it exits; returns its status and whether it was a trial."""
+    dev_dir = processes.dev_dir
+    progress(f"booting {dev_dir}" + (f" (boot {boot_number})" if boot_number > 1 else ""))
+    result = _boot(dev_dir)
+    trial = result.trial
+    progress(
+        f"booted slot {result.boot_slot}: OS {result.os_version}, device {result.device_id}"
+        + (f" (trial: must confirm within {result.trial_timeout_s} s)" if trial else "")
+    )
+    _report_boot_event(dev_dir)
+    try:
+        processes.start(result)
+        del result  # the boot process keeps no reference to the Alias key
+        progress(f"monitor pid {processes.pid('monitor')}; OS pid {processes.pid('os')}; service {config.service_url}")
         code = processes.wait()
     finally:
         processes.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    _report(dev_dir, code, once=once, as_json=as_json, peak_rss_kib=processes.peak_rss_kib)
+    return code, trial
+
+
+def _reboot_reason(code: int, *, trial: bool) -> str | None:
+    """Why the device boots again after the OS exited with ``code``, or None to stop."""
+    if code == EXIT_REBOOT:
+        return "the OS asked to reboot"
+    if trial and code == EXIT_TRIAL_TIMEOUT:
+        return "the trial OS did not confirm within the trial bound"
+    if trial and code != 0:
+        return f"the trial OS exited with status {code}"
+    return None
+
+
+def _report_boot_event(dev_dir: Path) -> None:
+    try:
+        state: BootState = Chip(dev_dir).flash.read_boot_state()
+    except HwError:
+        return
+    if state.last_event is not None:
+        event = state.last_event
+        progress(f"boot event: {event.kind} from OS {event.from_version} to OS {event.to_version}")
 
 
 def _report(dev_dir: Path, code: int, *, once: bool, as_json: bool, peak_rss_kib: dict[str, int]) -> None:

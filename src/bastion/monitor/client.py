@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.hw.errors import StateCorruptError
+from bastion.hw.flash import BootEvent
 from bastion.monitor import protocol as wire
 from bastion.monitor.errors import MonitorProtocolError, MonitorRefusedError, MonitorUnavailableError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "BootState", "MonitorClient"]
+__all__ = ["DEFAULT_TIMEOUT_S", "BootEvent", "BootState", "ConfirmResult", "InstallResult", "MonitorClient"]
 
 #: How long to wait for one response; signing takes milliseconds.
 DEFAULT_TIMEOUT_S = 10.0
@@ -25,6 +27,31 @@ class BootState:
     boot_slot: str
     os_version: str
     os_security_version: int
+    trial: bool = False  # this boot runs a trial slot: confirm_boot it once healthy
+    last_event: BootEvent | None = None  # a rollback to report, then ack_boot_event
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What ``install_os`` wrote: the slot now armed for a trial, and the image's versions."""
+
+    slot: str
+    version: str
+    security_version: int
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """What ``confirm_boot`` made of the trial: the new active slot and the ``os`` counter."""
+
+    active_slot: str
+    os_counter: int
+
+
+def _typed(result: dict[str, Any], op: str, **kinds: type) -> None:
+    for name, kind in kinds.items():
+        if not isinstance(result.get(name), kind) or (kind is int and isinstance(result.get(name), bool)):
+            raise MonitorProtocolError(f"{op} result has no valid {name!r}")
 
 
 class MonitorClient:
@@ -124,4 +151,37 @@ class MonitorClient:
             and isinstance(svn, int)
         ):
             raise MonitorProtocolError("read_counters result has the wrong shape")
-        return BootState(rollback_counters=counters, boot_slot=slot, os_version=version, os_security_version=svn)
+        trial, raw_event = result.get("trial", False), result.get("last_event")
+        try:
+            event = None if raw_event is None else BootEvent.from_json(raw_event)
+        except StateCorruptError as exc:
+            raise MonitorProtocolError("read_counters last_event has the wrong shape") from exc
+        if not isinstance(trial, bool):
+            raise MonitorProtocolError("read_counters trial is not a bool")
+        return BootState(counters, slot, version, svn, trial, event)
+
+    def install_os(self, path: str) -> InstallResult:
+        """Install the staged image at ``path`` (under ``DEV/os-state/staging``) and arm its trial.
+
+        Raises:
+            MonitorRefusedError: ``code`` is ``bad_path``, ``bad_state`` (a trial is
+                armed or running) or ``image_refused`` (signature, rollback counter,
+                not newer than the running OS).
+        """
+        result = self.request(wire.OP_INSTALL_OS, {"path": path})
+        _typed(result, "install_os", slot=str, version=str, security_version=int)
+        return InstallResult(result["slot"], result["version"], result["security_version"])
+
+    def confirm_boot(self) -> ConfirmResult:
+        """Confirm this trial boot: its slot becomes active, then the ``os`` counter is raised.
+
+        Raises:
+            MonitorRefusedError: ``code`` ``bad_state`` when this boot is not a trial.
+        """
+        result = self.request(wire.OP_CONFIRM_BOOT, {})
+        _typed(result, "confirm_boot", active_slot=str, os_counter=int)
+        return ConfirmResult(result["active_slot"], result["os_counter"])
+
+    def ack_boot_event(self) -> None:
+        """Clear the recorded boot event (after the OS has reported it)."""
+        self.request(wire.OP_ACK_BOOT_EVENT, {})

@@ -45,6 +45,9 @@ class MonitorIdentity:
         rollback_counters: the anti-rollback fuse counters, by name.
         secboot: True if the boot chain verified every stage.
         dbgstat: the chip's debug status.
+        dev_dir: the device directory (flash, fuses, staging), or None: then
+            the A/B operations are refused.
+        trial: the OS runs from a trial slot that must confirm.
     """
 
     alias_key: keys.PrivateKey
@@ -57,6 +60,8 @@ class MonitorIdentity:
     rollback_counters: dict[str, int]
     secboot: bool
     dbgstat: DebugStatus
+    dev_dir: str | None = None
+    trial: bool = False
 
     @property
     def ueid(self) -> bytes:
@@ -105,6 +110,8 @@ def encode_handoff(identity: MonitorIdentity) -> bytearray:
         "counters": dict(identity.rollback_counters),
         "secboot": identity.secboot,
         "dbgstat": int(identity.dbgstat),
+        "dev_dir": identity.dev_dir,
+        "trial": identity.trial,
     }
     return bytearray(cbor2.dumps(message, canonical=True))
 
@@ -161,6 +168,8 @@ def decode_handoff(data: bytes | bytearray) -> MonitorIdentity:
         rollback_counters=counters,
         secboot=_field(message, "secboot", bool),
         dbgstat=dbgstat,
+        dev_dir=None if message.get("dev_dir") is None else _field(message, "dev_dir", str),
+        trial=_field(message, "trial", bool),
     )
     identity.check_consistent()
     return identity

@@ -24,12 +24,18 @@ from bastion.monitor.errors import FrameTooLargeError, MonitorProtocolError, Mon
 
 __all__ = [
     "ERR_BAD_ARGS",
+    "ERR_BAD_PATH",
+    "ERR_BAD_STATE",
     "ERR_FRAME_TOO_LARGE",
+    "ERR_IMAGE_REFUSED",
     "ERR_INTERNAL",
     "ERR_MALFORMED",
     "ERR_UNKNOWN_OP",
     "MAX_FRAME_BYTES",
+    "OP_ACK_BOOT_EVENT",
+    "OP_CONFIRM_BOOT",
     "OP_GET_CERT_CHAIN",
+    "OP_INSTALL_OS",
     "OP_READ_COUNTERS",
     "OP_SIGN_ATTESTATION",
     "decode_message",
@@ -50,12 +56,18 @@ _DRAIN_CHUNK = 64 * 1024
 OP_SIGN_ATTESTATION = "sign_attestation"
 OP_GET_CERT_CHAIN = "get_cert_chain"
 OP_READ_COUNTERS = "read_counters"
+OP_INSTALL_OS = "install_os"
+OP_CONFIRM_BOOT = "confirm_boot"
+OP_ACK_BOOT_EVENT = "ack_boot_event"
 
 ERR_UNKNOWN_OP = "unknown_op"
 ERR_MALFORMED = "malformed_request"
 ERR_FRAME_TOO_LARGE = "frame_too_large"
 ERR_BAD_ARGS = "bad_args"
 ERR_INTERNAL = "internal_error"
+ERR_BAD_STATE = "bad_state"
+ERR_BAD_PATH = "bad_path"
+ERR_IMAGE_REFUSED = "image_refused"
 
 
 def encode_message(message: dict[str, Any]) -> bytes:

@@ -1,8 +1,9 @@
 """The monitor's request handler and serve loop.
 
-:class:`MonitorServer` holds the Alias key and the boot claims. It answers three
-operations and refuses everything else with an error response; a bad request
-never stops the loop. The claims that describe the device (UEID, measurements,
+:class:`MonitorServer` holds the Alias key and the boot claims. It answers the
+operations of ``docs/monitor-api.md`` (attestation, the A/B OS update ops whose
+logic lives in :mod:`bastion.boot.slots`) and refuses everything else with an
+error response; a bad request never stops the loop. The claims that describe the device (UEID, measurements,
 secboot, dbgstat, software version, boot slot, counters) come from the boot
 stage, so a compromised OS cannot lie about them: it chooses only the nonce,
 the key to certify, the installed apps and the issue time.
@@ -13,16 +14,22 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from bastion.boot.errors import FlashImageError, SlotStateError, StagingPathError
+from bastion.boot.slots import OS_COUNTER, Checkpoint, RunningOs, ack_boot_event, confirm_trial, open_staged_image
+from bastion.boot.slots import install_os as install_slot
 from bastion.crypto.eat import MAX_INSTALLED_APPS, EatClaims, InstalledApp, sign_eat
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import load_public_key_bytes
+from bastion.hw.chip import Chip
+from bastion.hw.flash import Slot
 from bastion.monitor import protocol as wire
 from bastion.monitor.errors import FrameTooLargeError, MonitorError, MonitorProtocolError
 from bastion.monitor.identity import MonitorIdentity
 
-__all__ = ["MAX_APP_FIELD_CHARS", "MAX_NONCE_BYTES", "MIN_NONCE_BYTES", "SWNAME", "MonitorServer"]
+__all__ = ["MAX_APP_FIELD_CHARS", "MAX_NONCE_BYTES", "MAX_PATH_CHARS", "MIN_NONCE_BYTES", "SWNAME", "MonitorServer"]
 
 #: The software name the monitor puts in every EAT.
 SWNAME = "bastion-os"
@@ -31,10 +38,14 @@ MIN_NONCE_BYTES = 8
 MAX_NONCE_BYTES = 64
 #: Bound on an installed app's id and version strings.
 MAX_APP_FIELD_CHARS = 128
+#: Bound on the staged image path of install_os.
+MAX_PATH_CHARS = 4096
 #: iat must be a plausible POSIX time: not negative and below 2^40 s.
 _MAX_IAT = 1 << 40
 
 _log = logging.getLogger("bastion.monitor")
+#: Error codes of the A/B refusals (other FlashImageErrors are ERR_IMAGE_REFUSED).
+_REFUSALS: dict[type[Exception], str] = {SlotStateError: wire.ERR_BAD_STATE, StagingPathError: wire.ERR_BAD_PATH}
 
 
 class _BadArgsError(Exception):
@@ -69,15 +80,22 @@ class MonitorServer:
 
     Args:
         identity: the key, chain and claims handed over by the boot stage.
+        checkpoint: called after each durable write of an update (tests cut power there).
     """
 
-    def __init__(self, identity: MonitorIdentity) -> None:
+    def __init__(self, identity: MonitorIdentity, *, checkpoint: Checkpoint | None = None) -> None:
         self._identity = identity
         self._ueid = identity.ueid
+        self._counters = dict(identity.rollback_counters)  # raised by confirm_boot
+        self._trial = identity.trial  # cleared by confirm_boot
+        self._checkpoint: Checkpoint = checkpoint or (lambda step: None)
         self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             wire.OP_SIGN_ATTESTATION: self._sign_attestation,
             wire.OP_GET_CERT_CHAIN: self._get_cert_chain,
             wire.OP_READ_COUNTERS: self._read_counters,
+            wire.OP_INSTALL_OS: self._install_os,
+            wire.OP_CONFIRM_BOOT: self._confirm_boot,
+            wire.OP_ACK_BOOT_EVENT: self._ack_boot_event,
         }
 
     def _sign_attestation(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +123,7 @@ class MonitorServer:
             swname=SWNAME,
             swversion=ident.os_version,
             boot_slot=ident.boot_slot,
-            rollback_counters=dict(ident.rollback_counters),
+            rollback_counters=dict(self._counters),
             key_to_certify=key_to_certify,
             iat=iat,
             installed_apps=apps,
@@ -122,12 +140,50 @@ class MonitorServer:
         if args:
             raise _BadArgsError("read_counters takes no arguments")
         ident = self._identity
+        event = None
+        if ident.dev_dir is not None:
+            last = Chip(Path(ident.dev_dir)).flash.read_boot_state().last_event
+            event = None if last is None else last.to_json()
         return {
-            "counters": dict(ident.rollback_counters),
+            "counters": dict(self._counters),
             "boot_slot": ident.boot_slot,
             "os_version": ident.os_version,
             "os_security_version": ident.os_security_version,
+            "trial": self._trial,
+            "last_event": event,
         }
+
+    def _device(self) -> tuple[Chip, RunningOs]:
+        ident = self._identity
+        if ident.dev_dir is None:
+            raise SlotStateError("this boot has no device directory")
+        running = RunningOs(Slot(ident.boot_slot), ident.os_version, ident.os_security_version, self._trial)
+        return Chip(Path(ident.dev_dir)), running
+
+    def _install_os(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = _arg(args, "path", str)
+        if set(args) != {"path"} or not 0 < len(path) <= MAX_PATH_CHARS:
+            raise _BadArgsError(f"install_os takes one path of 1..{MAX_PATH_CHARS} chars")
+        chip, running = self._device()
+        with open_staged_image(chip.dev_dir, path) as image:
+            outcome = install_slot(chip, image, running, checkpoint=self._checkpoint)
+        header = outcome.header
+        return {"slot": outcome.slot.value, "version": header.version, "security_version": header.security_version}
+
+    def _confirm_boot(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise _BadArgsError("confirm_boot takes no arguments")
+        chip, running = self._device()
+        counter = confirm_trial(chip, running, checkpoint=self._checkpoint)
+        self._trial = False
+        self._counters[OS_COUNTER] = counter
+        return {"active_slot": running.slot.value, "os_counter": counter}
+
+    def _ack_boot_event(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args:
+            raise _BadArgsError("ack_boot_event takes no arguments")
+        ack_boot_event(self._device()[0].flash)
+        return {}
 
     def handle(self, payload: bytes) -> dict[str, Any]:
         """Answer one request payload (CBOR, no length prefix); never raises.
@@ -154,6 +210,10 @@ class MonitorServer:
         except _BadArgsError as exc:
             _log.warning("refused op=%r: bad arguments (%s)", op, exc)
             return {"error": wire.ERR_BAD_ARGS, "detail": str(exc)}
+        except FlashImageError as exc:
+            code = _REFUSALS.get(type(exc), wire.ERR_IMAGE_REFUSED)
+            _log.warning("refused op=%r: %s (%s)", op, code, exc)
+            return {"error": code, "detail": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a request must never stop the monitor
             _log.error("failed op=%r: %s", op, type(exc).__name__)
             return {"error": wire.ERR_INTERNAL, "detail": "the monitor could not complete the request"}
