@@ -38,6 +38,8 @@ from bastion.os.errors import (
     ServiceProtocolError,
     ServiceUnreachableError,
 )
+from bastion.os.updates.errors import UpdateRefusedError
+from bastion.os.updates.pointer import UpdatePointer, parse_update_pointer
 
 __all__ = [
     "CHALLENGE_PATH",
@@ -80,12 +82,14 @@ class DeviceCredential:
         certificate_pem: the same, as the service sent it.
         ca_chain_pem: the tenant CA chain, PEM, as the service sent it.
         tenant_id: the tenant that owns the device.
+        updates: where the device's update repository is (``None``: in no group).
     """
 
     certificate: x509.Certificate
     certificate_pem: bytes
     ca_chain_pem: tuple[bytes, ...]
     tenant_id: str
+    updates: UpdatePointer | None = None
 
     @property
     def not_before(self) -> dt.datetime:
@@ -226,9 +230,14 @@ class AttestationClient:
         cert_key = certificate.public_key()
         if not isinstance(cert_key, ec.EllipticCurvePublicKey) or public_key_bytes(cert_key) != self._public:
             raise ServiceProtocolError("the device certificate is not for this device's TLS key")
+        try:
+            updates = parse_update_pointer(answer.get("updates"))
+        except UpdateRefusedError as exc:
+            raise ServiceProtocolError(f"the attestation answer's update pointer is malformed: {exc}") from exc
         return DeviceCredential(
             certificate=certificate,
             certificate_pem=cert_pem.encode(),
             ca_chain_pem=tuple(item.encode() for item in chain),
             tenant_id=tenant_id,
+            updates=updates,
         )

@@ -4,10 +4,15 @@ The device config is a small JSON document, kept in the chip's ``config`` flash
 partition (``DEV/flash/config.bin``) and written by ``bastion device run --service``::
 
     {"service_url": "http://127.0.0.1:8443", "ca_file": null,
-     "retry_initial_s": 5, "retry_max_s": 300}
+     "retry_initial_s": 5, "retry_max_s": 300,
+     "app_signing_keys": ["-----BEGIN PUBLIC KEY-----\n..."],
+     "update_interval_s": 72000, "app_updates": true}
 
 Only ``service_url`` is required. ``ca_file`` names a PEM bundle used to verify
-the service over HTTPS.
+the service over HTTPS. ``app_signing_keys`` are the tenant app-signing keys
+pinned by ``bastion device provision``: the only keys whose apps the device
+installs. ``update_interval_s`` is the time between update checks (20 h by
+default); ``app_updates: false`` makes the device skip app targets.
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import PublicKey, load_public_key_pem
 from bastion.os.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_UPDATE_INTERVAL_S",
+    "MAX_APP_SIGNING_KEYS",
     "MAX_CONFIG_BYTES",
     "AttestationPolicy",
     "DeviceConfig",
+    "app_public_keys",
     "config_from_json",
     "encode_config",
     "load_config",
@@ -34,6 +44,14 @@ __all__ = [
 MAX_CONFIG_BYTES = 16 * 1024
 #: Bound on the service URL.
 MAX_URL_CHARS = 2048
+#: Bound on the pinned app-signing keys.
+MAX_APP_SIGNING_KEYS = 8
+#: Bound on one PEM public key.
+MAX_KEY_PEM_CHARS = 1024
+#: Time between update checks: 20 h.
+DEFAULT_UPDATE_INTERVAL_S = 72000.0
+#: Shortest accepted update interval (tests and demos use short ones).
+MIN_UPDATE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,11 +95,50 @@ class DeviceConfig:
         service_url: base URL of the Security Service (``http`` or ``https``).
         ca_file: PEM file of CAs that verify the service's TLS certificate.
         policy: attestation timing and bounds.
+        app_signing_keys: pinned tenant app-signing keys, PEM (``bastion device provision``).
+        update_interval_s: time between update checks.
+        app_updates: install app targets (False: skip them whatever the group offers).
     """
 
     service_url: str
     ca_file: str | None = None
     policy: AttestationPolicy = field(default_factory=AttestationPolicy)
+    app_signing_keys: tuple[str, ...] = ()
+    update_interval_s: float = DEFAULT_UPDATE_INTERVAL_S
+    app_updates: bool = True
+
+
+def app_public_keys(config: DeviceConfig) -> tuple[PublicKey, ...]:
+    """The pinned app-signing keys as public keys.
+
+    Raises:
+        ConfigError: a key is not a P-256 public key in PEM.
+    """
+    return tuple(_load_app_key(pem) for pem in config.app_signing_keys)
+
+
+def _load_app_key(pem: object) -> PublicKey:
+    if not isinstance(pem, str) or len(pem) > MAX_KEY_PEM_CHARS:
+        raise ConfigError("app_signing_keys entries must be PEM strings")
+    try:
+        return load_public_key_pem(pem.encode())
+    except CryptoError as exc:
+        raise ConfigError("an app signing key is not a P-256 public key") from exc
+
+
+def _update_fields(value: dict[str, Any]) -> dict[str, Any]:
+    keys = value.get("app_signing_keys", [])
+    if not isinstance(keys, list) or len(keys) > MAX_APP_SIGNING_KEYS:
+        raise ConfigError(f"app_signing_keys must be a list of at most {MAX_APP_SIGNING_KEYS} PEM keys")
+    for pem in keys:
+        _load_app_key(pem)
+    interval = value.get("update_interval_s", DEFAULT_UPDATE_INTERVAL_S)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < MIN_UPDATE_INTERVAL_S:
+        raise ConfigError(f"update_interval_s must be a number >= {MIN_UPDATE_INTERVAL_S}")
+    app_updates = value.get("app_updates", True)
+    if not isinstance(app_updates, bool):
+        raise ConfigError("app_updates must be true or false")
+    return {"app_signing_keys": tuple(keys), "update_interval_s": float(interval), "app_updates": app_updates}
 
 
 def _check_url(url: object) -> str:
@@ -112,7 +169,10 @@ def config_from_json(value: dict[str, Any]) -> DeviceConfig:
                 raise ConfigError(f"{item.name} must be a positive number")
             overrides[item.name] = type(getattr(AttestationPolicy(), item.name))(raw)
     return DeviceConfig(
-        service_url=_check_url(value.get("service_url")), ca_file=ca_file, policy=AttestationPolicy(**overrides)
+        service_url=_check_url(value.get("service_url")),
+        ca_file=ca_file,
+        policy=AttestationPolicy(**overrides),
+        **_update_fields(value),
     )
 
 
@@ -154,4 +214,10 @@ def encode_config(config: DeviceConfig) -> bytes:
     value: dict[str, Any] = {"service_url": _check_url(config.service_url), "ca_file": config.ca_file}
     defaults = asdict(AttestationPolicy())
     value.update({k: v for k, v in asdict(config.policy).items() if defaults[k] != v})
+    if config.app_signing_keys:
+        value["app_signing_keys"] = list(config.app_signing_keys)
+    if config.update_interval_s != DEFAULT_UPDATE_INTERVAL_S:
+        value["update_interval_s"] = config.update_interval_s
+    if not config.app_updates:
+        value["app_updates"] = False
     return json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"

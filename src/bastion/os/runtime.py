@@ -27,7 +27,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import bastion
 from bastion.crypto.certs import load_certificate_der
 from bastion.crypto.errors import CryptoError
-from bastion.crypto.keys import device_id_from_public_key
+from bastion.crypto.keys import PrivateKey, device_id_from_public_key
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
-from bastion.os.attestation import AttestationClient, renewal_time
+from bastion.os.attestation import AttestationClient, DeviceCredential, renewal_time
 from bastion.os.config import DeviceConfig, load_config
 from bastion.os.errors import (
     AttestationError,
@@ -50,7 +50,7 @@ from bastion.os.errors import (
     MonitorFailedError,
     StateError,
 )
-from bastion.os.exitcodes import EXIT_ATTESTATION, EXIT_CONFIG, EXIT_MONITOR, EXIT_OK
+from bastion.os.exitcodes import EXIT_ATTESTATION, EXIT_CONFIG, EXIT_MONITOR, EXIT_OK, EXIT_REBOOT
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import OsState, StateDir
 
@@ -80,18 +80,39 @@ class AttestationJob:
     A monitor failure is not retried: it propagates and ends the OS.
     """
 
-    def __init__(self, client: AttestationClient, state_dir: StateDir, state: OsState, config: DeviceConfig) -> None:
+    def __init__(
+        self,
+        client: AttestationClient,
+        state_dir: StateDir,
+        state: OsState,
+        config: DeviceConfig,
+        *,
+        on_success: Callable[[DeviceCredential, dt.datetime], None] | None = None,
+        installed_apps: Callable[[], Sequence[tuple[str, str]]] = tuple,
+    ) -> None:
         self._client = client
         self._dir = state_dir
         self.state = state
         self._policy = config.policy
+        self._on_success = on_success
+        self._installed_apps = installed_apps
+
+    def attach(
+        self,
+        *,
+        on_success: Callable[[DeviceCredential, dt.datetime], None],
+        installed_apps: Callable[[], Sequence[tuple[str, str]]],
+    ) -> None:
+        """Hook the update agent in: called after each success; apps claimed in the EAT."""
+        self._on_success = on_success
+        self._installed_apps = installed_apps
 
     def __call__(self, now: dt.datetime) -> dt.datetime:
         """Run one attempt at ``now``; return the time of the next one."""
         state = self.state
         state.last_attempt_at = _iso(now)
         try:
-            credential = self._client.attest(now=now)
+            credential = self._client.attest(now=now, installed_apps=self._installed_apps())
         except AttestationError as exc:
             state.consecutive_failures += 1
             state.last_result = "refused" if isinstance(exc, AttestationRefusedError) else "error"
@@ -109,8 +130,11 @@ class AttestationJob:
             state.cert_not_after = _iso(credential.not_after)
             next_at = renewal_time(credential.certificate, self._policy.renew_fraction)
             _log.info("attested: certificate valid until %s, renewing at %s", state.cert_not_after, _iso(next_at))
+            state.group_id = credential.updates.group_id if credential.updates else None
         state.next_attestation_at = _iso(next_at)
         self._dir.save_state(state)
+        if state.last_result == "ok" and self._on_success is not None:
+            self._on_success(credential, now)  # the update agent: learn the group, confirm a trial
         return next_at
 
 
@@ -170,10 +194,15 @@ def run(
     stop: threading.Event,
     clock: Callable[[], dt.datetime] = utcnow,
     transport: httpx.BaseTransport | None = None,
+    flash_dir: Path | None = None,
 ) -> int:
     """Run the OS jobs; returns the exit status.
 
     ``clock`` and ``transport`` are injected so tests drive time and the network.
+    With ``flash_dir`` (the directory of the config partition) and without
+    ``once``, the update agent and the app manager run too
+    (:mod:`bastion.os.updates.system`); the OS then exits with ``EXIT_REBOOT``
+    once an OS update is armed.
 
     Raises:
         DeviceOsError: config, state or monitor failures (the caller maps them).
@@ -202,7 +231,67 @@ def run(
             return EXIT_OK if job.state.last_result == "ok" else EXIT_ATTESTATION
         scheduler = Scheduler(clock=clock, stop=stop)
         scheduler.add("attestation", job, first_at=clock())  # attest at every boot
+        if flash_dir is None:
+            scheduler.run()
+        else:
+            return _run_with_updates(
+                scheduler=scheduler,
+                job=job,
+                http=http,
+                monitor=monitor,
+                state_dir=state_dir,
+                config=config,
+                device_id=device_id,
+                key=key,
+                flash_dir=flash_dir,
+                stop=stop,
+                clock=clock,
+            )
+    _log.info("stopped")
+    return EXIT_OK
+
+
+def _run_with_updates(
+    *,
+    scheduler: Scheduler,
+    job: AttestationJob,
+    http: httpx.Client,
+    monitor: MonitorClient,
+    state_dir: StateDir,
+    config: DeviceConfig,
+    device_id: str,
+    key: PrivateKey,
+    flash_dir: Path,
+    stop: threading.Event,
+    clock: Callable[[], dt.datetime],
+) -> int:
+    from bastion.os.updates.system import UpdateSystem
+
+    try:
+        system = UpdateSystem.build(
+            state_dir=state_dir,
+            config=config,
+            http=http,
+            monitor=monitor,
+            device_id=device_id,
+            device_key=key,
+            flash_dir=flash_dir,
+            stop=stop,
+        )
+        system.start(clock())
+    except MonitorError as exc:
+        raise MonitorFailedError(f"the monitor failed while starting the update agent: {exc}") from exc
+    try:
+        job.attach(on_success=system.on_attested, installed_apps=system.installed_apps)
+        system.add_jobs(scheduler, clock)
         scheduler.run()
+    except MonitorError as exc:
+        raise MonitorFailedError(f"the monitor failed: {exc}") from exc
+    finally:
+        system.close()
+    if system.reboot_requested:
+        _log.info("rebooting into the new OS")
+        return EXIT_REBOOT
     _log.info("stopped")
     return EXIT_OK
 
@@ -232,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     monitor = MonitorClient(socket.socket(fileno=args.monitor_fd))
     try:
-        return run(monitor=monitor, state_dir=state_dir, config=load_config(args.config), once=args.once, stop=stop)
+        return run(
+            monitor=monitor,
+            state_dir=state_dir,
+            config=load_config(args.config),
+            once=args.once,
+            stop=stop,
+            flash_dir=args.config.parent,  # the config partition lives in DEV/flash
+        )
     except MonitorFailedError as exc:
         _log.error("%s", exc)
         return EXIT_MONITOR

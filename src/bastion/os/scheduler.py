@@ -58,6 +58,12 @@ class Scheduler:
         """Register ``job`` to run first at ``first_at``."""
         self._entries.append(_Entry(name=name, job=job, due=first_at))
 
+    def reschedule(self, name: str, at: dt.datetime) -> None:
+        """Move job ``name`` to run at ``at`` (e.g. run the update check right after attestation)."""
+        for entry in self._entries:
+            if entry.name == name:
+                entry.due = at
+
     def due_times(self) -> dict[str, dt.datetime]:
         """When each job runs next (for status and tests)."""
         return {entry.name: entry.due for entry in self._entries}

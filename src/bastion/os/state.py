@@ -7,6 +7,13 @@ Layout of the state directory (``DEV/os-state/`` under ``bastion device run``)::
     ca-chain.pem       the tenant CA chain that came with it
     state.json         status: last attestation, certificate expiry, runtime path
     os.log             the OS log (rotated, bounded)
+    tuf/               TUF trust anchors and metadata per device group, and group.json
+    updates.json       the update agent's memory (refused targets, pending OS, deferral)
+    events.json        the queue of update and app events not yet reported
+    staging/           downloaded images being verified; OS images for install_os
+    apps/              app logs, <component_id>.log (rotated, bounded)
+    app-data/          each app's own storage directory
+    control.sock       the control socket (0600), e.g. for ``bastion device update-check``
 
 Every file is replaced atomically (temp file, fsync, rename).
 """
@@ -59,6 +66,10 @@ class OsState:
     cert_not_before: str | None = None
     cert_not_after: str | None = None
     next_attestation_at: str | None = None
+    group_id: str | None = None
+    last_update_check_at: str | None = None
+    last_update_result: str | None = None
+    next_update_check_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the state as a JSON object."""
@@ -100,6 +111,36 @@ class StateDir:
     def log_path(self) -> Path:
         """Where the OS log goes."""
         return self.path / LOG_FILE
+
+    @property
+    def tuf_dir(self) -> Path:
+        """TUF trust anchors and metadata, per device group."""
+        return self.path / "tuf"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Downloaded and staged images."""
+        return self.path / "staging"
+
+    @property
+    def app_log_dir(self) -> Path:
+        """App logs."""
+        return self.path / "apps"
+
+    @property
+    def app_data_dir(self) -> Path:
+        """Each app's own storage directory."""
+        return self.path / "app-data"
+
+    @property
+    def events_path(self) -> Path:
+        """The persistent event queue."""
+        return self.path / "events.json"
+
+    @property
+    def control_socket_path(self) -> Path:
+        """The control socket."""
+        return self.path / "control.sock"
 
     def _write(self, name: str, data: bytes, *, mode: int = 0o644) -> None:
         try:

@@ -1,0 +1,165 @@
+"""ngclient's network access: a ``FetcherInterface`` over httpx with ETag caching.
+
+A check-in that finds nothing new costs what the TUF client workflow needs: the
+probe for the next root version (usually a 404) and ``timestamp.json``. For those
+two, and only those, the fetcher remembers the last answer with its ``ETag`` and
+sends ``If-None-Match``; a ``304 Not Modified`` is served from the cache, so the
+service sends no body. Everything else (versioned metadata, targets) is
+immutable and fetched plainly. ngclient still verifies every byte it is given,
+cached or not, so the cache cannot weaken TUF's checks.
+
+Example:
+    >>> import httpx
+    >>> fetcher = CachingFetcher(httpx.Client())  # doctest: +SKIP
+    >>> fetcher.download_bytes("https://svc/tuf/g/metadata/timestamp.json", 16384)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+from tuf.api import exceptions as tuf_exceptions
+from tuf.ngclient.fetcher import FetcherInterface
+
+__all__ = ["CachingFetcher", "FetcherLimits", "is_cacheable"]
+
+_CACHEABLE = re.compile(r"/(timestamp\.json|[1-9]\d{0,9}\.root\.json)$")
+
+
+def is_cacheable(url: str) -> bool:
+    """Whether ``url`` names ``timestamp.json`` or a versioned root (the root probe)."""
+    return _CACHEABLE.search(httpx.URL(url).path) is not None
+
+
+@dataclass(frozen=True)
+class FetcherLimits:
+    """Bounds of the fetcher.
+
+    Attributes:
+        chunk_bytes: read size while streaming.
+        total_timeout_s: a whole download must finish within this (slow-retrieval bound);
+            per-read timeouts come from the httpx client.
+        max_cache_entries: how many URLs the ETag cache remembers.
+        max_cache_bytes: total bytes of cached bodies.
+        max_cached_body_bytes: a larger body is not cached.
+    """
+
+    chunk_bytes: int = 64 * 1024
+    total_timeout_s: float = 600.0
+    max_cache_entries: int = 16
+    max_cache_bytes: int = 1024 * 1024
+    max_cached_body_bytes: int = 512 * 1024
+
+
+@dataclass
+class _Entry:
+    etag: str
+    status: int  # 200, or 404 for a cached "no next root"
+    body: bytes
+
+
+@dataclass
+class FetchStats:
+    """Counters for tests and benchmarks."""
+
+    requests: int = 0
+    not_modified: int = 0
+    bytes_received: int = 0
+    urls: list[str] = field(default_factory=list)
+
+
+class CachingFetcher(FetcherInterface):
+    """Fetch over an ``httpx.Client`` with conditional requests for the two polled files.
+
+    Args:
+        http: the client (timeouts, TLS trust, no env proxies are its business).
+        limits: bounds.
+    """
+
+    def __init__(self, http: httpx.Client, *, limits: FetcherLimits | None = None) -> None:
+        self._http = http
+        self._limits = limits or FetcherLimits()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = FetchStats()
+
+    def _cached(self, url: str) -> _Entry | None:
+        with self._lock:
+            entry = self._cache.get(url)
+            if entry is not None:
+                self._cache.move_to_end(url)
+            return entry
+
+    def _store(self, url: str, entry: _Entry) -> None:
+        limits = self._limits
+        if len(entry.body) > limits.max_cached_body_bytes:
+            return
+        with self._lock:
+            self._cache[url] = entry
+            self._cache.move_to_end(url)
+            while len(self._cache) > limits.max_cache_entries or (
+                sum(len(e.body) for e in self._cache.values()) > limits.max_cache_bytes
+            ):
+                self._cache.popitem(last=False)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        cacheable = is_cacheable(url)
+        entry = self._cached(url) if cacheable else None
+        headers = {"If-None-Match": entry.etag} if entry is not None else {}
+        self.stats.requests += 1
+        self.stats.urls.append(httpx.URL(url).path)
+        try:
+            response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+        except httpx.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(f"GET {httpx.URL(url).path}: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status == 304 and entry is not None:
+            response.close()
+            self.stats.not_modified += 1
+            if entry.status != 200:
+                raise tuf_exceptions.DownloadHTTPError("not found (cached)", entry.status)
+            return iter((entry.body,))
+        etag = response.headers.get("etag")
+        if status != 200:
+            response.close()
+            if cacheable and etag and status == 404:
+                self._store(url, _Entry(etag, 404, b""))
+            raise tuf_exceptions.DownloadHTTPError(f"GET {httpx.URL(url).path}: HTTP {status}", status)
+        if cacheable and etag:
+            return self._caching_body(url, etag, response)
+        return self._body(response)
+
+    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        deadline = time.monotonic() + self._limits.total_timeout_s
+        try:
+            for chunk in response.iter_bytes(self._limits.chunk_bytes):
+                if time.monotonic() > deadline:
+                    raise tuf_exceptions.SlowRetrievalError("download took longer than its bound")
+                self.stats.bytes_received += len(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(f"download interrupted: {type(exc).__name__}") from exc
+        finally:
+            response.close()
+
+    def _body(self, response: httpx.Response) -> Iterator[bytes]:
+        yield from self._chunks(response)
+
+    def _caching_body(self, url: str, etag: str, response: httpx.Response) -> Iterator[bytes]:
+        kept = bytearray()
+        complete = False
+        try:
+            for chunk in self._chunks(response):
+                if len(kept) <= self._limits.max_cached_body_bytes:
+                    kept += chunk
+                yield chunk
+            complete = True
+        finally:
+            if complete:
+                self._store(url, _Entry(etag, 200, bytes(kept)))

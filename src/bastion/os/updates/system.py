@@ -1,0 +1,203 @@
+"""Wire the update agent, app manager and control socket into the OS runtime.
+
+The runtime builds one :class:`UpdateSystem` per boot::
+
+    system = UpdateSystem.build(...)
+    system.start(now)                        # report a rollback, start the apps, open the socket
+    job = AttestationJob(..., on_success=system.on_attested, installed_apps=system.installed_apps)
+    system.add_jobs(scheduler, now)          # "updates" (after the first attestation) and "apps"
+    ...
+    system.close()                           # stop the apps, close the socket
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bastion.crypto.certs import certificate_der, load_certificate_der, load_certificate_pem, tcb_info_from_cert
+from bastion.crypto.errors import CryptoError
+from bastion.crypto.keys import PrivateKey
+from bastion.hw.flash import Slot
+from bastion.monitor.client import MonitorClient
+from bastion.os.apps.manager import AppManager
+from bastion.os.apps.store import AppStore
+from bastion.os.attestation import DeviceCredential
+from bastion.os.config import DeviceConfig, app_public_keys
+from bastion.os.scheduler import Scheduler
+from bastion.os.state import StateDir
+from bastion.os.updates.agent import AgentSettings, UpdateAgent
+from bastion.os.updates.control import ControlServer
+from bastion.os.updates.events import EventQueue
+from bastion.os.updates.fetcher import CachingFetcher
+from bastion.os.updates.os_update import RunningOs, pinned_os_keys
+from bastion.os.updates.pointer import GroupStore
+from bastion.os.updates.reporter import StatusReporter
+
+__all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "running_os"]
+
+#: The app store directory, under the flash directory.
+APPS_DIRNAME = "apps"
+UPDATES_JOB = "updates"
+APPS_JOB = "apps"
+#: How long the update job waits while the device has not attested yet (it is rescheduled on success).
+WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
+
+_log = logging.getLogger("bastion.os.updates")
+
+
+def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
+    """The running OS: versions and slot from the monitor, measurement from the Alias cert's DiceTcbInfo."""
+    boot = monitor.read_counters()
+    measurement: str | None = None
+    try:
+        fwids = tcb_info_from_cert(load_certificate_der(monitor.get_cert_chain()[0])).fwids
+        measurement = fwids[-1].digest.hex() if fwids else None
+    except CryptoError:
+        measurement = None
+    try:
+        image: Path | None = flash_dir / f"{Slot(boot.boot_slot).flash_partition.value}.bin"
+    except ValueError:
+        image = None
+    return RunningOs(boot.os_version, boot.os_security_version, boot.boot_slot, measurement, image)
+
+
+@dataclass
+class _Credentials:
+    state_dir: StateDir
+    key: PrivateKey
+
+    def __call__(self) -> tuple[PrivateKey, bytes] | None:
+        pem = self.state_dir.load_cert_pem()
+        if pem is None:
+            return None
+        try:
+            return self.key, certificate_der(load_certificate_pem(pem))
+        except CryptoError:
+            return None
+
+
+class UpdateSystem:
+    """The agent, its app manager and its control socket, for one boot."""
+
+    def __init__(self, agent: UpdateAgent, groups: GroupStore, control_path: Path) -> None:
+        self.agent = agent
+        self.groups = groups
+        self._control_path = control_path
+        self._control: ControlServer | None = None
+        self._scheduler: Scheduler | None = None
+        self._clock: Callable[[], dt.datetime] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        state_dir: StateDir,
+        config: DeviceConfig,
+        http: httpx.Client,
+        monitor: MonitorClient,
+        device_id: str,
+        device_key: PrivateKey,
+        flash_dir: Path,
+        stop: threading.Event,
+    ) -> UpdateSystem:
+        """Build the system from the runtime's parts.
+
+        Raises:
+            ConfigError: a pinned app key is invalid.
+        """
+        events = EventQueue(state_dir.events_path)
+        store = AppStore(flash_dir / APPS_DIRNAME)
+        apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
+        groups = GroupStore(state_dir.tuf_dir)
+        agent = UpdateAgent(
+            state_dir=state_dir.path,
+            groups=groups,
+            service_url=config.service_url,
+            fetcher=CachingFetcher(http),
+            monitor=monitor,
+            store=store,
+            apps=apps,
+            events=events,
+            reporter=StatusReporter(http, events, credentials=_Credentials(state_dir, device_key)),
+            app_keys=app_public_keys(config),
+            os_keys=lambda: pinned_os_keys(flash_dir),
+            running=running_os(monitor, flash_dir),
+            device_id=device_id,
+            settings=AgentSettings(
+                interval=dt.timedelta(seconds=config.update_interval_s), app_updates=config.app_updates
+            ),
+            on_reboot=stop.set,
+        )
+        return cls(agent, groups, state_dir.control_socket_path)
+
+    def start(self, now: dt.datetime) -> None:
+        """Report a boot-chain rollback, start the apps, open the control socket."""
+        self.agent.boot(now)
+        try:
+            self._control = ControlServer(self._control_path, {"update-check": self._check, "status": self._status})
+            self._control.start()
+        except OSError as exc:
+            _log.warning("no control socket at %s: %s", self._control_path, exc)
+
+    def add_jobs(self, scheduler: Scheduler, clock: Callable[[], dt.datetime]) -> None:
+        """Add the update check (run once attested) and the app watchdog to ``scheduler``."""
+        self._scheduler, self._clock = scheduler, clock
+        now = clock()
+        scheduler.add(UPDATES_JOB, self._update_job, first_at=now + WAIT_FOR_ATTESTATION)
+        scheduler.add(APPS_JOB, self.agent.apps.poll, first_at=now)
+
+    def _update_job(self, now: dt.datetime) -> dt.datetime:
+        if not self.agent.attested:
+            return now + WAIT_FOR_ATTESTATION
+        return self.agent.job(now)
+
+    def on_attested(self, credential: DeviceCredential, now: dt.datetime) -> None:
+        """Attestation hook: remember the group (first root per group), confirm a trial, check now."""
+        try:
+            if self.groups.remember(credential.updates):
+                _log.info(
+                    "joined device group %s (trust anchor stored)",
+                    credential.updates.group_id if credential.updates else "",
+                )
+        except OSError as exc:
+            _log.error("cannot store the update pointer: %s", exc)
+        if self.agent.on_attested(now) and self._scheduler is not None:
+            self._scheduler.reschedule(UPDATES_JOB, now)
+
+    def installed_apps(self) -> list[tuple[str, str]]:
+        """``(component id, version)`` of the installed apps (an attestation claim)."""
+        return [(a.component_id, a.version) for a in self.agent.store.installed()]
+
+    def _check(self, op: str) -> dict[str, Any]:
+        del op
+        now = self._clock() if self._clock else dt.datetime.now(dt.UTC)
+        return self.agent.check(now).to_json()
+
+    def _status(self, op: str) -> dict[str, Any]:
+        del op
+        summary = self.agent.last_summary
+        return {
+            "last_check": summary.to_json() if summary else self.agent.state.last_summary,
+            "apps": self.agent.apps.status(),
+            "queued_events": len(self.agent.events),
+            "attested": self.agent.attested,
+        }
+
+    @property
+    def reboot_requested(self) -> bool:
+        """Whether an OS update is armed and the OS should exit for a reboot."""
+        return self.agent.reboot_requested
+
+    def close(self) -> None:
+        """Close the control socket (waits for a request in progress), then stop the apps."""
+        if self._control is not None:
+            self._control.close()
+        self.agent.apps.stop_all()
