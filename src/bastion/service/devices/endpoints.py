@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.devices import service
-from bastion.service.devices.schemas import AttestationOut, ClaimRequest, DeviceDetail, DeviceOut
+from bastion.service.devices.schemas import AttestationOut, ClaimRequest, DeviceDetail, DeviceOut, UpdateEventOut
+from bastion.service.devicestatus.service import update_history
+from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["devices"])
@@ -32,12 +34,16 @@ def list_devices(
 
 
 @router.get("/devices/{device_id}")
-def show(device_id: str, who: ReaderDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> DeviceDetail:
+def show(
+    device_id: str, who: ReaderDep, *, session: SessionDep, settings: SettingsDep, now: NowDep, limits: FleetLimitsDep
+) -> DeviceDetail:
     device = service.get_device_for(session, who, device_id, action="device.read", now=now)
     records = service.recent_attestations(session, who, device_id, limit=settings.limits.recent_attestations)
+    history = update_history(session, who.tenant_id, device_id, limit=limits.update_history_rows)
     return DeviceDetail(
         **DeviceOut.model_validate(device).model_dump(),
         attestations=[AttestationOut.model_validate(a) for a in records],
+        update_history=[UpdateEventOut.model_validate(e) for e in history],
     )
 
 

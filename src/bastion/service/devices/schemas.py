@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AttestationOut", "ClaimRequest", "DeviceDetail", "DeviceOut"]
+__all__ = ["AttestationOut", "ClaimRequest", "DeviceDetail", "DeviceOut", "UpdateEventOut"]
 
 
 class ClaimRequest(BaseModel):
@@ -29,6 +29,7 @@ class DeviceOut(BaseModel):
     os_measurement: str | None
     cert_serial: str | None
     cert_not_after: dt.datetime | None
+    group_id: str | None = None
 
 
 class AttestationOut(BaseModel):
@@ -43,5 +44,18 @@ class AttestationOut(BaseModel):
     cert_serial: str | None
 
 
+class UpdateEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: dt.datetime
+    kind: str
+    component_id: str
+    version: str
+    detail: str
+    deployment_id: int | None
+
+
 class DeviceDetail(DeviceOut):
     attestations: list[AttestationOut]
+    #: The device's reported update events, newest first.
+    update_history: list[UpdateEventOut] = []

@@ -1,18 +1,18 @@
-"""HTTP endpoints: ``POST /os-images`` (streamed, bounded upload) and ``GET /os-images``."""
+"""HTTP endpoints: ``POST /os-images`` (streamed, bounded upload, ``?feed=``), ``GET /os-images``
+and ``POST /os-feeds/{feed}/images`` (promotion)."""
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from typing import Annotated, BinaryIO, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
-from bastion.service.errors import PayloadTooLarge
-from bastion.service.osimages.schemas import OsImageOut
-from bastion.service.osimages.service import list_os_images, publish_os_image
+from bastion.service.fleet.targets import PublisherDep
+from bastion.service.fleet.upload import receive_upload
+from bastion.service.osimages.schemas import OsImageOut, PromoteRequest
+from bastion.service.osimages.service import list_os_images, promote_os_image, publish_os_image
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["os-images"])
@@ -23,25 +23,30 @@ UPLOAD_PATH = "/os-images"
 
 @router.post(UPLOAD_PATH, status_code=201)
 async def upload(
-    request: Request, who: ContributorDep, session: SessionDep, settings: SettingsDep, now: NowDep
+    request: Request,
+    who: ContributorDep,
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    pub: PublisherDep,
+    feed: Annotated[str, Query(max_length=40)] = "retail",
 ) -> OsImageOut:
     limits = settings.limits
-    declared = request.headers.get("content-length")
-    too_large = PayloadTooLarge(f"the image is larger than the upload limit of {limits.max_image_upload_bytes} bytes")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_image_upload_bytes:
-        raise too_large
-    digest = hashlib.sha256()
-    size = 0
-    with tempfile.SpooledTemporaryFile(max_size=limits.upload_spool_bytes) as spool:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_image_upload_bytes:
-                raise too_large
-            digest.update(chunk)
-            spool.write(chunk)
-        spool.seek(0)
+    async with receive_upload(
+        request, limit=limits.max_image_upload_bytes, spool_bytes=limits.upload_spool_bytes, what="image"
+    ) as received:
         image = await run_in_threadpool(
-            publish_os_image, session, who, cast(BinaryIO, spool), measurement=digest.hexdigest(), size=size, now=now
+            publish_os_image,
+            session,
+            who,
+            received.file,
+            measurement=received.sha256,
+            size=received.size,
+            now=now,
+            feed=feed,
+            settings=settings,
+            publisher=pub,
         )
     return OsImageOut.model_validate(image)
 
@@ -52,3 +57,18 @@ def list_images(
 ) -> list[OsImageOut]:
     bound = min(limit or settings.limits.list_page_size, settings.limits.list_max_page_size)
     return [OsImageOut.model_validate(i) for i in list_os_images(session, who, limit=bound)]
+
+
+@router.post("/os-feeds/{feed}/images")
+def promote(
+    feed: str,
+    body: PromoteRequest,
+    *,
+    who: ContributorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    pub: PublisherDep,
+) -> OsImageOut:
+    image = promote_os_image(session, who, body.image, to=feed[:40], settings=settings, now=now, publisher=pub)
+    return OsImageOut.model_validate(image)

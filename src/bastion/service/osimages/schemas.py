@@ -1,12 +1,12 @@
-"""Response bodies of the OS image endpoints."""
+"""Request and response bodies of the OS image endpoints."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["OsImageOut"]
+__all__ = ["OsImageOut", "PromoteRequest"]
 
 
 class OsImageOut(BaseModel):
@@ -21,3 +21,9 @@ class OsImageOut(BaseModel):
     size: int
     published_at: dt.datetime
     revoked_at: dt.datetime | None
+    feed: str
+    promoted_at: dt.datetime | None
+
+
+class PromoteRequest(BaseModel):
+    image: str = Field(max_length=100, description="version or measurement (hex SHA-256)")

@@ -1,0 +1,1 @@
+"""App-signing keys (public halves) and uploaded app image packages."""

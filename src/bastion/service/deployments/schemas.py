@@ -1,0 +1,45 @@
+"""Request and response bodies of the deployment endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.service.appimages.schemas import AppImageOut
+
+__all__ = ["DeploymentCreate", "DeploymentDetail", "DeploymentOut", "DeviceStateOut"]
+
+
+class DeploymentCreate(BaseModel):
+    group: str = Field(max_length=300, description='group id or "PRODUCT/GROUP"')
+    images: list[str] = Field(max_length=64, description="image ids or SHA-256s")
+
+
+class DeploymentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    tenant_id: str
+    group_id: str
+    created_at: dt.datetime
+    created_by: str
+
+
+class DeviceStateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    device_id: str
+    state: str
+    os_version: str | None
+    last_result: str | None
+    last_result_at: dt.datetime | None
+    reported_at: dt.datetime | None
+
+
+class DeploymentDetail(DeploymentOut):
+    group_name: str
+    current: bool
+    images: list[AppImageOut]
+    counts: dict[str, int]
+    devices: list[DeviceStateOut]

@@ -1,0 +1,1 @@
+"""Device update status reports (signed by the device) and the update history they build."""

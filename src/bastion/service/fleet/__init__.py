@@ -1,0 +1,1 @@
+"""The fleet model: products, device groups, assignment, TUF targets and update pointers."""

@@ -1,0 +1,269 @@
+"""What a device group's TUF repository holds, and the one seam to the TUF slice.
+
+Every change that alters a group's targets (deployment created, OS published or
+promoted on its feed, policy or feed changed) calls :func:`republish`, which
+computes the group's :class:`~bastion.service.tuf.TargetSpec` list (docs/updates.md
+"Fleet model") and hands it to a :class:`Publisher`. The real publisher is
+:mod:`bastion.service.tuf`; tests may pass an in-memory one with the same methods.
+
+Example:
+    >>> republish(session, settings, group, now=now, publisher=TufPublisher())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.service import tuf
+from bastion.service.blobs.store import BlobStore
+from bastion.service.config import Settings
+from bastion.service.errors import NotFound
+from bastion.service.fleet import repository
+from bastion.service.fleet.deltas import delta_targets
+from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
+from bastion.service.fleet.policy import OsFeed, UpdatePolicy
+from bastion.service.fleet.semver import semver_key
+from bastion.service.models import AppImage, Device, DeviceGroup, OsImage
+from bastion.service.tuf import TargetSpec
+
+__all__ = [
+    "Publisher",
+    "PublisherDep",
+    "TargetSpec",
+    "TufPublisher",
+    "app_target_path",
+    "blob_store",
+    "get_publisher",
+    "newest_os_images",
+    "os_target_path",
+    "republish",
+    "republish_feeds",
+    "targets_for_group",
+    "update_pointers",
+]
+
+#: Group roots kept in memory for the attestation answer (a root v1 never changes).
+ROOT_CACHE_SIZE = 1024
+
+
+class Publisher(Protocol):
+    """What the fleet needs from the TUF slice."""
+
+    def publish_group(
+        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+    ) -> None:
+        """Write the group's repository for exactly ``targets`` (idempotent)."""
+
+    def group_root(self, settings: Settings, group_id: str) -> bytes:
+        """Return the group's ``1.root.json``."""
+
+
+class TufPublisher:
+    """The real publisher: :mod:`bastion.service.tuf`."""
+
+    def publish_group(
+        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+    ) -> None:
+        tuf.publish_group(settings, group_id, targets, now=now)
+
+    def group_root(self, settings: Settings, group_id: str) -> bytes:
+        return tuf.group_root(settings, group_id)
+
+
+def get_publisher(request: Request) -> Publisher:
+    """The app's publisher (``app.state.tuf_publisher``, else :class:`TufPublisher`)."""
+    publisher = getattr(request.app.state, "tuf_publisher", None)
+    return publisher if publisher is not None else TufPublisher()
+
+
+PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The service's blob store (``BASTION_HOME/blobs``)."""
+    return BlobStore(settings.home / "blobs")
+
+
+def os_target_path(image: OsImage) -> str:
+    """``os/<component_id>/<version>.img``."""
+    return f"os/{image.component_id}/{image.version}.img"
+
+
+def app_target_path(image: AppImage) -> str:
+    """``apps/<component_id>/<version>.img``."""
+    return f"apps/{image.component_id}/{image.version}.img"
+
+
+def _image_custom(image_type: str, component_id: str, version: str, security_version: int) -> dict[str, Any]:
+    return {
+        "bastion": {
+            "image_type": image_type,
+            "component_id": component_id,
+            "version": version,
+            "security_version": security_version,
+        }
+    }
+
+
+def newest_os_images(session: Session, settings: Settings, tenant_id: str, feed: OsFeed) -> list[OsImage]:
+    """The tenant's servable OS images on ``feed``, newest (semantic version) first.
+
+    Images published before their files were kept (no blob) cannot be served and are left out.
+    """
+    store = blob_store(settings)
+    images = [i for i in repository.feed_os_images(session, tenant_id, feed) if store.exists(i.measurement)]
+    images.sort(key=lambda i: (semver_key(i.version), i.security_version, i.id), reverse=True)
+    return images
+
+
+def targets_for_group(
+    session: Session, group: DeviceGroup, settings: Settings, *, limits: FleetLimits = DEFAULT_FLEET_LIMITS
+) -> list[TargetSpec]:
+    """The targets a group's devices should have (docs/updates.md).
+
+    ``NoUpdates``: nothing. Otherwise the newest OS on the group's feed (plus
+    deltas to it from up to ``limits.max_delta_sources`` older ones); with
+    ``UpdateAll`` also the apps of the group's current deployment.
+    """
+    policy = UpdatePolicy(group.update_policy)
+    if policy is UpdatePolicy.NO_UPDATES:
+        return []
+    targets: list[TargetSpec] = []
+    images = newest_os_images(session, settings, group.tenant_id, OsFeed(group.os_feed))
+    if images:
+        newest = images[0]
+        full = TargetSpec(
+            path=os_target_path(newest),
+            blob_sha256=newest.measurement,
+            length=newest.size,
+            custom=_image_custom("os", newest.component_id, newest.version, newest.security_version),
+        )
+        targets.append(full)
+        older = [i.measurement for i in images[1:] if i.measurement != newest.measurement]
+        for delta in delta_targets(
+            settings, blob_store(settings), older[: limits.max_delta_sources], newest.measurement
+        ):
+            targets.append(
+                TargetSpec(
+                    path=f"os-delta/{delta.from_sha256}/{newest.version}.patch",
+                    blob_sha256=delta.patch_sha256,
+                    length=delta.size,
+                    custom={
+                        **full.custom,
+                        "delta": {"method": delta.method, "from": delta.from_sha256, "to": full.path},
+                    },
+                )
+            )
+    if policy is UpdatePolicy.UPDATE_ALL:
+        deployment = repository.current_deployment(session, group.id)
+        if deployment is not None:
+            for app in repository.deployment_images(session, deployment.id):
+                targets.append(
+                    TargetSpec(
+                        path=app_target_path(app),
+                        blob_sha256=app.sha256,
+                        length=app.size,
+                        custom=_image_custom("app", app.component_id, app.version, app.security_version),
+                    )
+                )
+    return targets
+
+
+def republish(
+    session: Session,
+    settings: Settings,
+    group: DeviceGroup,
+    *,
+    now: dt.datetime,
+    publisher: Publisher,
+    limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+) -> list[TargetSpec]:
+    """Publish the group's current targets to its TUF repository; return them."""
+    targets = targets_for_group(session, group, settings, limits=limits)
+    publisher.publish_group(settings, group.id, targets, now=now)
+    return targets
+
+
+def republish_feeds(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    feeds: Sequence[OsFeed],
+    *,
+    now: dt.datetime,
+    publisher: Publisher,
+    limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+) -> int:
+    """Republish every group of the tenant on ``feeds`` that takes OS updates; return how many."""
+    groups = repository.groups_following(session, tenant_id, feeds)
+    for group in groups:
+        republish(session, settings, group, now=now, publisher=publisher, limits=limits)
+    return len(groups)
+
+
+class _RootCache:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple[str, str], value: bytes) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_roots = _RootCache(ROOT_CACHE_SIZE)
+
+
+def update_pointers(
+    session: Session, device_id: str, *, settings: Settings, publisher: Publisher | None = None
+) -> dict[str, Any] | None:
+    """The attestation answer's ``updates`` value for a device (docs/updates.md "TUF repositories").
+
+    Returns:
+        ``{"group_id", "tuf_base": "/tuf/<group_id>", "root": "<base64 of 1.root.json>",
+        "maintenance_window": {"start": "HH:MM", "duration_minutes": n} | None}``,
+        or None when the device is in no group or its group has no repository yet.
+    """
+    row = session.execute(
+        select(DeviceGroup.id, DeviceGroup.window_start, DeviceGroup.window_minutes)
+        .join(Device, Device.group_id == DeviceGroup.id)
+        .where(Device.device_id == device_id)
+    ).first()
+    if row is None:
+        return None
+    group_id, window_start, window_minutes = row
+    key = (str(settings.home), group_id)
+    root = _roots.get(key)
+    if root is None:
+        try:
+            root = (publisher or TufPublisher()).group_root(settings, group_id)
+        except NotFound:
+            return None
+        _roots.put(key, root)
+    window = (
+        {"start": window_start, "duration_minutes": window_minutes}
+        if window_start is not None and window_minutes is not None
+        else None
+    )
+    return {
+        "group_id": group_id,
+        "tuf_base": f"/tuf/{group_id}",
+        "root": base64.b64encode(root).decode("ascii"),
+        "maintenance_window": window,
+    }
