@@ -104,7 +104,10 @@ def extract_member(
     Raises:
         ImageArchiveError: unreadable member, or a path that already exists (a duplicate).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a file member already sits where a directory goes
+        raise ImageArchiveError(f"duplicate path in {what}: {member.name!r}") from exc
     source = archive.extractfile(member)
     if source is None:
         raise ImageArchiveError(f"cannot read {member.name!r} from the {what}")
