@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import io
 import os
 import re
+import secrets
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from bastion.images.errors import ImageArchiveError
 
 __all__ = [
     "COPY_CHUNK_BYTES",
     "FIXED_MTIME",
+    "ArchiveBounds",
     "PayloadReader",
     "add_regular_file",
     "atomic_output",
     "check_member_name",
+    "checked_members",
     "extract_member",
+    "install_payload",
     "remove_tree",
     "tar_errors",
 ]
@@ -122,6 +127,84 @@ def extract_member(
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest()
+
+
+class ArchiveBounds(Protocol):
+    """The bounds both payload kinds share (see ``OsArchiveLimits`` and ``AppArchiveLimits``)."""
+
+    @property
+    def max_members(self) -> int: ...
+    @property
+    def max_member_bytes(self) -> int: ...
+    @property
+    def max_total_bytes(self) -> int: ...
+    @property
+    def max_path_length(self) -> int: ...
+
+
+def checked_members(
+    archive: tarfile.TarFile, bounds: ArchiveBounds, *, what: str, first: str, first_max_bytes: int
+) -> Iterator[tuple[int, tarfile.TarInfo]]:
+    """Yield ``(index from 1, member)`` once each passes the count, type, name and size checks.
+
+    Raises:
+        ImageArchiveError: too many members, a member that is not a regular file,
+            an unsafe name, over the size bounds, or a first member other than ``first``.
+    """
+    total = 0
+    for count, member in enumerate(archive, start=1):
+        if count > bounds.max_members:
+            raise ImageArchiveError(f"{what} has more than {bounds.max_members} members")
+        if not member.isreg():
+            raise ImageArchiveError(f"{what} member {member.name[:80]!r} is not a regular file")
+        check_member_name(member.name, max_path_length=bounds.max_path_length, what=what)
+        total += member.size
+        if member.size > bounds.max_member_bytes or total > bounds.max_total_bytes:
+            raise ImageArchiveError(f"{what} is over its size bounds")
+        if count == 1 and (member.name != first or member.size > first_max_bytes):
+            raise ImageArchiveError(f"{what} does not start with its manifest")
+        yield count, member
+
+
+_T = TypeVar("_T")
+
+
+def install_payload(
+    stream: BinaryIO,
+    payload_size: int,
+    payload_digest: bytes,
+    dest: Path,
+    extract: Callable[[PayloadReader, Path], _T],
+    *,
+    what: str,
+) -> _T:
+    """Extract a payload (``stream`` at its first byte) into a staging directory, then replace ``dest`` with it.
+
+    The payload is re-hashed while it is read; if it no longer matches the
+    verified header, or ``extract`` raises, nothing is installed and the
+    staging directory is removed.
+
+    Raises:
+        ImageArchiveError: malformed archive, or the payload changed since it was verified.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir(mode=0o755)
+    reader = PayloadReader(stream, payload_size)
+    try:
+        try:
+            result = extract(reader, staging)
+            reader.drain()
+        except tar_errors() as exc:
+            raise ImageArchiveError(f"{what} is not a valid archive") from exc
+        if reader.remaining or not hmac.compare_digest(reader.digest.digest(), payload_digest):
+            raise ImageArchiveError(f"{what} changed since it was verified")
+        remove_tree(dest)
+        staging.rename(dest)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    return result
 
 
 def tar_errors() -> tuple[type[BaseException], ...]:

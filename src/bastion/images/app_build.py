@@ -25,10 +25,8 @@ Example::
 
 from __future__ import annotations
 
-import hmac
 import io
 import os
-import secrets
 import stat
 import tarfile
 from collections.abc import Callable
@@ -41,9 +39,9 @@ from bastion.images._archive import (
     add_regular_file,
     atomic_output,
     check_member_name,
+    checked_members,
     extract_member,
-    remove_tree,
-    tar_errors,
+    install_payload,
 )
 from bastion.images.errors import ImageArchiveError, ImageBuildError
 from bastion.images.manifest import (
@@ -211,24 +209,12 @@ def build_app_image(
     return AppBuildResult(out, header, packaged, measure_image(out), count)
 
 
-def _extract_all(
-    reader: PayloadReader, dest: Path, header: ImageHeader, limits: AppArchiveLimits
-) -> tuple[AppManifest, set[str]]:
+def _extract_all(reader: PayloadReader, dest: Path, header: ImageHeader, limits: AppArchiveLimits) -> AppManifest:
     manifest: AppManifest | None = None
     names: set[str] = set()
-    total = 0
     with tarfile.open(fileobj=reader, mode="r|") as archive:
-        for count, member in enumerate(archive, start=1):
-            if count > limits.max_members:
-                raise ImageArchiveError(f"app archive has more than {limits.max_members} members")
-            if not member.isreg():
-                raise ImageArchiveError(f"app archive member {member.name[:80]!r} is not a regular file")
-            check_member_name(member.name, max_path_length=limits.max_path_length, what=_WHAT)
-            total += member.size
-            if member.size > limits.max_member_bytes or total > limits.max_total_bytes:
-                raise ImageArchiveError("app archive is over its size bounds")
-            if count == 1 and (member.name != MANIFEST_NAME or member.size > MAX_MANIFEST_BYTES):
-                raise ImageArchiveError("app archive does not start with its manifest")
+        members = checked_members(archive, limits, what=_WHAT, first=MANIFEST_NAME, first_max_bytes=MAX_MANIFEST_BYTES)
+        for count, member in members:
             mode = _EXEC_MODE if member.mode & stat.S_IXUSR else _FILE_MODE
             extract_member(archive, member, dest / member.name, what=_WHAT, mode=mode)
             names.add(member.name)
@@ -236,7 +222,9 @@ def _extract_all(
                 manifest = _check_manifest((dest / MANIFEST_NAME).read_bytes(), header)
     if manifest is None:
         raise ImageArchiveError("app archive is empty")
-    return manifest, names
+    if manifest.entry_point not in names:
+        raise ImageArchiveError(f"app entry point {manifest.entry_point!r} is not in the archive")
+    return manifest
 
 
 def _check_manifest(data: bytes, header: ImageHeader) -> AppManifest:
@@ -269,27 +257,15 @@ def unpack_app_payload(
             match the header; an entry point that is not in the archive; or a
             payload that changed since it was verified.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir(mode=0o755)
-    try:
-        with verified_image.open("rb") as stream:
-            header = inspect_image(stream, limits=image_limits)
-            if header.image_type is not ImageType.APP:
-                raise ImageArchiveError(f"image is a {header.image_type.value} image, not an app image")
-            reader = PayloadReader(stream, header.payload_size)
-            try:
-                manifest, names = _extract_all(reader, staging, header, limits)
-                reader.drain()
-            except tar_errors() as exc:
-                raise ImageArchiveError("app payload is not a valid archive") from exc
-        if reader.remaining or not hmac.compare_digest(reader.digest.digest(), header.payload_digest):
-            raise ImageArchiveError("app payload changed since it was verified")
-        if manifest.entry_point not in names:
-            raise ImageArchiveError(f"app entry point {manifest.entry_point!r} is not in the archive")
-        remove_tree(dest)
-        staging.rename(dest)
-    except BaseException:
-        remove_tree(staging)
-        raise
-    return manifest
+    with verified_image.open("rb") as stream:
+        header = inspect_image(stream, limits=image_limits)
+        if header.image_type is not ImageType.APP:
+            raise ImageArchiveError(f"image is a {header.image_type.value} image, not an app image")
+        return install_payload(
+            stream,
+            header.payload_size,
+            header.payload_digest,
+            dest,
+            lambda reader, staging: _extract_all(reader, staging, header, limits),
+            what="app payload",
+        )

@@ -19,13 +19,12 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bastion.images._archive import PayloadReader, extract_member, remove_tree, tar_errors
+from bastion.images._archive import PayloadReader, checked_members, extract_member, install_payload, tar_errors
 from bastion.images._archive import check_member_name as _check_name
 from bastion.images.errors import ImageArchiveError
 from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_image
@@ -157,19 +156,11 @@ def read_os_manifest(stream: BinaryIO, *, image_limits: ImageLimits = _DEFAULT_I
 def _extract_all(reader: PayloadReader, dest: Path, limits: OsArchiveLimits) -> OsManifest:
     hashes: dict[str, str] = {}
     manifest: OsManifest | None = None
-    total = 0
     with tarfile.open(fileobj=reader, mode="r|") as archive:
-        for count, member in enumerate(archive, start=1):
-            if count > limits.max_members:
-                raise ImageArchiveError(f"OS archive has more than {limits.max_members} members")
-            if not member.isreg():
-                raise ImageArchiveError(f"OS archive member {member.name[:80]!r} is not a regular file")
-            check_member_name(member.name, limits)
-            total += member.size
-            if member.size > limits.max_member_bytes or total > limits.max_total_bytes:
-                raise ImageArchiveError("OS archive is over its size bounds")
-            if count == 1 and (member.name != MANIFEST_NAME or member.size > limits.max_manifest_bytes):
-                raise ImageArchiveError("OS archive does not start with its manifest")
+        members = checked_members(
+            archive, limits, what=_WHAT, first=MANIFEST_NAME, first_max_bytes=limits.max_manifest_bytes
+        )
+        for count, member in members:
             hashes[member.name] = extract_member(archive, member, dest / member.name, what=_WHAT)
             if count == 1:
                 manifest = OsManifest.from_json((dest / MANIFEST_NAME).read_bytes())
@@ -198,24 +189,15 @@ def unpack_os_stream(
         ImageFormatError: not an image package.
         ImageArchiveError: unsafe or malformed archive, or the payload changed.
     """
-    header, reader = _open_payload(stream, image_limits)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest_dir.parent / f".{dest_dir.name}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir(mode=0o755)
-    try:
-        try:
-            manifest = _extract_all(reader, staging, limits)
-            reader.drain()
-        except tar_errors() as exc:
-            raise ImageArchiveError("OS payload is not a valid archive") from exc
-        if reader.remaining or not hmac.compare_digest(reader.digest.digest(), header.payload_digest):
-            raise ImageArchiveError("OS payload changed since it was verified")
-        remove_tree(dest_dir)
-        staging.rename(dest_dir)
-    except BaseException:
-        remove_tree(staging)
-        raise
-    return manifest
+    header, _ = _open_payload(stream, image_limits)
+    return install_payload(
+        stream,
+        header.payload_size,
+        header.payload_digest,
+        dest_dir,
+        lambda reader, staging: _extract_all(reader, staging, limits),
+        what="OS payload",
+    )
 
 
 def unpack_os_payload(
