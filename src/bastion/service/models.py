@@ -306,7 +306,7 @@ class DeviceUpdateEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(32))
-    component_id: Mapped[str] = mapped_column(String(36))
+    component_id: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

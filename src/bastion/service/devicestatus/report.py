@@ -7,7 +7,7 @@ docs/updates.md "Service fleet slice"::
      "events": [{"at": int, "kind": tstr, "component_id": tstr, "version": tstr, "detail": tstr}]}
 
 Unknown keys are ignored (a newer device may say more); known keys must have
-the right types and sizes.
+the right types and sizes. Control characters in strings are replaced by ``?``.
 
 Example:
     >>> import cbor2
@@ -46,7 +46,7 @@ EVENT_KINDS = frozenset(
 )
 #: Bounds on the string fields.
 MAX_VERSION_CHARS = 64
-MAX_COMPONENT_CHARS = 36
+MAX_COMPONENT_CHARS = 64
 MAX_SLOT_CHARS = 8
 MAX_DETAIL_INPUT_CHARS = 4096
 #: Times are seconds since the epoch; this bound keeps them representable.
@@ -93,9 +93,9 @@ class StatusReport:
 def _text(value: Any, name: str, max_chars: int, *, allow_empty: bool = True) -> str:
     if not isinstance(value, str) or len(value) > max_chars or (not allow_empty and not value):
         raise ReportError(f"{name} must be a string of at most {max_chars} characters")
-    if not value.isprintable():
-        raise ReportError(f"{name} holds control characters")
-    return value
+    # Control characters are replaced, not refused: a refused report keeps its events
+    # queued on the device, so one odd byte must not block every later report.
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
 
 
 def _time(value: Any, name: str) -> int:

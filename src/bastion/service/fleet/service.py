@@ -99,6 +99,11 @@ def create_product(
         raise exists
     product = Product(id=str(uuid.uuid4()), tenant_id=who.tenant_id, name=name, description=description, created_at=now)
     session.add(product)
+    try:
+        session.flush()  # before its groups: the unit of work orders rows only along relationships
+    except IntegrityError as exc:  # a concurrent create of the same name
+        session.rollback()
+        raise exists from exc
     groups = [
         DeviceGroup(
             id=str(uuid.uuid4()),
@@ -113,11 +118,7 @@ def create_product(
         for default in DEFAULT_GROUPS
     ]
     session.add_all(groups)
-    try:
-        session.flush()
-    except IntegrityError as exc:  # a concurrent create of the same name
-        session.rollback()
-        raise exists from exc
+    session.flush()
     for group in groups:
         republish(session, settings, group, now=now, publisher=publisher)
     record(

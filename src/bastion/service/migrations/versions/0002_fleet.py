@@ -122,7 +122,7 @@ def upgrade() -> None:
         sa.Column("at", _TS, nullable=False),
         sa.Column("received_at", _TS, nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
-        sa.Column("component_id", sa.String(36), nullable=False),
+        sa.Column("component_id", sa.String(64), nullable=False),
         sa.Column("version", sa.String(64), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("deployment_id", sa.Integer(), nullable=True),
