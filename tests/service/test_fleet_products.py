@@ -84,8 +84,8 @@ def test_product_names_are_unique_per_tenant_and_validated(
 
 def test_group_create_validates_policy_feed_and_window(api: Callable[..., Any], publisher: FakePublisher) -> None:
     api("POST", "/products", json={"name": "Lamp"})
-    base = {"product": "Lamp", "name": "Night shift"}
-    cases = [
+    base: dict[str, Any] = {"product": "Lamp", "name": "Night shift"}
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"update_policy": "Sometimes"}, "invalid_policy"),
         ({"os_feed": "beta"}, "invalid_feed"),
         ({"maintenance_window": {"start": "25:00", "duration_minutes": 60}}, "invalid_window"),
@@ -186,8 +186,11 @@ def test_assign_device_and_tenant_isolation(
     assert _denied(session_factory, b.tenant_id, "device_group.update")
     assert _denied(session_factory, b.tenant_id, "product.read")
     with session_factory() as session:
-        assert session.get(Device, device).group_id == production["id"]  # unchanged
-        assert session.get(Device, b_device).group_id is None
+        a_row, b_row = session.get(Device, device), session.get(Device, b_device)
+        assert a_row is not None
+        assert b_row is not None
+        assert a_row.group_id == production["id"]  # unchanged
+        assert b_row.group_id is None
     # Unassign.
     r = api("POST", f"/devices/{device}/group", json={"group": None})
     assert r.json()["group_id"] is None
