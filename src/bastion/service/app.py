@@ -19,13 +19,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from bastion.service import errors
+from bastion.service.appimages.endpoints import APP_UPLOAD_PATH
+from bastion.service.appimages.endpoints import router as appimages_router
 from bastion.service.attestation.endpoints import router as attestation_router
 from bastion.service.audit.endpoints import router as audit_router
 from bastion.service.auth.endpoints import router as auth_router
 from bastion.service.ca.endpoints import router as ca_router
 from bastion.service.config import Settings
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
+from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
+from bastion.service.devicestatus.endpoints import router as devicestatus_router
+from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.tuf.endpoints import TUF_PREFIX, TufStaticApp
@@ -118,7 +123,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
-        streaming_prefixes=(API_PREFIX + UPLOAD_PATH,),
+        streaming_prefixes=(API_PREFIX + UPLOAD_PATH, API_PREFIX + APP_UPLOAD_PATH),
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -128,6 +133,8 @@ def create_app(
         return {"status": "ok"}
 
     for router in (auth_router, ca_router, devices_router, osimages_router, audit_router):
+        app.include_router(router, prefix=API_PREFIX)
+    for router in (fleet_router, appimages_router, deployments_router, devicestatus_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(attestation_router, prefix=API_PREFIX)
     app.mount(TUF_PREFIX, TufStaticApp(settings))  # static, no auth: raw ASGI, outside FastAPI's machinery
