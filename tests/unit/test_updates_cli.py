@@ -1,0 +1,111 @@
+"""CLI: device provision, device update-check (over the control socket) and device apps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from test_updates_support import APP_A, build_app
+
+from bastion.boot.factory import manufacture_device
+from bastion.boot.vendor import init_vendor, load_vendor
+from bastion.cli.main import main
+from bastion.crypto.keys import generate_private_key, public_key_pem
+from bastion.hw.chip import Chip
+from bastion.hw.flash import Partition
+from bastion.os.apps.store import AppStore
+from bastion.os.config import parse_config
+from bastion.os.updates.control import ControlServer
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["bastion", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def dev(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("COLUMNS", "200")
+    vendor = load_vendor(init_vendor(tmp_path / "vendor", now=NOW).root)
+    device = tmp_path / "dev"
+    manufacture_device(device, vendor, now=NOW)
+    return device
+
+
+def test_provision_pins_app_keys_once(
+    dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "app.pub.pem"
+    key.write_bytes(public_key_pem(generate_private_key().public_key()))
+    code, _, err = run(monkeypatch, capsys, "device", "provision", "--dir", str(dev), "--app-key", str(key))
+    assert code == 1
+    assert "no service URL" in err
+    args = ["device", "provision", "--dir", str(dev), "--app-key", str(key), "--service", "http://svc:1", "--json"]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert json.loads(out)["app_signing_keys"] == 1
+    code, out, _ = run(monkeypatch, capsys, *args[:6], "--update-interval", "600", "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "service_url": "http://svc:1",
+        "app_signing_keys": 1,  # the same key is not pinned twice
+        "update_interval_s": 600.0,
+        "app_updates": True,
+    }
+    config = parse_config(Chip.open(dev).flash.read(Partition.CONFIG))
+    assert config.app_signing_keys == (key.read_text(),)
+    key.write_text("not a key")
+    code, _, err = run(monkeypatch, capsys, *args[:6])
+    assert code == 1
+    assert "not a P-256 public key" in err
+
+
+def test_update_check_without_a_running_os(
+    dev: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(monkeypatch, capsys, "device", "update-check", "--dir", str(dev))
+    assert code == 1
+    assert "no OS is running" in err
+    assert "bastion device run" in err
+
+
+def test_update_check_and_apps_talk_to_the_os(
+    dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = dev / "os-state"
+    state.mkdir(mode=0o700)
+    summary = {"at": "now", "result": "installed", "group_id": "g1", "installed": [
+        {"component_id": APP_A, "version": "1.0.0"}], "refused": [], "failed": [], "detail": "",
+        "next_check_at": "later", "report": "accepted"}  # fmt: skip
+    status = {"apps": [{"component_id": APP_A, "pid": 4242, "crashes": 0}]}
+    server = ControlServer(state / "control.sock", {"update-check": lambda _: summary, "status": lambda _: status})
+    server.start()
+    key = generate_private_key()
+    img = tmp_path / "a.img"
+    img.write_bytes(build_app(tmp_path / "build", key, APP_A, "1.0.0"))
+    AppStore(dev / "flash" / "apps").install(img, component_id=APP_A, version="1.0.0")
+    try:
+        code, out, err = run(monkeypatch, capsys, "device", "update-check", "--dir", str(dev), "--json")
+        assert code == 0, err
+        assert json.loads(out) == summary
+        code, out, _ = run(monkeypatch, capsys, "device", "update-check", "--dir", str(dev))
+        assert code == 0
+        assert "installed" in out
+        assert f"{APP_A} 1.0.0" in out
+        code, out, _ = run(monkeypatch, capsys, "device", "apps", "--dir", str(dev), "--json")
+        assert code == 0
+        rows = json.loads(out)
+        assert [(r["component_id"], r["version"], r["pid"]) for r in rows] == [(APP_A, "1.0.0", 4242)]
+    finally:
+        server.close()
