@@ -13,6 +13,8 @@ from attest_world import World, openssl_verify
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.service.app import create_app
+from bastion.service.config import Settings
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, bearer
 
@@ -161,3 +163,56 @@ def test_challenge_rejects_bad_requests(client: TestClient, body: bytes, status:
     response = client.post("/api/v1/attestation/challenge", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
+
+
+def test_oversized_chunked_challenge_is_413(client: TestClient) -> None:
+    def chunks() -> object:
+        for _ in range(3):
+            yield b" " * 512
+
+    response = client.post(
+        "/api/v1/attestation/challenge",
+        content=chunks(),  # type: ignore[arg-type]
+        headers={"Content-Type": "application/json"},
+    )
+    assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/attestation", "/api/v1/attestation/challenge"])
+def test_device_endpoints_answer_only_post(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_device_endpoints_are_in_the_openapi_schema(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    challenge_op = schema["paths"]["/api/v1/attestation/challenge"]["post"]
+    attestation_op = schema["paths"]["/api/v1/attestation"]["post"]
+    assert "application/json" in challenge_op["requestBody"]["content"]
+    assert "application/eat+cwt" in attestation_op["requestBody"]["content"]
+    assert {"200", "403", "413", "415"} <= set(attestation_op["responses"])
+    # The operator API is still documented alongside.
+    assert "/api/v1/devices/claim" in schema["paths"]
+
+
+def test_nonce_issued_for_another_device_over_http(client: TestClient, world: World) -> None:
+    chip, other = world.device(), world.device()
+    response = client.post("/api/v1/attestation", content=chip.eat(challenge(client, other)), headers=EAT)
+    assert (response.status_code, response.json()["error"]) == (403, "unknown_nonce")
+    [record] = world.records(chip.device_id)
+    assert record.reason == "unknown_nonce"
+
+
+def test_challenge_accepts_any_worker(world: World, settings: Settings, clock: FakeClock) -> None:
+    """Two app instances sharing the master key (two workers) accept each other's nonces."""
+    chip = world.device()
+    with (
+        TestClient(create_app(settings, clock=clock, migrate_on_startup=False)) as first,
+        TestClient(create_app(settings, clock=clock, migrate_on_startup=False)) as second,
+    ):
+        token = chip.eat(challenge(first, chip))
+        assert second.post("/api/v1/attestation", content=token, headers=EAT).status_code == 200
+        replay = first.post("/api/v1/attestation", content=token, headers=EAT)
+        assert (replay.status_code, replay.json()["error"]) == (403, "nonce_replayed")

@@ -6,6 +6,13 @@ Example:
 
 ``uvicorn --factory bastion.service.app:create_app_from_env`` serves it with
 settings from the environment (what ``bastion service run`` does).
+
+The device endpoints (``POST /api/v1/attestation/challenge`` and ``POST
+/api/v1/attestation``) are the hot path: :class:`ServiceApp` dispatches those
+two exact paths to hand-written ASGI handlers
+(:mod:`bastion.service.attestation.fastpath`) before FastAPI's middleware and
+routing, and merges their documentation into the OpenAPI schema. Every other
+request goes through FastAPI as usual.
 """
 
 from __future__ import annotations
@@ -13,15 +20,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.service import errors
 from bastion.service.appimages.endpoints import APP_UPLOAD_PATH
 from bastion.service.appimages.endpoints import router as appimages_router
-from bastion.service.attestation.endpoints import router as attestation_router
+from bastion.service.attestation.fastpath import OPENAPI_PATHS as DEVICE_OPENAPI_PATHS
+from bastion.service.attestation.fastpath import DeviceEndpoints
 from bastion.service.audit.endpoints import router as audit_router
 from bastion.service.auth.endpoints import router as auth_router
 from bastion.service.ca.endpoints import router as ca_router
@@ -82,13 +92,42 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "; ".join(problems) or "the request is not valid")
 
 
+class ServiceApp(FastAPI):
+    """FastAPI, plus raw ASGI handlers for a few exact hot paths, dispatched first.
+
+    A request for one of :attr:`fast_paths` skips FastAPI's middleware stack
+    and router; the handler applies its own bounds and writes the API's error
+    shape. Lifespan and every other request go to FastAPI.
+    """
+
+    fast_paths: dict[str, ASGIApp]
+    extra_openapi_paths: dict[str, dict[str, Any]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch: an exact fast path, else FastAPI."""
+        if scope["type"] == "http":
+            handler = self.fast_paths.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, with the fast paths' documentation merged in."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema.setdefault("paths", {}).update(self.extra_openapi_paths)
+            self.openapi_schema = schema
+        return self.openapi_schema
+
+
 def create_app(
     settings: Settings,
     *,
     clock: Callable[[], dt.datetime] | None = None,
     migrate_on_startup: bool = True,
     tuf_refresh_interval_s: float | None = None,
-) -> FastAPI:
+) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
     Args:
@@ -111,7 +150,7 @@ def create_app(
         finally:
             engine.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Bastion Security Service",
         version="1",
         lifespan=lifespan,
@@ -120,6 +159,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clock = clock or utc_now
+    device_endpoints = DeviceEndpoints(app.state)
+    app.fast_paths = {API_PREFIX + path: handler for path, handler in device_endpoints.paths.items()}
+    app.extra_openapi_paths = {API_PREFIX + path: item for path, item in DEVICE_OPENAPI_PATHS.items()}
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
@@ -136,11 +178,10 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router):
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(attestation_router, prefix=API_PREFIX)
     app.mount(TUF_PREFIX, TufStaticApp(settings))  # static, no auth: raw ASGI, outside FastAPI's machinery
     return app
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> ServiceApp:
     """App factory for uvicorn workers: settings from the environment, schema assumed migrated."""
     return create_app(Settings.from_env(), migrate_on_startup=False, tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S)
