@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-__all__ = ["app", "app_app", "device_app", "keys_app", "os_app", "service_app", "tenant_app", "token_app", "vendor_app"]
+__all__ = [
+    "app",
+    "app_app",
+    "deployment_app",
+    "device_app",
+    "device_group_app",
+    "image_app",
+    "keys_app",
+    "os_app",
+    "product_app",
+    "service_app",
+    "tenant_app",
+    "token_app",
+    "vendor_app",
+]
 
 
 def _group(help_text: str) -> typer.Typer:
@@ -20,6 +34,10 @@ tenant_app = _group("Tenants and their CA.")
 token_app = _group("Operator API tokens.")
 app_app = _group("Apps: validate manifests and build signed app images.")
 keys_app = _group("App-signing keys (created and kept on the operator's machine).")
+product_app = _group("Products (each comes with five default device groups).")
+device_group_app = _group("Device groups: update policy, OS feed and maintenance window.")
+image_app = _group("App images on the service (signed by a registered app-signing key).")
+deployment_app = _group("Deployments: sets of app images for a device group, and their progress.")
 
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
@@ -29,3 +47,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(token_app, name="token")
 app.add_typer(app_app, name="app")
 app.add_typer(keys_app, name="keys")
+app.add_typer(product_app, name="product")
+app.add_typer(device_group_app, name="device-group")
+app.add_typer(image_app, name="image")
+app.add_typer(deployment_app, name="deployment")
