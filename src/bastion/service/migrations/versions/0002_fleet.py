@@ -79,9 +79,7 @@ def upgrade() -> None:
         sa.Column("uploaded_at", _TS, nullable=False),
         sa.Column("uploaded_by", sa.String(100), nullable=False),
         sa.UniqueConstraint("tenant_id", "sha256", name="uq_app_images_tenant_sha256"),
-        sa.UniqueConstraint(
-            "tenant_id", "component_id", "version", name="uq_app_images_tenant_component_version"
-        ),
+        sa.UniqueConstraint("tenant_id", "component_id", "version", name="uq_app_images_tenant_component_version"),
     )
     op.create_index("ix_app_images_tenant_id", "app_images", ["tenant_id"])
     op.create_table(
