@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from dataclasses import replace
 
+import cbor2
 import pytest
 from attest_sim import OS_DIGEST, SimDevice, SimVendor, der
 from cryptography import x509
 
 from bastion.crypto import certs, eat, keys
+from bastion.crypto.errors import MalformedInput
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.attestation.verifier import ChainCache, VerifierLimits, verify_evidence
 
@@ -130,7 +133,6 @@ def test_chain_with_one_certificate_is_malformed(vendor: SimVendor, device: SimD
 
 
 def test_invalid_key_to_certify(vendor: SimVendor, device: SimDevice) -> None:
-    from dataclasses import replace
 
     claims = replace(device.claims(NONCE), key_to_certify=b"\x04" + bytes(64))  # not on the curve
     token = eat.sign_eat(claims, device.alias_key, x5chain=device.chain())
@@ -184,3 +186,93 @@ class TestChainCache:
         assert len(cache) == 2
         assert cache.get((der(chips[0].device_id_cert), der(chips[0].alias_cert))) is None
         assert cache.get((der(chips[2].device_id_cert), der(chips[2].alias_cert))) is not None
+
+    def test_hit_reuses_the_parsed_chain_and_keeps_ueid_check(self, vendor: SimVendor) -> None:
+        chip = SimDevice.manufacture(vendor, now=NOW)
+        cache = ChainCache()
+        first = verify_evidence(chip.eat(NONCE), trust_anchors=[vendor.cert], now=NOW, cache=cache)
+        second = verify_evidence(chip.eat(NONCE), trust_anchors=[vendor.cert], now=NOW, cache=cache)
+        assert second.alias_cert is first.alias_cert  # not parsed again
+        assert second.device_id == first.device_id == chip.device_id
+        other = SimDevice.manufacture(vendor, now=NOW)
+        lie = chip.eat_with_ueid(NONCE, keys.ueid_from_public_key(other.device_key.public_key()))
+        refused(lie, [vendor.cert], FailureCode.UEID_MISMATCH, cache=cache)
+
+
+# --- the claims decoder's deterministic-encoding check (cheaper, equally strict) ---------
+
+
+def _claims_map(device: SimDevice) -> dict[int, object]:
+    decoded = cbor2.loads(eat.encode_claims(device.claims(NONCE, now=NOW)))
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def _measurements_with(device: SimDevice, entry: list[object]) -> dict[int, object]:
+    claims_map = _claims_map(device)
+    measurements = list(claims_map[eat.CLAIM_MEASUREMENTS])  # type: ignore[call-overload]
+    measurements[0] = entry
+    return claims_map | {eat.CLAIM_MEASUREMENTS: measurements}
+
+
+def test_decoder_accepts_exactly_what_encode_claims_writes(device: SimDevice) -> None:
+    claims = device.claims(NONCE, now=NOW)
+    assert eat.decode_claims(eat.encode_claims(claims)) == claims
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda m: {(float(k) if k == eat.CLAIM_IAT else k): v for k, v in m.items()}, id="float-key"),
+        pytest.param(lambda m: m | {eat.CLAIM_SWVERSION: ["1.0.0", 1.0]}, id="float-version-scheme"),
+        pytest.param(lambda m: m | {eat.CLAIM_SWVERSION: ["1.0.0", True]}, id="bool-version-scheme"),
+    ],
+)
+def test_decoder_rejects_values_that_only_compare_equal(device: SimDevice, mutate: object) -> None:
+    data = cbor2.dumps(mutate(_claims_map(device)), canonical=True)  # type: ignore[operator]
+    with pytest.raises(MalformedInput):
+        eat.decode_claims(data)
+
+
+def test_decoder_rejects_a_float_measurement_content_format(device: SimDevice) -> None:
+    body = cbor2.dumps({"component": "bootloader", "alg": "sha-256", "digest": bytes(32)}, canonical=True)
+    data = cbor2.dumps(_measurements_with(device, [60.0, body]), canonical=True)
+    with pytest.raises(MalformedInput, match="content-format"):
+        eat.decode_claims(data)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(  # keys not in deterministic order
+            cbor2.dumps({"component": "bootloader", "digest": bytes(32), "alg": "sha-256"}),
+            id="key-order",
+        ),
+        pytest.param(  # a non-minimal length for the text "alg"
+            b"\xa3"
+            + b"\x78\x03alg"
+            + cbor2.dumps("sha-256")
+            + b"\x66digest"
+            + cbor2.dumps(bytes(32))
+            + b"\x69component"
+            + cbor2.dumps("bootloader"),
+            id="non-minimal-length",
+        ),
+    ],
+)
+def test_decoder_rejects_a_non_deterministic_measurement_body(device: SimDevice, body: bytes) -> None:
+    assert cbor2.loads(body) == {"component": "bootloader", "alg": "sha-256", "digest": bytes(32)}
+    data = cbor2.dumps(_measurements_with(device, [60, body]), canonical=True)
+    with pytest.raises(MalformedInput, match="deterministic"):
+        eat.decode_claims(data)
+
+
+def test_key_point_is_still_checked_by_the_verifier(vendor: SimVendor, device: SimDevice) -> None:
+    """decode_eat(verify_key_point=False) defers the on-curve check; the verifier makes it."""
+    claims = replace(device.claims(NONCE), key_to_certify=b"\x04" + bytes(64))
+    token = device.eat(NONCE, claims=claims)
+    eat.decode_eat(token, verify_key_point=False)
+    with pytest.raises(MalformedInput):
+        eat.decode_eat(token)
+    failure = refused(token, [vendor.cert], FailureCode.MALFORMED_EVIDENCE)
+    assert failure.authenticated

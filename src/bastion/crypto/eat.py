@@ -28,9 +28,13 @@ Decoding is strict: the encoded claims set has a size bound, every claim above i
 type-checked, and any claim key not in this table is rejected.
 
 Decoded claims must also be in deterministic encoding (RFC 8949 section 4.2, as
-produced by :func:`encode_claims`): the decoder re-encodes what it read and
-rejects any difference. This closes duplicate map keys, non-minimal lengths and
-indefinite-length items, so every accepted token has exactly one meaning.
+produced by :func:`encode_claims`): the decoder re-encodes what it read (the
+claims map, and each measurement body) and rejects any difference. This closes
+duplicate map keys, non-minimal lengths, indefinite-length items and tags, so
+every accepted token has exactly one meaning. Every claim key and every integer
+value must be a CBOR integer (never a float or bool that compares equal), so
+the re-encoding of an accepted map is exactly what :func:`encode_claims` writes
+for the decoded claims.
 
 Example:
     >>> claims = EatClaims(
@@ -140,6 +144,13 @@ class DebugStatus(enum.IntEnum):
     DISABLED_FULLY_AND_PERMANENTLY = 4
 
 
+_DBGSTAT_MAX = max(DebugStatus)
+#: CBOR major type 4 (array) with the count in the initial byte (counts 0..23).
+_CBOR_ARRAY = 0x80
+#: The deterministic-encoding check relies on a one-byte array head.
+assert MAX_MEASUREMENTS + 1 < 24  # noqa: S101 - a static invariant of the constants above
+
+
 @dataclass(frozen=True)
 class Measurement:
     """The SHA-256 digest of one boot stage (component is e.g. "bootloader", "os")."""
@@ -231,11 +242,11 @@ def _array(value: Any, what: str, *, max_len: int) -> list[Any]:
     return value
 
 
-def _decode_measurement(entry: Any) -> Measurement:
+def _decode_measurement(entry: Any, bodies: list[Any]) -> Measurement:
     # RFC 9711 section 4.2.16: measurements-format = [content-type, content-format]
     if not isinstance(entry, list) or len(entry) != 2:
         raise MalformedInput("a measurement must be [content-format, bstr]")
-    if isinstance(entry[0], bool) or entry[0] != CONTENT_FORMAT_CBOR:
+    if type(entry[0]) is not int or entry[0] != CONTENT_FORMAT_CBOR:
         raise MalformedInput("measurement content-format must be 60 (application/cbor)")
     if not isinstance(entry[1], bytes):
         raise MalformedInput("measurement body must be a bstr")
@@ -244,6 +255,8 @@ def _decode_measurement(entry: Any) -> Measurement:
         raise MalformedInput('measurement body must be {"component", "alg", "digest"}')
     if body["alg"] != MEASUREMENT_ALG:
         raise MalformedInput(f"measurement alg must be {MEASUREMENT_ALG!r}")
+    # The body is a nested CBOR item: decode_claims checks that it is deterministic.
+    bodies.append(body)
     return Measurement(
         component=_text(body["component"], "measurement component"),
         digest=_bstr(body["digest"], "measurement digest", min_len=SHA256_BYTES, max_len=SHA256_BYTES),
@@ -263,17 +276,17 @@ def _decode_app(value: Any) -> InstalledApp:
 
 
 def _decode_swversion(value: Any) -> str:
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or isinstance(value[1], bool)
-        or value[1] != VERSION_SCHEME_MULTIPARTNUMERIC
-    ):
+    if not isinstance(value, list) or len(value) != 2 or type(value[1]) is not int:
+        raise MalformedInput("swversion must be [tstr, 1]")
+    if value[1] != VERSION_SCHEME_MULTIPARTNUMERIC:
         raise MalformedInput("swversion must be [tstr, 1]")
     return _text(value[0], "swversion")
 
 
-def _claims_from_map(claims_map: dict[Any, Any], *, verify_key_point: bool) -> EatClaims:
+def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_key_point: bool) -> EatClaims:
+    # Exact ints: a float key such as 6.0 compares (and hashes) equal to 6.
+    if any(type(key) is not int for key in claims_map):
+        raise MalformedInput("every claim key must be an integer")
     unknown = set(claims_map) - _KNOWN_CLAIMS
     if unknown:
         raise MalformedInput("the claims set has a claim outside the Bastion EAT profile")
@@ -288,7 +301,7 @@ def _claims_from_map(claims_map: dict[Any, Any], *, verify_key_point: bool) -> E
     secboot = claims_map[CLAIM_OEMBOOT]
     if not isinstance(secboot, bool):
         raise MalformedInput("oemboot must be a bool")
-    dbgstat = _uint(claims_map[CLAIM_DBGSTAT], "dbgstat", maximum=max(DebugStatus))
+    dbgstat = _uint(claims_map[CLAIM_DBGSTAT], "dbgstat", maximum=_DBGSTAT_MAX)
     boot_slot = claims_map[CLAIM_BOOT_SLOT]
     if not isinstance(boot_slot, str) or boot_slot not in BOOT_SLOTS:
         raise MalformedInput('boot slot must be "A" or "B"')
@@ -304,7 +317,7 @@ def _claims_from_map(claims_map: dict[Any, Any], *, verify_key_point: bool) -> E
         ueid=ueid,
         secboot=secboot,
         dbgstat=DebugStatus(dbgstat),
-        measurements=tuple(_decode_measurement(m) for m in measurements),
+        measurements=tuple(_decode_measurement(m, bodies) for m in measurements),
         swname=_text(claims_map[CLAIM_SWNAME], "swname"),
         swversion=_decode_swversion(claims_map[CLAIM_SWVERSION]),
         boot_slot=boot_slot,
@@ -333,10 +346,20 @@ def decode_claims(data: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES, verify_
     claims_map = cbor_loads_exact(data)
     if not isinstance(claims_map, dict):
         raise MalformedInput("the claims set is not a CBOR map")
-    claims = _claims_from_map(claims_map, verify_key_point=verify_key_point)
+    bodies: list[Any] = []
+    claims = _claims_from_map(claims_map, bodies, verify_key_point=verify_key_point)
     # RFC 8949 section 4.2: one meaning per token. A re-encoding that differs
-    # reveals duplicate keys, non-minimal or indefinite lengths, or tags.
-    if encode_claims(claims) != data:
+    # reveals duplicate keys, non-minimal or indefinite lengths, or tags. The
+    # claims map and each measurement body (a nested CBOR item) are re-encoded
+    # as decoded; with the exact-type checks above this is byte for byte what
+    # encode_claims(claims) writes. They are encoded in one call, as an array:
+    # a deterministic array is its one-byte head (fewer than 24 items) followed
+    # by the deterministic encoding of each item, so the comparison below checks
+    # every item exactly (cbor2.dumps has a large fixed cost per call).
+    received = b"".join(
+        [bytes([_CBOR_ARRAY | (1 + len(bodies))]), data, *(m[1] for m in claims_map[CLAIM_MEASUREMENTS])]
+    )
+    if cbor2.dumps([claims_map, *bodies], canonical=True) != received:
         raise MalformedInput("the claims set is not in deterministic CBOR encoding")
     return claims
 
@@ -346,11 +369,15 @@ def sign_eat(claims: EatClaims, key: PrivateKey, *, x5chain: Sequence[bytes]) ->
     return sign1(encode_claims(claims), key, x5chain=x5chain)
 
 
-def decode_eat(token: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES) -> tuple[Sign1Message, EatClaims]:
+def decode_eat(
+    token: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES, verify_key_point: bool = True
+) -> tuple[Sign1Message, EatClaims]:
     """Decode an EAT without verifying its signature or chain.
 
     The caller verifies the chain, then the signature with
     :func:`bastion.crypto.cose.verify_sign1`, before trusting any claim.
+    ``verify_key_point=False`` leaves the on-curve check of the key to certify
+    to a caller that loads the key itself (the length is always checked).
 
     Raises:
         MalformedInput: as :func:`decode_sign1` and :func:`decode_claims`, or the
@@ -359,4 +386,4 @@ def decode_eat(token: bytes, *, max_size: int = DEFAULT_MAX_EAT_BYTES) -> tuple[
     message = decode_sign1(token, max_size=max_size)
     if not message.x5chain:
         raise MalformedInput("the EAT has no x5chain header")
-    return message, decode_claims(message.payload, max_size=max_size)
+    return message, decode_claims(message.payload, max_size=max_size, verify_key_point=verify_key_point)

@@ -99,6 +99,13 @@ class VerifiedEvidence:
 
 @dataclass(frozen=True)
 class _ChainOk:
+    """A DICE chain that verified, with everything derived from its exact DER bytes."""
+
+    alias: x509.Certificate
+    device_id_cert: x509.Certificate
+    alias_key: keys.PublicKey
+    device_id: str
+    ueid: bytes
     anchor: x509.Certificate
     tcb_info: certs.TcbInfo
     not_before: dt.datetime  # the latest not-before of Alias, DeviceID and anchor
@@ -109,10 +116,12 @@ class ChainCache:
     """A bounded, thread-safe LRU of DICE chains that already verified.
 
     A repeat attestation from the same chip and firmware presents the same
-    Alias and DeviceID certificates, so the two certificate signatures need not
-    be verified again. Only successes are stored; the key is the exact DER of
-    both certificates; a hit still checks the validity windows at ``now`` and
-    that the anchor which terminated the chain is still trusted.
+    Alias and DeviceID certificates, so they need not be parsed, nor their two
+    signatures verified, again: the entry keeps the parsed certificates, the
+    Alias public key, the device ID and UEID. Only successes are stored; the
+    key is the exact DER of both certificates; a hit still checks the validity
+    windows at ``now`` and that the anchor which terminated the chain is still
+    trusted.
     """
 
     def __init__(self, max_entries: int = VerifierLimits.chain_cache_entries) -> None:
@@ -163,13 +172,20 @@ def _p256_key(cert: x509.Certificate, what: str, device_id: str | None) -> keys.
 
 
 def _verify_dice_chain(
-    alias: x509.Certificate,
-    device_id_cert: x509.Certificate,
+    alias_der: bytes,
+    device_id_der: bytes,
     trust_anchors: Sequence[x509.Certificate],
     now: dt.datetime,
-    device_id: str,
 ) -> _ChainOk:
-    """Verify Alias <- DeviceID <- anchor and the DICE profile constraints."""
+    """Parse and verify Alias <- DeviceID <- anchor and the DICE profile constraints."""
+    try:
+        alias = certs.load_certificate_der(alias_der)
+        device_id_cert = certs.load_certificate_der(device_id_der)
+    except CryptoError as exc:
+        raise _fail(FailureCode.MALFORMED_EVIDENCE, "x5chain holds a certificate that does not parse") from exc
+    device_key = _p256_key(device_id_cert, "DeviceID", None)
+    device_id = keys.device_id_from_public_key(device_key)
+    alias_key = _p256_key(alias, "Alias", device_id)
     try:
         anchor = certs.verify_chain([alias, device_id_cert], trust_anchors, now=now)
     except CryptoError as exc:
@@ -199,6 +215,11 @@ def _verify_dice_chain(
         ) from exc
     window = (alias, device_id_cert, anchor)
     return _ChainOk(
+        alias=alias,
+        device_id_cert=device_id_cert,
+        alias_key=alias_key,
+        device_id=device_id,
+        ueid=keys.ueid_from_public_key(device_key),
         anchor=anchor,
         tcb_info=tcb_info,
         not_before=max(c.not_valid_before_utc for c in window),
@@ -248,40 +269,34 @@ def verify_evidence(
     Raises:
         AttestationFailure: with the code of the first check that failed.
     """
-    # 1. Decode, bounded.
+    # 1. Decode, bounded. The key to certify is checked to be a P-256 point in
+    # step 5, once the evidence is authenticated (the point is loaded only once).
     if len(token) > limits.max_evidence_bytes:
         raise _fail(FailureCode.EVIDENCE_TOO_LARGE, f"evidence is larger than {limits.max_evidence_bytes} bytes")
     try:
-        message, claims = eat.decode_eat(token, max_size=limits.max_evidence_bytes)
+        message, claims = eat.decode_eat(token, max_size=limits.max_evidence_bytes, verify_key_point=False)
     except CryptoError as exc:
         raise _fail(FailureCode.MALFORMED_EVIDENCE, f"the evidence is not a valid Bastion EAT: {exc}") from exc
     if len(message.x5chain) != _CHAIN_LENGTH:
         raise _fail(FailureCode.MALFORMED_EVIDENCE, "x5chain must hold exactly [Alias cert, DeviceID cert]")
     alias_der, device_id_der = message.x5chain
-    try:
-        alias = certs.load_certificate_der(alias_der)
-        device_id_cert = certs.load_certificate_der(device_id_der)
-    except CryptoError as exc:
-        raise _fail(FailureCode.MALFORMED_EVIDENCE, "x5chain holds a certificate that does not parse") from exc
-    device_key = _p256_key(device_id_cert, "DeviceID", None)
-    device_id = keys.device_id_from_public_key(device_key)
-    alias_key = _p256_key(alias, "Alias", device_id)
 
     # 2. Chain: Alias <- DeviceID <- trusted vendor CA (cached on exact DER).
     cache_key = (device_id_der, alias_der)
     entry = cache.get(cache_key) if cache is not None else None
     if entry is None or not _check_cached(entry, trust_anchors, now):
-        entry = _verify_dice_chain(alias, device_id_cert, trust_anchors, now, device_id)
+        entry = _verify_dice_chain(alias_der, device_id_der, trust_anchors, now)
         if cache is not None:
             cache.put(cache_key, entry)
+    device_id = entry.device_id
 
     # 3. The UEID names the DeviceID key (RFC 9711 4.2.1).
-    if not hmac.compare_digest(claims.ueid, keys.ueid_from_public_key(device_key)):
+    if not hmac.compare_digest(claims.ueid, entry.ueid):
         raise _fail(FailureCode.UEID_MISMATCH, "the ueid claim is not the DeviceID key's UEID", device_id)
 
     # 4. The EAT is signed by the Alias key (RFC 9052 4.4).
     try:
-        cose.verify_sign1(message, alias_key)
+        cose.verify_sign1(message, entry.alias_key)
     except InvalidSignature as exc:
         raise _fail(
             FailureCode.BAD_SIGNATURE, "the EAT is not signed by the Alias certificate's key", device_id
@@ -316,8 +331,8 @@ def verify_evidence(
         claims=claims,
         os_measurement=os_measurement,
         os_version=claims.swversion,
-        alias_cert=alias,
-        device_id_cert=device_id_cert,
+        alias_cert=entry.alias,
+        device_id_cert=entry.device_id_cert,
         vendor_ca=entry.anchor,
         tcb_info=entry.tcb_info,
         key_to_certify=key_to_certify,
