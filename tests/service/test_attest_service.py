@@ -15,7 +15,7 @@ from attest_sim import OS_DIGEST, SimDevice, SimVendor
 from attest_world import World, openssl_verify
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.attestation.caches import AttestationCaches
@@ -30,7 +30,7 @@ from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.attestation.service import NONCE_PRUNE_BATCH, AttestationOutcome, attest
 from bastion.service.ca.service import tenant_ca_pem
 from bastion.service.errors import InvalidDeviceId
-from bastion.service.models import Challenge, Device
+from bastion.service.models import Challenge, Device, OsImage
 from bastion.service.tenants.service import CreatedTenant
 from bastion.service.vendors.service import trust_vendor
 from conftest import FakeClock
@@ -321,6 +321,30 @@ def test_revoked_device_is_refused(harness: Harness, world: World) -> None:
     row = world.device_row(chip.device_id)
     assert row is not None
     assert row.cert_serial is None
+
+
+def test_revocation_takes_effect_at_once_despite_the_cached_standing(harness: Harness, world: World) -> None:
+    """The good standing is cached, but the success write re-checks it atomically."""
+    chip = world.device()
+    harness.attest(chip.eat(harness.challenge(chip)))
+    with world.sessions() as session:
+        session.execute(update(Device).where(Device.device_id == chip.device_id).values(revoked_at=world.now))
+        session.commit()
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.DEVICE_REVOKED)
+    assert_failure_recorded(world, chip.device_id, FailureCode.DEVICE_REVOKED, marks_device=True)
+    assert [r.cert_serial is not None for r in world.records(chip.device_id)] == [True, False]
+
+
+def test_os_revocation_takes_effect_at_once_despite_the_cached_standing(harness: Harness, world: World) -> None:
+    chip = world.device()
+    harness.attest(chip.eat(harness.challenge(chip)))
+    with world.sessions() as session:
+        session.execute(update(OsImage).where(OsImage.measurement == chip.os_measurement).values(revoked_at=world.now))
+        session.commit()
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.OS_REVOKED)
+    assert_failure_recorded(world, chip.device_id, FailureCode.OS_REVOKED, marks_device=True)
+    # The refusal dropped the cached standing: the next attempt reads it again.
+    harness.refused(chip.eat(harness.challenge(chip)), FailureCode.OS_REVOKED)
 
 
 def test_unknown_os_is_refused(harness: Harness, world: World) -> None:

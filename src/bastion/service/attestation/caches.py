@@ -1,14 +1,21 @@
-"""Per-process caches of the attestation hot path: vendor CAs, tenant signing CAs, verified chains.
+"""Per-process caches of the attestation hot path: vendor CAs, tenant signing CAs, verified chains,
+good device standings.
 
 Each cache entry is re-read from the database after :data:`CACHE_TTL`, so a new
 trusted vendor or a rotated tenant CA takes effect within that time in every
 worker process without any cross-process signalling.
+
+A cached *good* standing (claimed, not revoked, OS known-good) only saves the
+read that picks the tenant CA: the success write re-checks all of it
+atomically (:func:`bastion.service.attestation.repository.mark_device_ok`), so
+a revocation takes effect at once. Refusals are never cached.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -23,10 +30,12 @@ from bastion.service.attestation import repository
 from bastion.service.attestation.verifier import ChainCache
 from bastion.service.ca.service import load_signing_ca
 
-__all__ = ["CACHE_TTL", "AttestationCaches", "SigningCA", "load_trust_anchors"]
+__all__ = ["CACHE_TTL", "STANDING_CACHE_ENTRIES", "AttestationCaches", "SigningCA", "load_trust_anchors"]
 
-#: How long the per-process caches of vendor CAs and tenant signing CAs live.
+#: How long the per-process caches of vendor CAs, tenant signing CAs and good standings live.
 CACHE_TTL = dt.timedelta(seconds=30)
+#: How many good (device, OS measurement) standings a process remembers.
+STANDING_CACHE_ENTRIES = 16_384
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,12 @@ class AttestationCaches:
 
     chain: ChainCache = field(default_factory=ChainCache)
     ttl: dt.timedelta = CACHE_TTL
+    standing_entries: int = STANDING_CACHE_ENTRIES
     _anchors: tuple[tuple[x509.Certificate, ...], dt.datetime] | None = None
     _signing: dict[str, SigningCA] = field(default_factory=dict)
+    _standings: OrderedDict[tuple[str, str], tuple[repository.DeviceStanding, dt.datetime]] = field(
+        default_factory=OrderedDict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _fresh(self, loaded_at: dt.datetime, now: dt.datetime) -> bool:
@@ -103,9 +116,35 @@ class AttestationCaches:
             self._signing[tenant_id] = loaded
         return loaded
 
+    def good_standing(self, device_id: str, os_measurement: str, now: dt.datetime) -> repository.DeviceStanding | None:
+        """A good standing read within the TTL, or None."""
+        with self._lock:
+            cached = self._standings.get((device_id, os_measurement))
+        if cached is not None and self._fresh(cached[1], now):
+            return cached[0]
+        return None
+
+    def remember_standing(
+        self, device_id: str, os_measurement: str, standing: repository.DeviceStanding, now: dt.datetime
+    ) -> None:
+        """Remember a good standing (the caller judged it), evicting the oldest entry if full."""
+        if self.standing_entries <= 0:
+            return
+        with self._lock:
+            self._standings[device_id, os_measurement] = (standing, now)
+            self._standings.move_to_end((device_id, os_measurement))
+            while len(self._standings) > self.standing_entries:
+                self._standings.popitem(last=False)
+
+    def forget_standing(self, device_id: str, os_measurement: str) -> None:
+        """Drop a standing that no longer holds."""
+        with self._lock:
+            self._standings.pop((device_id, os_measurement), None)
+
     def clear(self) -> None:
         """Drop every cached value (after trusting a vendor or rotating a tenant CA)."""
         with self._lock:
             self._anchors = None
             self._signing.clear()
+            self._standings.clear()
         self.chain.clear()

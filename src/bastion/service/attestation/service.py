@@ -187,14 +187,23 @@ def _attest_verified(
     device_id = evidence.device_id
     try:
         # Reads and the certificate signature come first, so that the write
-        # transaction (which holds SQLite's single write lock) stays short.
-        standing = _judge(repository.device_standing(conn, device_id, evidence.os_measurement), device_id)
+        # transaction (which holds SQLite's single write lock) stays short. A
+        # cached good standing skips the read: the guarded success write below
+        # re-checks it atomically.
+        standing: repository.DeviceStanding | AttestationFailure | None = caches.good_standing(
+            device_id, evidence.os_measurement, now
+        )
+        if standing is None:
+            standing = _judge(repository.device_standing(conn, device_id, evidence.os_measurement), device_id)
+            if not isinstance(standing, AttestationFailure):
+                caches.remember_standing(device_id, evidence.os_measurement, standing, now)
         if not isinstance(standing, AttestationFailure):
             ca = caches.signing_ca(conn, standing.tenant_id, master_key, now)
             cert = certs.issue_device_cert(
                 ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
             )
-        conn.commit()  # end the read transaction (PostgreSQL); SQLite opened none
+        if conn.in_transaction():
+            conn.commit()  # end the read transaction (PostgreSQL); SQLite opened none
         repository.begin_write(conn)
         if prune_every > 0 and secrets.randbelow(prune_every) == 0:
             repository.prune_consumed_nonces(
@@ -226,6 +235,7 @@ def _attest_verified(
             cert_not_after=not_after,
         )
         if not updated:
+            caches.forget_standing(device_id, evidence.os_measurement)
             raise _changed_standing(conn, evidence)
         repository.insert_attestation(
             conn,
