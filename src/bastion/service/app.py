@@ -43,7 +43,7 @@ from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
-from bastion.service.tuf.endpoints import TUF_PREFIX, TufStaticApp
+from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
 
@@ -178,7 +178,8 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router):
         app.include_router(router, prefix=API_PREFIX)
-    app.mount(TUF_PREFIX, TufStaticApp(settings))  # static, no auth: raw ASGI, outside FastAPI's machinery
+    # Static TUF files (no auth), served ahead of routing: added last, so the outermost middleware.
+    app.add_middleware(TufStaticMiddleware, settings=settings)
     return app
 
 

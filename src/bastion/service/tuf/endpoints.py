@@ -3,8 +3,9 @@
 No auth: the files are signed, public and cacheable, so a CDN or an object
 store can serve them instead (docs/updates.md, "TUF repositories"). This is the
 devices' check-in path, so it is a raw ASGI app mounted outside FastAPI's
-dependency machinery: a no-change check-in (a 404 probe for the next root and
-a conditional ``timestamp.json``) costs one ``stat`` and a dictionary lookup.
+dependency machinery (:class:`TufStaticMiddleware`, ahead of routing): a
+no-change check-in (a 404 probe for the next root and a conditional
+``timestamp.json``) costs one ``stat`` and a dictionary lookup.
 
 * Only names the repository can hold are served (:mod:`~bastion.service.tuf.layout`
   patterns): no traversal, no dot files, no keys, no lock file.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import anyio.to_thread
 from starlette.responses import FileResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.service.config import Settings
 from bastion.service.tuf.errors import TufError
@@ -45,6 +46,7 @@ __all__ = [
     "NOT_FOUND_CACHE_CONTROL",
     "TUF_PREFIX",
     "TufStaticApp",
+    "TufStaticMiddleware",
 ]
 
 #: Where the app is mounted.
@@ -122,15 +124,18 @@ class TufStaticApp:
         self._cached_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one request."""
-        if scope["type"] != "http":
-            return
+        """Serve one request, as an app mounted at :data:`TUF_PREFIX`."""
+        if scope["type"] == "http":
+            await self.serve(scope, receive, send, _route_path(scope))
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Serve one HTTP request for ``path``, the part of the URL path below the prefix."""
         method = scope["method"]
         if method not in {"GET", "HEAD"}:
             await _send(send, 405, [(b"content-type", _JSON), (b"allow", b"GET, HEAD")], _METHOD_BODY)
             return
         head = method == "HEAD"
-        parts = _route_path(scope).split("/", 3)
+        parts = path.split("/", 3)
         if len(parts) == 4 and parts[0] == "":
             _, group_id, kind, rest = parts
             try:
@@ -237,6 +242,29 @@ class TufStaticApp:
         )
         await response(scope, receive, send)
         return True
+
+
+class TufStaticMiddleware:
+    """Serve :data:`TUF_PREFIX` ahead of the rest of the app (its routing, middleware and handlers).
+
+    Added last with ``app.add_middleware``, it is the outermost user middleware:
+    a check-in then costs about a fifth of what it costs as a mounted route.
+    Every other request passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.tuf = TufStaticApp(settings)
+        self._prefix = TUF_PREFIX + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch on the path."""
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            if path.startswith(self._prefix):
+                await self.tuf.serve(scope, receive, send, path[len(TUF_PREFIX) :])
+                return
+        await self.app(scope, receive, send)
 
 
 def _hash_file(path: str) -> tuple[str, os.stat_result]:
