@@ -400,3 +400,33 @@ def _check_consistent(settings: Settings, group: str, count: int) -> None:
     root.verify_delegate("timestamp", state.timestamp)
     snapshot_meta = json.loads((metadata_dir(settings, group) / "timestamp.json").read_bytes())["signed"]["meta"]
     assert snapshot_meta["snapshot.json"]["version"] == count
+
+
+def test_exported_names() -> None:
+    """Other slices (fleet, CLI) rely on these names: a rename must be deliberate."""
+    from bastion.service import tuf
+
+    assert sorted(tuf.__all__) == sorted(
+        [
+            "CorruptRepository",
+            "InvalidGroupId",
+            "InvalidTarget",
+            "PublishResult",
+            "TargetSpec",
+            "TufError",
+            "TufKeyError",
+            "UnknownGroup",
+            "group_root",
+            "list_groups",
+            "publish_group",
+            "refresh_all",
+            "refresh_group",
+        ]
+    )
+    for name in tuf.__all__:
+        assert hasattr(tuf, name)
+    from bastion.service.errors import InvalidRequest, NotFound, SealedKeyError
+
+    assert issubclass(tuf.InvalidGroupId, InvalidRequest)
+    assert issubclass(tuf.UnknownGroup, NotFound)
+    assert issubclass(tuf.TufKeyError, SealedKeyError)
