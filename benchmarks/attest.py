@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
+
 from bastion.cli._localstack import LocalStack
 from bastion.crypto import certs, cose, dice, eat, keys
 
@@ -98,7 +100,7 @@ def make_eat(device: SimDevice, nonce: bytes) -> bytes:
     return eat.sign_eat(claims, device.alias_key, x5chain=device.chain)
 
 
-# --- a minimal HTTP/1.1 keep-alive client: the load generator must stay cheap -------------
+# --- a minimal HTTP/1.1 keep-alive client on uvloop: the load generator must stay cheap ----
 
 
 async def http(
@@ -106,13 +108,11 @@ async def http(
 ) -> tuple[int, bytes]:
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
     writer.write(head.encode() + body)
-    status_line = await reader.readline()
+    head_bytes = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head_bytes[:-4].split(b"\r\n")
     status = int(status_line.split()[1])
     length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
+    for line in header_lines:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
@@ -175,8 +175,14 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def crypto_floor(devices: list[SimDevice], vendor_cert: object, tenant_key: keys.PrivateKey, seconds: float) -> float:
-    """In-process, one core: verify the EAT, verify the Alias certificate, issue the device certificate."""
+def crypto_floor(devices: list[SimDevice], tenant_key: keys.PrivateKey, seconds: float) -> float:
+    """In-process, one core: verify the EAT, verify the Alias certificate, issue the device certificate.
+
+    Exactly those three (issue 2, item 12): decode the EAT and verify its COSE
+    signature under the Alias key; verify the Alias certificate's signature by
+    the DeviceID key; sign a device certificate. The DeviceID certificate's own
+    signature (by the vendor CA) is not part of the floor.
+    """
     tenant_ca = certs.make_ca("bench tenant CA", tenant_key, now=dt.datetime.now(UTC))
     count = 0
     deadline = time.perf_counter() + seconds
@@ -189,8 +195,8 @@ def crypto_floor(devices: list[SimDevice], vendor_cert: object, tenant_key: keys
         alias = certs.load_certificate_der(message.x5chain[0])
         device_id_cert = certs.load_certificate_der(message.x5chain[1])
         now = dt.datetime.now(UTC)
-        certs.verify_chain([alias, device_id_cert], [vendor_cert], now=now)  # type: ignore[list-item]
         cose.verify_sign1(message, alias.public_key())  # type: ignore[arg-type]
+        alias.verify_directly_issued_by(device_id_cert)
         certs.issue_device_cert(
             tenant_key,
             tenant_ca,
@@ -224,9 +230,7 @@ def main() -> None:
             if stack.service is None:
                 raise RuntimeError("the service is not running")
             server_cpu0, client_cpu0 = cpu_seconds(stack.service.pid), time.process_time()
-            ok, failed, seconds = asyncio.run(
-                run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup)
-            )
+            ok, failed, seconds = uvloop.run(run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup))
             server_cpu = cpu_seconds(stack.service.pid) - server_cpu0
             client_cpu = time.process_time() - client_cpu0
         finally:
@@ -239,7 +243,7 @@ def main() -> None:
             f"{client_cpu / elapsed:.2f} cores; service CPU per attestation "
             f"{1e6 * server_cpu / max(ok, 1) * seconds / elapsed:.0f} us"
         )
-        floor_per_s = crypto_floor(setup.devices, setup.vendor_cert, keys.generate_private_key(), 3.0)
+        floor_per_s = crypto_floor(setup.devices, keys.generate_private_key(), 3.0)
         print(f"crypto floor (one core, in-process): {floor_per_s:.0f}/s")
         rss = device_rss(stack, setup)
         if rss:
