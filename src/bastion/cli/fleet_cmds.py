@@ -8,15 +8,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from bastion.cli._client import OperatorConfig, ServiceClient, save_config
-from bastion.cli.apps import app, device_app, os_app, tenant_app, token_app
+from bastion.cli.apps import app, device_app, tenant_app, token_app
 from bastion.cli.output import JsonOption, console, emit_object, emit_table, err_console, fail, progress
 
 __all__ = [
@@ -25,17 +23,11 @@ __all__ = [
     "download_ca_cmd",
     "list_cmd",
     "login_cmd",
-    "publish_cmd",
     "revoke_cmd",
-    "show_cmd",
     "token_create_cmd",
 ]
 
-#: Read size while uploading an image.
-UPLOAD_CHUNK_BYTES = 256 * 1024
-
 DEVICE_COLUMNS = ("device_id", "last_result", "last_reason", "os_version", "last_attested_at", "revoked_at")
-ATTESTATION_COLUMNS = ("at", "result", "reason", "os_version", "detail")
 AUDIT_COLUMNS = ("at", "actor", "action", "target", "outcome", "detail")
 
 DeviceIdArg = Annotated[str, typer.Argument(help="The device ID (64 lowercase hex characters).")]
@@ -127,60 +119,9 @@ def list_cmd(as_json: JsonOption = False) -> None:
     emit_table(devices, DEVICE_COLUMNS, as_json=as_json, title="devices")
 
 
-@device_app.command("show")
-def show_cmd(device_id: DeviceIdArg, as_json: JsonOption = False) -> None:
-    """Show a device, its OS version and certificate, and its recent attestations."""
-    with ServiceClient.from_saved_login() as client:
-        device: dict[str, Any] = client.get_json(f"/devices/{device_id}")
-    if as_json:
-        emit_object(device, as_json=True)
-        return
-    attestations = device.pop("attestations", [])
-    emit_object(device, as_json=False, title=f"device {device_id}")
-    emit_table(attestations, ATTESTATION_COLUMNS, as_json=False, title="recent attestations")
-
-
 @device_app.command("revoke")
 def revoke_cmd(device_id: DeviceIdArg, as_json: JsonOption = False) -> None:
     """Revoke a device: it gets no more certificates (contributor)."""
     with ServiceClient.from_saved_login() as client:
         device = client.post_json(f"/devices/{device_id}/revoke")
     emit_object(device, as_json=as_json, title="device revoked")
-
-
-def _chunks(path: Path, bar: Progress, task: Any) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(UPLOAD_CHUNK_BYTES):
-            bar.update(task, advance=len(chunk))
-            yield chunk
-
-
-@os_app.command("publish")
-def publish_cmd(
-    image: Annotated[Path, typer.Argument(help="The OS image package (from `bastion os build`).")],
-    as_json: JsonOption = False,
-) -> None:
-    """Upload an OS image and register its measurement as known-good for your tenant."""
-    try:
-        size = image.stat().st_size
-    except OSError as exc:
-        fail(f"cannot read {image}: {exc.strerror}")
-    with (
-        ServiceClient.from_saved_login() as client,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar,
-    ):
-        task = bar.add_task(f"uploading {image.name}", total=size)
-        response = client.request(
-            "POST",
-            "/os-images",
-            content=_chunks(image, bar, task),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        )
-    emit_object(response.json(), as_json=as_json, title="OS image published")
