@@ -185,77 +185,73 @@ def _attest_verified(
     prune_every: int,
 ) -> AttestationOutcome:
     device_id = evidence.device_id
-    try:
-        # Reads and the certificate signature come first, so that the write
-        # transaction (which holds SQLite's single write lock) stays short. A
-        # cached good standing skips the read: the guarded success write below
-        # re-checks it atomically.
-        standing: repository.DeviceStanding | AttestationFailure | None = caches.good_standing(
-            device_id, evidence.os_measurement, now
-        )
-        if standing is None:
-            standing = _judge(repository.device_standing(conn, device_id, evidence.os_measurement), device_id)
-            if not isinstance(standing, AttestationFailure):
-                caches.remember_standing(device_id, evidence.os_measurement, standing, now)
+    # Reads and the certificate signature come first, so that the write
+    # transaction (which holds SQLite's single write lock) stays short. A
+    # cached good standing skips the read: the guarded success write below
+    # re-checks it atomically.
+    standing: repository.DeviceStanding | AttestationFailure | None = caches.good_standing(
+        device_id, evidence.os_measurement, now
+    )
+    if standing is None:
+        standing = _judge(repository.device_standing(conn, device_id, evidence.os_measurement), device_id)
         if not isinstance(standing, AttestationFailure):
-            ca = caches.signing_ca(conn, standing.tenant_id, master_key, now)
-            cert = certs.issue_device_cert(
-                ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
+            caches.remember_standing(device_id, evidence.os_measurement, standing, now)
+    if not isinstance(standing, AttestationFailure):
+        ca = caches.signing_ca(conn, standing.tenant_id, master_key, now)
+        cert = certs.issue_device_cert(
+            ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
+        )
+    with repository.WriteTransaction(conn) as tx:
+        try:
+            if prune_every > 0 and secrets.randbelow(prune_every) == 0:
+                repository.prune_consumed_nonces(
+                    tx, expired_before=now - CONSUMED_NONCE_RETENTION, limit=NONCE_PRUNE_BATCH
+                )
+            # The nonce is consumed before the device and OS verdicts are applied,
+            # so the codes come in the documented order and any authenticated
+            # attempt uses its nonce up.
+            if not repository.consume_nonce(tx, evidence.claims.nonce, device_id, expires_at):
+                raise AttestationFailure(
+                    FailureCode.NONCE_REPLAYED,
+                    "the nonce was already used (a replay); fetch a new challenge",
+                    device_id=device_id,
+                    authenticated=True,
+                )
+            if isinstance(standing, AttestationFailure):
+                raise standing
+            os_version = standing.os_version or ""
+            serial = format(cert.serial_number, "x")
+            not_after = cert.not_valid_after_utc
+            updated = repository.mark_device_ok(
+                tx,
+                device_id,
+                tenant_id=standing.tenant_id,
+                at=now,
+                os_version=os_version,
+                os_measurement=evidence.os_measurement,
+                cert_serial=serial,
+                cert_not_after=not_after,
             )
-        if conn.in_transaction():
-            conn.commit()  # end the read transaction (PostgreSQL); SQLite opened none
-        repository.begin_write(conn)
-        if prune_every > 0 and secrets.randbelow(prune_every) == 0:
-            repository.prune_consumed_nonces(
-                conn, expired_before=now - CONSUMED_NONCE_RETENTION, limit=NONCE_PRUNE_BATCH
-            )
-        # The nonce is consumed before the device and OS verdicts are applied,
-        # so the codes come in the documented order and any authenticated
-        # attempt uses its nonce up.
-        if not repository.consume_nonce(conn, evidence.claims.nonce, device_id, expires_at):
-            raise AttestationFailure(
-                FailureCode.NONCE_REPLAYED,
-                "the nonce was already used (a replay); fetch a new challenge",
+            if not updated:
+                caches.forget_standing(device_id, evidence.os_measurement)
+                raise _changed_standing(tx, evidence)
+            repository.insert_attestation(
+                tx,
+                at=now,
                 device_id=device_id,
-                authenticated=True,
+                tenant_id=standing.tenant_id,
+                result="ok",
+                reason="ok",
+                detail="",
+                os_version=os_version,
+                os_measurement=evidence.os_measurement,
+                cert_serial=serial,
             )
-        if isinstance(standing, AttestationFailure):
-            raise standing
-        os_version = standing.os_version or ""
-        serial = format(cert.serial_number, "x")
-        not_after = cert.not_valid_after_utc
-        updated = repository.mark_device_ok(
-            conn,
-            device_id,
-            tenant_id=standing.tenant_id,
-            at=now,
-            os_version=os_version,
-            os_measurement=evidence.os_measurement,
-            cert_serial=serial,
-            cert_not_after=not_after,
-        )
-        if not updated:
-            caches.forget_standing(device_id, evidence.os_measurement)
-            raise _changed_standing(conn, evidence)
-        repository.insert_attestation(
-            conn,
-            at=now,
-            device_id=device_id,
-            tenant_id=standing.tenant_id,
-            result="ok",
-            reason="ok",
-            detail="",
-            os_version=os_version,
-            os_measurement=evidence.os_measurement,
-            cert_serial=serial,
-        )
-        conn.commit()
-    except AttestationFailure as failure:
-        _record_failure(conn, failure, evidence, now, in_write=True)
-        raise
-    except BaseException:
-        conn.rollback()
-        raise
+            tx.commit()
+        except AttestationFailure as failure:
+            _write_failure(tx, failure, evidence, now)
+            tx.commit()
+            raise
     return AttestationOutcome(
         device_id=device_id,
         tenant_id=standing.tenant_id,
@@ -269,9 +265,9 @@ def _attest_verified(
     )
 
 
-def _changed_standing(conn: Connection, evidence: VerifiedEvidence) -> AttestationFailure:
+def _changed_standing(tx: repository.WriteTransaction, evidence: VerifiedEvidence) -> AttestationFailure:
     """The refusal when the device's standing changed between the read and the write."""
-    verdict = _judge(repository.device_standing(conn, evidence.device_id, evidence.os_measurement), evidence.device_id)
+    verdict = _judge(repository.device_standing(tx, evidence.device_id, evidence.os_measurement), evidence.device_id)
     if isinstance(verdict, AttestationFailure):
         return verdict
     return AttestationFailure(
@@ -289,49 +285,38 @@ def record_refused(engine: Engine, failure: AttestationFailure, *, now: dt.datet
 
 
 def _record_failure(
-    conn: Connection,
-    failure: AttestationFailure,
-    evidence: VerifiedEvidence | None,
-    now: dt.datetime,
-    *,
-    in_write: bool = False,
+    conn: Connection, failure: AttestationFailure, evidence: VerifiedEvidence | None, now: dt.datetime
 ) -> None:
-    """Commit a failed-attestation record, keeping whatever the attempt already wrote.
+    """Commit a failed-attestation record in a write transaction of its own."""
+    with repository.WriteTransaction(conn) as tx:
+        _write_failure(tx, failure, evidence, now)
+        tx.commit()
+
+
+def _write_failure(
+    tx: repository.WriteTransaction, failure: AttestationFailure, evidence: VerifiedEvidence | None, now: dt.datetime
+) -> None:
+    """Write a failed-attestation record (the caller commits it with whatever the attempt already wrote).
 
     The device's ``last_result`` changes only when the evidence was authenticated
     (chain and signature verified): unauthenticated bytes naming a device must
     not be able to mark that device as failing.
-
-    Args:
-        conn: the connection; with ``in_write`` it is inside the attempt's write
-            transaction (whose nonce consumption this commits too).
-        failure: the refusal.
-        evidence: the verified evidence, if verification got that far.
-        now: the time of the attempt.
-        in_write: see ``conn``.
     """
-    try:
-        if not in_write:
-            repository.begin_write(conn)
-        device_id = failure.device_id or ""
-        tenant_id = repository.device_tenant(conn, device_id) if device_id else None
-        authenticated = failure.authenticated or evidence is not None
-        detail = failure.detail if authenticated else f"unauthenticated evidence: {failure.detail}"
-        repository.insert_attestation(
-            conn,
-            at=now,
-            device_id=device_id,
-            tenant_id=tenant_id,
-            result="failed",
-            reason=failure.code.value,
-            detail=detail[:MAX_DETAIL_CHARS],
-            os_version=evidence.os_version[:MAX_VERSION_CHARS] if evidence is not None else None,
-            os_measurement=evidence.os_measurement if evidence is not None else None,
-            cert_serial=None,
-        )
-        if tenant_id is not None and authenticated:
-            repository.mark_device_failed(conn, device_id, at=now, reason=failure.code.value)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+    device_id = failure.device_id or ""
+    tenant_id = repository.device_tenant(tx, device_id) if device_id else None
+    authenticated = failure.authenticated or evidence is not None
+    detail = failure.detail if authenticated else f"unauthenticated evidence: {failure.detail}"
+    repository.insert_attestation(
+        tx,
+        at=now,
+        device_id=device_id,
+        tenant_id=tenant_id,
+        result="failed",
+        reason=failure.code.value,
+        detail=detail[:MAX_DETAIL_CHARS],
+        os_version=evidence.os_version[:MAX_VERSION_CHARS] if evidence is not None else None,
+        os_measurement=evidence.os_measurement if evidence is not None else None,
+        cert_serial=None,
+    )
+    if tenant_id is not None and authenticated:
+        repository.mark_device_failed(tx, device_id, at=now, reason=failure.code.value)
