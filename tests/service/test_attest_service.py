@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from attest_sim import OS_DIGEST, SimDevice, SimVendor
 from attest_world import World, openssl_verify
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.attestation.caches import AttestationCaches
@@ -27,8 +28,10 @@ from bastion.service.attestation.challenges import (
     issue_challenge,
 )
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
+from bastion.service.attestation.repository import WriteTransaction
 from bastion.service.attestation.service import NONCE_PRUNE_BATCH, AttestationOutcome, attest
 from bastion.service.ca.service import tenant_ca_pem
+from bastion.service.db import SQLITE_BUSY_TIMEOUT_MS, create_engine_for
 from bastion.service.errors import InvalidDeviceId
 from bastion.service.models import Challenge, Device, OsImage
 from bastion.service.tenants.service import CreatedTenant
@@ -466,3 +469,27 @@ def test_new_vendor_is_trusted_after_the_cache_ttl(harness: Harness, world: Worl
     later = world.now + harness.caches.ttl
     outcome = harness.attest(chip.eat(harness.challenge(chip, now=later)), now=later)
     assert outcome.device_id == chip.device_id
+
+
+def test_sqlite_writer_waits_for_the_write_lock_and_restores_the_busy_timeout(tmp_path: Path) -> None:
+    """Another process's write transaction delays ours (fine-grained retries), never fails it."""
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'lock.db'}")
+    try:
+        with engine.connect() as holder, engine.connect() as waiter:
+            holder.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            holder.commit()
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+            holder.exec_driver_sql("INSERT INTO t VALUES (1)")
+            release = threading.Timer(0.2, holder.commit)
+            release.start()
+            started = time.monotonic()
+            with WriteTransaction(waiter) as tx:
+                waited = time.monotonic() - started
+                tx.execute(text("INSERT INTO t VALUES (2)"), {})
+                tx.commit()
+            release.join()
+            assert waited >= 0.15
+            assert waiter.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
+            assert waiter.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+    finally:
+        engine.dispose()
