@@ -281,6 +281,8 @@ def _run_with_updates(
         system.start(clock())
     except MonitorError as exc:
         raise MonitorFailedError(f"the monitor failed while starting the update agent: {exc}") from exc
+    except OSError as exc:
+        raise StateError(f"cannot set up the update agent's state: {exc.strerror or exc}") from exc
     try:
         job.attach(on_success=system.on_attested, installed_apps=system.installed_apps)
         system.add_jobs(scheduler, clock)
@@ -289,6 +291,8 @@ def _run_with_updates(
         raise MonitorFailedError(f"the monitor failed: {exc}") from exc
     finally:
         system.close()
+    if system.monitor_error is not None:
+        raise MonitorFailedError(f"the monitor failed: {system.monitor_error}") from system.monitor_error
     if system.reboot_requested:
         _log.info("rebooting into the new OS")
         return EXIT_REBOOT

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from tuf.api import exceptions as tuf_exceptions
@@ -71,7 +71,6 @@ class FetchStats:
     requests: int = 0
     not_modified: int = 0
     bytes_received: int = 0
-    urls: list[str] = field(default_factory=list)
 
 
 class CachingFetcher(FetcherInterface):
@@ -113,7 +112,6 @@ class CachingFetcher(FetcherInterface):
         entry = self._cached(url) if cacheable else None
         headers = {"If-None-Match": entry.etag} if entry is not None else {}
         self.stats.requests += 1
-        self.stats.urls.append(httpx.URL(url).path)
         try:
             response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
         except httpx.HTTPError as exc:

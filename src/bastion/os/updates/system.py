@@ -27,6 +27,7 @@ from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey
 from bastion.hw.flash import Slot
 from bastion.monitor.client import MonitorClient
+from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
 from bastion.os.attestation import DeviceCredential
@@ -87,10 +88,13 @@ class _Credentials:
 class UpdateSystem:
     """The agent, its app manager and its control socket, for one boot."""
 
-    def __init__(self, agent: UpdateAgent, groups: GroupStore, control_path: Path) -> None:
+    def __init__(self, agent: UpdateAgent, groups: GroupStore, control_path: Path, stop: threading.Event) -> None:
         self.agent = agent
         self.groups = groups
         self._control_path = control_path
+        self._stop = stop
+        #: A monitor failure seen outside the scheduler thread (the runtime ends the OS with it).
+        self.monitor_error: MonitorError | None = None
         self._control: ControlServer | None = None
         self._scheduler: Scheduler | None = None
         self._clock: Callable[[], dt.datetime] | None = None
@@ -136,7 +140,7 @@ class UpdateSystem:
             ),
             on_reboot=stop.set,
         )
-        return cls(agent, groups, state_dir.control_socket_path)
+        return cls(agent, groups, state_dir.control_socket_path, stop)
 
     def start(self, now: dt.datetime) -> None:
         """Report a boot-chain rollback, start the apps, open the control socket."""
@@ -157,7 +161,11 @@ class UpdateSystem:
     def _update_job(self, now: dt.datetime) -> dt.datetime:
         if not self.agent.attested:
             return now + WAIT_FOR_ATTESTATION
-        return self.agent.job(now)
+        try:
+            return self.agent.job(now)
+        except OSError as exc:  # the state directory or flash failed: keep the OS (and its apps) running
+            _log.error("update check failed locally: %s", exc)
+            return now + self.agent.settings.retry
 
     def on_attested(self, credential: DeviceCredential, now: dt.datetime) -> None:
         """Attestation hook: remember the group (first root per group), confirm a trial, check now."""
@@ -179,7 +187,15 @@ class UpdateSystem:
     def _check(self, op: str) -> dict[str, Any]:
         del op
         now = self._clock() if self._clock else dt.datetime.now(dt.UTC)
-        return self.agent.check(now).to_json()
+        try:
+            return self.agent.check(now).to_json()
+        except MonitorError as exc:
+            self.monitor_error = exc
+            self._stop.set()  # fatal, as in the scheduler thread
+            return {"error": "monitor_failed", "detail": "the security monitor failed; the OS stops"}
+        except OSError as exc:
+            _log.error("update check failed locally: %s", exc)
+            return {"error": "failed", "detail": "the check failed on the device; see the OS log"}
 
     def _status(self, op: str) -> dict[str, Any]:
         del op
