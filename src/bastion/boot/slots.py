@@ -139,14 +139,15 @@ def open_staged_image(dev_dir: Path, path: str) -> BinaryIO:
         raise StagingPathError("the staged image does not exist") from exc
     if not resolved.is_relative_to(staging) or resolved == staging:
         raise StagingPathError("the staged image is not inside the staging directory")
-    try:
-        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: opening a FIFO the OS planted there must not hang the monitor
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise StagingPathError("the staged image cannot be opened") from exc
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > PARTITION_SIZES[Slot.A.flash_partition]:
         os.close(fd)
         raise StagingPathError("the staged image is not a regular file of a slot's size")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
