@@ -109,3 +109,22 @@ def test_update_check_and_apps_talk_to_the_os(
         assert [(r["component_id"], r["version"], r["pid"]) for r in rows] == [(APP_A, "1.0.0", 4242)]
     finally:
         server.close()
+
+
+def test_a_new_service_url_keeps_the_pinned_app_keys(
+    dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli.device_run_cmds import _config_for
+
+    key = tmp_path / "app.pub.pem"
+    key.write_bytes(public_key_pem(generate_private_key().public_key()))
+    args = ["device", "provision", "--dir", str(dev), "--app-key", str(key), "--service", "http://svc:1"]
+    assert run(monkeypatch, capsys, *args, "--update-interval", "600")[0] == 0
+    # `device run --service` rewrites the config partition with the new URL only.
+    config = _config_for(Chip.open(dev), "http://svc:2")
+    assert (config.service_url, config.app_signing_keys, config.update_interval_s) == (
+        "http://svc:2",
+        (key.read_text(),),
+        600.0,
+    )
+    assert parse_config(Chip.open(dev).flash.read(Partition.CONFIG)) == config

@@ -22,6 +22,7 @@ the UDS. The service URL is kept in the chip's config flash partition.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -46,7 +47,7 @@ from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
 from bastion.hw.flash import BootState, Partition
 from bastion.monitor.identity import MonitorIdentity, encode_handoff
-from bastion.os.config import AttestationPolicy, DeviceConfig, encode_config, parse_config
+from bastion.os.config import DeviceConfig, encode_config, parse_config
 from bastion.os.errors import ConfigError
 from bastion.os.exitcodes import EXIT_REBOOT
 
@@ -314,8 +315,12 @@ def _config_for(chip: Chip, service: str | None, service_ca: Path | None = None)
     if service_ca is not None and not service_ca.is_file():
         raise ConfigError(f"no CA file at {service_ca}")
     ca_file = str(service_ca.absolute()) if service_ca is not None else (current.ca_file if current else None)
-    policy = current.policy if current is not None else AttestationPolicy()
-    config = DeviceConfig(service_url=url, ca_file=ca_file, policy=policy)
+    # Keep everything else the config holds (pinned app keys, intervals, policy).
+    config = (
+        dataclasses.replace(current, service_url=url, ca_file=ca_file)
+        if current is not None
+        else DeviceConfig(service_url=url, ca_file=ca_file)
+    )
     chip.flash.write(Partition.CONFIG, encode_config(config))  # encode_config validates the URL
     return config
 
