@@ -157,3 +157,34 @@ def test_cli_errors_without_traceback(
     assert code == 1
     assert "bastion vendor init" in err
     assert "Traceback" not in out + err
+
+
+def test_vendor_init_trial_options_reach_the_signed_boot_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from bastion.boot.config import BootConfig
+    from bastion.boot.vendor import load_vendor
+    from bastion.images.package import ImageLimits, inspect_image
+
+    vendor_dir = tmp_path / "vendor"
+    args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2")
+    assert run(monkeypatch, capsys, *args)[0] == 0
+    stream = io.BytesIO(load_vendor(vendor_dir).bootloader_image)
+    header = inspect_image(stream, limits=ImageLimits())
+    config = BootConfig.from_json(stream.read(header.payload_size))
+    assert (config.trial_timeout_s, config.trial_boot_limit) == (5, 2)
+
+
+def test_info_shows_the_boot_state(
+    bench: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = bench / "dev"
+    assert (
+        run(monkeypatch, capsys, "device", "manufacture", "--dir", str(dev), "--vendor", str(bench / "vendor"))[0] == 0
+    )
+    code, out, _ = run(monkeypatch, capsys, "device", "info", "--dir", str(dev), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert (info["active_slot"], info["trial_slot"], info["last_event"]) == (None, None, None)

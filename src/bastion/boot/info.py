@@ -48,6 +48,8 @@ class DeviceInfo:
     active_slot: str | None
     slots: tuple[SlotInfo, ...]
     recovery: RecoveryState | None
+    trial_slot: str | None = None
+    last_event: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
@@ -58,6 +60,8 @@ class DeviceInfo:
             "boot_key_hash": self.boot_key_hash,
             "counters": self.counters,
             "active_slot": self.active_slot,
+            "trial_slot": self.trial_slot,
+            "last_event": self.last_event,
             "slots": [vars(s) for s in self.slots],
             "recovery": None if self.recovery is None else self.recovery.to_json(),
         }
@@ -90,7 +94,8 @@ def describe_device(dev_dir: Path) -> DeviceInfo:
         device_id = device_id_from_public_key(key) if isinstance(key, ec.EllipticCurvePublicKey) else None
     except (HwError, CryptoError):
         device_id = None
-    active = chip.flash.read_boot_state().active_slot
+    boot_state = chip.flash.read_boot_state()
+    active = boot_state.active_slot
     return DeviceInfo(
         device_id=device_id,
         lifecycle=fuses.lifecycle.value,
@@ -100,4 +105,6 @@ def describe_device(dev_dir: Path) -> DeviceInfo:
         active_slot=None if active is None else active.value,
         slots=tuple(_slot_info(chip, slot) for slot in Slot),
         recovery=read_recovery(dev_dir),
+        trial_slot=None if boot_state.trial_slot is None else boot_state.trial_slot.value,
+        last_event=None if boot_state.last_event is None else boot_state.last_event.to_json(),
     )

@@ -18,10 +18,22 @@ DEFAULT_VENDOR_DIR = Path(".bastion/vendor")
 
 
 @vendor_app.command("init")
-def init_cmd(
+def init_cmd(  # noqa: PLR0917 - typer reads the options from the signature
     vendor_dir: Annotated[Path, typer.Option("--dir", help="Vendor directory to create.")] = DEFAULT_VENDOR_DIR,
     name: Annotated[str, typer.Option(help="Vendor name in the CA certificate.")] = "Bastion Emulated Silicon",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing vendor (new keys!).")] = False,
+    trial_timeout: Annotated[
+        int,
+        typer.Option(
+            "--trial-timeout",
+            min=1,
+            max=24 * 3600,
+            help="Seconds a newly installed OS may run on trial before it must confirm (boot configuration).",
+        ),
+    ] = 60,
+    trial_boots: Annotated[
+        int, typer.Option("--trial-boots", min=1, max=16, help="Trial boots of a new OS before rolling back.")
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Create the vendor CA, boot-signing key, OS-publisher key and signed bootloader."""
@@ -31,7 +43,14 @@ def init_cmd(
 
     progress(f"creating vendor keys and bootloader in {vendor_dir}")
     try:
-        paths = init_vendor(vendor_dir, now=dt.datetime.now(dt.UTC), name=name, force=force)
+        paths = init_vendor(
+            vendor_dir,
+            now=dt.datetime.now(dt.UTC),
+            name=name,
+            force=force,
+            trial_boot_limit=trial_boots,
+            trial_timeout_s=trial_timeout,
+        )
     except VendorError as exc:
         fail(str(exc), hint="use another --dir, or --force to replace it (devices made with it stop booting)")
     except OSError as exc:
