@@ -25,6 +25,7 @@ from bastion.service.config import Settings
 from bastion.service.tuf import TargetSpec, group_root, publish_group, refresh_group
 from bastion.service.tuf.endpoints import TufStaticApp
 from bastion.service.tuf.layout import metadata_dir
+from bastion.service.tuf.repository import load_state
 from conftest import TestClient
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -285,3 +286,24 @@ def test_ngclient_over_real_uvicorn(settings: Settings, group: str, app_spec: Ta
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_app_refreshes_aging_repositories_in_the_background(settings: Settings, group: str) -> None:
+    real_now = dt.datetime.now(dt.UTC)
+    publish_group(settings, group, [], now=real_now - dt.timedelta(hours=20))
+    app = create_app(
+        settings, clock=lambda: dt.datetime.now(dt.UTC), migrate_on_startup=False, tuf_refresh_interval_s=0.05
+    )
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while load_state(settings, group).timestamp.signed.version == 1:
+            assert time.monotonic() < deadline, "the refresh task did not re-sign the timestamp"
+            time.sleep(0.05)
+        assert client.get(f"/tuf/{group}/metadata/timestamp.json").json()["signed"]["version"] == 2
+
+
+def test_no_background_refresh_unless_asked(settings: Settings, group: str) -> None:
+    publish_group(settings, group, [], now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=20))
+    with TestClient(create_app(settings, migrate_on_startup=False)):
+        time.sleep(0.3)
+    assert load_state(settings, group).timestamp.signed.version == 1

@@ -39,6 +39,7 @@ from bastion.service.tuf.repository import MAX_METADATA_BYTES, TIMESTAMP_FILE
 
 __all__ = [
     "CACHE_MAX_BYTES",
+    "CACHE_MAX_ENTRIES",
     "CACHE_MAX_FILE_BYTES",
     "IMMUTABLE_CACHE_CONTROL",
     "MAX_IF_NONE_MATCH_CHARS",
@@ -61,6 +62,8 @@ NOT_FOUND_CACHE_CONTROL = b"public, max-age=60"
 CACHE_MAX_FILE_BYTES = 64 * 1024
 #: Bound on the bytes of metadata kept in memory per worker.
 CACHE_MAX_BYTES = 32 * 1024 * 1024
+#: Bound on the number of metadata files whose ETag is kept in memory per worker.
+CACHE_MAX_ENTRIES = 65536
 #: Bound on the ``If-None-Match`` header value we parse.
 MAX_IF_NONE_MATCH_CHARS = 2048
 
@@ -213,7 +216,7 @@ class TufStaticApp:
             self._cached_bytes -= len(old.body)
         self._cache[path] = entry
         self._cached_bytes += len(body or b"")
-        while self._cached_bytes > CACHE_MAX_BYTES and self._cache:
+        while (self._cached_bytes > CACHE_MAX_BYTES or len(self._cache) > CACHE_MAX_ENTRIES) and self._cache:
             _, evicted = self._cache.popitem(last=False)
             self._cached_bytes -= len(evicted.body or b"")
         return entry
