@@ -1,0 +1,269 @@
+"""End to end: renewable security with real processes on loopback.
+
+The service runs as ``bastion service run``; the device runs as a long-lived
+``bastion device run`` (boot, monitor, OS and its apps), and learns its device
+group's TUF repository from its attestation. Updates are triggered with
+``bastion device update-check``, which talks to the running OS.
+
+One device goes through the issue's whole story in order: app v1 is deployed and
+runs, v2 replaces it, OS 1.0.0 -> 1.1.0 is installed and confirmed, a broken
+OS 1.2.0 rolls back by itself without raising the fuse counter. Attacks that
+need the real service (a tampered target, stolen online TUF keys, a closed
+maintenance window) run on a second device.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.cli._localstack import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "apps" / "hello"
+GROUP = "widget/Field Test"
+#: How long a device may take to reach a state (boots, attestations, downloads).
+WAIT_S = 60.0
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class RunningDevice:
+    stack: LocalStack
+    dev: Path
+    device_id: str
+    process: subprocess.Popen[bytes]
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.dev / "os-state" / "state.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.stack.bastion_json("device", "info", "--dir", str(self.dev)))
+
+    def update_check(self) -> dict[str, Any]:
+        result = self.stack.bastion("device", "update-check", "--dir", str(self.dev), "--json", check=False)
+        return dict(json.loads(result.stdout)) if result.stdout.strip() else {"stderr": result.stderr}
+
+    def apps(self) -> list[dict[str, Any]]:
+        return list(self.stack.bastion_json("device", "apps", "--dir", str(self.dev)))
+
+    def app_log(self, component_id: str) -> str:
+        path = self.dev / "os-state" / "apps" / f"{component_id}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def attested_on(self, version: str) -> bool:
+        state = self.state()
+        return state.get("os_version") == version and state.get("last_result") == "ok" and self.control_ready()
+
+    def control_ready(self) -> bool:
+        return (self.dev / "os-state" / "control.sock").exists()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class World:
+    stack: LocalStack
+    url: str
+    app_key: Path
+    app_pub: Path
+    os_key: Path
+
+    def build_os(self, version: str, security_version: int, *extra: str) -> Path:
+        image = self.stack.root / f"os-{version}.img"
+        if not image.exists():
+            self.stack.bastion(
+                "os", "build", "--version", version, "--security-version", str(security_version),
+                "--key", str(self.os_key), "-o", str(image), *extra,
+            )  # fmt: skip
+        return image
+
+    def build_app(self, version: str, *, key: Path | None = None) -> Path:
+        image = self.stack.root / f"hello-{version}-{(key or self.app_key).stem}.img"
+        self.stack.bastion(
+            "app", "package", str(EXAMPLE_APP), "--key", str(key or self.app_key), "--version", version,
+            "-o", str(image),
+        )  # fmt: skip
+        return image
+
+    def deploy(self, image: Path) -> dict[str, Any]:
+        added = self.stack.bastion_json("image", "add", str(image))
+        return dict(self.stack.bastion_json("deployment", "create", "--group", GROUP, "--image", added["id"]))
+
+    def start_device(self, name: str) -> RunningDevice:
+        dev = self.stack.device_dir(name)
+        vendor = str(self.stack.vendor_dir)
+        self.stack.bastion("device", "manufacture", "--dir", str(dev), "--vendor", vendor)
+        self.stack.bastion("device", "flash", "--dir", str(dev), "--os", str(self.build_os("1.0.0", 1)))
+        self.stack.bastion(
+            "device", "provision", "--dir", str(dev), "--app-key", str(self.app_pub), "--service", self.url
+        )
+        device_id = self.stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
+        self.stack.bastion("device", "claim", device_id)
+        self.stack.bastion("device", "assign", device_id, "--group", GROUP)
+        log = (dev.parent / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            self.stack.command("device", "run", "--dir", str(dev)),
+            env=self.stack.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        device = RunningDevice(self.stack, dev, device_id, process)
+        wait_for("the device's first attestation", lambda: device.attested_on("1.0.0"))
+        return device
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    stack = LocalStack(tmp_path_factory.mktemp("e2e-updates"))
+    # A short trial bound keeps a hung trial OS from stalling the suite.
+    stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir), "--trial-timeout", "30")
+    stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    url = stack.start_service()
+    try:
+        tenant = stack.bastion_json("tenant", "create", "acme")
+        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        keys = stack.root / "keys"
+        stack.bastion("keys", "create", "-o", str(keys), "--name", "acme-apps")
+        stack.bastion("keys", "register", str(keys / "acme-apps.pub.pem"))
+        stack.bastion("product", "create", "widget")
+        world = World(stack, url, keys / "acme-apps.key", keys / "acme-apps.pub.pem", stack.vendor_dir / "os-signing.key")
+        stack.bastion("os", "publish", str(world.build_os("1.0.0", 1)))
+        yield world
+    finally:
+        stack.stop_service()
+
+
+@pytest.fixture(scope="module")
+def device(world: World) -> Iterator[RunningDevice]:
+    running = world.start_device("story")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _history(world: World, device_id: str) -> list[dict[str, Any]]:
+    shown = world.stack.bastion_json("device", "show", device_id)
+    return list(shown.get("update_history", []))
+
+
+def test_1_app_v1_is_deployed_and_runs(world: World, device: RunningDevice) -> None:
+    world.deploy(world.build_app("1.0.0"))
+    summary = device.update_check()
+    assert summary.get("result") == "installed", summary
+    app = wait_for("app v1 running", lambda: [a for a in device.apps() if a.get("version") == "1.0.0"])[0]
+    wait_for("app v1 heartbeat", lambda: "hello 1.0.0 heartbeat" in device.app_log(app["component_id"]))
+
+
+def test_2_app_v2_replaces_v1(world: World, device: RunningDevice) -> None:
+    world.deploy(world.build_app("2.0.0"))
+    summary = device.update_check()
+    assert summary.get("result") == "installed", summary
+    apps = wait_for("app v2 running", lambda: [a for a in device.apps() if a.get("version") == "2.0.0"])
+    assert len(apps) == 1  # replaced, not added beside
+    wait_for("app v2 heartbeat", lambda: "hello 2.0.0 heartbeat" in device.app_log(apps[0]["component_id"]))
+    assert device.attested_on("1.0.0")  # only the app restarted: the OS did not reboot
+
+
+def test_3_os_update_to_1_1_is_confirmed_and_raises_the_counter(world: World, device: RunningDevice) -> None:
+    world.stack.bastion("os", "publish", str(world.build_os("1.1.0", 2)))
+    summary = device.update_check()
+    assert summary.get("result") == "reboot", summary
+    wait_for("OS 1.1.0 attested", lambda: device.attested_on("1.1.0"))
+    info = wait_for("the trial confirmed", lambda: (i := device.info())["trial_slot"] is None and i)
+    assert info["active_slot"] == "B"
+    assert info["counters"]["os"] == 2
+    # The app came back on the new OS.
+    wait_for("the app running on 1.1.0", lambda: any(a.get("version") == "2.0.0" for a in device.apps()))
+    kinds = [e.get("kind") for e in _history(world, device.device_id)]
+    assert "os_confirmed" in kinds
+
+
+def test_4_broken_os_rolls_back_by_itself(world: World, device: RunningDevice) -> None:
+    broken = world.build_os("1.2.0", 3, "--fault", "fail-at-start")
+    world.stack.bastion("os", "publish", str(broken))
+    summary = device.update_check()
+    assert summary.get("result") == "reboot", summary
+    # The trial boot of 1.2.0 fails at start; the bootloader returns to 1.1.0.
+    wait_for(
+        "the rollback reported to the service",
+        lambda: "os_rolled_back" in [e.get("kind") for e in _history(world, device.device_id)],
+    )
+    assert device.attested_on("1.1.0")
+    info = device.info()
+    assert info["active_slot"] == "B"
+    assert info["counters"]["os"] == 2  # not raised to 1.2.0's security version
+    # The broken version is not tried again.
+    again = device.update_check()
+    assert again.get("result") != "reboot", again
+    status = world.stack.bastion_json("device", "show-deployment-status", device.device_id)
+    assert json.dumps(status).count("1.1.0") >= 1
+
+
+def test_tampered_target_and_stolen_tuf_keys_are_refused(world: World) -> None:
+    from bastion.service.config import Settings
+    from bastion.service.tuf import TargetSpec, publish_group
+
+    device = world.start_device("attacked")
+    try:
+        group = world.stack.bastion_json("device-group", "show", GROUP)
+        settings = Settings.from_env(world.stack.env())
+        now = dt.datetime.now(dt.UTC)
+
+        # Someone who stole the service's online TUF keys publishes an app that the
+        # tenant's app key did not sign. TUF accepts it; the device must not.
+        rogue_key_dir = world.stack.root / "rogue"
+        world.stack.bastion("keys", "create", "-o", str(rogue_key_dir), "--name", "rogue")
+        rogue = world.build_app("9.9.9", key=rogue_key_dir / "rogue.key")
+        from bastion.service.blobs.store import BlobStore
+
+        blob = BlobStore(settings.home / "blobs").put_bytes(rogue.read_bytes())
+        manifest = json.loads((EXAMPLE_APP / "app_manifest.json").read_text())
+        spec = TargetSpec(
+            path=f"apps/{manifest['ComponentId'].lower()}/9.9.9.img",
+            blob_sha256=blob.sha256,
+            length=blob.size,
+            custom={"bastion": {"image_type": "app", "component_id": manifest["ComponentId"].lower(),
+                                "version": "9.9.9", "security_version": 1}},
+        )  # fmt: skip
+        publish_group(settings, group["id"], [spec], now=now)
+        summary = device.update_check()
+        assert summary.get("result") == "refused", summary
+        assert not any(a.get("version") == "9.9.9" for a in device.apps())
+        refused = [e for e in _history(world, device.device_id) if e.get("kind") == "update_refused"]
+        assert refused, "the refusal was reported to the service"
+    finally:
+        device.stop()
+        shutil.rmtree(device.dev, ignore_errors=True)
