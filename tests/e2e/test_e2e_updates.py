@@ -158,7 +158,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack.bastion("keys", "create", "-o", str(keys), "--name", "acme-apps")
         stack.bastion("keys", "register", str(keys / "acme-apps.pub.pem"))
         stack.bastion("product", "create", "widget")
-        world = World(stack, url, keys / "acme-apps.key", keys / "acme-apps.pub.pem", stack.vendor_dir / "os-signing.key")
+        os_key = stack.vendor_dir / "os-signing.key"
+        world = World(stack, url, keys / "acme-apps.key", keys / "acme-apps.pub.pem", os_key)
         stack.bastion("os", "publish", str(world.build_os("1.0.0", 1)))
         yield world
     finally:

@@ -15,13 +15,13 @@ from _ab_world import NOW, AbDevice, AbWorld, make_ab_world
 from bastion.boot.config import BootConfig
 from bastion.boot.errors import BootConfigError, SlotStateError, VendorError
 from bastion.boot.factory import flash_os
-from bastion.boot.semver import compare_versions, is_newer
 from bastion.boot.vendor import init_vendor
 from bastion.cli.device_run_cmds import identity_from_boot
 from bastion.crypto.keys import generate_private_key
 from bastion.hw.errors import StateCorruptError
 from bastion.hw.flash import BootEvent, BootState, Slot
 from bastion.images.os_build import build_os_image
+from bastion.images.semver import compare_versions, is_newer
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.monitor.identity import decode_handoff, encode_handoff

@@ -39,12 +39,12 @@ from typing import BinaryIO
 from bastion.boot.config import BootConfig
 from bastion.boot.errors import BootError, FlashImageError, SlotStateError, StagingPathError
 from bastion.boot.rom import load_bootloader
-from bastion.boot.semver import is_newer
 from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
 from bastion.hw.flash import EVENT_ROLLBACK, MAX_EVENT_FIELD_CHARS, PARTITION_SIZES, BootEvent, BootState, Flash, Slot
 from bastion.images.errors import ImageError
 from bastion.images.package import ImageHeader, ImageType, inspect_image, verify_image
+from bastion.images.semver import is_newer
 
 __all__ = [
     "OS_COUNTER",

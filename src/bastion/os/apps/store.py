@@ -29,8 +29,8 @@ from pathlib import Path
 from bastion.hw.atomic import fsync_dir, remove_tree
 from bastion.images.errors import ImageError
 from bastion.images.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, AppManifest, validate_manifest
+from bastion.images.semver import compare_versions
 from bastion.os.updates.errors import UpdateFailedError, UpdateRefusedError
-from bastion.os.updates.versions import compare_versions
 
 __all__ = ["CURRENT_LINK", "AppStore", "InstalledApp", "check_component_id", "check_version"]
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from bastion.crypto.keys import PublicKey
 from bastion.hw.flash import EVENT_ROLLBACK, BootEvent
+from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
@@ -44,7 +45,6 @@ from bastion.os.updates.pointer import GroupStore, UpdatePointer
 from bastion.os.updates.policy import decide, requested_deferral
 from bastion.os.updates.reporter import DeviceStatus, StatusReporter
 from bastion.os.updates.tuf_client import GroupRepository, Target, TufLimits
-from bastion.os.updates.versions import is_newer
 
 __all__ = ["AgentSettings", "CheckSummary", "UpdateAgent", "UpdateMonitor"]
 

@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bastion.images.semver import lenient_semver_key
 from bastion.service import tuf
 from bastion.service.blobs.store import BlobStore
 from bastion.service.config import Settings
@@ -31,7 +32,6 @@ from bastion.service.fleet import repository
 from bastion.service.fleet.deltas import delta_targets
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
-from bastion.service.fleet.semver import semver_key
 from bastion.service.models import AppImage, Device, DeviceGroup, OsImage
 from bastion.service.tuf import TargetSpec
 
@@ -121,7 +121,7 @@ def newest_os_images(session: Session, settings: Settings, tenant_id: str, feed:
     """
     store = blob_store(settings)
     images = [i for i in repository.feed_os_images(session, tenant_id, feed) if store.exists(i.measurement)]
-    images.sort(key=lambda i: (semver_key(i.version), i.security_version, i.id), reverse=True)
+    images.sort(key=lambda i: (lenient_semver_key(i.version), i.security_version, i.id), reverse=True)
     return images
 
 
