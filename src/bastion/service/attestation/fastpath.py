@@ -37,6 +37,7 @@ from bastion.service.attestation.service import AttestationOutcome, attest, reco
 from bastion.service.attestation.verifier import DEFAULT_LIMITS
 from bastion.service.config import Settings
 from bastion.service.errors import InvalidDeviceId, InvalidRequest
+from bastion.service.fleet.targets import update_pointers
 
 __all__ = [
     "ATTESTATION_MEDIA_TYPE",
@@ -116,7 +117,7 @@ async def _read_bounded(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _outcome_body(outcome: AttestationOutcome) -> bytes:
+def _outcome_body(outcome: AttestationOutcome, updates: dict[str, Any] | None) -> bytes:
     return orjson.dumps(
         {
             "device_id": outcome.device_id,
@@ -124,7 +125,9 @@ def _outcome_body(outcome: AttestationOutcome) -> bytes:
             "certificate": outcome.certificate_pem,
             "ca_chain": list(outcome.ca_chain_pem),
             "not_after": outcome.not_after.isoformat(),
-            "updates": [],
+            # Where the device's group publishes its TUF repository (docs/updates.md);
+            # an empty list when the device is in no group.
+            "updates": updates if updates is not None else [],
         }
     )
 
@@ -254,7 +257,14 @@ class DeviceEndpoints:
                     )
                 except AttestationFailure as failure:
                     return _failure(failure)
-                return 200, _outcome_body(outcome)
+                with self._state.sessionmaker() as session:
+                    updates = update_pointers(
+                        session,
+                        outcome.device_id,
+                        settings=self._settings,
+                        publisher=getattr(self._state, "tuf_publisher", None),
+                    )
+                return 200, _outcome_body(outcome, updates)
 
             return await self._run(engine, work)
 
