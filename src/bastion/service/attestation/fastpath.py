@@ -257,9 +257,10 @@ class DeviceEndpoints:
                     )
                 except AttestationFailure as failure:
                     return _failure(failure)
-                with self._state.sessionmaker() as session:
+                # A plain connection: an ORM session here costs more than the query.
+                with engine.connect() as conn:
                     updates = update_pointers(
-                        session,
+                        conn,
                         outcome.device_id,
                         settings=self._settings,
                         publisher=getattr(self._state, "tuf_publisher", None),
