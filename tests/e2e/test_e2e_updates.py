@@ -20,32 +20,19 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bastion.cli._localstack import LocalStack
+from bastion.cli._localstack import LocalStack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "apps" / "hello"
 GROUP = "widget/Field Test"
-#: How long a device may take to reach a state (boots, attestations, downloads).
-WAIT_S = 60.0
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -54,12 +41,6 @@ class RunningDevice:
     dev: Path
     device_id: str
     process: subprocess.Popen[bytes]
-
-    def state(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.dev / "os-state" / "state.json").read_text()))
-        except (OSError, ValueError):
-            return {}
 
     def info(self) -> dict[str, Any]:
         return dict(self.stack.bastion_json("device", "info", "--dir", str(self.dev)))
@@ -76,11 +57,7 @@ class RunningDevice:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def attested_on(self, version: str) -> bool:
-        state = self.state()
-        return state.get("os_version") == version and state.get("last_result") == "ok" and self.control_ready()
-
-    def control_ready(self) -> bool:
-        return (self.dev / "os-state" / "control.sock").exists()
+        return self.stack.device_ready(self.dev, version)
 
     def os_log_tail(self, lines: int = 40) -> str:
         path = self.dev / "os-state" / "os.log"
@@ -136,16 +113,7 @@ class World:
         device_id = self.stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
         self.stack.bastion("device", "claim", device_id)
         self.stack.bastion("device", "assign", device_id, "--group", GROUP)
-        log = (dev.parent / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            self.stack.command("device", "run", "--dir", str(dev)),
-            env=self.stack.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        device = RunningDevice(self.stack, dev, device_id, process)
+        device = RunningDevice(self.stack, dev, device_id, self.stack.start_device(dev))
         wait_for("the device's first attestation", lambda: device.attested_on("1.0.0"))
         return device
 

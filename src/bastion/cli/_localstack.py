@@ -20,17 +20,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["CommandFailedError", "LocalStack", "free_port"]
+__all__ = ["CommandFailedError", "LocalStack", "free_port", "wait_for"]
 
 #: How long the service may take to answer /healthz after it starts.
 SERVICE_START_TIMEOUT_S = 30.0
 #: How long one CLI command may run.
 COMMAND_TIMEOUT_S = 120.0
+#: How long :func:`wait_for` waits by default, and how often it looks.
+WAIT_TIMEOUT_S = 60.0
+WAIT_POLL_S = 0.2
+
+T = TypeVar("T")
 
 
 class CommandFailedError(RuntimeError):
@@ -42,6 +47,21 @@ class CommandFailedError(RuntimeError):
             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         )
         self.result = result
+
+
+def wait_for(what: str, predicate: Callable[[], T | None], *, timeout: float = WAIT_TIMEOUT_S) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    Raises:
+        TimeoutError: it did not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(WAIT_POLL_S)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def free_port() -> int:
@@ -61,6 +81,7 @@ class LocalStack:
     columns: int = 200
     service: subprocess.Popen[bytes] | None = None
     url: str | None = None
+    devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -160,6 +181,48 @@ class LocalStack:
                 self.service.kill()
                 self.service.wait()
         self.service = None
+
+    def start_device(self, dev: Path) -> subprocess.Popen[bytes]:
+        """Start ``bastion device run --dir DEV`` in the background (it runs until stopped)."""
+        log = (dev.parent / f"{dev.name}.log").open("ab")
+        process = subprocess.Popen(
+            self.command("device", "run", "--dir", str(dev)),
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.devices[str(dev)] = process
+        return process
+
+    def device_state(self, dev: Path) -> dict[str, Any]:
+        """The device OS's state file (``{}`` until it has written one)."""
+        try:
+            return dict(json.loads((dev / "os-state" / "state.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def device_ready(self, dev: Path, os_version: str) -> bool:
+        """Whether the running device attested on ``os_version`` and answers on its control socket."""
+        state = self.device_state(dev)
+        return (
+            state.get("os_version") == os_version
+            and state.get("last_result") == "ok"
+            and (dev / "os-state" / "control.sock").exists()
+        )
+
+    def stop_devices(self) -> None:
+        """Stop every device started with :meth:`start_device`."""
+        for process in self.devices.values():
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.devices.clear()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[LocalStack]:

@@ -1,10 +1,15 @@
-"""``bastion demo``: the whole chain of trust, as real processes, on embedded defaults.
+"""``bastion demo``: the chain of trust and renewable security, as real processes.
 
-Creates a vendor, starts the Security Service on loopback with SQLite, creates a
-tenant, builds and publishes OS 1.0.0, manufactures a device, flashes and claims
-it, boots it (boot, monitor and OS as their own processes) so that it attests
-and receives its certificate, shows the device as the service sees it, and ends
-with ``openssl verify`` of the device certificate against the tenant CA.
+Part one creates a vendor, starts the Security Service on loopback with SQLite,
+creates a tenant, builds and publishes OS 1.0.0, manufactures a device, flashes
+and claims it, boots it (boot, monitor and OS as their own processes) so that
+it attests and receives its certificate, shows the device as the service sees
+it, and checks the certificate with ``openssl verify``.
+
+Part two keeps the device running and updates it: a sample app is deployed and
+runs; OS 1.1.0 is published, installed in the other slot, trial-booted and
+confirmed; a broken OS 1.2.0 is published and the device rolls back to 1.1.0 by
+itself; the device's update history ends the demo.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._localstack import CommandFailedError, LocalStack
+from bastion.cli._localstack import CommandFailedError, LocalStack, wait_for
 from bastion.cli.apps import app
 from bastion.cli.output import CliError, console, progress
 
@@ -48,7 +53,7 @@ def demo(
         if keep_running and stack.service is not None:
             console.print(f"\nThe service keeps running at {stack.url}; press Ctrl-C to stop it.")
             stack.service.wait()
-    except CommandFailedError as exc:
+    except (CommandFailedError, TimeoutError) as exc:
         raise CliError(
             f"a demo step failed: {exc}",
             hint=f"the service log is {stack.service_log}; re-run `make demo` after fixing the cause",
@@ -56,6 +61,7 @@ def demo(
     except KeyboardInterrupt:
         pass
     finally:
+        stack.stop_devices()
         stack.stop_service()
     console.print(f"\n[green]Demo finished in {time.monotonic() - started:.1f}s.[/green]")
     _print_by_hand(stack)
@@ -115,6 +121,102 @@ def _run(stack: LocalStack) -> None:
     console.print((verify.stdout + verify.stderr).rstrip())
     if verify.returncode != 0:
         raise CliError("openssl did not accept the device certificate", hint=f"inspect {device_cert}")
+    _updates(stack, device_dir, device_id)
+
+
+EXAMPLE_APP = Path(__file__).resolve().parents[3] / "examples" / "apps" / "hello"
+GROUP = "demo-product/Field Test"
+
+
+def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
+    root = stack.root
+    os_key = str(stack.vendor_dir / "os-signing.key")
+
+    _step(9, "Create the tenant's app-signing key (only its public half goes to the service) and a product")
+    stack.bastion("keys", "create", "-o", str(root / "keys"), "--name", "demo-apps")
+    stack.bastion("keys", "register", str(root / "keys" / "demo-apps.pub.pem"))
+    stack.bastion("product", "create", "demo-product")
+    groups = stack.bastion_json("device-group", "list")
+    console.print("device groups: " + ", ".join(sorted(g["name"] for g in groups)))
+    stack.bastion("device", "assign", device_id, "--group", GROUP)
+    stack.bastion(
+        "device", "provision", "--dir", str(device_dir), "--app-key", str(root / "keys" / "demo-apps.pub.pem")
+    )
+    console.print(f"device assigned to {GROUP}; the app key is pinned on the device")
+
+    _step(10, "Start the device for good: it attests at boot and learns its group's TUF repository")
+    stack.start_device(device_dir)
+    wait_for("the device to attest", lambda: stack.device_ready(device_dir, "1.0.0"))
+    console.print("device running OS 1.0.0")
+
+    _step(11, "Deploy the sample app 'hello' 1.0.0 and see it running")
+    app_image = root / "hello-1.0.0.img"
+    key = str(root / "keys" / "demo-apps.key")
+    stack.bastion("app", "package", str(EXAMPLE_APP), "--key", key, "--version", "1.0.0", "-o", str(app_image))
+    added = stack.bastion_json("image", "add", str(app_image))
+    stack.bastion("deployment", "create", "--group", GROUP, "--image", str(added["id"]))
+    _check(stack, device_dir)
+    app = wait_for("the app to run", lambda: list(stack.bastion_json("device", "apps", "--dir", str(device_dir))))[0]
+    log = device_dir / "os-state" / "apps" / f"{app['component_id']}.log"
+    line = wait_for("a heartbeat", lambda: next((x for x in _lines(log) if "heartbeat" in x), None))
+    console.print(f"app {app['component_id']} {app['version']} says: {line}")
+
+    _step(12, "Publish OS 1.1.0: the device writes it to the other slot, trial-boots it and confirms it")
+    stack.bastion(
+        "os",
+        "build",
+        "--version",
+        "1.1.0",
+        "--security-version",
+        "2",
+        "--key",
+        os_key,
+        "-o",
+        str(root / "os-1.1.0.img"),
+    )
+    stack.bastion("os", "publish", str(root / "os-1.1.0.img"))
+    _check(stack, device_dir)
+    wait_for("OS 1.1.0 to attest", lambda: stack.device_ready(device_dir, "1.1.0"))
+    info = wait_for("the trial to be confirmed", lambda: _confirmed(stack, device_dir))
+    console.print(
+        f"running OS 1.1.0 from slot {info['active_slot']}; anti-rollback counter os = {info['counters']['os']}"
+    )
+
+    _step(13, "Publish a broken OS 1.2.0 (its runtime fails at start): the device rolls back by itself")
+    broken = root / "os-1.2.0.img"
+    stack.bastion(
+        "os", "build", "--version", "1.2.0", "--security-version", "3", "--key", os_key, "-o", str(broken),
+        "--fault", "fail-at-start",
+    )  # fmt: skip
+    stack.bastion("os", "publish", str(broken))
+    _check(stack, device_dir)
+    wait_for("the rollback to be reported", lambda: "os_rolled_back" in _history_kinds(stack, device_id))
+    wait_for("OS 1.1.0 to run again", lambda: stack.device_ready(device_dir, "1.1.0"))
+    info = stack.bastion_json("device", "info", "--dir", str(device_dir))
+    console.print(f"back on OS 1.1.0 in slot {info['active_slot']}; counter os = {info['counters']['os']} (not raised)")
+
+    _step(14, "The device's update history, as the service recorded it")
+    console.print(stack.bastion("device", "show-deployment-status", device_id).stdout.rstrip())
+
+
+def _check(stack: LocalStack, device_dir: Path) -> None:
+    summary = stack.bastion_json("device", "update-check", "--dir", str(device_dir))
+    installed = ", ".join(f"{i.get('component_id', '')} {i.get('version', '')}".strip() for i in summary["installed"])
+    console.print(f"update check: {summary['result']}" + (f" ({installed})" if installed else ""))
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def _confirmed(stack: LocalStack, device_dir: Path) -> dict[str, Any] | None:
+    info: dict[str, Any] = stack.bastion_json("device", "info", "--dir", str(device_dir))
+    return info if info.get("trial_slot") is None else None
+
+
+def _history_kinds(stack: LocalStack, device_id: str) -> list[str]:
+    shown = stack.bastion_json("device", "show", device_id)
+    return [str(event.get("kind")) for event in shown.get("update_history", [])]
 
 
 def _print_by_hand(stack: LocalStack) -> None:
@@ -125,5 +227,6 @@ def _print_by_hand(stack: LocalStack) -> None:
         "  bastion service run --port 8443                 # in one terminal\n"
         f"  bastion device run --dir {stack.device_dir('device-1')} --service http://127.0.0.1:8443\n"
         "  bastion device list                             # in another\n"
+        f"  bastion device update-check --dir {stack.device_dir('device-1')}\n"
         "Or add --keep-running to `bastion demo` to leave this service up."
     )
