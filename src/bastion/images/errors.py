@@ -9,9 +9,13 @@ The tree::
     ├── ImageSignatureError   not signed by a trusted key, or the signature fails
     ├── ImagePayloadError     payload shorter or longer than the header says, or
     │                         its digest differs
-    ├── ImageArchiveError     an OS payload archive that is malformed or unsafe
-    │                         (links, absolute paths, "..", over its bounds)
-    └── ImageBuildError       an image cannot be built (missing sources, bad input)
+    ├── ImageArchiveError     an OS or app payload archive that is malformed or
+    │                         unsafe (links, absolute paths, "..", over its bounds)
+    ├── ImageBuildError       an image cannot be built (missing sources, bad input)
+    ├── ManifestError         an app manifest with errors, each with its JSON path
+    │                         (bastion.images.manifest)
+    └── DeltaError            a delta patch that cannot be made or applied, or whose
+                              result has another digest (bastion.images.delta)
 
 Each message names the check that failed; none carries key material.
 """

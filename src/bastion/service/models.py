@@ -158,7 +158,13 @@ class Device(Base):
 
 
 class Challenge(Base):
-    """An attestation nonce: single use, bound to one device ID, short-lived."""
+    """A consumed attestation nonce, kept until shortly after it expires.
+
+    Challenges are issued without a database write (a MAC binds the nonce to the
+    device ID and its expiry, see ``attestation/challenges.py``); an attestation
+    inserts its nonce here in its own transaction, so a second use is a
+    primary-key conflict: ``nonce_replayed``.
+    """
 
     __tablename__ = "challenges"
 
