@@ -127,6 +127,8 @@ def test_targets_are_served_by_hash_prefixed_name(client: TestClient, group: str
     partial = client.get(url, headers={"Range": "bytes=13-25"})  # resumable downloads
     assert partial.status_code == 206
     assert partial.content == b"app image v1 "
+    rest = client.get(url, headers={"Range": "bytes=12987-"})  # what the device's fetcher sends to resume
+    assert (rest.status_code, rest.content) == (206, b"app image v1 ")
     # The unprefixed path is not served (consistent snapshots only).
     assert client.get(f"/tuf/{group}/targets/apps/c0/1.0.0.img").status_code == 404
 

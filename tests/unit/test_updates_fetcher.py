@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 from tuf.api import exceptions as tuf_exceptions
+from tuf.api.exceptions import DownloadError
 
-from bastion.os.updates.fetcher import CachingFetcher, FetcherLimits, is_cacheable
+from bastion.os.updates.fetcher import CachingFetcher, FetcherLimits, is_cacheable, is_resumable
 
 BASE = "http://svc/tuf/g1/metadata/"
 
@@ -114,3 +119,76 @@ def test_transport_errors_and_http_errors_are_download_errors() -> None:
     with pytest.raises(tuf_exceptions.DownloadHTTPError) as info:
         g.download_bytes(BASE + "timestamp.json", 100)
     assert info.value.status_code == 503
+
+
+TARGET_URL = "http://svc/tuf/g/targets/apps/x/" + "ab" * 32 + ".1.0.0.img"
+
+
+class _RangeServer:
+    """Serves one target with Range support; can cut the connection after N bytes."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.cut_after: int | None = None
+        self.ranges: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        wanted = request.headers.get("range")
+        self.ranges.append(wanted)
+        start = int(wanted.removeprefix("bytes=").rstrip("-")) if wanted else 0
+        if start >= len(self.body):
+            return httpx.Response(416)
+        body = self.body[start:]
+        cut = self.cut_after
+
+        def stream() -> Iterator[bytes]:
+            for i in range(0, len(body), 1000):
+                if cut is not None and i >= cut:
+                    raise httpx.ReadError("connection lost")
+                yield body[i : i + 1000]
+
+        return httpx.Response(206 if wanted else 200, content=stream())
+
+
+def test_interrupted_target_download_resumes_with_range(tmp_path: Path) -> None:
+    body = bytes(range(256)) * 40  # 10 240 bytes
+    server = _RangeServer(body)
+    client = httpx.Client(transport=httpx.MockTransport(server))
+    # Bytes are kept as they are handed on, a read (chunk_bytes) at a time.
+    f = CachingFetcher(client, partial_dir=tmp_path, limits=FetcherLimits(chunk_bytes=1000))
+    server.cut_after = 4000
+    with pytest.raises(DownloadError):
+        f.download_bytes(TARGET_URL, len(body))
+    assert [p.stat().st_size for p in tmp_path.iterdir()] == [4000]  # the bytes received so far are kept
+    server.cut_after = None
+    assert f.download_bytes(TARGET_URL, len(body)) == body
+    assert server.ranges == [None, "bytes=4000-"]
+    assert f.stats.resumed == 1
+    assert list(tmp_path.iterdir()) == []  # a finished download leaves no partial file
+
+
+def test_server_ignoring_the_range_restarts_the_file(tmp_path: Path) -> None:
+    body = b"x" * 5000
+    (tmp_path / (hashlib.sha256(TARGET_URL.encode()).hexdigest() + ".part")).write_bytes(b"stale" * 300)
+    f = CachingFetcher(
+        httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, content=body))), partial_dir=tmp_path
+    )
+    assert f.download_bytes(TARGET_URL, len(body)) == body
+
+
+def test_partial_longer_than_the_file_is_dropped(tmp_path: Path) -> None:
+    body = b"y" * 3000
+    partial = tmp_path / (hashlib.sha256(TARGET_URL.encode()).hexdigest() + ".part")
+    partial.write_bytes(b"z" * 4000)
+    server = _RangeServer(body)
+    f = CachingFetcher(httpx.Client(transport=httpx.MockTransport(server)), partial_dir=tmp_path)
+    with pytest.raises(DownloadError):
+        f.download_bytes(TARGET_URL, len(body))  # 416: what was kept does not fit
+    assert not partial.exists()
+    assert f.download_bytes(TARGET_URL, len(body)) == body
+
+
+def test_metadata_is_never_resumed(tmp_path: Path) -> None:
+    assert is_resumable(TARGET_URL)
+    assert not is_resumable("http://svc/tuf/g/metadata/3.targets.json")
+    assert not is_resumable("http://svc/tuf/g/targets/apps/x/1.0.0.img")  # not hash-prefixed

@@ -8,6 +8,14 @@ service sends no body. Everything else (versioned metadata, targets) is
 immutable and fetched plainly. ngclient still verifies every byte it is given,
 cached or not, so the cache cannot weaken TUF's checks.
 
+Targets (hash-prefixed, so immutable) are **resumable**: with a ``partial_dir``,
+the bytes received so far are kept in a partial file; a later attempt sends
+``Range: bytes=<n>-`` and replays the kept bytes before the new ones (a server
+that ignores the range and answers ``200`` restarts the file). The partial file is
+removed once a download has run to its end, so a download whose hash ngclient
+then refuses starts afresh next time. ngclient verifies length and hashes of
+the whole stream either way.
+
 Example:
     >>> import httpx
     >>> fetcher = CachingFetcher(httpx.Client())  # doctest: +SKIP
@@ -16,20 +24,29 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
-__all__ = ["CachingFetcher", "FetcherLimits", "is_cacheable"]
+__all__ = ["CachingFetcher", "FetcherLimits", "is_cacheable", "is_resumable"]
 
 _CACHEABLE = re.compile(r"/(timestamp\.json|[1-9]\d{0,9}\.root\.json)$")
+#: Target files are named ``<sha256>.<name>`` under ``.../targets/`` (consistent snapshots).
+_TARGET = re.compile(r"/targets/(?:.+/)?[0-9a-f]{64}\.[^/]+$")
+
+
+def is_resumable(url: str) -> bool:
+    """Whether ``url`` names a hash-prefixed (immutable) target file."""
+    return _TARGET.search(httpx.URL(url).path) is not None
 
 
 def is_cacheable(url: str) -> bool:
@@ -48,6 +65,7 @@ class FetcherLimits:
         max_cache_entries: how many URLs the ETag cache remembers.
         max_cache_bytes: total bytes of cached bodies.
         max_cached_body_bytes: a larger body is not cached.
+        max_partial_bytes: a kept partial download larger than this is discarded.
     """
 
     chunk_bytes: int = 64 * 1024
@@ -55,6 +73,7 @@ class FetcherLimits:
     max_cache_entries: int = 16
     max_cache_bytes: int = 1024 * 1024
     max_cached_body_bytes: int = 512 * 1024
+    max_partial_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -71,6 +90,7 @@ class FetchStats:
     requests: int = 0
     not_modified: int = 0
     bytes_received: int = 0
+    resumed: int = 0
 
 
 class CachingFetcher(FetcherInterface):
@@ -79,11 +99,16 @@ class CachingFetcher(FetcherInterface):
     Args:
         http: the client (timeouts, TLS trust, no env proxies are its business).
         limits: bounds.
+        partial_dir: where interrupted target downloads are kept to resume; None
+            turns resuming off.
     """
 
-    def __init__(self, http: httpx.Client, *, limits: FetcherLimits | None = None) -> None:
+    def __init__(
+        self, http: httpx.Client, *, limits: FetcherLimits | None = None, partial_dir: Path | None = None
+    ) -> None:
         self._http = http
         self._limits = limits or FetcherLimits()
+        self._partial_dir = partial_dir
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = FetchStats()
@@ -108,6 +133,8 @@ class CachingFetcher(FetcherInterface):
                 self._cache.popitem(last=False)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        if self._partial_dir is not None and is_resumable(url):
+            return self._fetch_resumable(url, self._partial_dir)
         cacheable = is_cacheable(url)
         entry = self._cached(url) if cacheable else None
         headers = {"If-None-Match": entry.etag} if entry is not None else {}
@@ -148,6 +175,47 @@ class CachingFetcher(FetcherInterface):
 
     def _body(self, response: httpx.Response) -> Iterator[bytes]:
         yield from self._chunks(response)
+
+    def _fetch_resumable(self, url: str, partial_dir: Path) -> Iterator[bytes]:
+        partial_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = partial_dir / (hashlib.sha256(url.encode()).hexdigest() + ".part")
+        have = partial.stat().st_size if partial.is_file() else 0
+        if have > self._limits.max_partial_bytes:
+            partial.unlink()
+            have = 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        self.stats.requests += 1
+        try:
+            response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+        except httpx.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(f"GET {httpx.URL(url).path}: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status == 206 and have:
+            self.stats.resumed += 1
+        elif status == 200:
+            have = 0  # the server sent the whole file: start over
+        else:
+            response.close()
+            partial.unlink(missing_ok=True)  # e.g. 416: what we kept does not fit this file
+            raise tuf_exceptions.DownloadHTTPError(f"GET {httpx.URL(url).path}: HTTP {status}", status)
+        return self._resumed_body(partial, have, response)
+
+    def _resumed_body(self, partial: Path, have: int, response: httpx.Response) -> Iterator[bytes]:
+        complete = False
+        try:
+            with partial.open("r+b" if have else "wb") as kept:
+                kept.truncate(have)
+                while have and (chunk := kept.read(self._limits.chunk_bytes)):
+                    yield chunk
+                for chunk in self._chunks(response):
+                    kept.write(chunk)
+                    kept.flush()
+                    yield chunk
+            complete = True
+        finally:
+            response.close()
+            if complete:
+                partial.unlink(missing_ok=True)
 
     def _caching_body(self, url: str, etag: str, response: httpx.Response) -> Iterator[bytes]:
         kept = bytearray()

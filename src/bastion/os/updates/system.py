@@ -125,7 +125,7 @@ class UpdateSystem:
             state_dir=state_dir.path,
             groups=groups,
             service_url=config.service_url,
-            fetcher=CachingFetcher(http),
+            fetcher=CachingFetcher(http, partial_dir=state_dir.path / "downloads"),
             monitor=monitor,
             store=store,
             apps=apps,
