@@ -18,12 +18,14 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cbor2
 import httpx
 
 from bastion.crypto.cose import sign1
 from bastion.crypto.keys import PrivateKey
+from bastion.hw.atomic import atomic_write_bytes
 from bastion.os.updates.events import Event, EventQueue
 
 __all__ = [
@@ -42,6 +44,10 @@ STATUS_CONTENT_TYPE = "application/cose"
 #: Bounds of one report (the service enforces the same).
 MAX_EVENTS_PER_REPORT = 64
 MAX_REPORT_BYTES = 16 * 1024
+#: How many times a report refused as a replay is sent again at once, with a later iat.
+MAX_REPLAY_RETRIES = 3
+#: Bound on the file that keeps the last accepted iat.
+MAX_IAT_FILE_BYTES = 32
 
 Credentials = Callable[[], tuple[PrivateKey, bytes] | None]
 
@@ -90,11 +96,16 @@ class StatusReporter:
             when the device holds no valid certificate yet.
     """
 
-    def __init__(self, http: httpx.Client, queue: EventQueue, *, credentials: Credentials) -> None:
+    def __init__(
+        self, http: httpx.Client, queue: EventQueue, *, credentials: Credentials, iat_path: Path | None = None
+    ) -> None:
         self._http = http
         self._queue = queue
         self._credentials = credentials
-        self._last_iat = 0
+        # The service refuses a report whose iat is not later than the last one it
+        # accepted, also across reboots: keep the last accepted iat on flash.
+        self._iat_path = iat_path
+        self._last_iat = self._load_iat()
         #: The outcome of the last attempt: "accepted", "refused", "unreachable" or "no-credentials".
         self.last_result: str | None = None
 
@@ -106,16 +117,41 @@ class StatusReporter:
                 return body, events
             events = events[: len(events) // 2]
 
+    def _load_iat(self) -> int:
+        if self._iat_path is None:
+            return 0
+        try:
+            text = self._iat_path.read_bytes()[:MAX_IAT_FILE_BYTES].decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    def _save_iat(self, iat: int) -> None:
+        self._last_iat = iat
+        if self._iat_path is not None:
+            atomic_write_bytes(self._iat_path, f"{iat}\n".encode())
+
     def send(self, status: DeviceStatus, *, now: dt.datetime) -> bool:
         """Send one report; on acceptance, drop the events it carried.
+
+        A report refused as a replay (the service accepted one with the same or a
+        later ``iat``, e.g. in the same second) is sent again at once with a later
+        ``iat``, up to :data:`MAX_REPLAY_RETRIES` times.
 
         Returns:
             Whether the service accepted it. Failures are logged and kept for next time.
         """
+        for _ in range(MAX_REPLAY_RETRIES + 1):
+            accepted, replayed = self._send_once(status, now=now)
+            if not replayed:
+                return accepted
+        return False
+
+    def _send_once(self, status: DeviceStatus, *, now: dt.datetime) -> tuple[bool, bool]:
         credentials = self._credentials()
         if credentials is None:
             self.last_result = "no-credentials"
-            return False
+            return False, False
         key, cert = credentials
         iat = max(int(now.timestamp()), self._last_iat + 1)  # the service refuses a non-increasing iat
         body, events = self._encode(status, key, cert, iat)
@@ -124,13 +160,26 @@ class StatusReporter:
         except httpx.HTTPError as exc:
             self.last_result = "unreachable"
             _log.warning("status report not sent: %s", type(exc).__name__)
-            return False
+            return False, False
+        if response.status_code == 409 and _error_code(response) == "replayed_report":
+            self._save_iat(iat)  # the service holds this iat or a later one: go past it
+            self.last_result = "refused"
+            return False, True
         if response.status_code >= 300:
             self.last_result = "unreachable" if response.status_code >= 500 else "refused"
             _log.warning("status report refused with HTTP %d", response.status_code)
-            return False
-        self._last_iat = iat
+            return False, False
+        self._save_iat(iat)
         self._queue.remove(events)
         self.last_result = "accepted"
         _log.info("status report accepted (%d events)", len(events))
-        return True
+        return True, False
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None

@@ -130,7 +130,12 @@ class UpdateSystem:
             store=store,
             apps=apps,
             events=events,
-            reporter=StatusReporter(http, events, credentials=_Credentials(state_dir, device_key)),
+            reporter=StatusReporter(
+                http,
+                events,
+                credentials=_Credentials(state_dir, device_key),
+                iat_path=state_dir.path / "report-iat",
+            ),
             app_keys=app_public_keys(config),
             os_keys=lambda: pinned_os_keys(flash_dir),
             running=running_os(monitor, flash_dir),
