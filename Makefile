@@ -32,6 +32,8 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/attest.py
+	$(PY) benchmarks/checkin.py
+	$(PY) benchmarks/delta.py
 
 clean:
 	rm -rf $(VENV) .bastion-demo .mypy_cache .pytest_cache .ruff_cache
