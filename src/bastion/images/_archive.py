@@ -15,14 +15,13 @@ import io
 import os
 import re
 import secrets
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from bastion.images.errors import ImageArchiveError
+from bastion.images.fileio import atomic_writer, remove_tree
 
 __all__ = [
     "COPY_CHUNK_BYTES",
@@ -212,31 +211,10 @@ def tar_errors() -> tuple[type[BaseException], ...]:
     return (tarfile.TarError, ValueError, EOFError, UnicodeError)
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a file or directory tree if it exists (symlinks are removed, not followed)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a file that replaces ``path`` atomically (temp file, fsync, rename) if the block succeeds.
+def atomic_output(path: Path, *, mode: int = 0o644) -> contextlib.AbstractContextManager[BinaryIO]:
+    """A file that replaces ``path`` atomically (temp file, fsync, rename) if the block succeeds.
 
     On any error the temp file is removed and ``path`` is left as it was, so a
-    reader never sees a partial file.
+    reader never sees a partial file. Parent directories are created.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return atomic_writer(path, mode=mode, make_parents=True)
