@@ -132,6 +132,12 @@ def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
     root = stack.root
     os_key = str(stack.vendor_dir / "os-signing.key")
 
+    if not (EXAMPLE_APP / "app_manifest.json").is_file():
+        raise CliError(
+            f"the sample app is not at {EXAMPLE_APP}",
+            hint="run the demo from a source checkout (`make demo`), where examples/apps/hello exists",
+        )
+
     _step(9, "Create the tenant's app-signing key (only its public half goes to the service) and a product")
     stack.bastion("keys", "create", "-o", str(root / "keys"), "--name", "demo-apps")
     stack.bastion("keys", "register", str(root / "keys" / "demo-apps.pub.pem"))
