@@ -41,6 +41,7 @@ from bastion.crypto.keys import (
 )
 from bastion.hw.atomic import atomic_write_bytes
 from bastion.images.errors import ImageError
+from bastion.images.fileio import FileTooLargeError, read_bounded
 from bastion.images.package import ImageHeader, ImageType, build_image, verify_image
 
 __all__ = ["BOOTLOADER_VERSION", "VENDOR_CA_LIFETIME", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
@@ -155,13 +156,11 @@ def init_vendor(
 
 def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_VENDOR_FILE_BYTES + 1)
+        return read_bounded(path, MAX_VENDOR_FILE_BYTES)
     except OSError as exc:
         raise VendorError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > MAX_VENDOR_FILE_BYTES:
-        raise VendorError(f"{path} is larger than {MAX_VENDOR_FILE_BYTES} bytes")
-    return data
+    except FileTooLargeError as exc:
+        raise VendorError(f"{path} is larger than {MAX_VENDOR_FILE_BYTES} bytes") from exc
 
 
 def load_vendor(root: Path) -> Vendor:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bastion.hw.atomic import atomic_write_bytes
 from bastion.hw.errors import StateCorruptError
+from bastion.images.fileio import FileTooLargeError, read_bounded
 
 #: Bound on any JSON state file of the chip (fuses, boot state).
 MAX_STATE_FILE_BYTES = 64 * 1024
@@ -23,12 +24,11 @@ def read_json(path: Path, *, max_bytes: int = MAX_STATE_FILE_BYTES) -> dict[str,
         StateCorruptError: missing, too large, not JSON, or not an object.
     """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = read_bounded(path, max_bytes)
     except OSError as exc:
         raise StateCorruptError(f"cannot read {path.name}: {exc.strerror}") from exc
-    if len(data) > max_bytes:
-        raise StateCorruptError(f"{path.name} is larger than {max_bytes} bytes")
+    except FileTooLargeError as exc:
+        raise StateCorruptError(f"{path.name} is larger than {max_bytes} bytes") from exc
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as exc:

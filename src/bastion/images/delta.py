@@ -43,6 +43,7 @@ import zstandard
 
 from bastion.images._archive import atomic_output
 from bastion.images.errors import ImageError
+from bastion.images.fileio import FileTooLargeError, read_bounded
 from bastion.images.package import ImageLimits
 
 __all__ = [
@@ -124,13 +125,11 @@ class _BoundedHashingWriter:
 
 def _read_bounded(path: Path, limit: int, what: str) -> bytes:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+        return read_bounded(path, limit)
     except OSError as exc:
         raise DeltaError(f"cannot read the {what}: {exc.strerror}") from exc
-    if len(data) > limit:
-        raise DeltaError(f"the {what} is over its {limit}-byte bound")
-    return data
+    except FileTooLargeError as exc:
+        raise DeltaError(f"the {what} is over its {limit}-byte bound") from exc
 
 
 # -- making patches (service side) ------------------------------------------------

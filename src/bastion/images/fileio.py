@@ -22,10 +22,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_writer", "copy_stream", "fsync_dir", "remove_tree"]
+__all__ = [
+    "FileTooLargeError",
+    "atomic_write_bytes",
+    "atomic_writer",
+    "copy_stream",
+    "fsync_dir",
+    "read_bounded",
+    "remove_tree",
+]
 
 #: Copy buffer used by streamed writes.
 COPY_CHUNK_BYTES = 1024 * 1024
+
+
+class FileTooLargeError(Exception):
+    """A file is larger than the bound its reader allows."""
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """Read a whole file of at most ``limit`` bytes (at most ``limit + 1`` are ever read).
+
+    Raises:
+        OSError: the file cannot be read.
+        FileTooLargeError: it holds more than ``limit`` bytes.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLargeError(f"{path.name} is larger than {limit} bytes")
+    return data
 
 
 def fsync_dir(path: Path) -> None:

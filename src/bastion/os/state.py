@@ -29,6 +29,7 @@ from typing import Any
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey, generate_private_key, load_private_key_pem, private_key_pem
 from bastion.hw.atomic import atomic_write_bytes
+from bastion.images.fileio import FileTooLargeError, read_bounded
 from bastion.os.errors import StateError
 
 __all__ = ["MAX_STATE_BYTES", "OsState", "StateDir"]
@@ -84,13 +85,11 @@ class OsState:
 
 def _read_bounded(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_STATE_BYTES + 1)
+        return read_bounded(path, MAX_STATE_BYTES)
     except OSError as exc:
         raise StateError(f"cannot read {path.name}") from exc
-    if len(data) > MAX_STATE_BYTES:
-        raise StateError(f"{path.name} is larger than {MAX_STATE_BYTES} bytes")
-    return data
+    except FileTooLargeError as exc:
+        raise StateError(f"{path.name} is larger than {MAX_STATE_BYTES} bytes") from exc
 
 
 class StateDir:
