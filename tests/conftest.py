@@ -183,3 +183,33 @@ def tenant(make_tenant: Callable[[str], CreatedTenant]) -> CreatedTenant:
 
 
 __all__ = ["T0", "FakeClock", "TestClient", "bearer"]
+
+
+#: How long the in-thread uvicorn server may take to start.
+SERVER_START_TIMEOUT_S = 10
+
+
+@pytest.fixture
+def live_url(settings: Settings, clock: FakeClock) -> Iterator[str]:
+    """The service app served by uvicorn on a random loopback port, in a thread."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, clock=clock, migrate_on_startup=False), host="127.0.0.1", port=0, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fleet_world import image_bytes, new_device_id, os_image
 from typer.testing import CliRunner
 
@@ -18,31 +14,7 @@ from bastion.cli.apps import app as cli_app
 from bastion.cli.main import _register
 from bastion.cli.output import CliError
 from bastion.crypto.keys import generate_private_key, private_key_pem, public_key_pem
-from bastion.service.app import create_app
 from bastion.service.config import Settings
-from conftest import FakeClock
-
-SERVER_START_TIMEOUT_S = 10
-
-
-@pytest.fixture
-def live_url(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, clock=clock, migrate_on_startup=False), host="127.0.0.1", port=0, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -6,14 +6,10 @@ import base64
 import io
 import json
 import stat
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
@@ -24,33 +20,10 @@ from bastion.cli.output import CliError
 from bastion.crypto.certs import make_ca
 from bastion.crypto.keys import generate_private_key
 from bastion.images.package import ImageType, build_image
-from bastion.service.app import create_app
 from bastion.service.config import Settings
 from conftest import FakeClock
 
 DEVICE = "c0ffee" * 10 + "c0ff"
-SERVER_START_TIMEOUT_S = 10
-
-
-@pytest.fixture
-def live_url(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    """The service app served by uvicorn on a random loopback port, in a thread."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, clock=clock, migrate_on_startup=False), host="127.0.0.1", port=0, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -5,27 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import pytest
+from _cli_support import run
 
-from bastion.cli.main import main
 from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
 from bastion.images.package import key_id, verify_image
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "apps" / "hello"
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bastion", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)

@@ -5,25 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
-import sys
 from pathlib import Path
 
 import pytest
+from _cli_support import run
 
 from bastion.boot.bootloader import boot_device
-from bastion.cli.main import main
 from bastion.crypto.keys import generate_private_key, private_key_pem
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bastion", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

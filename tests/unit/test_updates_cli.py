@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from _cli_support import run
 from test_updates_support import APP_A, build_app
 
 from bastion.boot.factory import manufacture_device
 from bastion.boot.vendor import init_vendor, load_vendor
-from bastion.cli.main import main
 from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.hw.chip import Chip
 from bastion.hw.flash import Partition
@@ -21,17 +20,6 @@ from bastion.os.config import parse_config
 from bastion.os.updates.control import ControlServer
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bastion", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
