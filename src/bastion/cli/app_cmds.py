@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from bastion.cli.apps import app_app, keys_app
-from bastion.cli.output import JsonOption, emit_object, fail, progress
+from bastion.cli.output import JsonOption, emit_object, fail, load_signing_key, progress
 
 if TYPE_CHECKING:
     from bastion.images.manifest import ManifestError
@@ -145,19 +145,11 @@ def package_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Validate, package and sign an app directory as an app image."""
-    from bastion.crypto.errors import CryptoError
-    from bastion.crypto.keys import MAX_PEM_BYTES, load_private_key_pem
     from bastion.images.app_build import build_app_image
     from bastion.images.errors import ImageError
     from bastion.images.manifest import ManifestError
 
-    try:
-        with key.open("rb") as handle:
-            signing_key = load_private_key_pem(handle.read(MAX_PEM_BYTES + 1))
-    except OSError as exc:
-        fail(f"cannot read the signing key {key}: {exc.strerror}", hint="run `bastion keys create` to make one")
-    except CryptoError as exc:
-        fail(f"{key} is not a P-256 private key: {exc}")
+    signing_key = load_signing_key(key, hint="run `bastion keys create` to make one")
     try:
         result = build_app_image(
             app_dir, output, signing_key, version=version, security_version=security_version, progress=progress

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bastion.cli.apps import os_app
-from bastion.cli.output import JsonOption, emit_object, fail, progress
+from bastion.cli.output import JsonOption, emit_object, fail, load_signing_key, progress
 
 __all__ = ["build_cmd"]
 
@@ -24,18 +24,10 @@ def build_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Build a signed OS image of the device runtime."""
-    from bastion.crypto.errors import CryptoError
-    from bastion.crypto.keys import load_private_key_pem
     from bastion.images.errors import ImageError
     from bastion.images.os_build import build_os_image
 
-    try:
-        with key.open("rb") as handle:
-            signing_key = load_private_key_pem(handle.read(64 * 1024))
-    except OSError as exc:
-        fail(f"cannot read the signing key {key}: {exc.strerror}", hint="run `bastion vendor init` to create one")
-    except CryptoError as exc:
-        fail(f"{key} is not a P-256 private key: {exc}")
+    signing_key = load_signing_key(key, hint="run `bastion vendor init` to create one")
     try:
         result = build_os_image(output, version, security_version, signing_key, fault=fault, progress=progress)
     except ImageError as exc:

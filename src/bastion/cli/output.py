@@ -10,13 +10,25 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["CliError", "JsonOption", "console", "emit_object", "emit_table", "fail", "progress"]
+from bastion.crypto.keys import PrivateKey
+
+__all__ = [
+    "CliError",
+    "JsonOption",
+    "console",
+    "emit_object",
+    "emit_table",
+    "fail",
+    "load_signing_key",
+    "progress",
+]
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -73,6 +85,20 @@ def emit_table(
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(_jsonable(row.get(c))) for c in columns))
     console.print(table)
+
+
+def load_signing_key(path: Path, *, hint: str) -> PrivateKey:
+    """Load a P-256 private key (PEM, bounded) for signing, or fail with ``hint``."""
+    from bastion.crypto.errors import CryptoError
+    from bastion.crypto.keys import MAX_PEM_BYTES, load_private_key_pem
+
+    try:
+        with path.open("rb") as handle:
+            return load_private_key_pem(handle.read(MAX_PEM_BYTES + 1))
+    except OSError as exc:
+        fail(f"cannot read the signing key {path}: {exc.strerror}", hint=hint)
+    except CryptoError as exc:
+        fail(f"{path} is not a P-256 private key: {exc}")
 
 
 def progress(message: str) -> None:
