@@ -58,6 +58,14 @@ class Limits:
     #: Length bound on an ``Authorization`` header value.
     max_token_chars: int = 256
 
+    def page(self, asked: int | None) -> int:
+        """Rows for a list request: ``asked`` or the default, never above the maximum."""
+        return min(asked or self.list_page_size, self.list_max_page_size)
+
+    def audit_page(self, asked: int | None) -> int:
+        """Rows for an audit-log request: ``asked`` or the default, never above the maximum."""
+        return min(asked or self.audit_page_size, self.audit_max_page_size)
+
 
 @dataclass(frozen=True)
 class Settings:

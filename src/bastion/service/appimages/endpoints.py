@@ -70,5 +70,5 @@ async def upload(
 def list_images(
     who: ReaderDep, session: SessionDep, settings: SettingsDep, limit: Annotated[int | None, Query(ge=1)] = None
 ) -> list[AppImageOut]:
-    bound = min(limit or settings.limits.list_page_size, settings.limits.list_max_page_size)
+    bound = settings.limits.page(limit)
     return [AppImageOut.model_validate(i) for i in list_app_images(session, who, limit=bound)]

@@ -18,5 +18,5 @@ router = APIRouter(tags=["audit"])
 def get_audit(
     who: AdminDep, session: SessionDep, settings: SettingsDep, limit: Annotated[int | None, Query(ge=1)] = None
 ) -> list[AuditEventOut]:
-    bound = min(limit or settings.limits.audit_page_size, settings.limits.audit_max_page_size)
+    bound = settings.limits.audit_page(limit)
     return [AuditEventOut.model_validate(e) for e in list_events(session, who.tenant_id, limit=bound)]

@@ -29,7 +29,7 @@ def list_devices(
     limit: Annotated[int | None, Query(ge=1)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[DeviceOut]:
-    bound = min(limit or settings.limits.list_page_size, settings.limits.list_max_page_size)
+    bound = settings.limits.page(limit)
     return [DeviceOut.model_validate(d) for d in service.list_devices(session, who, limit=bound, offset=offset)]
 
 

@@ -55,7 +55,7 @@ async def upload(
 def list_images(
     who: ReaderDep, session: SessionDep, settings: SettingsDep, limit: Annotated[int | None, Query(ge=1)] = None
 ) -> list[OsImageOut]:
-    bound = min(limit or settings.limits.list_page_size, settings.limits.list_max_page_size)
+    bound = settings.limits.page(limit)
     return [OsImageOut.model_validate(i) for i in list_os_images(session, who, limit=bound)]
 
 
