@@ -48,6 +48,13 @@ EVENT_KINDS = frozenset(
         "update_refused",
         "update_failed",
         "update_deferred",
+        "app_denied",
+        "sandbox_violation",
+        "app_watchdog",
+        "os_crashed",
+        "sandbox_unavailable",
+        "app_sideloaded",
+        "sideload_refused",
     }
 )
 
