@@ -77,7 +77,8 @@ def test_missing_capability_is_named(tmp_path: Path) -> None:
     with pytest.raises(PermissionDeniedError) as info:
         client.call("storage.write")
     assert info.value.capability == "MutableStorage"
-    assert records[0][0] == "app_denied" and "MutableStorage" in records[0][1]
+    assert records[0][0] == "app_denied"
+    assert "MutableStorage" in records[0][1]
     client.close()
     server.close()
     client2, server2, records2 = _serve(tmp_path, {"MutableStorage": {"SizeKB": 8}}, table)
@@ -105,7 +106,8 @@ def test_garbage_gets_an_error_not_a_dead_server(tmp_path: Path) -> None:
     server.start()
     app_end.sendall(b"\xff not json")
     reply, _ = _wire.recv_message(app_end) or ({}, [])
-    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "bad_request"
     app_end.sendall(b"x" * (_wire.MAX_MESSAGE_BYTES + 4096))
     reply, _ = _wire.recv_message(app_end) or ({}, [])
     assert reply["error"]["code"] == "bad_request"
