@@ -9,6 +9,7 @@ Used by the applibs capability tests::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ OTHER = "7a1e0c2d-5b3f-4e6a-8c9d-0e1f2a3b4c5d"
 
 
 def manifest(capabilities: dict[str, object], *, component_id: str = CID, app_type: str = "Default") -> AppManifest:
-    return validate_manifest(
+    value = validate_manifest(
         json.dumps(
             {
                 "SchemaVersion": 1,
@@ -38,11 +39,13 @@ def manifest(capabilities: dict[str, object], *, component_id: str = CID, app_ty
                 "ComponentId": component_id,
                 "EntryPoint": "main.py",
                 "CmdArgs": [],
-                "ApplicationType": app_type,
+                "ApplicationType": "Default",
                 "Capabilities": capabilities,
             }
         ).encode()
     )
+    # The manifest schema learns RealTimeCapable with the real-time cores; the choke point only reads the field.
+    return dataclasses.replace(value, application_type=app_type)
 
 
 class AppRig:
@@ -74,6 +77,7 @@ class AppRig:
         self.server = AppServer(self.ctx, os_end)
         self.server.start()
         self.connection = Connection(app_end)
+        self.channels: dict[str, Connection] = {}
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.connection.call(op, args)
@@ -81,12 +85,15 @@ class AppRig:
     def install(self, monkeypatch: pytest.MonkeyPatch) -> AppRig:
         """Make this the process's applibs connection (for the app-side modules)."""
         monkeypatch.setattr(_client, "_connection", self.connection)
+        monkeypatch.setattr(_client, "_channels", self.channels)
         return self
 
     def denied(self) -> list[str]:
         return [detail for kind, detail in self.records if kind == "app_denied"]
 
     def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
         self.connection.close()
         self.server.close()
 

@@ -7,6 +7,8 @@ here, nowhere else.
 
 from __future__ import annotations
 
+from bastion.os.appservices import application as application_ops
+from bastion.os.appservices import channel as channel_ops
 from bastion.os.appservices import core
 from bastion.os.appservices import storage as storage_ops
 from bastion.os.appservices.registry import Operation
@@ -32,4 +34,6 @@ def build_table(*groups: tuple[Operation, ...]) -> dict[str, Operation]:
 OPERATIONS: dict[str, Operation] = build_table(
     core.OPERATIONS,
     storage_ops.OPERATIONS,
+    channel_ops.OPERATIONS,
+    application_ops.OPERATIONS,
 )
