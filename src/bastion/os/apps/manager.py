@@ -15,9 +15,10 @@ come with the compartmentalization issue (DESIGN.md, "What comes after").
 
 The environment an app gets: ``PATH``, ``LANG``, ``TZ`` if set, and
 ``BASTION_APP_COMPONENT_ID``, ``BASTION_APP_VERSION``, ``BASTION_APP_STORAGE``
-(its own data directory, ``DEV/os-state/app-data/<component_id>/``, where an app
-with ``SoftwareUpdateDeferral`` may write its deferral request; see
-:mod:`bastion.os.updates.policy`).
+(its own data directory, ``DEV/os-state/app-data/<component_id>/``, one per
+component ID so it survives reboots and app updates; MutableStorage,
+:mod:`bastion.os.appservices.storage`). Deferral requests go through applibs
+(:mod:`bastion.os.appservices.sysevent`), not a file.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from bastion.os.appservices import application as application_ops
 from bastion.os.appservices import channel as channel_ops
 from bastion.os.appservices import core
 from bastion.os.appservices import storage as storage_ops
+from bastion.os.appservices import sysevent as sysevent_ops
 from bastion.os.appservices.registry import Operation
 
 __all__ = ["OPERATIONS", "build_table"]
@@ -36,4 +37,5 @@ OPERATIONS: dict[str, Operation] = build_table(
     storage_ops.OPERATIONS,
     channel_ops.OPERATIONS,
     application_ops.OPERATIONS,
+    sysevent_ops.OPERATIONS,
 )
