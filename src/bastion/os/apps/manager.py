@@ -23,6 +23,7 @@ component ID so it survives reboots and app updates; MutableStorage,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.os.apps.store import AppStore, InstalledApp
+from bastion.os.appservices.watchdog import WATCHDOG_EVENT, WatchdogService
 from bastion.os.updates.errors import UpdateFailedError
 from bastion.os.updates.events import EventQueue
 
@@ -134,6 +136,8 @@ class AppManager:
         self._python = python
         self._apps: dict[str, AppProcess] = {}
         self._lock = threading.RLock()
+        #: The application watchdog (set by the runtime); :meth:`poll` kills apps past their deadline.
+        self.watchdog: WatchdogService | None = None
         for directory in (log_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -260,6 +264,7 @@ class AppManager:
             When to poll next (a scheduler job).
         """
         with self._lock:
+            self._watchdog_expired(now)
             for record in self._apps.values():
                 process = record.process
                 if process is not None:
@@ -276,6 +281,32 @@ class AppManager:
                 elif record.restart_at is not None and record.restart_at <= now:
                     self._spawn(record, now)
         return now + dt.timedelta(seconds=self.limits.poll_interval_s)
+
+    def _watchdog_expired(self, now: dt.datetime) -> None:
+        """Kill each app past its watchdog deadline; it restarts with the normal backoff."""
+        if self.watchdog is None:
+            return
+        for component_id in self.watchdog.expired(now):
+            deadline = self.watchdog.deadline(component_id)
+            self.watchdog.disarm(component_id)
+            record = self._apps.get(component_id)
+            process = record.process if record is not None else None
+            if record is None or process is None or process.poll() is not None or deadline is None:
+                continue
+            if record.started_at is not None and deadline.armed_at < record.started_at:
+                continue  # armed by an earlier run of the app
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # a hung app may ignore SIGTERM
+            process.wait()
+            record.process = None
+            record.crashes += 1
+            record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
+            how = f"missed its {deadline.timeout_s:g} s watchdog deadline"
+            record.failures.append("watchdog")
+            self._record(
+                now, WATCHDOG_EVENT, record.app, f"{how} (due {deadline.due.isoformat(timespec='seconds')}); killed"
+            )
+            _log.warning("app %s %s; killed, restarting at %s", component_id, how, record.restart_at)
 
     def _crashed(self, record: AppProcess, code: int, now: dt.datetime) -> None:
         record.process = None

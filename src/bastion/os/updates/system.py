@@ -26,12 +26,24 @@ from bastion.crypto.certs import certificate_der, load_certificate_der, load_cer
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey
 from bastion.hw.flash import Slot
+from bastion.images.manifest import AppManifest
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
+from bastion.os.appservices.application import MessageService
+from bastion.os.appservices.certstore import CertStoreService
+from bastion.os.appservices.channel import ChannelService
+from bastion.os.appservices.clock import OsClock, utcnow
+from bastion.os.appservices.power import PowerService
+from bastion.os.appservices.rtc import DeviceClockService
+from bastion.os.appservices.services import AppServices
+from bastion.os.appservices.storage import StorageService
+from bastion.os.appservices.sysevent import SysEventService
+from bastion.os.appservices.watchdog import WatchdogService
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
+from bastion.os.errors import StateError
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
 from bastion.os.updates.agent import AgentSettings, UpdateAgent
@@ -48,10 +60,28 @@ __all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "running_os"]
 APPS_DIRNAME = "apps"
 UPDATES_JOB = "updates"
 APPS_JOB = "apps"
+#: Files of the applibs services under the OS state directory.
+SYSEVENTS_FILE = "sysevents.json"
+CLOCK_FILE = "clock.json"
+CERTSTORE_DIRNAME = "certstore"
 #: How long the update job waits while the device has not attested yet (it is rescheduled on success).
 WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 
 _log = logging.getLogger("bastion.os.updates")
+
+
+def _manifest_of(store: AppStore, component_id: str) -> AppManifest | None:
+    app = store.get(component_id)
+    return app.manifest if app is not None else None
+
+
+def _cert_not_before(state_dir: StateDir) -> dt.datetime | None:
+    """The device certificate's notBefore (the device clock is never set before it)."""
+    try:
+        pem = state_dir.load_cert_pem()
+        return load_certificate_pem(pem).not_valid_before_utc if pem is not None else None
+    except (CryptoError, StateError):
+        return None
 
 
 def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
@@ -98,6 +128,10 @@ class UpdateSystem:
         self._control: ControlServer | None = None
         self._scheduler: Scheduler | None = None
         self._clock: Callable[[], dt.datetime] | None = None
+        #: The OS services the applibs handlers use (``AppContext.services`` = ``services.mapping``).
+        self.services = AppServices()
+        #: The apps' power requests (a reboot or power-down ends the OS).
+        self.power = PowerService(stop)
 
     @classmethod
     def build(
@@ -111,8 +145,9 @@ class UpdateSystem:
         device_key: PrivateKey,
         flash_dir: Path,
         stop: threading.Event,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> UpdateSystem:
-        """Build the system from the runtime's parts.
+        """Build the system from the runtime's parts (``clock``: the runtime's, for the applibs handlers).
 
         Raises:
             ConfigError: a pinned app key is invalid.
@@ -120,6 +155,19 @@ class UpdateSystem:
         events = EventQueue(state_dir.events_path)
         store = AppStore(flash_dir / APPS_DIRNAME)
         apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
+        services = AppServices()  # what the applibs handlers reach (bastion.os.appservices)
+        services.add(OsClock(clock or utcnow))
+        services.add(StorageService())
+        services.add(ChannelService())
+        services.add(MessageService(lambda cid: _manifest_of(store, cid)))
+        sysevents = SysEventService(state_dir.path / SYSEVENTS_FILE)
+        services.add(sysevents)
+        power = PowerService(stop)
+        services.add(power)
+        services.add(DeviceClockService(state_dir.path / CLOCK_FILE, not_before=lambda: _cert_not_before(state_dir)))
+        services.add(CertStoreService(state_dir.path / CERTSTORE_DIRNAME))
+        apps.watchdog = WatchdogService()
+        services.add(apps.watchdog)
         groups = GroupStore(state_dir.tuf_dir)
         agent = UpdateAgent(
             state_dir=state_dir.path,
@@ -144,8 +192,11 @@ class UpdateSystem:
                 interval=dt.timedelta(seconds=config.update_interval_s), app_updates=config.app_updates
             ),
             on_reboot=stop.set,
+            sysevents=sysevents,
         )
-        return cls(agent, groups, state_dir.control_socket_path, stop)
+        system = cls(agent, groups, state_dir.control_socket_path, stop)
+        system.services, system.power = services, power
+        return system
 
     def start(self, now: dt.datetime) -> None:
         """Report a boot-chain rollback, start the apps, open the control socket."""
@@ -214,11 +265,14 @@ class UpdateSystem:
 
     @property
     def reboot_requested(self) -> bool:
-        """Whether an OS update is armed and the OS should exit for a reboot."""
-        return self.agent.reboot_requested
+        """Whether the OS should exit for a reboot: an OS update is armed, or an app forced one."""
+        return self.agent.reboot_requested or self.power.reboot_requested
 
     def close(self) -> None:
-        """Close the control socket (waits for a request in progress), then stop the apps."""
+        """Close the control socket (waits for a request in progress), then stop the apps and their channels."""
         if self._control is not None:
             self._control.close()
         self.agent.apps.stop_all()
+        for service in self.services.mapping.values():
+            if isinstance(service, ChannelService):
+                service.close_all()

@@ -49,6 +49,8 @@ EVENT_KINDS = frozenset(
         "sandbox_unavailable",
         "app_sideloaded",
         "sideload_refused",
+        "app_power",
+        "clock_set",
     }
 )
 #: Bounds on the string fields.
