@@ -175,3 +175,18 @@ def test_a_real_time_partner_may_message(fleet: Fleet) -> None:
     assert _receive(rt) is not None
     _, fds = rt.connection.call_fds("applibs.channel")
     os.close(fds[0])
+
+
+def test_only_messaging_and_channels_of_this_area_are_open_to_real_time_apps() -> None:
+    from bastion.os.appservices.table import OPERATIONS
+
+    mine = ("storage.", "application.", "applibs.", "sysevent.", "power.", "rtc.", "certstore.", "watchdog.")
+    realtime = sorted(name for name, op in OPERATIONS.items() if op.realtime and name.startswith(mine))
+    assert realtime == sorted(["application.receive", "application.send", "applibs.channel"])
+
+
+def test_a_real_time_app_is_refused_storage(fleet: Fleet) -> None:
+    rt = fleet.app(OTHER, [CID], app_type="RealTimeCapable")
+    with pytest.raises(PermissionDeniedError, match="real-time"):
+        rt.call("storage.usage")
+    assert len(rt.denied()) == 1
