@@ -279,12 +279,12 @@ def test_maintenance_window_is_respected(tmp_path: Path) -> None:
 
 
 def test_deferral_is_honoured_and_capped_at_24_hours(rig: Rig) -> None:
-    rig.publish_app(APP_A, "1.0.0", deferral=True)
+    rig.publish_app(APP_A, "1.0.0", deferral=True, notifications=True)
     rig.publish_app(APP_B, "1.0.0")
     assert rig.agent.check(NOW).result == "installed"  # no app could defer yet: no notice
     rig.publish_app(APP_B, "1.1.0")
     t0 = NOW + dt.timedelta(hours=1)
-    first = rig.agent.check(t0)  # app A may defer: it is told and gets the notice period
+    first = rig.agent.check(t0)  # app A hears events and may defer: it is told and gets the notice period
     assert first.result == "pending"
     assert first.next_check_at == (t0 + AgentSettings().update_notice).isoformat()
     events, _ = rig.sysevents.wait(None, 0)
@@ -313,25 +313,33 @@ def test_deferral_is_honoured_and_capped_at_24_hours(rig: Rig) -> None:
 
 
 def test_expired_deferral_does_not_hold_updates(rig: Rig) -> None:
-    rig.publish_app(APP_A, "1.0.0", deferral=True)
+    rig.publish_app(APP_A, "1.0.0", deferral=True, notifications=True)
     rig.agent.check(NOW)
     rig.sysevents.defer(APP_A, 1, NOW - dt.timedelta(minutes=2))
-    rig.publish_app(APP_A, "1.1.0", deferral=True)
+    rig.publish_app(APP_A, "1.1.0", deferral=True, notifications=True)
     assert rig.agent.check(NOW).result == "pending"
     assert rig.agent.check(NOW + dt.timedelta(seconds=30)).result == "installed"
 
 
 def test_resumed_deferral_and_requests_survive_an_os_restart(rig: Rig) -> None:
+    # An app that may defer but hears no events gets no notice; its standing request still holds.
     rig.publish_app(APP_A, "1.0.0", deferral=True)
     rig.agent.check(NOW)
     rig.sysevents.defer(APP_A, 60, NOW)
     restarted = SysEventService(rig.root / "s" / "sysevents.json")
     assert restarted.requests() == {APP_A: NOW + dt.timedelta(minutes=60)}
     rig.publish_app(APP_A, "1.1.0", deferral=True)
-    assert rig.agent.check(NOW).result == "pending"
-    assert rig.agent.check(NOW + dt.timedelta(minutes=1)).result == "deferred"
+    assert rig.agent.check(NOW).result == "deferred"
     rig.sysevents.resume(APP_A)
     assert rig.agent.check(NOW + dt.timedelta(minutes=2)).result == "installed"
+
+
+def test_an_app_without_deferral_hears_events_but_gets_no_notice(rig: Rig) -> None:
+    rig.publish_app(APP_A, "1.0.0", notifications=True)
+    rig.agent.check(NOW)
+    rig.publish_app(APP_A, "1.1.0", notifications=True)
+    assert rig.agent.check(NOW).result == "installed"
+    assert [e.kind for e in rig.sysevents.wait(0, 0)[0]][-2:] == ["update_pending", "update_ready"]
 
 
 def test_an_os_update_is_announced_with_its_kind(rig: Rig) -> None:

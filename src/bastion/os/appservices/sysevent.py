@@ -3,8 +3,9 @@
 The update agent publishes, for each kind of update (``app`` or ``os``):
 
 - ``update_pending``: an update is available; ``max_deferral_minutes`` says how
-  long the apps may still hold it back. When an installed app may defer, the
-  agent waits a short notice (``AgentSettings.update_notice``) before it goes on.
+  long the apps may still hold it back. When an installed app hears this and
+  may defer, the agent waits a short notice (``AgentSettings.update_notice``)
+  before it goes on.
 - ``update_deferred``: the apps' requests hold it until ``until``.
 - ``update_ready``: the update is installed now (an app update restarts that
   app, an OS update reboots the device); save state. ``max_deferral_minutes`` 0.

@@ -7,8 +7,8 @@ the control socket. One check:
 1. refresh the group's TUF metadata (:mod:`~bastion.os.updates.tuf_client`);
 2. pick what is new: per app the newest version above the installed one; the
    newest OS above the running one; never a target refused or rolled back before;
-3. honour the maintenance window, tell the apps (``update_pending``; those that may
-   defer get ``AgentSettings.update_notice`` to answer) and honour their deferral
+3. honour the maintenance window, tell the apps (``update_pending``; when one hears it
+   and may defer, they get ``AgentSettings.update_notice`` to answer) and honour their deferral
    (:mod:`~bastion.os.updates.policy`), before downloading anything; then
    ``update_ready`` (:mod:`bastion.os.appservices.sysevent`);
 4. install apps (:mod:`~bastion.os.updates.app_update`), restarting only those apps;
@@ -36,7 +36,7 @@ from bastion.hw.flash import EVENT_ROLLBACK, BootEvent
 from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.os.apps.manager import AppManager
-from bastion.os.apps.store import AppStore
+from bastion.os.apps.store import AppStore, InstalledApp
 from bastion.os.appservices.sysevent import SysEventService
 from bastion.os.updates.agent_state import AgentState, load_agent_state, save_agent_state
 from bastion.os.updates.app_update import install_app_target, target_identity
@@ -91,7 +91,7 @@ class AgentSettings:
         retry: time before the next check after a transient failure.
         app_updates: install app targets (device config ``app_updates``).
         tuf: bounds of the TUF client.
-        update_notice: how long apps that may defer get to answer ``update_pending``.
+        update_notice: how long apps that hear ``update_pending`` and may defer get to answer it.
     """
 
     interval: dt.timedelta = dt.timedelta(hours=20)
@@ -123,6 +123,12 @@ class CheckSummary:
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
         return asdict(self)
+
+
+def _hears_and_defers(app: InstalledApp) -> bool:
+    """Whether ``app`` hears ``update_pending`` and may answer it with a deferral (it gets the notice)."""
+    caps = app.manifest.capabilities
+    return caps.software_update_deferral and caps.system_event_notifications
 
 
 def _iso(value: dt.datetime) -> str:
@@ -429,7 +435,7 @@ class UpdateAgent:
         if self.state.update_noticed_at is None:
             self.state.update_noticed_at = int(now.timestamp())
             self._publish("update_pending", plan, now, left)
-            if any(a.manifest.capabilities.software_update_deferral for a in installed):
+            if any(_hears_and_defers(a) for a in installed):
                 summary.result = "pending"
                 summary.next_check_at = _iso(now + self.settings.update_notice)
                 summary.detail = f"apps were told; updates wait until {summary.next_check_at}"
