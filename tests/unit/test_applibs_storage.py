@@ -207,3 +207,16 @@ def test_data_survives_a_new_service_and_app_version(tmp_path: Path) -> None:
         app.call("storage.write", {"name": "keep", "data_b64": _b(b"v1 data")})
     with _rig(tmp_path) as app:  # a new boot: new service, same per-component directory
         assert base64.b64decode(app.call("storage.read", {"name": "keep"})["data_b64"]) == b"v1 data"
+
+
+def test_a_tree_with_too_many_planted_entries_is_refused(tmp_path: Path) -> None:
+    limits = StorageLimits(max_files=8, max_scan_entries=20)
+    with _rig(tmp_path, size_kb=1024, limits=limits) as app:
+        app.call("storage.usage")
+        planted = tmp_path / "data" / "planted"
+        planted.mkdir()
+        for i in range(25):
+            (planted / f"f{i}").touch()
+        with pytest.raises(PermissionDeniedError, match="too many entries"):
+            app.call("storage.write", {"name": "a", "data_b64": ""})
+        assert "too many entries" in app.denied()[0]
