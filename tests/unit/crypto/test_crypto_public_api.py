@@ -14,7 +14,7 @@ EXPECTED = {
         "verify_sign1",
     },
     "bastion.crypto.eat": {
-        "DEFAULT_MAX_EAT_BYTES", "EAT_PROFILE", "DebugStatus", "EatClaims", "InstalledApp", "Measurement",
+        "DEFAULT_MAX_EAT_BYTES", "EAT_PROFILE", "MAX_CAPABILITY_BYTES", "DebugStatus", "EatClaims", "InstalledApp", "Measurement",
         "decode_claims", "decode_eat", "encode_claims", "sign_eat",
     },
     "bastion.crypto.certs": {
