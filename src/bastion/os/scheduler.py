@@ -24,10 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MAX_SLEEP_S", "Job", "Scheduler"]
+__all__ = ["MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"]
 
 #: Longest single sleep; the clock is re-read at least this often (wall-clock jumps).
 MAX_SLEEP_S = 60.0
+#: How soon a sleeping scheduler notices :meth:`Scheduler.wake` from another thread.
+WAKE_POLL_S = 0.2
 
 Job = Callable[[dt.datetime], dt.datetime]
 
@@ -53,6 +55,7 @@ class Scheduler:
         self._clock = clock
         self._stop = stop
         self._entries: list[_Entry] = []
+        self._wake = threading.Event()
 
     def add(self, name: str, job: Job, *, first_at: dt.datetime) -> None:
         """Register ``job`` to run first at ``first_at``."""
@@ -63,6 +66,19 @@ class Scheduler:
         for entry in self._entries:
             if entry.name == name:
                 entry.due = at
+
+    def wake(self) -> None:
+        """End the current sleep soon (another thread rescheduled a job), within :data:`WAKE_POLL_S`."""
+        self._wake.set()
+
+    def _sleep(self, seconds: float) -> None:
+        # The stop event ends the sleep at once; a wake within one poll interval.
+        remaining = seconds
+        while remaining > 0 and not self._wake.is_set():
+            if self._stop.wait(min(remaining, WAKE_POLL_S)):
+                return
+            remaining -= WAKE_POLL_S
+        self._wake.clear()
 
     def due_times(self) -> dict[str, dt.datetime]:
         """When each job runs next (for status and tests)."""
@@ -83,4 +99,4 @@ class Scheduler:
             if not self._entries:
                 return
             wait = (min(entry.due for entry in self._entries) - self._clock()).total_seconds()
-            self._stop.wait(min(max(wait, 0.0), MAX_SLEEP_S))
+            self._sleep(min(max(wait, 0.0), MAX_SLEEP_S))
