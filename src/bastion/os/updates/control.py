@@ -2,9 +2,10 @@
 
 One request per connection: a JSON object on one line, answered by one JSON
 line. Requests longer than :data:`MAX_REQUEST_BYTES` are refused. An *upload*
-op (e.g. ``sideload``) says ``"size": N`` in its request line and sends exactly
-N raw bytes after it, at most its op's bound; the OS spools them to a file and
-answers once they are all in.
+op (e.g. ``sideload``) says ``"size": N`` in its request line; the OS answers
+``{"continue": true}`` if N is within the op's bound (else its refusal, and the
+exchange ends), then the client sends exactly N raw bytes, which the OS spools
+to a file, and the OS answers once they are all in.
 
 ==============================  ==========================================================
 request                         answer
@@ -67,6 +68,8 @@ RequestHandler = Callable[[dict[str, Any]], dict[str, Any]]
 UploadHandler = Callable[[dict[str, Any], Path], dict[str, Any]]
 #: Chunk size of uploads.
 _CHUNK = 64 * 1024
+#: The OS's go-ahead for the bytes of an upload.
+_CONTINUE = b'{"continue": true}\n'
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class ControlServer:
         if size > upload.max_bytes:
             return {"error": "too_large", "detail": f"at most {upload.max_bytes} bytes"}
         upload.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conn.sendall(_CONTINUE)
         fd, name = tempfile.mkstemp(prefix=".upload.", dir=upload.spool_dir)
         path = Path(name)
         try:
@@ -253,15 +257,18 @@ def _exchange(path: Path, request: dict[str, Any], source: Path | None, timeout:
             sock.connect(str(path))
             if source is None:
                 sock.sendall(json.dumps(request).encode() + b"\n")
+                line = _read_line(sock, MAX_ANSWER_BYTES)
             else:
                 with source.open("rb") as handle:
                     size = os.fstat(handle.fileno()).st_size
                     sock.sendall(json.dumps({**request, "size": size}).encode() + b"\n")
-                    sent = 0
-                    while sent < size and (chunk := handle.read(_CHUNK)):
-                        sock.sendall(chunk[: size - sent])
-                        sent += len(chunk)
-            line = _read_line(sock, MAX_ANSWER_BYTES)
+                    line = _read_line(sock, MAX_ANSWER_BYTES)
+                    if line is not None and line + b"\n" == _CONTINUE:
+                        sent = 0
+                        while sent < size and (chunk := handle.read(_CHUNK)):
+                            sock.sendall(chunk[: size - sent])
+                            sent += len(chunk)
+                        line = _read_line(sock, MAX_ANSWER_BYTES)
         except OSError as exc:
             raise UpdateUnavailableError(f"the OS is not answering on {path}: {exc.strerror or exc}") from exc
     try:
