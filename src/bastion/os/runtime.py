@@ -99,7 +99,7 @@ class AttestationJob:
         self._on_success = on_success
         self._installed_apps = installed_apps
         self._capability: Callable[[dt.datetime], bytes | None] = lambda now: None
-        self._on_refused: Callable[[AttestationRefusedError, dt.datetime], None] = lambda exc, now: None
+        self._on_refused: Callable[[AttestationRefusedError, dt.datetime], bool] = lambda exc, now: False
 
     def attach(
         self,
@@ -107,13 +107,13 @@ class AttestationJob:
         on_success: Callable[[DeviceCredential, dt.datetime], None],
         installed_apps: Callable[[], Sequence[tuple[str, str]]],
         capability: Callable[[dt.datetime], bytes | None] | None = None,
-        on_refused: Callable[[AttestationRefusedError, dt.datetime], None] | None = None,
+        on_refused: Callable[[AttestationRefusedError, dt.datetime], bool] | None = None,
     ) -> None:
         """Hook the update agent in: called after each success; apps claimed in the EAT.
 
         ``capability`` gives the device capability file to carry in the EAT
-        (development mode); ``on_refused`` hears each refusal (a refused
-        capability ends development mode).
+        (development mode); ``on_refused`` hears each refusal and returns True
+        to attest again at once (a refused capability ends development mode).
         """
         self._on_success = on_success
         self._installed_apps = installed_apps
@@ -137,8 +137,8 @@ class AttestationJob:
             state.last_detail = exc.detail if isinstance(exc, AttestationRefusedError) else str(exc)
             next_at = now + dt.timedelta(seconds=self._policy.backoff(state.consecutive_failures))
             _log.warning("attestation failed (%s): %s; next attempt at %s", exc.code, state.last_detail, _iso(next_at))
-            if isinstance(exc, AttestationRefusedError):
-                self._on_refused(exc, now)
+            if isinstance(exc, AttestationRefusedError) and self._on_refused(exc, now):
+                next_at = now
         else:
             self._dir.save_credentials(credential.certificate_pem, b"".join(credential.ca_chain_pem))
             state.consecutive_failures = 0

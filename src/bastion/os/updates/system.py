@@ -253,16 +253,19 @@ class UpdateSystem:
         """The capability file the next EAT carries (development mode), if one is valid at ``now``."""
         return self.dev.evidence(now=now)
 
-    def on_refused(self, refusal: AttestationRefusedError, now: dt.datetime) -> None:
-        """Attestation hook: the service refused our capability, so development mode ends; attest again."""
+    def on_refused(self, refusal: AttestationRefusedError, now: dt.datetime) -> bool:
+        """Attestation hook: the service refused our capability, so development mode ends.
+
+        Returns:
+            True when the capability was removed: attest again at once, without it.
+        """
         if not refusal.code.startswith("capability_"):
-            return
+            return False
         try:
-            self.dev.disable(now=now, why=f"the service refused the capability ({refusal.code})")
+            return self.dev.disable(now=now, why=f"the service refused the capability ({refusal.code})")
         except OSError as exc:
             _log.error("cannot remove the refused capability: %s", exc)
-            return
-        self._attest_soon(now)
+            return False
 
     def _attest_soon(self, now: dt.datetime) -> None:
         if self._scheduler is not None:
