@@ -51,6 +51,9 @@ EVENT_KINDS = frozenset(
         "sideload_refused",
         "app_power",
         "clock_set",
+        "development_enabled",
+        "development_disabled",
+        "local_op_refused",
     }
 )
 #: Bounds on the string fields.
