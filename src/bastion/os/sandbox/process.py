@@ -21,6 +21,7 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,18 @@ INFO_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
 
 
+def _stat_fields(proc: Path) -> list[str]:
+    """``/proc/PID/stat`` after the command name: state, ppid, pgrp, session, ..."""
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def pids_in_namespace(pid_namespace: int) -> list[int]:
-    """Host pids of every process whose pid namespace has inode ``pid_namespace``."""
+    """Host pids of every live (not zombie) process whose pid namespace has inode ``pid_namespace``."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "ns" / "pid").stat().st_ino == pid_namespace:
+            with contextlib.suppress(OSError, IndexError):
+                if (entry / "ns" / "pid").stat().st_ino == pid_namespace and _stat_fields(entry)[0] != "Z":
                     found.append(int(entry.name))
     return found
 
@@ -52,7 +58,7 @@ def _session_members(sid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                fields = _stat_fields(entry)
                 if int(fields[3]) == sid and fields[0] != "Z":
                     found.append(int(entry.name))
     return found
@@ -135,7 +141,13 @@ class AppProcessTree:
             self.process.kill()
 
     def _verify(self) -> list[int]:
+        # bubblewrap's monitor exits as soon as the init has reported; the init (and with it the
+        # namespace) ends a moment later. Anything still alive after KILL_WAIT_S outlived the stop.
+        deadline = time.monotonic() + KILL_WAIT_S
         survivors = self.members()
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.01)
+            survivors = self.members()
         for pid in survivors:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -158,14 +170,16 @@ class Spawner:
     def sandboxed(
         self, argv: list[str], *, pass_fds: list[int], info_read: int, info_write: int, output: int
     ) -> AppProcessTree:
-        """Start bubblewrap and wait until it reports the sandbox (``--info-fd info_write``).
+        """Start bubblewrap and wait until it reports the sandbox (``--info-fd info_write``, closed here).
 
         Raises:
             OSError: bubblewrap could not be executed.
             SandboxStartError: it failed before the sandbox was set up.
         """
-        process = self._pool().submit(self._popen, argv, pass_fds, output, {}).result()
-        os.close(info_write)
+        try:
+            process = self._pool().submit(self._popen, argv, pass_fds, output, {}).result()
+        finally:
+            os.close(info_write)  # ours: bubblewrap holds its own copy, so its end is our EOF
         try:
             info = _read_info(info_read, INFO_TIMEOUT_S)
         except SandboxStartError:
