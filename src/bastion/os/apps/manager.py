@@ -354,6 +354,11 @@ class AppManager:
                 record.layers = record.run.session.layers()
             return dict(record.layers)
 
+    def all_layers(self) -> dict[str, dict[str, Any]]:
+        """Component ID -> sandbox layers of every app the manager has started (or tried to)."""
+        with self._lock:
+            return {cid: self.layers(cid) for cid in sorted(self._apps)}
+
     def status(self) -> list[dict[str, object]]:
         """One row per known app: id, version, pid, crashes, next restart, sandbox layers."""
         with self._lock:
