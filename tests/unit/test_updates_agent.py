@@ -162,7 +162,9 @@ def test_app_v1_is_installed_started_and_reported(rig: Rig) -> None:
     assert summary.report == "accepted"
     report = rig.service.status.reports[-1]
     assert report["device_id"] == DEVICE_ID
-    assert report["installed"] == [{"component_id": APP_A, "version": "1.0.0"}]
+    assert [(i["component_id"], i["version"]) for i in report["installed"]] == [(APP_A, "1.0.0")]
+    assert report["installed"][0]["sandbox"].startswith("bwrap uid=")  # the layers the app runs under
+    assert " seccomp " in report["installed"][0]["sandbox"]
     assert [e["kind"] for e in report["events"]] == ["app_installed", "app_started"]
     assert len(rig.events) == 0
 
