@@ -27,6 +27,7 @@ from bastion.os.apps.store import InstalledApp
 from bastion.os.appservices.registry import AppContext
 from bastion.os.appservices.sandbox_ops import SandboxSession
 from bastion.os.appservices.server import AppServer
+from bastion.os.sandbox.cgroups import AppCgroup, AppCgroups
 from bastion.os.sandbox.policy import (
     HostRuntime,
     SandboxLimits,
@@ -44,6 +45,9 @@ __all__ = ["INSECURE_LAYERS", "AppLauncher", "RunningApp", "describe_exit"]
 
 #: The layers of an app started under ``--insecure-no-sandbox``.
 INSECURE_LAYERS: dict[str, Any] = {"sandbox": "none (insecure-no-sandbox)"}
+
+#: Processes of bubblewrap itself in the sandbox's cgroup (its monitor and the namespace's init).
+_BWRAP_PROCESSES = 2
 
 _log = logging.getLogger("bastion.os.apps")
 
@@ -71,6 +75,7 @@ class RunningApp:
     tree: AppProcessTree
     server: AppServer
     session: SandboxSession
+    cgroup: AppCgroup | None = None
 
     @property
     def sandboxed(self) -> bool:
@@ -78,8 +83,10 @@ class RunningApp:
         return self.tree.pid_namespace is not None
 
     def close(self) -> None:
-        """Stop serving its socket (after the process tree ended)."""
+        """Stop serving its socket and remove its cgroup (after the process tree ended)."""
         self.server.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 class AppLauncher:
@@ -113,6 +120,7 @@ class AppLauncher:
         self._features: SandboxFeatures | None = None
         self._runtime: HostRuntime | None = None
         self._spawner = Spawner()
+        self._cgroup_tree: AppCgroups | None = None
         self._lock = threading.Lock()
 
     def features(self) -> SandboxFeatures:
@@ -139,11 +147,19 @@ class AppLauncher:
         """
         features = None if self.insecure_no_sandbox else self.features()
         policy = None if features is None else self._policy(app, storage_dir, uid)
-        session = (
-            SandboxSession(INSECURE_LAYERS, expect_hello=False)
-            if policy is None
-            else SandboxSession({"sandbox": "bubblewrap", **policy.to_json()}, expect_hello=True)
-        )
+        cgroup = None
+        if policy is None:
+            session = SandboxSession(INSECURE_LAYERS, expect_hello=False)
+        else:
+            cgroup = self._cgroups().create(
+                app.component_id,
+                pids_max=policy.limits.nproc + _BWRAP_PROCESSES,
+                memory_bytes=policy.limits.memory_bytes,
+            )
+            cgroup_layer = cgroup.to_json() if cgroup is not None else f"none: {self._cgroups().missing}"
+            session = SandboxSession(
+                {"sandbox": "bubblewrap", **policy.to_json(), "cgroup": cgroup_layer}, expect_hello=True
+            )
         os_end, app_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server: AppServer | None = None
         try:
@@ -152,16 +168,18 @@ class AppLauncher:
                 env = _plain_env(app, storage_dir, app_end.fileno())
                 tree = self._spawner.plain(argv, cwd=str(app.path), env=env, pass_fds=[app_end.fileno()], output=output)
             else:
-                tree = self._sandboxed(features, policy, app_end.fileno(), output)
+                tree = self._sandboxed(features, policy, cgroup, app_end.fileno(), output)
         except BaseException:
             if server is not None:
                 server.close()
             else:
                 os_end.close()
+            if cgroup is not None:
+                cgroup.remove()
             raise
         finally:
             app_end.close()
-        return RunningApp(tree, server, session)
+        return RunningApp(tree, server, session, cgroup)
 
     def _policy(self, app: InstalledApp, storage_dir: Path, uid: int) -> SandboxPolicy:
         return build_policy(
@@ -189,14 +207,29 @@ class AppLauncher:
         server.start()
         return server
 
+    def _cgroups(self) -> AppCgroups:
+        with self._lock:
+            if self._cgroup_tree is None:
+                self._cgroup_tree = AppCgroups()
+                if self._cgroup_tree.missing:
+                    _log.info("app sandboxes get no cgroup: %s", self._cgroup_tree.missing)
+            return self._cgroup_tree
+
     def _sandboxed(
-        self, features: SandboxFeatures, policy: SandboxPolicy, applibs_fd: int, output: int
+        self,
+        features: SandboxFeatures,
+        policy: SandboxPolicy,
+        cgroup: AppCgroup | None,
+        applibs_fd: int,
+        output: int,
     ) -> AppProcessTree:
         seccomp_fd = bpf_memfd(features.seccomp_bpf)
         info_read, info_write = os.pipe()
         try:
             cmd = bwrap_command(policy, seccomp_fd=seccomp_fd, info_fd=info_write, program=features.bwrap)
             argv = cmd.argv(shim_argv(policy, applibs_fd=applibs_fd))
+            if cgroup is not None:
+                argv = cgroup.wrap(argv)
             return self._spawner.sandboxed(
                 argv, pass_fds=[*cmd.fds, applibs_fd], info_read=info_read, info_write=info_write, output=output
             )

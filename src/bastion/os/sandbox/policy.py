@@ -61,6 +61,8 @@ SHM_DIR = "/dev/shm"  # noqa: S108 - the sandbox's own bounded tmpfs
 #: point cannot be made inside the read-only ``/usr`` bind (see the ADR).
 BASTION_LIB = "/run/bastion/lib"
 SHIM_PATH = "/run/bastion/shim.py"
+#: The hostname inside the app's uts namespace (not the host's).
+HOSTNAME = "bastion-app"
 #: The fd number of the applibs socket inside the sandbox.
 APPLIBS_FD = 3
 #: Every namespace the app gets a new one of (each is required: no ``-try`` variants).
@@ -90,6 +92,7 @@ class SandboxLimits:
         address_space_bytes: virtual memory per process (RLIMIT_AS).
         nofile: open files per process (RLIMIT_NOFILE).
         fsize_bytes: largest file a process may write (RLIMIT_FSIZE).
+        memory_bytes: memory of the whole sandbox, ``/tmp`` included (its cgroup, where writable).
     """
 
     tmp_bytes: int = 16 * _MIB
@@ -98,6 +101,7 @@ class SandboxLimits:
     address_space_bytes: int = 256 * _MIB
     nofile: int = 64
     fsize_bytes: int = 16 * _MIB
+    memory_bytes: int = 256 * _MIB
 
     def to_json(self) -> dict[str, int]:
         """The limits as reported."""
@@ -108,6 +112,7 @@ class SandboxLimits:
             "address_space_bytes": self.address_space_bytes,
             "nofile": self.nofile,
             "fsize_bytes": self.fsize_bytes,
+            "memory_bytes": self.memory_bytes,
         }
 
 
@@ -292,7 +297,7 @@ def bwrap_command(policy: SandboxPolicy, *, seccomp_fd: int, info_fd: int, progr
     """The bubblewrap options of ``policy`` (the command is :func:`shim_argv`)."""
     runtime = policy.runtime
     cmd = BwrapCommand(program=program)
-    cmd.unshare(*policy.namespaces).uid(policy.uid, policy.uid)
+    cmd.unshare(*policy.namespaces).uid(policy.uid, policy.uid).hostname(HOSTNAME)
     cmd.die_with_parent().new_session().cap_drop_all()
     cmd.clearenv()
     for name, value in policy.env:
