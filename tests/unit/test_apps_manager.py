@@ -106,6 +106,7 @@ def test_app_gets_a_minimal_environment_and_its_own_cwd(manager: AppManager) -> 
     assert names == {
         b"PATH",
         b"LANG",
+        b"MALLOC_ARENA_MAX",
         b"HOME",
         b"TMPDIR",
         b"PYTHONUNBUFFERED",

@@ -222,3 +222,17 @@ print("neighbour forked", ok, flush=True)
     finally:
         device.manager.stop_all()
     assert device.manager.running() == {}
+
+
+def test_a_memory_hog_is_stopped_by_the_sandbox_cgroup(tmp_path: Path) -> None:
+    code = """
+print("hogging", flush=True)
+hog = bytearray(200 * 1024 * 1024)  # within RLIMIT_AS, beyond the cgroup: touched, so really held
+print("HELD", flush=True)
+"""
+    device = make_device(tmp_path, sandbox_limits=SandboxLimits(memory_bytes=64 * 1024 * 1024))
+    log = run_to_exit(device, APP_X, code)
+    assert device.manager.layers(APP_X)["cgroup"] == {"pids_max": 34, "memory_bytes": 64 * 1024 * 1024}
+    assert "hogging" in log
+    assert "HELD" not in log
+    assert device.events_of("app_failed")[0].detail.startswith("signal 9")  # the OOM killer, inside the cgroup

@@ -119,6 +119,7 @@ def test_the_environment_is_minimal_and_names_fd_3() -> None:
     assert env == {
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
+        "MALLOC_ARENA_MAX": "2",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "PYTHONUNBUFFERED": "1",

@@ -82,8 +82,12 @@ _MIB = 1024 * 1024
 class SandboxLimits:
     """Resource bounds of one app sandbox (rlimits set inside its user namespace, tmpfs sizes).
 
-    The defaults fit a Python app that uses the standard library: an idle
-    ``python -I -S`` maps about 25 MiB and a thread reserves 8 MiB of stack.
+    The defaults fit a Python app that uses the standard library. Measured here:
+    an idle sandboxed app maps 17 MiB (13 MiB resident); each thread reserves
+    an 8 MiB stack and, without ``MALLOC_ARENA_MAX=2`` (set in the app's
+    environment), a 64 MiB malloc arena. With 256 MiB of address space 21
+    threads fit; with 512 MiB ``nproc`` is the bound. The memory cgroup, where
+    there is one, bounds what the whole sandbox really holds.
 
     Attributes:
         tmp_bytes: size of the private ``/tmp``.
@@ -98,7 +102,7 @@ class SandboxLimits:
     tmp_bytes: int = 16 * _MIB
     shm_bytes: int = 1 * _MIB
     nproc: int = 32
-    address_space_bytes: int = 256 * _MIB
+    address_space_bytes: int = 512 * _MIB
     nofile: int = 64
     fsize_bytes: int = 16 * _MIB
     memory_bytes: int = 256 * _MIB
@@ -260,6 +264,7 @@ def build_policy(
     env = [
         ("PATH", "/usr/bin:/bin"),
         ("LANG", "C.UTF-8"),
+        ("MALLOC_ARENA_MAX", "2"),
         ("HOME", TMP_DIR),
         ("TMPDIR", TMP_DIR),
         ("PYTHONUNBUFFERED", "1"),
