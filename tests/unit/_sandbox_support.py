@@ -39,6 +39,7 @@ def install_app(
     *,
     capabilities: dict[str, Any] | None = None,
     version: str = "1.0.0",
+    entry: str = "main.py",
 ) -> None:
     source = root / f"src-{component_id[:8]}-{version}"
     source.mkdir(parents=True)
@@ -46,13 +47,15 @@ def install_app(
         "SchemaVersion": 1,
         "Name": f"app-{component_id[:4]}",
         "ComponentId": component_id,
-        "EntryPoint": "main.py",
+        "EntryPoint": entry,
         "CmdArgs": [],
         "ApplicationType": "Default",
         "Capabilities": capabilities or {},
     }
     (source / "app_manifest.json").write_text(json.dumps(manifest))
-    (source / "main.py").write_text(code)
+    (source / entry).write_text(code)
+    if not entry.endswith(".py"):
+        (source / entry).chmod(0o755)
     image = root / f"{component_id[:8]}-{version}.img"
     build_app_image(source, image, KEY, version=version)
     store.install(image, component_id=component_id, version=version)

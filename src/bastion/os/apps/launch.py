@@ -156,7 +156,8 @@ class AppLauncher:
                 pids_max=policy.limits.nproc + _BWRAP_PROCESSES,
                 memory_bytes=policy.limits.memory_bytes,
             )
-            cgroup_layer = cgroup.to_json() if cgroup is not None else f"none: {self._cgroups().missing}"
+            missing = self._cgroups().missing or "it could not be made (see the OS log)"
+            cgroup_layer = cgroup.to_json() if cgroup is not None else f"none: {missing}"
             session = SandboxSession(
                 {"sandbox": "bubblewrap", **policy.to_json(), "cgroup": cgroup_layer}, expect_hello=True
             )

@@ -45,6 +45,8 @@ def summarize(layers: Mapping[str, Any]) -> str:
     filters = layers.get("seccomp_filters")
     parts.append("seccomp" if filters is None or filters else "seccomp=NOT-LOADED")
     parts.append(_landlock(layers.get("landlock")))
+    if isinstance(layers.get("cgroup"), Mapping):
+        parts.append("cgroup")
     limits = layers.get("limits", {})
     if isinstance(limits, Mapping):
         if "nproc" in limits:
