@@ -200,8 +200,10 @@ def test_apps_die_with_the_os_even_on_kill_9(tmp_path: Path) -> None:
 def test_an_executable_entry_point_is_execed_with_only_its_socket_open(tmp_path: Path) -> None:
     script = """#!/bin/sh
 echo "fd3 $(readlink /proc/$$/fd/3 | cut -c1-7) env $BASTION_APPLIBS_FD"
+echo discarded > /dev/null && echo "devnull ok"
 for fd in /proc/$$/fd/*; do readlink "$fd"; done | grep -c -e memfd -e pipe: | sed 's/^/leaked /'
 """
     log = run_to_exit(make_device(tmp_path), APP_X, script, entry="run.sh")
     assert "fd3 socket: env 3" in log
+    assert "devnull ok" in log
     assert "leaked 0" in log  # neither the seccomp memfd nor bubblewrap's info pipe reached the app

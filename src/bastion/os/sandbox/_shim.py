@@ -127,8 +127,8 @@ def apply_landlock(readonly: list[str], readwrite: list[str], rw_files: list[str
             _add_rule(ruleset, path, read)
         for path in readwrite:
             _add_rule(ruleset, path, handled & ~_EXECUTE)
-        for path in rw_files:
-            _add_rule(ruleset, path, _READ_FILE | _WRITE_FILE)
+        for path in rw_files:  # O_TRUNC too: a shell's "> /dev/null" needs it
+            _add_rule(ruleset, path, (_READ_FILE | _WRITE_FILE | _TRUNCATE) & handled)
         _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:
