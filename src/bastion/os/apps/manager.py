@@ -224,7 +224,7 @@ class AppManager:
             self._record(now, "sandbox_unavailable", app, str(exc))
             _log.error("app %s not started: %s", app.component_id, exc)
             return
-        except (OSError, UpdateFailedError, SandboxError) as exc:
+        except (OSError, ValueError, UpdateFailedError, SandboxError) as exc:  # ValueError: a policy refused
             record.run = None
             record.crashes += 1
             record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
