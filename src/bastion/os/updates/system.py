@@ -166,16 +166,28 @@ class UpdateSystem:
         flash_dir: Path,
         stop: threading.Event,
         clock: Callable[[], dt.datetime] | None = None,
+        insecure_no_sandbox: bool = False,
     ) -> UpdateSystem:
         """Build the system from the runtime's parts (``clock``: the runtime's, for the applibs handlers).
+
+        Apps run sandboxed unless ``insecure_no_sandbox`` (or the device config's
+        ``insecure_no_sandbox``) says otherwise.
 
         Raises:
             ConfigError: a pinned app key is invalid.
         """
         events = EventQueue(state_dir.events_path)
         store = AppStore(flash_dir / APPS_DIRNAME)
-        apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
-        services = AppServices()  # what the applibs handlers reach (bastion.os.appservices)
+        services = AppServices()  # each area adds its OS service here, one line each
+        apps = AppManager(
+            store,
+            log_dir=state_dir.app_log_dir,
+            data_dir=state_dir.app_data_dir,
+            events=events,
+            services=services.mapping,
+            insecure_no_sandbox=insecure_no_sandbox or bool(getattr(config, "insecure_no_sandbox", False)),
+            clock=clock or utcnow,
+        )
         services.add(OsClock(clock or utcnow))
         services.add(StorageService())
         services.add(ChannelService())
