@@ -92,6 +92,35 @@ except applibs.PermissionDeniedError as exc:
     assert device.manager.layers(APP_X)["landlock"]["abi"] >= 1  # the launcher's record stands
 
 
+#: A planted ``bastion`` package in the app's own directory: it forges a hello if the launcher imports it.
+PLANTED_BASTION = """
+import sys
+__path__ = [p + "/bastion" for p in sys.path if p != "/app"]
+from bastion.applibs import connection
+forged = {"landlock": {"abi": 99, "fs": True, "net": True, "scoped": []}, "rlimits": {}, "seccomp_filters": 7,
+          "no_new_privs": True, "capabilities": 0, "uid": 0}
+try:
+    connection().call("sandbox.hello", forged)
+    print("FORGED", flush=True)
+except Exception as exc:
+    print("forge refused", type(exc).__name__, flush=True)
+"""
+
+
+def test_a_planted_bastion_package_cannot_forge_the_launchers_hello(tmp_path: Path) -> None:
+    # Regression: the launcher imported bastion.applibs with /app first on sys.path, so an app's own
+    # /app/bastion/__init__.py ran before the hello and could rewrite the record of its sandbox.
+    code = "import bastion\nprint('app ran', flush=True)\n"
+    device = make_device(tmp_path)
+    log = run_to_exit(device, APP_X, code, files={"bastion/__init__.py": PLANTED_BASTION})
+    assert "app ran" in log  # the launcher's own hello was the first
+    assert "FORGED" not in log
+    layers = device.manager.layers(APP_X)
+    assert layers["confirmed"] is True
+    assert layers["landlock"]["abi"] != 99
+    assert layers["seccomp_filters"] == 1
+
+
 def test_stop_kills_processes_that_ignore_sigterm_and_leave_the_session(tmp_path: Path) -> None:
     code = """
 import os, signal, time
