@@ -116,6 +116,29 @@ def test_garbage_gets_an_error_not_a_dead_server(tmp_path: Path) -> None:
     server.close()
 
 
+def test_a_nesting_bomb_or_a_huge_id_gets_an_error_not_a_dead_server(tmp_path: Path) -> None:
+    # Regression: json.loads raised RecursionError (not ValueError) and ended the server's thread;
+    # a 120 KB id was echoed into an answer too large to send, which ended it too.
+    os_end, app_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ctx = AppContext(CID, "1.0.0", validate_manifest(_manifest({})), tmp_path)
+    server = AppServer(ctx, os_end)
+    server.start()
+    app_end.sendall(b"[" * 100_000)
+    reply, _ = _wire.recv_message(app_end) or ({}, [])
+    assert reply == {
+        "id": None,
+        "ok": False,
+        "error": {"code": "bad_request", "message": "message is nested too deeply"},
+    }
+    app_end.sendall(b'{"id": "' + b"i" * 120_000 + b'", "op": "no.such"}')
+    reply, _ = _wire.recv_message(app_end) or ({}, [])
+    assert reply["id"] is None
+    assert reply["error"]["code"] == "permission_denied"
+    assert Connection(app_end).call("app.ping", {"echo": "still"}) == {"echo": "still"}
+    app_end.close()
+    server.close()
+
+
 def test_closed_os_is_a_transport_error(tmp_path: Path) -> None:
     client, server, _ = _serve(tmp_path, {})
     server.close()

@@ -87,6 +87,9 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
     except ValueError as exc:
         close_fds(fds)
         raise WireError("message is not JSON") from exc
+    except RecursionError as exc:  # "[[[[..." : a nesting bomb fits easily in one message
+        close_fds(fds)
+        raise WireError("message is nested too deeply") from exc
     if not isinstance(value, dict):
         close_fds(fds)
         raise WireError("message is not a JSON object")

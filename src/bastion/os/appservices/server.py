@@ -107,6 +107,11 @@ def dispatch(ctx: AppContext, message: dict[str, Any], fds: list[int], table: Ma
         close_fds(fds)
 
 
+def _request_id(value: object) -> int | None:
+    """The id to echo: an integer only (a 100 KiB string id would make every answer too large to send)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _error(request_id: object, exc: OpError) -> dict[str, Any]:
     error: dict[str, Any] = {"code": exc.code, "message": str(exc)}
     if exc.capability is not None:
@@ -151,7 +156,7 @@ class AppServer:
                 return
             value, fds = message
             self.requests += 1
-            request_id = value.get("id")
+            request_id = _request_id(value.get("id"))
             try:
                 reply = dispatch(self.ctx, value, fds, self._table)
             except OpError as exc:
