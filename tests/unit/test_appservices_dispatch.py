@@ -12,6 +12,7 @@ from bastion.applibs import _wire
 from bastion.applibs._client import Connection
 from bastion.applibs.errors import InvalidArgumentError, PermissionDeniedError, TransportError
 from bastion.images.manifest import validate_manifest
+from bastion.os.appservices.denials import DenialBudget
 from bastion.os.appservices.registry import AppContext, Operation, Reply
 from bastion.os.appservices.server import AppServer
 from bastion.os.appservices.table import OPERATIONS, build_table
@@ -137,6 +138,43 @@ def test_a_nesting_bomb_or_a_huge_id_gets_an_error_not_a_dead_server(tmp_path: P
     assert Connection(app_end).call("app.ping", {"echo": "still"}) == {"echo": "still"}
     app_end.close()
     server.close()
+
+
+def test_a_flood_of_refusals_is_recorded_once_per_kind_and_counted(tmp_path: Path) -> None:
+    # Regression: every refusal was an event, so a few hundred refused requests flushed the bounded
+    # event queue (other apps' violations, the app's own first refusal) and rewrote it on flash each time.
+    table = build_table(
+        tuple(OPERATIONS.values()), (Operation("storage.write", _needs_storage, capability="MutableStorage"),)
+    )
+    client, server, records = _serve(tmp_path, {}, table)
+    for index in range(300):
+        for op in (f"no.such.op{index}", "storage.write"):
+            with pytest.raises(PermissionDeniedError):
+                client.call(op)
+    assert records == [
+        ("app_denied", "no.such.op0: no such operation"),
+        ("app_denied", "MutableStorage: storage.write: the app manifest does not grant MutableStorage"),
+    ]
+    client.close()
+    server.close()
+    assert records[-1] == ("app_denied", "598 more refusals of this app start were not recorded one by one")
+    server.close()  # said once
+    assert len(records) == 3
+
+
+def test_distinct_refusals_past_the_bound_are_counted_not_recorded() -> None:
+    records: list[tuple[str, str]] = []
+    budget = DenialBudget(lambda kind, detail: records.append((kind, detail)), max_recorded=2)
+    for detail in ("a: x", "b: x", "c: x", "a: x"):
+        budget.record("app_denied", detail)
+    budget.record("app_watchdog", "other kinds pass")
+    budget.close()
+    assert records == [
+        ("app_denied", "a: x"),
+        ("app_denied", "b: x"),
+        ("app_watchdog", "other kinds pass"),
+        ("app_denied", "2 more refusals of this app start were not recorded one by one"),
+    ]
 
 
 def test_closed_os_is_a_transport_error(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@
 Then the handler runs; its own finer refusals are :class:`DeniedError` too. Each
 refusal is recorded through ``ctx.record("app_denied", ...)`` (the security
 event that failure reporting collects) and answered with an error that names
-the capability. A handler bug answers ``failed`` and is logged; internals never
-reach the app.
+the capability; an :class:`AppServer` records each distinct refusal of an app
+start once, up to a bound (:mod:`bastion.os.appservices.denials`), so a flood
+cannot push older events out of the queue. A handler bug answers ``failed``
+and is logged; internals never reach the app.
 
 Example::
 
@@ -25,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -32,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bastion.applibs._wire import WireError, close_fds, recv_message, send_message
+from bastion.os.appservices.denials import DENIED_EVENT, DenialBudget
 from bastion.os.appservices.registry import (
     AppContext,
     BadRequestError,
@@ -44,8 +48,6 @@ from bastion.os.appservices.registry import (
 
 __all__ = ["DENIED_EVENT", "FDS_ARG", "AppServer", "dispatch"]
 
-#: The event kind of a refused request.
-DENIED_EVENT = "app_denied"
 #: The key under which a handler finds the fds its request carried.
 FDS_ARG = "_fds"
 #: Bound on the op name echoed into an event.
@@ -126,6 +128,9 @@ class AppServer:
         ctx: the app.
         sock: the OS end of the app's SOCK_SEQPACKET socketpair.
         table: the operations (defaults to :data:`bastion.os.appservices.table.OPERATIONS`).
+
+    The app's refusals are recorded through a :class:`DenialBudget` (each distinct one once,
+    bounded), so a flood of refused requests cannot flush the event queue.
     """
 
     def __init__(self, ctx: AppContext, sock: socket.socket, table: Mapping[str, Operation] | None = None) -> None:
@@ -133,7 +138,8 @@ class AppServer:
             from bastion.os.appservices.table import OPERATIONS
 
             table = OPERATIONS
-        self.ctx = ctx
+        self.denials = DenialBudget(ctx.record)
+        self.ctx = dataclasses.replace(ctx, record=self.denials.record)
         self._sock = sock
         self._table = table
         self._thread = threading.Thread(target=self._serve, name=f"applibs-{ctx.component_id[:8]}", daemon=True)
@@ -192,3 +198,4 @@ class AppServer:
         self._sock.close()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self.denials.close()
