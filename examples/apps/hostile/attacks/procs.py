@@ -42,7 +42,7 @@ def proc_mem(ctx: Context) -> Outcome:
         attempts.append((f"read /proc/{pid}/mem", lambda p=pid: read_file(f"/proc/{p}/mem")))
         attempts.append((f"open /proc/{pid}/mem rw", lambda p=pid: os.open(f"/proc/{p}/mem", os.O_RDWR)))
         attempts.append((f"read /proc/{pid}/environ", lambda p=pid: read_file(f"/proc/{p}/environ")))
-        attempts.append((f"list /proc/{pid}/fd", lambda p=pid: os.listdir(f"/proc/{p}/fd")))
+        attempts.append((f"readlink /proc/{pid}/fd/1", lambda p=pid: os.readlink(f"/proc/{p}/fd/1").encode()))
     return try_each(attempts)
 
 
