@@ -18,9 +18,11 @@ larger one is refused by the receiver.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import socket
+import threading
 from typing import Any
 
 __all__ = ["MAX_FDS", "MAX_MESSAGE_BYTES", "WireError", "close_fds", "recv_message", "send_message"]
@@ -29,6 +31,32 @@ __all__ = ["MAX_FDS", "MAX_MESSAGE_BYTES", "WireError", "close_fds", "recv_messa
 MAX_MESSAGE_BYTES = 128 * 1024  # below the default socket buffer (wmem_default), so any message fits one datagram
 #: Bound on the fds one message carries.
 MAX_FDS = 4
+
+# Made once, not per message: json.dumps with options builds a new encoder each call, recv_fds
+# allocates (at this size: maps and unmaps) a fresh 128 KiB buffer each call, and the flag enums
+# are slow to combine. Measured by benchmarks/sandbox.py.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+_decode = json.JSONDecoder().decode
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_buffers = threading.local()
+
+
+def _buffer() -> bytearray:
+    """This thread's receive buffer: one message, and one byte more to see a message that is too long."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = bytearray(MAX_MESSAGE_BYTES + 1)
+        _buffers.buffer = buffer
+    return buffer
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
 
 
 class WireError(Exception):
@@ -50,7 +78,7 @@ def send_message(sock: socket.socket, value: dict[str, Any], fds: list[int] | tu
     Raises:
         WireError: the message is too large, or the socket failed.
     """
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    data = _encode(value).encode("ascii")
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(data)} bytes is over the {MAX_MESSAGE_BYTES}-byte bound")
     if len(fds) > MAX_FDS:
@@ -59,7 +87,7 @@ def send_message(sock: socket.socket, value: dict[str, Any], fds: list[int] | tu
         if fds:
             socket.send_fds(sock, [data], list(fds))
         else:
-            sock.sendall(data)
+            sock.send(data)  # one datagram: all of it, or an error
     except OSError as exc:
         raise WireError(f"cannot send: {exc.strerror or exc}") from exc
 
@@ -73,18 +101,22 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
     Raises:
         WireError: the message is truncated, not a JSON object, or the socket failed.
     """
+    buffer = _buffer()
     try:
-        data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE_BYTES + 1, MAX_FDS)
+        size, ancillary, flags, _ = sock.recvmsg_into([buffer], _ANCILLARY_BYTES)
+    except ConnectionResetError:  # the peer is gone, with something of ours unread
+        return None
     except OSError as exc:
         raise WireError(f"cannot receive: {exc.strerror or exc}") from exc
-    if not data and not fds:
+    fds = _received_fds(ancillary) if ancillary else []
+    if not size and not fds:
         return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) > MAX_MESSAGE_BYTES:
+    if flags & _TRUNCATED or size > MAX_MESSAGE_BYTES:
         close_fds(fds)
         raise WireError(f"message over the {MAX_MESSAGE_BYTES}-byte or {MAX_FDS}-fd bound")
     try:
-        value = json.loads(data)
-    except ValueError as exc:
+        value = _decode(buffer[:size].decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, or not JSON
         close_fds(fds)
         raise WireError("message is not JSON") from exc
     except RecursionError as exc:  # "[[[[..." : a nesting bomb fits easily in one message
