@@ -177,6 +177,29 @@ def test_distinct_refusals_past_the_bound_are_counted_not_recorded() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "value", [{}, {"a": [1, 2.5, None, True, False, "é\n\u2028"], "b": {"c": -(2**70)}}, {"x": "\U0001f600" * 3}]
+)
+def test_the_wire_carries_json_objects_exactly(value: dict[str, object]) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    _wire.send_message(a, value)
+    assert _wire.recv_message(b) == (value, [])
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "data", [b"{} x", b" {}", b'{"a": 1,}', "{}".encode("utf-16"), b'{"a": "\xff"}', b"1", b"{" * 3]
+)
+def test_the_wire_refuses_what_is_not_exactly_one_json_object(data: bytes) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.send(data)
+    with pytest.raises(_wire.WireError):
+        _wire.recv_message(b)
+    a.close()
+    b.close()
+
+
 def test_closed_os_is_a_transport_error(tmp_path: Path) -> None:
     client, server, _ = _serve(tmp_path, {})
     server.close()

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import array
 import json
+import json.encoder
+import json.scanner
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["MAX_FDS", "MAX_MESSAGE_BYTES", "WireError", "close_fds", "recv_message", "send_message"]
@@ -32,11 +35,51 @@ MAX_MESSAGE_BYTES = 128 * 1024  # below the default socket buffer (wmem_default)
 #: Bound on the fds one message carries.
 MAX_FDS = 4
 
-# Made once, not per message: json.dumps with options builds a new encoder each call, recv_fds
-# allocates (at this size: maps and unmaps) a fresh 128 KiB buffer each call, and the flag enums
-# are slow to combine. Measured by benchmarks/sandbox.py.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-_decode = json.JSONDecoder().decode
+# Made once, not per message: json.dumps with options builds a new encoder each call (and
+# JSONEncoder.encode a new C encoder), recv_fds allocates (at this size: maps and unmaps) a fresh
+# 128 KiB buffer each call, and the flag enums are slow to combine. Measured by benchmarks/sandbox.py.
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _make_encode() -> Callable[[object], str]:
+    """Compact ASCII JSON: the C encoder made once where CPython has it, else the stdlib's encoder."""
+    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring_ascii", None)
+    if make is None or quote is None:
+        return fallback
+    encoder = make(None, _not_json, quote, None, ":", ",", False, False, True)
+
+    def encode(value: object) -> str:
+        return "".join(encoder(value, 0))
+
+    sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+    return encode if encode(sample) == fallback(sample) else fallback
+
+
+def _make_decode() -> Callable[[str], object]:
+    """One JSON value filling the whole text: the C scanner made once where CPython has it."""
+    decoder = json.JSONDecoder()
+    # The C scanner where CPython has it (typeshed types make_scanner as the class it names).
+    scan: Callable[[str, int], tuple[object, int]] = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+
+    def decode(text: str) -> object:
+        try:
+            value, end = scan(text, 0)
+        except StopIteration as exc:
+            raise ValueError("not JSON") from exc
+        if end != len(text):
+            raise ValueError("not one JSON value")
+        return value
+
+    return decode
+
+
+_encode = _make_encode()
+_decode = _make_decode()
 _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _buffers = threading.local()

@@ -98,7 +98,8 @@ def dispatch(ctx: AppContext, message: dict[str, Any], fds: list[int], table: Ma
         args = message.get("args", {})
         if not isinstance(args, dict):
             raise BadRequestError("args must be an object")
-        args = {k: v for k, v in args.items() if k != FDS_ARG}
+        if FDS_ARG in args:  # only the OS puts fds there
+            args = {k: v for k, v in args.items() if k != FDS_ARG}
         if operation.takes_fds:
             args[FDS_ARG] = fds
         try:
