@@ -145,6 +145,7 @@ class AppServer:
         self._table = table
         self._thread = threading.Thread(target=self._serve, name=f"applibs-{ctx.component_id[:8]}", daemon=True)
         self.requests = 0
+        self._closing = False
 
     def start(self) -> None:
         """Start serving."""
@@ -155,6 +156,8 @@ class AppServer:
             try:
                 message = recv_message(self._sock)
             except WireError as exc:
+                if self._closing:
+                    return  # close() took the socket away while this thread waited on it
                 _log.warning("app %s sent a bad applibs message: %s", self.ctx.component_id, exc)
                 if not self._answer({"id": None, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}):
                     return
@@ -194,6 +197,7 @@ class AppServer:
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop serving: shut the socket down and wait for the thread."""
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
