@@ -3,7 +3,7 @@
 For each installed app it starts the manifest's ``EntryPoint`` with ``CmdArgs``
 through :class:`~bastion.os.apps.launch.AppLauncher`: a bubblewrap sandbox (own
 uid in its own user, pid, ipc, uts, cgroup and network namespaces, no
-capabilities, seccomp, Landlock, rlimits; see docs/adr/0004-app-sandbox.md)
+capabilities, seccomp, Landlock, rlimits; see docs/adr/0005-app-sandbox.md)
 with its applibs socket as fd 3, and stdout/stderr appended to
 ``DEV/os-state/apps/<component_id>.log`` (rotated at a bound). Inside, ``/app``
 is its version directory (the cwd), ``/storage`` its MutableStorage directory
@@ -224,7 +224,7 @@ class AppManager:
             self._record(now, "sandbox_unavailable", app, str(exc))
             _log.error("app %s not started: %s", app.component_id, exc)
             return
-        except (OSError, UpdateFailedError, SandboxError) as exc:
+        except (OSError, ValueError, UpdateFailedError, SandboxError) as exc:  # ValueError: a policy refused
             record.run = None
             record.crashes += 1
             record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))

@@ -6,7 +6,7 @@ the host facts found once per boot (:class:`HostRuntime`, from
 policy as bubblewrap options; the same object's :meth:`SandboxPolicy.to_json`
 is what ``bastion device apps`` and the status report show.
 
-The layout inside (docs/adr/0004-app-sandbox.md)::
+The layout inside (docs/adr/0005-app-sandbox.md)::
 
     /app                the app's version directory (ro)
     /storage            its MutableStorage directory (ro; writes go through applibs storage ops)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bastion.os.sandbox.errors import SandboxStartError
 
-__all__ = ["INFO_MAX_BYTES", "INFO_TIMEOUT_S", "AppProcessTree", "Spawner", "pids_in_namespace"]
+__all__ = ["INFO_MAX_BYTES", "INFO_TIMEOUT_S", "AppProcessTree", "Spawner", "pids_in_namespace", "read_bwrap_info"]
 
 #: Bounds on bubblewrap's info JSON and on the wait for it.
 INFO_MAX_BYTES = 4096
@@ -64,7 +64,12 @@ def _session_members(sid: int) -> list[int]:
     return found
 
 
-def _read_info(fd: int, timeout: float) -> dict[str, object]:
+def read_bwrap_info(fd: int, timeout: float) -> dict[str, object]:
+    """Bubblewrap's ``--info-fd`` JSON (``child-pid``, ``pid-namespace``...), read as it arrives.
+
+    Raises:
+        SandboxStartError: it did not come in ``timeout`` seconds, or bubblewrap exited first.
+    """
     data = b""
     while len(data) <= INFO_MAX_BYTES:
         ready, _, _ = select.select([fd], [], [], timeout)
@@ -222,7 +227,7 @@ class Spawner:
         finally:
             os.close(info_write)  # ours: bubblewrap holds its own copy, so its end is our EOF
         try:
-            info = _read_info(info_read, INFO_TIMEOUT_S)
+            info = read_bwrap_info(info_read, INFO_TIMEOUT_S)
         except SandboxStartError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

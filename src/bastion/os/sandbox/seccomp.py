@@ -14,7 +14,7 @@ because its flags live in memory a filter cannot read; libc then falls back to
 
 Killing rather than refusing with ``EPERM`` makes every attempt visible: the app
 dies by SIGSYS, bubblewrap's init reports ``128 + SIGSYS`` and the app manager
-records a ``sandbox_violation`` event (docs/adr/0004-app-sandbox.md). Syscalls
+records a ``sandbox_violation`` event (docs/adr/0005-app-sandbox.md). Syscalls
 of another architecture (the i386 ABI on x86_64) are killed too.
 
 Example::
