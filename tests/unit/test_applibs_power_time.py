@@ -10,7 +10,7 @@ import pytest
 from _applibs_rig import AppRig
 
 from bastion.applibs import powermanagement, rtc
-from bastion.applibs.errors import InvalidArgumentError, PermissionDeniedError
+from bastion.applibs.errors import InvalidArgumentError, PermissionDeniedError, QuotaExceededError
 from bastion.os.appservices.clock import OsClock
 from bastion.os.appservices.power import PowerService
 from bastion.os.appservices.rtc import ClockLimits, DeviceClockService
@@ -106,3 +106,21 @@ def test_reading_time_needs_nothing_setting_it_needs_system_time(tmp_path: Path)
             app.call("rtc.set_time", {"epoch": int(NOW.timestamp())})
         assert info.value.capability == "SystemTime"
         assert len(app.denied()) == 1
+
+
+def test_clock_sets_and_profile_changes_are_bounded_so_their_events_are(tmp_path: Path) -> None:
+    stop = threading.Event()
+    power = PowerService(stop, max_profile_changes=2)
+    clock = DeviceClockService(limits=ClockLimits(max_sets_per_boot=2))
+    caps = {"SystemTime": True, "PowerControls": ["SetPowerProfile"]}
+    with AppRig(tmp_path, caps, services=[power, clock, OsClock(lambda: NOW)]) as app:
+        for _ in range(2):
+            app.call("rtc.set_time", {"epoch": int(NOW.timestamp())})
+        with pytest.raises(QuotaExceededError, match="2 times since boot"):
+            app.call("rtc.set_time", {"epoch": int(NOW.timestamp())})
+        for profile in ("PowerSaver", "PowerSaver", "HighPerformance"):  # the repeat is no change
+            app.call("power.profile", {"profile": profile})
+        with pytest.raises(QuotaExceededError, match="power profile 2 times"):
+            app.call("power.profile", {"profile": "Balanced"})
+        kinds = [kind for kind, _ in app.records]
+        assert (kinds.count("clock_set"), kinds.count("app_power")) == (2, 2)

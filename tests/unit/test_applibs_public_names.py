@@ -28,7 +28,9 @@ EXPECTED = {
     "bastion.os.appservices.sysevent": [
         "EVENT_KINDS", "MAX_DEFER_MINUTES", "OPERATIONS", "SysEventLimits", "SysEventService", "SystemEvent",
     ],
-    "bastion.os.appservices.power": ["APP_POWER_EVENT", "CAPABILITY", "OPERATIONS", "POWER_PROFILES", "PowerService"],
+    "bastion.os.appservices.power": [
+        "APP_POWER_EVENT", "CAPABILITY", "MAX_PROFILE_CHANGES", "OPERATIONS", "POWER_PROFILES", "PowerService",
+    ],
     "bastion.os.appservices.rtc": ["CLOCK_SET_EVENT", "OPERATIONS", "ClockLimits", "DeviceClockService"],
     "bastion.os.appservices.certstore": [
         "CAPABILITY", "OPERATIONS", "CertStoreLimits", "CertStoreService", "StoredCertificate",

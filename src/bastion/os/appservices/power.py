@@ -13,7 +13,8 @@ op                  PowerControls item  effect
 
 The manifest must list the item (``"PowerControls": ["ForceReboot"]``); an op
 whose item is missing is refused, names ``PowerControls`` and is recorded. Each
-granted request is recorded as an ``app_power`` event naming the app. A reboot
+granted request is recorded as an ``app_power`` event naming the app (a profile
+only when it changes, at most :data:`MAX_PROFILE_CHANGES` changes per app and boot). A reboot
 loop (an app that reboots at every start) is bounded by ``device run``'s
 ``MAX_BOOTS_PER_RUN``. Unlike Azure Sphere's ``ForceSystemPowerDown(seconds)``
 the emulated device does not wake by itself: ``bastion device run`` starts it again.
@@ -29,13 +30,24 @@ from __future__ import annotations
 
 import threading
 
-from bastion.os.appservices.registry import AppContext, Args, BadRequestError, DeniedError, Operation, Reply, arg_str
+from bastion.os.appservices.registry import (
+    AppContext,
+    Args,
+    BadRequestError,
+    DeniedError,
+    Operation,
+    QuotaExceededError,
+    Reply,
+    arg_str,
+)
 
-__all__ = ["APP_POWER_EVENT", "CAPABILITY", "OPERATIONS", "POWER_PROFILES", "PowerService"]
+__all__ = ["APP_POWER_EVENT", "CAPABILITY", "MAX_PROFILE_CHANGES", "OPERATIONS", "POWER_PROFILES", "PowerService"]
 
 CAPABILITY = "PowerControls"
 #: The event kind of a granted power request.
 APP_POWER_EVENT = "app_power"
+#: Profile changes one app may make per boot (each is an ``app_power`` event).
+MAX_PROFILE_CHANGES = 32
 #: Azure Sphere's system power profiles.
 POWER_PROFILES = ("PowerSaver", "Balanced", "HighPerformance")
 
@@ -45,10 +57,13 @@ class PowerService:
 
     Args:
         stop: the runtime's stop event (set to end the OS).
+        max_profile_changes: profile changes one app may make per boot (each is an event).
     """
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, *, max_profile_changes: int = MAX_PROFILE_CHANGES) -> None:
         self._stop = stop
+        self.max_profile_changes = max_profile_changes
+        self._changes: dict[str, int] = {}
         self._lock = threading.Lock()
         self.reboot_requested = False
         self.power_down_requested = False
@@ -71,16 +86,25 @@ class PowerService:
             self.requested_by = component_id
         self._stop.set()
 
-    def set_power_profile(self, profile: str) -> None:
-        """Record the power profile.
+    def set_power_profile(self, profile: str, component_id: str = "") -> bool:
+        """Set the power profile; returns whether it changed (only a change is recorded).
 
         Raises:
             BadRequestError: not one of :data:`POWER_PROFILES`.
+            QuotaExceededError: the app changed it :attr:`max_profile_changes` times since boot.
         """
         if profile not in POWER_PROFILES:
             raise BadRequestError(f"the power profile is one of {', '.join(POWER_PROFILES)}")
         with self._lock:
+            if profile == self.profile:
+                return False
+            if self._changes.get(component_id, 0) >= self.max_profile_changes:
+                raise QuotaExceededError(
+                    f"the app changed the power profile {self.max_profile_changes} times since boot, the most it may"
+                )
+            self._changes[component_id] = self._changes.get(component_id, 0) + 1
             self.profile = profile
+            return True
 
 
 def _require(ctx: AppContext, item: str) -> None:
@@ -107,9 +131,8 @@ def _shutdown(ctx: AppContext, args: Args) -> Reply:
 def _profile(ctx: AppContext, args: Args) -> Reply:
     _require(ctx, "SetPowerProfile")
     profile = arg_str(args, "profile", max_chars=32)
-    service = ctx.service(PowerService)
-    service.set_power_profile(profile)
-    ctx.record(APP_POWER_EVENT, f"SetPowerProfile: {profile}")
+    if ctx.service(PowerService).set_power_profile(profile, ctx.component_id):
+        ctx.record(APP_POWER_EVENT, f"SetPowerProfile: {profile}")
     return Reply({"profile": profile})
 
 

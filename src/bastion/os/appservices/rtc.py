@@ -10,7 +10,8 @@ op                  capability      args -> result
 The device time is the host's clock plus an offset, kept in a file (it
 survives reboots, like a real RTC) and bounded by
 :attr:`ClockLimits.max_offset_s`. Every accepted change is recorded as a
-``clock_set`` event (old and new offset).
+``clock_set`` event (old and new offset); an app may set the clock at most
+:attr:`ClockLimits.max_sets_per_boot` times per boot, so its events stay bounded.
 
 What the offset moves, and what it does not (the choice this module makes):
 
@@ -41,7 +42,15 @@ from pathlib import Path
 
 from bastion.images.fileio import FileTooLargeError, atomic_write_bytes, read_bounded
 from bastion.os.appservices.clock import current_time
-from bastion.os.appservices.registry import AppContext, Args, BadRequestError, Operation, Reply, arg_int
+from bastion.os.appservices.registry import (
+    AppContext,
+    Args,
+    BadRequestError,
+    Operation,
+    QuotaExceededError,
+    Reply,
+    arg_int,
+)
 
 __all__ = ["CLOCK_SET_EVENT", "OPERATIONS", "ClockLimits", "DeviceClockService"]
 
@@ -57,10 +66,13 @@ class ClockLimits:
     Attributes:
         max_offset_s: farthest the device time may be from the host clock.
         earliest: no device time before this.
+        max_sets_per_boot: times one app may set the clock per OS boot (each is an event,
+            so a flood cannot push other events out of the bounded queue).
     """
 
     max_offset_s: int = 366 * 24 * 3600
     earliest: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    max_sets_per_boot: int = 32
 
 
 class DeviceClockService:
@@ -83,14 +95,15 @@ class DeviceClockService:
         self._not_before = not_before
         self.limits = limits or ClockLimits()
         self._lock = threading.Lock()
+        self._sets: dict[str, int] = {}
         self.offset_s = self._load()
 
     def now(self, host_now: dt.datetime) -> dt.datetime:
         """The device time at host time ``host_now``."""
         return host_now + dt.timedelta(seconds=self.offset_s)
 
-    def set_time(self, value: dt.datetime, host_now: dt.datetime) -> tuple[int, int]:
-        """Make the device time ``value`` at host time ``host_now``.
+    def set_time(self, value: dt.datetime, host_now: dt.datetime, *, by: str = "") -> tuple[int, int]:
+        """Make the device time ``value`` at host time ``host_now`` (``by``: the app asking).
 
         Returns:
             The old and new offset, in seconds.
@@ -98,7 +111,13 @@ class DeviceClockService:
         Raises:
             BadRequestError: ``value`` is before the device certificate's notBefore or
                 :attr:`ClockLimits.earliest`, or farther than the bound from the host clock.
+            QuotaExceededError: ``by`` set the clock :attr:`ClockLimits.max_sets_per_boot` times already.
         """
+        with self._lock:
+            if self._sets.get(by, 0) >= self.limits.max_sets_per_boot:
+                raise QuotaExceededError(
+                    f"the app set the device clock {self.limits.max_sets_per_boot} times since boot, the most it may"
+                )
         if value < self.limits.earliest:
             raise BadRequestError(f"the device time cannot be before {self.limits.earliest.date().isoformat()}")
         not_before = self._not_before()
@@ -111,6 +130,7 @@ class DeviceClockService:
         if abs(offset) > self.limits.max_offset_s:
             raise BadRequestError(f"the device time may be at most {self.limits.max_offset_s} s from the host clock")
         with self._lock:
+            self._sets[by] = self._sets.get(by, 0) + 1
             old, self.offset_s = self.offset_s, offset
             if self._path is not None:
                 atomic_write_bytes(self._path, json.dumps({"offset_s": offset}).encode() + b"\n")
@@ -133,7 +153,7 @@ def _set_time(ctx: AppContext, args: Args) -> Reply:
     service = ctx.service(DeviceClockService)
     epoch = arg_int(args, "epoch", low=0, high=_MAX_EPOCH)
     host_now = current_time(ctx)
-    old, new = service.set_time(dt.datetime.fromtimestamp(epoch, dt.UTC), host_now)
+    old, new = service.set_time(dt.datetime.fromtimestamp(epoch, dt.UTC), host_now, by=ctx.component_id)
     ctx.record(CLOCK_SET_EVENT, f"device clock offset {new:+d} s (was {old:+d} s)")
     return Reply({"epoch": epoch, "offset_s": new})
 
