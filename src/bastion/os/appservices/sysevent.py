@@ -163,13 +163,15 @@ class SysEventService:
         """
         if not 1 <= minutes <= MAX_DEFER_MINUTES:
             raise BadRequestError(f"a deferral is 1..{MAX_DEFER_MINUTES} minutes")
-        until = now + dt.timedelta(minutes=minutes)
+        # Whole seconds, rewritten only when a request changes: at most one write a second per app, however often it asks.
+        until = int((now + dt.timedelta(minutes=minutes)).timestamp())
         with self._cond:
             if component_id not in self._requests and len(self._requests) >= self.limits.max_requests:
                 raise BadRequestError("too many deferral requests are held")
-            self._requests[component_id] = int(until.timestamp())
-            self._save()
-        return until
+            if self._requests.get(component_id) != until:
+                self._requests[component_id] = until
+                self._save()
+        return dt.datetime.fromtimestamp(until, dt.UTC)
 
     def resume(self, component_id: str) -> None:
         """Withdraw ``component_id``'s deferral request."""
