@@ -163,7 +163,7 @@ class SysEventService:
         """
         if not 1 <= minutes <= MAX_DEFER_MINUTES:
             raise BadRequestError(f"a deferral is 1..{MAX_DEFER_MINUTES} minutes")
-        # Whole seconds, rewritten only when a request changes: at most one write a second per app, however often it asks.
+        # Whole seconds, rewritten only when a request changes: at most one write a second per app.
         until = int((now + dt.timedelta(minutes=minutes)).timestamp())
         with self._cond:
             if component_id not in self._requests and len(self._requests) >= self.limits.max_requests:
