@@ -19,6 +19,7 @@ from test_updates_support import APP_A, Service, TufRepo, app_custom, build_app
 from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.monitor.client import MonitorClient
 from bastion.os.appservices.power import PowerService
+from bastion.os.appservices.storage import StorageService
 from bastion.os.config import DeviceConfig
 from bastion.os.exitcodes import EXIT_OK, EXIT_REBOOT
 from bastion.os.runtime import run
@@ -177,6 +178,9 @@ def test_an_app_forced_reboot_or_power_down_ends_the_os(
             time.sleep(0.05)
         power = built[0].power
         assert built[0].services.mapping[PowerService] is power
+        # Regression: the manager copied the (then empty) registry, so no app reached any capability service.
+        assert built[0].agent.apps.launcher.services is built[0].services.mapping
+        assert StorageService in built[0].agent.apps.launcher.services
         if power_down:
             power.force_power_down(APP_A)
         else:

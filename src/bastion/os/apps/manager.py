@@ -171,7 +171,7 @@ class AppManager:
         self._apps: dict[str, AppProcess] = {}
         self._lock = threading.RLock()
         self.launcher = AppLauncher(
-            services=services or {},
+            services=services if services is not None else {},  # the live mapping: services added later count
             record=lambda app, kind, detail: self._record(self._clock(), kind, app, detail),
             insecure_no_sandbox=insecure_no_sandbox,
             limits=sandbox_limits,

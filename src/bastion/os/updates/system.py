@@ -31,16 +31,10 @@ from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
-from bastion.os.appservices.application import MessageService
-from bastion.os.appservices.certstore import CertStoreService
-from bastion.os.appservices.channel import ChannelService
-from bastion.os.appservices.clock import OsClock, utcnow
+from bastion.os.appservices.clock import utcnow
+from bastion.os.appservices.device import CapabilityServices, capability_services
 from bastion.os.appservices.power import PowerService
-from bastion.os.appservices.rtc import DeviceClockService
 from bastion.os.appservices.services import AppServices
-from bastion.os.appservices.storage import StorageService
-from bastion.os.appservices.sysevent import SysEventService
-from bastion.os.appservices.watchdog import WatchdogService
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
 from bastion.os.devmode.capability import DevelopmentMode
@@ -63,10 +57,6 @@ __all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "running_os"]
 APPS_DIRNAME = "apps"
 UPDATES_JOB = "updates"
 APPS_JOB = "apps"
-#: Files of the applibs services under the OS state directory.
-SYSEVENTS_FILE = "sysevents.json"
-CLOCK_FILE = "clock.json"
-CERTSTORE_DIRNAME = "certstore"
 #: How long the update job waits while the device has not attested yet (it is rescheduled on success).
 WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 
@@ -152,6 +142,8 @@ class UpdateSystem:
         self.services = AppServices()
         #: The apps' power requests (a reboot or power-down ends the OS).
         self.power = PowerService(stop)
+        #: The capability services, typed (set by :meth:`build`).
+        self.capabilities: CapabilityServices | None = None
 
     @classmethod
     def build(
@@ -188,18 +180,15 @@ class UpdateSystem:
             insecure_no_sandbox=insecure_no_sandbox or bool(getattr(config, "insecure_no_sandbox", False)),
             clock=clock or utcnow,
         )
-        services.add(OsClock(clock or utcnow))
-        services.add(StorageService())
-        services.add(ChannelService())
-        services.add(MessageService(lambda cid: _manifest_of(store, cid)))
-        sysevents = SysEventService(state_dir.path / SYSEVENTS_FILE)
-        services.add(sysevents)
-        power = PowerService(stop)
-        services.add(power)
-        services.add(DeviceClockService(state_dir.path / CLOCK_FILE, not_before=lambda: _cert_not_before(state_dir)))
-        services.add(CertStoreService(state_dir.path / CERTSTORE_DIRNAME))
-        apps.watchdog = WatchdogService()
-        services.add(apps.watchdog)
+        caps = capability_services(
+            services,
+            state_dir=state_dir.path,
+            manifest_of=lambda cid: _manifest_of(store, cid),
+            stop=stop,
+            clock=clock or utcnow,
+            not_before=lambda: _cert_not_before(state_dir),
+        )
+        apps.watchdog = caps.watchdog
         groups = GroupStore(state_dir.tuf_dir)
         dev = DevelopmentMode(state_dir, device_id=device_id, events=events)
         pinned = tuple(app_public_keys(config))
@@ -226,7 +215,7 @@ class UpdateSystem:
                 interval=dt.timedelta(seconds=config.update_interval_s), app_updates=config.app_updates
             ),
             on_reboot=stop.set,
-            sysevents=sysevents,
+            sysevents=caps.sysevents,
         )
         system = cls(
             agent,
@@ -238,7 +227,7 @@ class UpdateSystem:
             spool_dir=state_dir.staging_dir,
         )
         agent.development = lambda: dev.development(now=system._now())
-        system.services, system.power = services, power
+        system.services, system.power, system.capabilities = services, caps.power, caps
         return system
 
     def _now(self) -> dt.datetime:
@@ -375,6 +364,5 @@ class UpdateSystem:
         if self._control is not None:
             self._control.close()
         self.agent.apps.stop_all()
-        for service in self.services.mapping.values():
-            if isinstance(service, ChannelService):
-                service.close_all()
+        if self.capabilities is not None:
+            self.capabilities.close()
