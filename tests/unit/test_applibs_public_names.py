@@ -39,6 +39,9 @@ EXPECTED = {
         "OPERATIONS", "WATCHDOG_EVENT", "Deadline", "WatchdogLimits", "WatchdogService",
     ],
     "bastion.os.appservices.clock": ["OsClock", "current_time", "utcnow"],
+    "bastion.os.appservices.device": [
+        "CERTSTORE_DIRNAME", "CLOCK_FILE", "SYSEVENTS_FILE", "CapabilityServices", "capability_services",
+    ],
 }  # fmt: skip
 
 
