@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _boot_world import NOW, World, copy_device, make_world
 
-from bastion.boot.bootloader import boot_device
+from bastion.boot import boot_device
 from bastion.boot.errors import (
     BootError,
     BootloaderVerificationError,

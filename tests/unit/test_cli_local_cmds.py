@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from _cli_support import run
 
-from bastion.boot.bootloader import boot_device
+from bastion.boot import boot_device
 from bastion.crypto.keys import generate_private_key, private_key_pem
 
 

@@ -233,7 +233,7 @@ def flashed_device(tmp_path: Path, *, flash: bool = True) -> tuple[Path, str]:
 
 
 def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, service: tuple[str, FakeService]) -> None:
-    from bastion.boot.bootloader import boot_device
+    from bastion.boot import boot_device
 
     url, fake = service
     dev, fake.device_id = flashed_device(tmp_path)
