@@ -151,18 +151,26 @@ def test_vendor_init_trial_options_reach_the_signed_boot_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import io
+    import tarfile
 
-    from bastion.boot.config import BootConfig
+    from bastion.boot.bootloader_image import read_boot_config
+    from bastion.boot.config import BOOT_CONFIG_FILE, BootConfig
     from bastion.boot.vendor import load_vendor
     from bastion.images.package import ImageLimits, inspect_image
 
     vendor_dir = tmp_path / "vendor"
     args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2")
     assert run(monkeypatch, capsys, *args)[0] == 0
-    stream = io.BytesIO(load_vendor(vendor_dir).bootloader_image)
-    header = inspect_image(stream, limits=ImageLimits())
-    config = BootConfig.from_json(stream.read(header.payload_size))
+    vendor = load_vendor(vendor_dir)
+    config = read_boot_config(vendor.bootloader_image, vendor.bootloader_header)
     assert (config.trial_timeout_s, config.trial_boot_limit) == (5, 2)
+    # The same bytes, read straight out of the signed payload (a tar of code + boot-config.json).
+    stream = io.BytesIO(vendor.bootloader_image)
+    header = inspect_image(stream, limits=ImageLimits())
+    with tarfile.open(fileobj=io.BytesIO(stream.read(header.payload_size))) as archive:
+        member = archive.extractfile(BOOT_CONFIG_FILE)
+        assert member is not None
+        assert BootConfig.from_json(member.read()) == config
 
 
 def test_info_shows_the_boot_state(
