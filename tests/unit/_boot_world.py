@@ -81,4 +81,3 @@ def vendor_bootloader(vendor: Vendor, source_root: Path | None = None) -> bytes:
 def write_bootloader(dev: Path, partition: bytes) -> None:
     """Replace a device's bootloader partition (a bench reflash)."""
     Chip.open(dev).flash.write(Partition.BOOTLOADER, partition)
-

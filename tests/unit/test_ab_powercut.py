@@ -151,9 +151,7 @@ def test_cut_inside_confirm_boot(world: AbWorld, device: AbDevice, step: str) ->
     converge(world, device, result)
 
 
-def test_cut_while_the_bootloader_loads_the_trial(
-    world: AbWorld, device: AbDevice, tmp_path: Path
-) -> None:
+def test_cut_while_the_bootloader_loads_the_trial(world: AbWorld, device: AbDevice, tmp_path: Path) -> None:
     # The attempt is spent (durably) before the trial slot is even read, so a trial that
     # dies anywhere in its boot, however early, is not retried for ever. The bootloader
     # stage is its own process: a bootloader built to die as it loads a trial stands for

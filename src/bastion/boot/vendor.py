@@ -46,7 +46,15 @@ from bastion.images.errors import ImageError
 from bastion.images.fileio import FileTooLargeError, read_bounded
 from bastion.images.package import ImageHeader, ImageType, verify_image
 
-__all__ = ["BOOTLOADER_SECURITY_VERSION", "BOOTLOADER_VERSION", "VENDOR_CA_LIFETIME", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
+__all__ = [
+    "BOOTLOADER_SECURITY_VERSION",
+    "BOOTLOADER_VERSION",
+    "VENDOR_CA_LIFETIME",
+    "Vendor",
+    "VendorPaths",
+    "init_vendor",
+    "load_vendor",
+]
 
 #: Lifetime of the vendor root: longer than any DeviceID certificate it issues.
 VENDOR_CA_LIFETIME = certs.DEVICE_ID_CERT_LIFETIME + dt.timedelta(days=365 * 5)
