@@ -42,7 +42,7 @@ from typing import Any
 from bastion.boot.errors import BootConfigError, BootloaderVerificationError
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PublicKey, load_public_key_bytes, load_public_key_pem, public_key_bytes, public_key_pem
-from bastion.images.os_payload import OsArchiveLimits
+from bastion.images.os_payload import BOOT_CONFIG_FILE, OsArchiveLimits
 from bastion.images.package import ImageLimits
 
 __all__ = [
@@ -77,8 +77,6 @@ _FIELDS = frozenset({"format", "os_publisher_keys", "trial_boot_limit"})
 #: Subpackages of ``bastion`` in the bootloader image (plus ``bastion/__init__.py``): the boot
 #: stage, the monitor, and what they import. A test runs both from an unpacked image alone.
 BOOTLOADER_PACKAGES = ("boot", "monitor", "hw", "images", "crypto")
-#: The boot configuration's member at the root of the bootloader archive.
-BOOT_CONFIG_FILE = "boot-config.json"
 #: Bound on the bootloader image's payload: it must fit the 1 MiB bootloader partition
 #: with the partition prefix, the boot key and the signed header.
 MAX_BOOTLOADER_PAYLOAD_BYTES = 960 * 1024

@@ -38,6 +38,7 @@ from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_
 
 __all__ = [
     "BOOTLOADER_RUNTIME",
+    "BOOT_CONFIG_FILE",
     "FAULTS",
     "FAULT_FILE",
     "MANIFEST_NAME",
@@ -76,6 +77,8 @@ class RuntimeKind:
 
 #: The OS image's runtime (``bastion os build``).
 OS_RUNTIME = RuntimeKind(ImageType.OS, MANIFEST_NAME, "bastion-os", "bastion.os", _WHAT)
+#: The boot configuration's member at the root of a bootloader archive.
+BOOT_CONFIG_FILE = "boot-config.json"
 #: The bootloader image's runtime: the boot stage, the monitor and the boot configuration.
 BOOTLOADER_RUNTIME = RuntimeKind(
     ImageType.BOOTLOADER, "bastion-bootloader.json", "bastion-bootloader", "bastion.boot", "bootloader archive"
