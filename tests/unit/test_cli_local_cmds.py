@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -159,9 +160,12 @@ def test_vendor_init_trial_options_reach_the_signed_boot_config(
     from bastion.images.package import ImageLimits, inspect_image
 
     vendor_dir = tmp_path / "vendor"
-    args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2")
-    assert run(monkeypatch, capsys, *args)[0] == 0
+    args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2", "--json")
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0
     vendor = load_vendor(vendor_dir)
+    # The expected fwid[0] of its devices is printed.
+    assert json.loads(out)["bootloader_measurement"] == hashlib.sha256(vendor.bootloader_image).hexdigest()
     config = read_boot_config(vendor.bootloader_image, vendor.bootloader_header)
     assert (config.trial_timeout_s, config.trial_boot_limit) == (5, 2)
     # The same bytes, read straight out of the signed payload (a tar of code + boot-config.json).
