@@ -104,6 +104,11 @@ def _exchange(to_stage: int, from_stage: int, message: bytearray) -> bytes:
                 os.close(to_stage)
 
 
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
 def run_bootloader_stage(rom: RomOutput, dev_dir: Path, *, now: dt.datetime) -> BootResult:
     """Run the bootloader stage from ``rom.runtime_dir`` as its own process and return its boot result.
 
@@ -142,12 +147,12 @@ def run_bootloader_stage(rom: RomOutput, dev_dir: Path, *, now: dt.datetime) -> 
         try:
             reply = _exchange(in_write, out_read, message)
             code = process.wait(STAGE_EXIT_GRACE_S)
-        except (BootStageError, subprocess.TimeoutExpired) as exc:
-            process.kill()
-            process.wait()
-            if isinstance(exc, BootStageError):
-                raise
+        except subprocess.TimeoutExpired as exc:
+            _kill(process)
             raise BootStageError("the bootloader stage did not exit after answering", check="stage") from exc
+        except BaseException:  # a bound hit, or the supervisor itself stopping: no stage outlives it
+            _kill(process)
+            raise
     finally:
         message[:] = bytes(len(message))  # best effort: CDI_BL and the DeviceID key
         os.close(out_read)
