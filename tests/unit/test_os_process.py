@@ -44,6 +44,7 @@ IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs")
 def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stand-in for an unpacked OS image: the device-side packages only."""
     root = tmp_path_factory.mktemp("image")
+    root.chmod(0o755)  # as boot unpacks an image: the sandboxed OS's uid reads it
     src = Path(bastion.__file__).parent
     (root / "bastion").mkdir()
     shutil.copy2(src / "__init__.py", root / "bastion" / "__init__.py")
@@ -155,7 +156,12 @@ def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Pa
     try:
         wait_for(lambda: read_state(dev).get("last_result") == "error")
         pid = processes.pid("os")
-        assert read_state(dev)["pid"] == pid
+        assert pid is not None
+        # The OS records its pid in its own pid namespace; the host's /proc names both.
+        status = Path(f"/proc/{pid}/status").read_text()
+        nspid = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[1:]
+        assert int(nspid[0]) == pid
+        assert int(nspid[-1]) == read_state(dev)["pid"]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         uds = chip.read_uds()
