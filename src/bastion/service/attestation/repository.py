@@ -132,6 +132,7 @@ _ATTESTATION_COLUMNS = (
     "os_version",
     "os_measurement",
     "cert_serial",
+    "insecure_no_sandbox",
 )
 
 
