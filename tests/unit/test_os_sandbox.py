@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from test_os_process import flashed_device
 
-from bastion.cli._os_process import descendant, hand_over, prepare_os_launch
+from bastion.cli._os_process import OsLaunch, descendant, hand_over, prepare_os_launch
 from bastion.cli.device_run_cmds import child_env
 from bastion.hw.chip import Chip
 from bastion.hw.flash import Partition
@@ -249,29 +250,38 @@ def _booted(tmp_path: Path) -> tuple[Path, Path]:
     return dev, boot_device(dev, now=dt.datetime.now(dt.UTC)).os_runtime_dir
 
 
-def _probe(dev: Path, runtime: Path) -> dict[str, Any]:
+def _launch(dev: Path, runtime: Path, monitor_fd: int) -> OsLaunch:
     config_path = Chip.open(dev).flash.path(Partition.CONFIG)
+    launch = prepare_os_launch(
+        dev_dir=dev,
+        runtime_dir=runtime,
+        config_path=config_path,
+        config=load_config(config_path),
+        boot_slot="A",
+        monitor_fd=monitor_fd,
+        once=False,
+        env=child_env(runtime),
+        owner=OsCredentials(),
+    )
+    assert launch.sandboxed
+    return launch
+
+
+def _with_command(launch: OsLaunch, command: list[str]) -> list[str]:
+    """The OS's command line with ``python -m bastion.os ...`` replaced by ``command``."""
+    tail = [sys.executable, "-P", "-m", "bastion.os"]
+    start = next(i for i in range(len(launch.argv)) if launch.argv[i : i + len(tail)] == tail)
+    return [*launch.argv[:start], *command]
+
+
+def _probe(dev: Path, runtime: Path) -> dict[str, Any]:
     os_end, other_end = socket.socketpair()
-    try:
-        launch = prepare_os_launch(
-            dev_dir=dev,
-            runtime_dir=runtime,
-            config_path=config_path,
-            config=load_config(config_path),
-            boot_slot="A",
-            monitor_fd=os_end.fileno(),
-            once=False,
-            env=child_env(runtime),
-            owner=OsCredentials(),
-        )
-        assert launch.sandboxed
-        tail = [sys.executable, "-P", "-m", "bastion.os"]
-        start = next(i for i in range(len(launch.argv)) if launch.argv[i : i + len(tail)] == tail)
+    with os_end, other_end:
+        launch = _launch(dev, runtime, os_end.fileno())
         state, apps = dev / "os-state", dev / "apps"
-        argv = [*launch.argv[:start], sys.executable, "-P", "-c", PROBE, str(dev), str(state), str(apps)]
-        argv += [str(runtime), str(os_end.fileno()), "1"]
+        args = [str(dev), str(state), str(apps), str(runtime), str(os_end.fileno()), "1"]
         done = subprocess.run(
-            argv,
+            _with_command(launch, [sys.executable, "-P", "-c", PROBE, *args]),
             pass_fds=launch.pass_fds,
             env=launch.env,
             cwd=launch.cwd,
@@ -280,12 +290,16 @@ def _probe(dev: Path, runtime: Path) -> dict[str, Any]:
             timeout=60,
             check=False,
         )
-    finally:
-        os_end.close()
-        other_end.close()
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()  # dead, not yet reaped
+    except OSError:
+        return True
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root path of device run: run as root")
@@ -398,3 +412,30 @@ def test_descendant_finds_the_process_below() -> None:
         if grandchild is not None:
             os.kill(grandchild, signal.SIGKILL)
         child.wait(10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root path of device run: run as root")
+def test_killing_the_outer_bwrap_kills_everything_inside(tmp_path: Path) -> None:
+    """What ``DeviceProcesses.stop`` relies on after its grace: SIGKILL to the started process."""
+    dev, runtime = _booted(tmp_path)
+    os_end, other_end = socket.socketpair()
+    with os_end, other_end:
+        launch = _launch(dev, runtime, os_end.fileno())
+        argv = _with_command(launch, ["sh", "-c", "sleep 60 & sleep 60; true"])
+        outer = subprocess.Popen(argv, pass_fds=launch.pass_fds, env=launch.env, cwd=launch.cwd)
+    try:
+        inner = None
+        deadline = time.monotonic() + 10
+        while inner is None and time.monotonic() < deadline:
+            inner = descendant(outer.pid, launch.pid_depth + 1)  # a sleep below the stand-in OS
+        assert inner is not None
+        outer.kill()
+        outer.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(inner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(inner)
+    finally:
+        if outer.poll() is None:
+            outer.kill()
+            outer.wait()
