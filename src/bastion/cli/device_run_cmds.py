@@ -8,13 +8,21 @@ device"):
 2. start the **monitor** (``python -m bastion.monitor``) with one end of a
    socketpair, and hand it the Alias key, chain and boot claims over a pipe;
 3. start the **OS** (``python -m bastion.os``) from the unpacked OS image
-   (``PYTHONPATH`` = the image's runtime directory) with the other end;
-4. drop the key material, supervise both, forward SIGTERM/SIGINT;
+   (``PYTHONPATH`` = the image's runtime directory) with the other end, in its
+   sandbox (:mod:`bastion.cli._os_process`, docs/adr/0005-os-process-separation.md):
+   an unprivileged uid without capabilities, its own pid namespace, and no
+   ``DEV/chip`` or ``DEV/flash``. Only the device option ``--insecure-no-sandbox``
+   runs it without (loudly, and the monitor claims it in the evidence);
+4. drop the key material, supervise both, forward SIGTERM/SIGINT (to the OS's own
+   process, not to its bubblewrap);
 5. boot again (from step 1) when the OS exits with ``EXIT_REBOOT`` (an OS update
    is armed), when an OS on a trial slot exits non-zero, or when it has not
    confirmed within the boot configuration's ``trial_timeout_s`` (it is stopped):
-   the bootloader then rolls back. At most ``MAX_BOOTS_PER_RUN`` boots per run;
-   otherwise exit with the OS's exit status.
+   the bootloader then rolls back. At most ``MAX_BOOTS_PER_RUN`` such boots per
+   run; otherwise exit with the OS's exit status;
+6. boot again when the OS crashes (:mod:`bastion.cli._os_crashes`): a signal
+   death or a status it does not use on purpose, recorded as ``os_crashed``,
+   at most ``MAX_OS_CRASH_RESTARTS`` times within ``OS_CRASH_WINDOW_S``.
 
 Neither child gets a secret in argv or the environment; the OS gets no path to
 the UDS. The service URL is kept in the chip's config flash partition.
