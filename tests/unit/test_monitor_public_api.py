@@ -32,6 +32,7 @@ PUBLIC = {
         "AttestationRefusedError",
         "ConfigError",
         "DeviceOsError",
+        "LocalApiRefusedError",
         "MonitorFailedError",
         "SandboxUnavailableError",
         "ServiceProtocolError",
@@ -47,7 +48,7 @@ PUBLIC = {
         "Signer",
         "renewal_time",
     },
-    "bastion.os.scheduler": {"MAX_SLEEP_S", "Job", "Scheduler"},
+    "bastion.os.scheduler": {"MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"},
     "bastion.os.state": {"MAX_STATE_BYTES", "OsState", "StateDir"},
     "bastion.os.paths": {"OsPaths"},
     "bastion.os.device_dir": {
@@ -58,6 +59,7 @@ PUBLIC = {
         "app_store_dir",
         "migrate_app_store",
         "os_state_dir",
+        "readable_app_store",
         "periph_dir",
     },
     "bastion.os.sandbox.os_process": {

@@ -173,11 +173,9 @@ def update_check_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None
 def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
     """List the apps installed on the device (and, if its OS runs, their processes)."""
     from bastion.os.apps.store import AppStore
-    from bastion.os.device_dir import LEGACY_APP_STORE, app_store_dir
+    from bastion.os.device_dir import readable_app_store
 
-    apps_dir = app_store_dir(dev_dir)
-    if not apps_dir.is_dir():
-        apps_dir = dev_dir / LEGACY_APP_STORE  # a device not booted since the store moved
+    apps_dir = readable_app_store(dev_dir)
     installed = AppStore(apps_dir).installed() if apps_dir.is_dir() else []
     running: dict[str, dict[str, Any]] = {}
     if (dev_dir / _OS_STATE / "control.sock").exists():

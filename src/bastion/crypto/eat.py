@@ -22,6 +22,13 @@ boot slot             -70001     tstr "A" or "B"     (private, RFC 8392 < -65536
 rollback counters     -70002     {tstr: uint}        (private)
 installed apps        -70003     [{ "id": tstr, "version": tstr }] (private)
 key to certify        -70004     bstr, SEC1 uncompressed P-256 point (private)
+insecure no sandbox   -70006     true: the device runs its OS and apps without
+                                 sandboxes (``--insecure-no-sandbox``);
+                                 OPTIONAL, present only when true (private)
+device capability     -70010     bstr, 1..4096 bytes: the capability file the
+                                 device runs under (``appDevelopment`` or
+                                 ``fieldServicing``); OPTIONAL, absent when the
+                                 device has none (private)
 ====================  =========  ==============================================
 
 Decoding is strict: the encoded claims set has a size bound, every claim above is
@@ -66,6 +73,7 @@ from bastion.crypto.keys import PrivateKey, load_public_key_bytes
 __all__ = [
     "DEFAULT_MAX_EAT_BYTES",
     "EAT_PROFILE",
+    "MAX_CAPABILITY_BYTES",
     "DebugStatus",
     "EatClaims",
     "InstalledApp",
@@ -95,6 +103,8 @@ UEID_BYTES = 33
 UEID_TYPE_RAND = 0x01
 #: SEC1 uncompressed P-256 point.
 KEY_POINT_BYTES = 65
+#: Bound on the device capability claim (a capability file, bastion.images.capability).
+MAX_CAPABILITY_BYTES = 4096
 SHA256_BYTES = 32
 MEASUREMENT_ALG = "sha-256"
 #: CoAP content-format of a measurement entry: application/cbor (RFC 7049 / IANA 60).
@@ -118,6 +128,7 @@ CLAIM_ROLLBACK_COUNTERS = -70002
 CLAIM_INSTALLED_APPS = -70003
 CLAIM_KEY_TO_CERTIFY = -70004
 CLAIM_INSECURE_NO_SANDBOX = -70006
+CLAIM_CAPABILITY = -70010
 _REQUIRED_CLAIMS = frozenset(
     {
         CLAIM_IAT,
@@ -135,7 +146,7 @@ _REQUIRED_CLAIMS = frozenset(
         CLAIM_KEY_TO_CERTIFY,
     }
 )
-_OPTIONAL_CLAIMS = frozenset({CLAIM_INSECURE_NO_SANDBOX})
+_OPTIONAL_CLAIMS = frozenset({CLAIM_INSECURE_NO_SANDBOX, CLAIM_CAPABILITY})
 _KNOWN_CLAIMS = _REQUIRED_CLAIMS | _OPTIONAL_CLAIMS
 
 
@@ -194,6 +205,8 @@ class EatClaims:
     iat: int
     installed_apps: tuple[InstalledApp, ...] = field(default_factory=tuple)
     insecure_no_sandbox: bool = False
+    #: The device capability file the device runs under, or None (development mode is off).
+    capability: bytes | None = None
 
 
 def _encode_measurement(m: Measurement) -> list[Any]:
@@ -224,6 +237,8 @@ def encode_claims(claims: EatClaims) -> bytes:
     }
     if claims.insecure_no_sandbox:
         claims_map[CLAIM_INSECURE_NO_SANDBOX] = True
+    if claims.capability is not None:
+        claims_map[CLAIM_CAPABILITY] = claims.capability
     return cbor2.dumps(claims_map, canonical=True)
 
 
@@ -329,6 +344,9 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
     insecure = CLAIM_INSECURE_NO_SANDBOX in claims_map
     if insecure and claims_map[CLAIM_INSECURE_NO_SANDBOX] is not True:
         raise MalformedInput("insecure no sandbox, when present, must be true")
+    capability = claims_map.get(CLAIM_CAPABILITY)
+    if capability is not None:
+        capability = _bstr(capability, "device capability", min_len=1, max_len=MAX_CAPABILITY_BYTES)
     return EatClaims(
         nonce=_bstr(claims_map[CLAIM_NONCE], "eat_nonce", min_len=NONCE_MIN_BYTES, max_len=NONCE_MAX_BYTES),
         ueid=ueid,
@@ -343,6 +361,7 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
         iat=_uint(claims_map[CLAIM_IAT], "iat"),
         installed_apps=tuple(_decode_app(a) for a in apps),
         insecure_no_sandbox=insecure,
+        capability=capability,
     )
 
 

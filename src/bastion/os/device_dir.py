@@ -31,6 +31,7 @@ __all__ = [
     "migrate_app_store",
     "os_state_dir",
     "periph_dir",
+    "readable_app_store",
 ]
 
 OS_STATE_DIRNAME = "os-state"
@@ -69,3 +70,9 @@ def migrate_app_store(dev_dir: Path) -> bool:
         return False
     old.rename(new)
     return True
+
+
+def readable_app_store(dev_dir: Path) -> Path:
+    """The app store a host command reads: ``DEV/apps``, or an old device's store not moved yet."""
+    store = app_store_dir(dev_dir)
+    return store if store.is_dir() else dev_dir / LEGACY_APP_STORE

@@ -7,6 +7,8 @@ The tree::
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
     ├── SandboxUnavailableError   a program or kernel feature a sandbox needs is missing
+    ├── LocalApiRefusedError      a local device API request (development mode, sideloading,
+    │                             app start/stop/logs) was refused: ``reason``
     └── AttestationError          an attestation attempt failed (retried with backoff)
         ├── AttestationRefusedError   the service said no: ``status``, ``code``, ``detail``
         ├── ServiceProtocolError      the service sent something malformed or oversized
@@ -22,6 +24,7 @@ __all__ = [
     "AttestationRefusedError",
     "ConfigError",
     "DeviceOsError",
+    "LocalApiRefusedError",
     "MonitorFailedError",
     "SandboxUnavailableError",
     "ServiceProtocolError",
@@ -58,6 +61,21 @@ class SandboxUnavailableError(DeviceOsError):
         super().__init__(f"the sandbox needs {missing}, which is missing")
         self.missing = missing
         self.fix = fix
+
+
+class LocalApiRefusedError(DeviceOsError):
+    """A request of the local device API was refused.
+
+    Attributes:
+        reason: a stable code: ``no_capability``, ``capability`` (the file failed
+            a check; see the message), ``not_attested`` (no tenant CA chain yet),
+            ``signature``, ``format``, ``component``, ``version``, ``too_large``,
+            ``unknown_app``, ``install``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AttestationError(DeviceOsError):
