@@ -7,7 +7,7 @@ option that runs the OS and its apps without sandboxes. ``update-check`` asks th
 running OS, over its control socket ``DEV/os-state/control.sock``, to check for
 updates now and prints the summary. ``apps`` lists the apps in the device's app
 store (``DEV/apps``) and, if the OS runs, their processes (pids as the OS sees
-them, in its own pid namespace).
+them, in its own pid namespace) and the sandbox layers each runs under.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def update_check_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None
 
 @device_app.command("apps")
 def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
-    """List the apps installed on the device (and, if its OS runs, their processes)."""
+    """List the apps installed on the device (and, if its OS runs, their processes and sandbox layers)."""
     from bastion.os.apps.store import AppStore
     from bastion.os.device_dir import readable_app_store
 
@@ -190,7 +190,16 @@ def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
             "pid": running.get(app.component_id, {}).get("pid"),
             "crashes": running.get(app.component_id, {}).get("crashes"),
             "path": str(app.path),
+            "sandbox": running.get(app.component_id, {}).get("sandbox"),
+            "layers": _layers(running.get(app.component_id, {}).get("sandbox")),
         }
         for app in installed
     ]
-    emit_table(rows, ["name", "component_id", "version", "pid", "crashes"], as_json=as_json, title="apps")
+    emit_table(rows, ["name", "component_id", "version", "pid", "crashes", "layers"], as_json=as_json, title="apps")
+
+
+def _layers(sandbox: object) -> str | None:
+    """The sandbox layers the running OS reports for an app, as one line."""
+    from bastion.os.sandbox.layers import summarize
+
+    return summarize(sandbox) if isinstance(sandbox, dict) and sandbox else None
