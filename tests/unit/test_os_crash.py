@@ -74,8 +74,9 @@ def _alive(pid: int, started: int) -> bool:
 def _os_pid(dev: Path) -> int | None:
     marker = f"--state-dir {dev / 'os-state'}".encode()
     for pid, (_, _, cmdline) in _processes().items():
-        if b"-m bastion.os" in cmdline and marker in cmdline and not cmdline.startswith(b"bwrap"):
-            return pid
+        program = cmdline.split(b" ", 1)[0]
+        if b"-m bastion.os" in cmdline and marker in cmdline and not program.endswith(b"bwrap"):
+            return pid  # the OS's own process, not one of the bwraps that carry its argv
     return None
 
 
@@ -114,6 +115,7 @@ def test_kill_9_of_the_os_leaves_no_app_and_the_supervisor_restarts_it(tmp_path:
         _wait(lambda: _heartbeats(dev) > 0, "the app's first heartbeat")
         os_pid = _os_pid(dev)
         assert os_pid is not None
+        assert b"python" in _processes()[os_pid][2].split(b" ", 1)[0]
         tree = _tree(os_pid)
         assert len(tree) > 1, f"the app runs below the OS (directly or in its sandbox): {tree}"
         os.kill(os_pid, signal.SIGKILL)
