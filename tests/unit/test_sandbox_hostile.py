@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ from _sandbox_support import KEY, NOW, Device, install_app, make_device
 from bastion.hw.chip import Chip
 from bastion.hw.flash import Partition
 from bastion.images.app_build import build_app_image
+from bastion.os.appservices.device import capability_services
+from bastion.os.appservices.services import AppServices
 from bastion.os.appservices.table import OPERATIONS
 from bastion.os.sandbox.policy import SandboxLimits
 from bastion.os.sandbox.process import pids_in_namespace
@@ -252,7 +255,15 @@ def _make_world(root: Path) -> World:
     state = StateDir(dev / "os-state")
     state.load_or_create_key()
     (dev / "os-state" / "os.log").write_text("the OS log\n")
-    device = make_device(dev, sandbox_limits=LIMITS)
+    services = AppServices()  # the same capability services as the real OS (MutableStorage enforces SizeKB)
+    device = make_device(dev, sandbox_limits=LIMITS, services=services.mapping)
+    store = device.store
+    device.manager.watchdog = capability_services(
+        services,
+        state_dir=dev / "os-state",
+        manifest_of=lambda cid: app.manifest if (app := store.get(cid)) else None,
+        stop=threading.Event(),
+    ).watchdog
     # make_device keeps its store and events under DEV like the real OS: flash/apps, os-state/...
     device.events.record(at=int(NOW.timestamp()), kind="os_confirmed", detail="sentinel before the hostile apps")
     victim_storage = device.manager.storage_dir(VICTIM)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from bastion.hw.flash import BootEvent
 from bastion.images.delta import DeltaMethod, make_delta
 from bastion.os.apps.manager import AppLimits, AppManager
 from bastion.os.apps.store import AppStore
+from bastion.os.appservices.sysevent import SysEventService
 from bastion.os.updates.agent import AgentSettings, UpdateAgent
 from bastion.os.updates.agent_state import load_agent_state
 from bastion.os.updates.events import EventQueue
@@ -56,6 +56,7 @@ class Rig:
     app_key: PrivateKey
     os_key: PrivateKey
     reboots: list[int]
+    sysevents: SysEventService
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events.all()] + [
@@ -109,6 +110,7 @@ def make_rig(
         measurement = hashlib.sha256(running_image).hexdigest()
     monitor = monitor or FakeMonitor()
     reboots: list[int] = []
+    sysevents = SysEventService(state / "sysevents.json")
     agent = UpdateAgent(
         state_dir=state,
         groups=groups,
@@ -125,8 +127,9 @@ def make_rig(
         device_id=DEVICE_ID,
         settings=AgentSettings(),
         on_reboot=lambda: reboots.append(1),
+        sysevents=sysevents,
     )
-    return Rig(root, repo, service, agent, monitor, store, apps, events, app_key, os_key, reboots)
+    return Rig(root, repo, service, agent, monitor, store, apps, events, app_key, os_key, reboots, sysevents)
 
 
 @pytest.fixture
@@ -275,35 +278,76 @@ def test_maintenance_window_is_respected(tmp_path: Path) -> None:
 
 
 def test_deferral_is_honoured_and_capped_at_24_hours(rig: Rig) -> None:
-    rig.publish_app(APP_A, "1.0.0", deferral=True)
+    rig.publish_app(APP_A, "1.0.0", deferral=True, notifications=True)
     rig.publish_app(APP_B, "1.0.0")
-    rig.agent.check(NOW)
-    # App B (no SoftwareUpdateDeferral) asks for a week: ignored. App A asks for 48 h: capped at 24 h.
-    for cid, hours in ((APP_B, 24 * 7), (APP_A, 48)):
-        storage = rig.apps.storage_dir(cid)
-        storage.mkdir(parents=True, exist_ok=True)
-        until = int((NOW + dt.timedelta(hours=hours)).timestamp())
-        (storage / "update-deferral.json").write_text(json.dumps({"until": until}))
+    assert rig.agent.check(NOW).result == "installed"  # no app could defer yet: no notice
     rig.publish_app(APP_B, "1.1.0")
     t0 = NOW + dt.timedelta(hours=1)
-    first = rig.agent.check(t0)
-    assert first.result == "deferred"
-    assert first.next_check_at == (t0 + dt.timedelta(hours=24)).isoformat()
-    assert rig.agent.check(t0 + dt.timedelta(hours=5)).result == "deferred"
+    first = rig.agent.check(t0)  # app A hears events and may defer: it is told and gets the notice period
+    assert first.result == "pending"
+    assert first.next_check_at == (t0 + AgentSettings().update_notice).isoformat()
+    events, _ = rig.sysevents.wait(None, 0)
+    assert [(e.kind, e.update, e.max_deferral_minutes) for e in events] == [("update_pending", "app", 24 * 60)]
+    assert rig.target_requests(f"{APP_B}/1.1.0") == 0  # nothing downloaded while the apps are asked
+    # App B (no SoftwareUpdateDeferral) asks too: ignored. App A asks for 24 h, then again 20 h later.
+    rig.sysevents.defer(APP_B, 24 * 60, t0)
+    rig.sysevents.defer(APP_A, 24 * 60, t0)
+    t1 = t0 + dt.timedelta(seconds=30)
+    second = rig.agent.check(t1)
+    assert second.result == "deferred"
+    assert second.next_check_at == (t0 + dt.timedelta(hours=24)).isoformat()
+    rig.sysevents.defer(APP_A, 24 * 60, t0 + dt.timedelta(hours=20))  # would reach t0 + 44 h
+    third = rig.agent.check(t0 + dt.timedelta(hours=20))
+    assert third.result == "deferred"
+    assert third.next_check_at == (t1 + dt.timedelta(hours=24)).isoformat()  # the cumulative cap
     kinds = rig.kinds()
     assert kinds.count("update_deferred") == 1  # recorded once per deferral
     assert rig.store.get(APP_B).version == "1.0.0"  # type: ignore[union-attr]
-    assert rig.agent.check(t0 + dt.timedelta(hours=24)).result == "installed"  # the cap is reached
+    assert rig.agent.check(t1 + dt.timedelta(hours=24)).result == "installed"  # the cap is reached
     assert rig.store.get(APP_B).version == "1.1.0"  # type: ignore[union-attr]
+    events, _ = rig.sysevents.wait(events[-1].seq, 0)
+    assert [e.kind for e in events] == ["update_deferred", "update_ready"]
+    assert events[1].max_deferral_minutes == 0
+    assert rig.sysevents.wait(None, 0)[0] == []  # settled: a fresh app hears nothing old
 
 
 def test_expired_deferral_does_not_hold_updates(rig: Rig) -> None:
+    rig.publish_app(APP_A, "1.0.0", deferral=True, notifications=True)
+    rig.agent.check(NOW)
+    rig.sysevents.defer(APP_A, 1, NOW - dt.timedelta(minutes=2))
+    rig.publish_app(APP_A, "1.1.0", deferral=True, notifications=True)
+    assert rig.agent.check(NOW).result == "pending"
+    assert rig.agent.check(NOW + dt.timedelta(seconds=30)).result == "installed"
+
+
+def test_resumed_deferral_and_requests_survive_an_os_restart(rig: Rig) -> None:
+    # An app that may defer but hears no events gets no notice; its standing request still holds.
     rig.publish_app(APP_A, "1.0.0", deferral=True)
     rig.agent.check(NOW)
-    storage = rig.apps.storage_dir(APP_A)
-    (storage / "update-deferral.json").write_text(json.dumps({"until": int(NOW.timestamp()) - 1}))
+    rig.sysevents.defer(APP_A, 60, NOW)
+    restarted = SysEventService(rig.root / "s" / "sysevents.json")
+    assert restarted.requests() == {APP_A: NOW + dt.timedelta(minutes=60)}
     rig.publish_app(APP_A, "1.1.0", deferral=True)
+    assert rig.agent.check(NOW).result == "deferred"
+    rig.sysevents.resume(APP_A)
+    assert rig.agent.check(NOW + dt.timedelta(minutes=2)).result == "installed"
+
+
+def test_an_app_without_deferral_hears_events_but_gets_no_notice(rig: Rig) -> None:
+    rig.publish_app(APP_A, "1.0.0", notifications=True)
+    rig.agent.check(NOW)
+    rig.publish_app(APP_A, "1.1.0", notifications=True)
     assert rig.agent.check(NOW).result == "installed"
+    assert [e.kind for e in rig.sysevents.wait(0, 0)[0]][-2:] == ["update_pending", "update_ready"]
+
+
+def test_an_os_update_is_announced_with_its_kind(rig: Rig) -> None:
+    image = build_os(rig.os_key, "1.1.0", 2, b"new os " * 100)
+    rig.repo.add_target("os/x/1.1.0.img", image, os_custom("1.1.0", 2))
+    rig.repo.publish()
+    assert rig.agent.check(NOW).result == "reboot"  # no app may defer: straight on
+    events, _ = rig.sysevents.wait(0, 0)
+    assert [(e.kind, e.update) for e in events] == [("update_pending", "os"), ("update_ready", "os")]
 
 
 def test_os_update_is_staged_installed_and_asks_for_a_reboot(rig: Rig) -> None:

@@ -18,13 +18,16 @@ from test_updates_support import APP_A, Service, TufRepo, app_custom, build_app
 
 from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.monitor.client import MonitorClient
+from bastion.os.appservices.power import PowerService
+from bastion.os.appservices.storage import StorageService
 from bastion.os.config import DeviceConfig
-from bastion.os.exitcodes import EXIT_OK
+from bastion.os.exitcodes import EXIT_OK, EXIT_REBOOT
 from bastion.os.paths import OsPaths
 from bastion.os.runtime import run
 from bastion.os.state import StateDir
 from bastion.os.updates.control import MAX_REQUEST_BYTES, ControlServer, request_control
 from bastion.os.updates.errors import UpdateUnavailableError
+from bastion.os.updates.system import UpdateSystem
 
 
 def test_control_socket_answers_one_json_line(tmp_path: Path) -> None:
@@ -132,3 +135,54 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
     assert "app_started" in kinds
     assert [(i["component_id"], i["version"]) for i in reports[-1]["installed"]] == [(APP_A, "1.0.0")]
     assert reports[-1]["installed"][0]["sandbox"].startswith("bwrap uid=")
+
+
+@pytest.mark.parametrize(("power_down", "expected"), [(False, EXIT_REBOOT), (True, EXIT_OK)])
+def test_an_app_forced_reboot_or_power_down_ends_the_os(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, power_down: bool, expected: int
+) -> None:
+    built: list[UpdateSystem] = []
+    original = UpdateSystem.build.__func__  # type: ignore[attr-defined]
+
+    def capture(cls: type[UpdateSystem], **kwargs: object) -> UpdateSystem:
+        system = original(cls, **kwargs)
+        built.append(system)
+        return system
+
+    monkeypatch.setattr(UpdateSystem, "build", classmethod(capture))
+    repo = TufRepo()
+    repo.publish()
+    state_dir = StateDir(tmp_path / "os-state")
+    stop = threading.Event()
+    result: list[int] = []
+    with serving(CHIP.identity) as sock:
+        thread = threading.Thread(
+            target=lambda: result.append(
+                run(
+                    monitor=MonitorClient(sock),
+                    state_dir=state_dir,
+                    config=DeviceConfig(service_url="http://service.test"),
+                    once=False,
+                    stop=stop,
+                    clock=lambda: NOW,
+                    transport=httpx.MockTransport(GroupService(repo)),
+                    paths=OsPaths(app_store=tmp_path / "apps"),
+                )
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not built and time.monotonic() < deadline:
+            time.sleep(0.05)
+        power = built[0].power
+        assert built[0].services.mapping[PowerService] is power
+        # Regression: the manager copied the (then empty) registry, so no app reached any capability service.
+        assert built[0].agent.apps.launcher.services is built[0].services.mapping
+        assert StorageService in built[0].agent.apps.launcher.services
+        if power_down:
+            power.force_power_down(APP_A)
+        else:
+            power.force_reboot(APP_A)
+        thread.join(30)
+        stop.set()
+    assert result == [expected]

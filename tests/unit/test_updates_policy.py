@@ -8,16 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
+from test_updates_support import APP_A, APP_B, make_app_dir
 from tuf.api import exceptions as tuf_exceptions
 
 from bastion.crypto.keys import generate_private_key, public_key_pem
+from bastion.images.manifest import validate_manifest
+from bastion.os.apps.store import InstalledApp
 from bastion.os.config import DEFAULT_UPDATE_INTERVAL_S, DeviceConfig, app_public_keys, encode_config, parse_config
 from bastion.os.errors import ConfigError
 from bastion.os.updates.agent_state import MAX_REMEMBERED, AgentState, load_agent_state, save_agent_state
 from bastion.os.updates.errors import UpdateRefusedError
 from bastion.os.updates.events import EventQueue
 from bastion.os.updates.pointer import GroupStore, MaintenanceWindow, parse_update_pointer
-from bastion.os.updates.policy import MAX_DEFERRAL, decide
+from bastion.os.updates.policy import MAX_DEFERRAL, decide, remaining_deferral, requested_deferral
 from bastion.os.updates.tuf_client import translate_tuf_error
 
 T = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -74,6 +77,21 @@ def test_decide_window_then_deferral_capped() -> None:
     assert decide(at(12, day=3), window=None, requested_until=far, deferral_started=at(12)).allowed
     short = decide(at(12), window=None, requested_until=at(13), deferral_started=None)
     assert short.retry_at == at(13)
+
+
+def test_requested_deferral_counts_only_entitled_apps_and_live_requests(tmp_path: Path) -> None:
+    apps = []
+    for cid, deferral in ((APP_A, True), (APP_B, False)):
+        app_dir = make_app_dir(tmp_path, cid, deferral=deferral)
+        manifest = validate_manifest((app_dir / "app_manifest.json").read_bytes())
+        apps.append(InstalledApp(cid, "1.0.0", app_dir, manifest))
+    week = at(12) + dt.timedelta(days=7)
+    assert requested_deferral(apps, {APP_B: week}, at(12)) is None  # B lacks SoftwareUpdateDeferral
+    assert requested_deferral(apps, {APP_A: at(11)}, at(12)) is None  # A's request has ended
+    assert requested_deferral(apps, {APP_A: at(13), APP_B: week, "gone": week}, at(12)) == (at(13), [APP_A])
+    assert remaining_deferral(at(12), None) == MAX_DEFERRAL
+    assert remaining_deferral(at(20), at(12)) == dt.timedelta(hours=16)
+    assert remaining_deferral(at(12, day=4), at(12)) == dt.timedelta(0)
 
 
 def test_update_pointer_parsing() -> None:

@@ -203,7 +203,13 @@ def started_version(log: Path) -> str | None:
 
 
 def make_app_dir(
-    root: Path, component_id: str, *, name: str = "app", deferral: bool = False, crash: bool = False
+    root: Path,
+    component_id: str,
+    *,
+    name: str = "app",
+    deferral: bool = False,
+    crash: bool = False,
+    notifications: bool = False,
 ) -> Path:
     app = root / f"src-{component_id[:8]}-{'crash' if crash else 'ok'}"
     app.mkdir(parents=True, exist_ok=True)
@@ -214,7 +220,10 @@ def make_app_dir(
         "EntryPoint": "main.py",
         "CmdArgs": [],
         "ApplicationType": "Default",
-        "Capabilities": {"SoftwareUpdateDeferral": True} if deferral else {},
+        "Capabilities": {
+            **({"SoftwareUpdateDeferral": True} if deferral else {}),
+            **({"SystemEventNotifications": True} if notifications else {}),
+        },
     }
     (app / "app_manifest.json").write_text(json.dumps(manifest))
     (app / "main.py").write_text(APP_MAIN.replace("{crash}", str(crash)))
@@ -222,10 +231,18 @@ def make_app_dir(
 
 
 def build_app(
-    root: Path, key: PrivateKey, component_id: str, version: str, *, deferral: bool = False, crash: bool = False
+    root: Path,
+    key: PrivateKey,
+    component_id: str,
+    version: str,
+    *,
+    deferral: bool = False,
+    crash: bool = False,
+    notifications: bool = False,
 ) -> bytes:
     out = root / f"app-{component_id[:8]}-{version}.img"
-    build_app_image(make_app_dir(root, component_id, deferral=deferral, crash=crash), out, key, version=version)
+    app_dir = make_app_dir(root, component_id, deferral=deferral, crash=crash, notifications=notifications)
+    build_app_image(app_dir, out, key, version=version)
     return out.read_bytes()
 
 

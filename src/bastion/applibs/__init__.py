@@ -4,6 +4,13 @@ It talks to the OS over the unix socket the OS passes into the app's sandbox
 (``BASTION_APPLIBS_FD``) and imports nothing else of Bastion, so it runs in a
 sandbox that holds only the standard library and this package.
 
+Modules, one per manifest capability (see docs/compartments.md, "Capability reference"):
+:mod:`~bastion.applibs.storage` (MutableStorage), :mod:`~bastion.applibs.application`
+(AllowedApplicationConnections), :mod:`~bastion.applibs.sysevent`
+(SystemEventNotifications, SoftwareUpdateDeferral), :mod:`~bastion.applibs.powermanagement`
+(PowerControls), :mod:`~bastion.applibs.rtc` (SystemTime), :mod:`~bastion.applibs.certstore`
+(CertStore) and :mod:`~bastion.applibs.watchdog` (every app).
+
 Example::
 
     from bastion import applibs

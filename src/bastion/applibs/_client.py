@@ -14,13 +14,14 @@ from typing import Any
 from bastion.applibs._wire import WireError, close_fds, recv_message, send_message
 from bastion.applibs.errors import NotConnectedError, TransportError, error_for
 
-__all__ = ["ENV_FD", "Connection", "connection"]
+__all__ = ["ENV_FD", "Connection", "channel", "connection"]
 
 #: The environment variable holding the fd of the app's socket to the OS.
 ENV_FD = "BASTION_APPLIBS_FD"
 
 _lock = threading.Lock()
 _connection: Connection | None = None
+_channels: dict[str, Connection] = {}
 
 
 class Connection:
@@ -109,3 +110,35 @@ def connection() -> Connection:
                 raise NotConnectedError(f"{ENV_FD}={value} is not a socket") from exc
             _connection = Connection(sock)
         return _connection
+
+
+def channel(name: str) -> Connection:
+    """A second connection to the OS for calls that wait (one per ``name``, opened on first use).
+
+    A waiting call (``application.receive``, ``sysevent.wait``) on its own
+    channel never delays the app's other calls on :func:`connection`. The OS
+    bounds how many channels an app holds (see ``applibs.channel``).
+
+    Raises:
+        RequestError: the OS refused another channel.
+        TransportError: the OS did not pass a socket.
+    """
+    with _lock:
+        existing = _channels.get(name)
+    if existing is not None:
+        return existing
+    _, fds = connection().call_fds("applibs.channel")
+    if len(fds) != 1:
+        close_fds(fds)
+        raise TransportError("the OS did not pass a channel socket")
+    try:
+        opened = Connection(socket.socket(fileno=fds[0]))
+    except OSError as exc:
+        close_fds(fds)
+        raise TransportError("the OS passed something that is not a socket") from exc
+    with _lock:
+        if name in _channels:  # another thread opened it meanwhile
+            opened.close()
+        else:
+            _channels[name] = opened
+        return _channels[name]

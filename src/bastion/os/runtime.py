@@ -302,6 +302,7 @@ def _run_with_updates(
             device_key=key,
             paths=paths,
             stop=stop,
+            clock=clock,
         )
         system.start(clock())
     except MonitorError as exc:
@@ -324,8 +325,12 @@ def _run_with_updates(
     if system.monitor_error is not None:
         raise MonitorFailedError(f"the monitor failed: {system.monitor_error}") from system.monitor_error
     if system.reboot_requested:
-        _log.info("rebooting into the new OS")
+        _log.info(
+            "rebooting (asked by %s)", f"app {system.power.requested_by}" if system.power.requested_by else "an update"
+        )
         return EXIT_REBOOT
+    if system.power.power_down_requested:
+        _log.info("powering down (asked by app %s)", system.power.requested_by)
     _log.info("stopped")
     return EXIT_OK
 

@@ -17,6 +17,11 @@ build the sandbox, no app starts and each is recorded as ``sandbox_unavailable``
 with what is missing. Stopping an app stops its whole sandbox (SIGTERM, then
 SIGKILL of its pid namespace) and checks that none of its processes is left.
 
+An app that arms the application watchdog (:mod:`bastion.os.appservices.watchdog`)
+and misses its deadline is killed, recorded (``app_watchdog``) and restarted with
+the same backoff. Storage is one directory per component ID, so it survives
+reboots and app updates; deferral requests go through applibs, not a file.
+
 ``insecure_no_sandbox`` (the device option ``--insecure-no-sandbox``) runs apps
 as plain child processes of the OS, still with their applibs socket; their
 layers say ``none (insecure-no-sandbox)``.
@@ -38,6 +43,7 @@ from typing import Any
 
 from bastion.os.apps.launch import INSECURE_LAYERS, AppLauncher, RunningApp, describe_exit
 from bastion.os.apps.store import AppStore, InstalledApp
+from bastion.os.appservices.watchdog import WATCHDOG_EVENT, WatchdogService
 from bastion.os.sandbox.errors import SandboxError, SandboxUnavailableError
 from bastion.os.sandbox.policy import SandboxLimits, app_uid
 from bastion.os.updates.errors import UpdateFailedError
@@ -165,7 +171,7 @@ class AppManager:
         self._apps: dict[str, AppProcess] = {}
         self._lock = threading.RLock()
         self.launcher = AppLauncher(
-            services=services or {},
+            services=services if services is not None else {},  # the live mapping: services added later count
             record=lambda app, kind, detail: self._record(self._clock(), kind, app, detail),
             insecure_no_sandbox=insecure_no_sandbox,
             limits=sandbox_limits,
@@ -174,6 +180,8 @@ class AppManager:
         )
         if insecure_no_sandbox:
             _log.warning("INSECURE: apps run without a sandbox (--insecure-no-sandbox)")
+        #: The application watchdog (set by the runtime); :meth:`poll` kills apps past their deadline.
+        self.watchdog: WatchdogService | None = None
         for directory in (log_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -298,6 +306,7 @@ class AppManager:
             When to poll next (a scheduler job).
         """
         with self._lock:
+            self._watchdog_expired(now)
             for record in self._apps.values():
                 run = record.run
                 if run is not None:
@@ -315,6 +324,29 @@ class AppManager:
                 elif record.restart_at is not None and record.restart_at <= now:
                     self._spawn(record, now)
         return now + dt.timedelta(seconds=self.limits.poll_interval_s)
+
+    def _watchdog_expired(self, now: dt.datetime) -> None:
+        """Kill each app past its watchdog deadline; it restarts with the normal backoff."""
+        if self.watchdog is None:
+            return
+        for component_id in self.watchdog.expired(now):
+            deadline = self.watchdog.deadline(component_id)
+            self.watchdog.disarm(component_id)
+            record = self._apps.get(component_id)
+            if record is None or record.run is None or not record.alive() or deadline is None:
+                continue
+            if record.started_at is not None and deadline.armed_at < record.started_at:
+                continue  # armed by an earlier run of the app
+            record.run.tree.stop(0.0)  # no grace: a hung app may ignore SIGTERM
+            self._end(record)  # checks that nothing of it is left, closes its applibs socket
+            record.crashes += 1
+            record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
+            how = f"missed its {deadline.timeout_s:g} s watchdog deadline"
+            record.failures.append("watchdog")
+            self._record(
+                now, WATCHDOG_EVENT, record.app, f"{how} (due {deadline.due.isoformat(timespec='seconds')}); killed"
+            )
+            _log.warning("app %s %s; killed, restarting at %s", component_id, how, record.restart_at)
 
     def _crashed(self, record: AppProcess, code: int, now: dt.datetime) -> None:
         sandboxed = record.run is not None and record.run.sandboxed

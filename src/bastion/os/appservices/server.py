@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bastion.applibs._wire import WireError, close_fds, recv_message, send_message
@@ -129,12 +129,20 @@ class AppServer:
         ctx: the app.
         sock: the OS end of the app's SOCK_SEQPACKET socketpair.
         table: the operations (defaults to :data:`bastion.os.appservices.table.OPERATIONS`).
+        on_exit: called in the server's thread once it stops serving (the app closed its end).
 
     The app's refusals are recorded through a :class:`DenialBudget` (each distinct one once,
     bounded), so a flood of refused requests cannot flush the event queue.
     """
 
-    def __init__(self, ctx: AppContext, sock: socket.socket, table: Mapping[str, Operation] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        sock: socket.socket,
+        table: Mapping[str, Operation] | None = None,
+        *,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
         if table is None:
             from bastion.os.appservices.table import OPERATIONS
 
@@ -143,13 +151,21 @@ class AppServer:
         self.ctx = dataclasses.replace(ctx, record=self.denials.record)
         self._sock = sock
         self._table = table
-        self._thread = threading.Thread(target=self._serve, name=f"applibs-{ctx.component_id[:8]}", daemon=True)
+        self._on_exit = on_exit
+        self._thread = threading.Thread(target=self._run, name=f"applibs-{ctx.component_id[:8]}", daemon=True)
         self.requests = 0
         self._closing = False
 
     def start(self) -> None:
         """Start serving."""
         self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self._on_exit is not None:
+                self._on_exit()
 
     def _serve(self) -> None:
         while True:

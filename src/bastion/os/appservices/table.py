@@ -7,7 +7,15 @@ here, nowhere else.
 
 from __future__ import annotations
 
+from bastion.os.appservices import application as application_ops
+from bastion.os.appservices import certstore as certstore_ops
+from bastion.os.appservices import channel as channel_ops
 from bastion.os.appservices import core, sandbox_ops
+from bastion.os.appservices import power as power_ops
+from bastion.os.appservices import rtc as rtc_ops
+from bastion.os.appservices import storage as storage_ops
+from bastion.os.appservices import sysevent as sysevent_ops
+from bastion.os.appservices import watchdog as watchdog_ops
 from bastion.os.appservices.registry import Operation
 
 __all__ = ["OPERATIONS", "build_table"]
@@ -31,4 +39,12 @@ def build_table(*groups: tuple[Operation, ...]) -> dict[str, Operation]:
 OPERATIONS: dict[str, Operation] = build_table(
     core.OPERATIONS,
     sandbox_ops.OPERATIONS,
+    storage_ops.OPERATIONS,
+    channel_ops.OPERATIONS,
+    application_ops.OPERATIONS,
+    sysevent_ops.OPERATIONS,
+    power_ops.OPERATIONS,
+    rtc_ops.OPERATIONS,
+    certstore_ops.OPERATIONS,
+    watchdog_ops.OPERATIONS,
 )

@@ -7,8 +7,10 @@ the control socket. One check:
 1. refresh the group's TUF metadata (:mod:`~bastion.os.updates.tuf_client`);
 2. pick what is new: per app the newest version above the installed one; the
    newest OS above the running one; never a target refused or rolled back before;
-3. honour the maintenance window and app deferral (:mod:`~bastion.os.updates.policy`),
-   before downloading anything;
+3. honour the maintenance window, tell the apps (``update_pending``; when one hears it
+   and may defer, they get ``AgentSettings.update_notice`` to answer) and honour their deferral
+   (:mod:`~bastion.os.updates.policy`), before downloading anything; then
+   ``update_ready`` (:mod:`bastion.os.appservices.sysevent`);
 4. install apps (:mod:`~bastion.os.updates.app_update`), restarting only those apps;
 5. stage the OS (:mod:`~bastion.os.updates.os_update`), hand it to the monitor
    (``install_os`` arms a trial), report, and ask for a reboot;
@@ -34,7 +36,8 @@ from bastion.hw.flash import EVENT_ROLLBACK, BootEvent
 from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.os.apps.manager import AppManager
-from bastion.os.apps.store import AppStore
+from bastion.os.apps.store import AppStore, InstalledApp
+from bastion.os.appservices.sysevent import SysEventService
 from bastion.os.sandbox.layers import summarize
 from bastion.os.updates.agent_state import AgentState, load_agent_state, save_agent_state
 from bastion.os.updates.app_update import install_app_target, target_identity
@@ -43,7 +46,7 @@ from bastion.os.updates.events import EventQueue
 from bastion.os.updates.fetcher import CachingFetcher
 from bastion.os.updates.os_update import RunningOs, stage_os_update
 from bastion.os.updates.pointer import GroupStore, UpdatePointer
-from bastion.os.updates.policy import decide, requested_deferral
+from bastion.os.updates.policy import decide, remaining_deferral, requested_deferral
 from bastion.os.updates.reporter import DeviceStatus, StatusReporter
 from bastion.os.updates.tuf_client import GroupRepository, Target, TufLimits
 
@@ -89,21 +92,23 @@ class AgentSettings:
         retry: time before the next check after a transient failure.
         app_updates: install app targets (device config ``app_updates``).
         tuf: bounds of the TUF client.
+        update_notice: how long apps that hear ``update_pending`` and may defer get to answer it.
     """
 
     interval: dt.timedelta = dt.timedelta(hours=20)
     retry: dt.timedelta = dt.timedelta(minutes=10)
     app_updates: bool = True
     tuf: TufLimits = field(default_factory=TufLimits)
+    update_notice: dt.timedelta = dt.timedelta(seconds=30)
 
 
 @dataclass
 class CheckSummary:
     """The outcome of one check (the control socket's answer).
 
-    ``result`` is one of ``up-to-date``, ``installed``, ``reboot``, ``deferred``,
-    ``maintenance_window``, ``refused``, ``unavailable``, ``failed``, ``no-group``,
-    ``not-attested``.
+    ``result`` is one of ``up-to-date``, ``installed``, ``reboot``, ``pending``
+    (apps were told and may defer), ``deferred``, ``maintenance_window``,
+    ``refused``, ``unavailable``, ``failed``, ``no-group``, ``not-attested``.
     """
 
     at: str
@@ -119,6 +124,12 @@ class CheckSummary:
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
         return asdict(self)
+
+
+def _hears_and_defers(app: InstalledApp) -> bool:
+    """Whether ``app`` hears ``update_pending`` and may answer it with a deferral (it gets the notice)."""
+    caps = app.manifest.capabilities
+    return caps.software_update_deferral and caps.system_event_notifications
 
 
 def _iso(value: dt.datetime) -> str:
@@ -152,6 +163,7 @@ class UpdateAgent:
         device_id: this device's ID.
         settings: intervals and bounds.
         on_reboot: called once an OS update is armed (the runtime stops and exits for a reboot).
+        sysevents: where update events go to the apps and their deferral requests come from.
         development: whether the device is in development mode now; then it takes no
             app targets from the cloud (sideloaded apps are the developer's).
     """
@@ -174,6 +186,7 @@ class UpdateAgent:
         device_id: str,
         settings: AgentSettings | None = None,
         on_reboot: Callable[[], None] = lambda: None,
+        sysevents: SysEventService | None = None,
         development: Callable[[], bool] = lambda: False,
     ) -> None:
         self._dir = state_dir
@@ -191,6 +204,7 @@ class UpdateAgent:
         self._device_id = device_id
         self.settings = settings or AgentSettings()
         self._on_reboot = on_reboot
+        self.sysevents = sysevents
         self.development = development
         self._lock = threading.RLock()
         self.state: AgentState = load_agent_state(state_dir)
@@ -394,8 +408,32 @@ class UpdateAgent:
         if plan.skipped_apps:
             summary.detail = f"development mode: {plan.skipped_apps} cloud app target(s) not taken"
         if not plan.apps and plan.os is None:
+            self._settle()
             return
-        requested = requested_deferral(self.store.installed(), self.apps.data_dir)
+        if not self._may_install(pointer, plan, summary, now):
+            return
+        self._install_apps(repo, plan.apps, summary, now)
+        if plan.os is not None:
+            self._install_os(repo, plan.os, plan.deltas, summary, now)
+        if summary.result == "up-to-date" and (summary.refused or summary.failed):
+            summary.result = "refused" if summary.refused else "failed"
+
+    def _publish(self, kind: str, plan: _Plan, now: dt.datetime, minutes: int, detail: str = "") -> None:
+        if self.sysevents is None:
+            return
+        for update in ("app",) * bool(plan.apps) + ("os",) * (plan.os is not None):
+            self.sysevents.publish(kind, update=update, max_deferral_minutes=minutes, now=now, detail=detail)
+
+    def _settle(self) -> None:
+        if self.state.update_noticed_at is not None or self.state.deferral_started is not None:
+            self.state.update_noticed_at = self.state.deferral_started = None
+            if self.sysevents is not None:
+                self.sysevents.settle()
+
+    def _may_install(self, pointer: UpdatePointer, plan: _Plan, summary: CheckSummary, now: dt.datetime) -> bool:
+        """Window, notice to the apps, deferral (see :mod:`~bastion.os.updates.policy`); False = not now."""
+        installed = self.store.installed()
+        requested = requested_deferral(installed, self.sysevents.requests() if self.sysevents else {}, now)
         started = (
             dt.datetime.fromtimestamp(self.state.deferral_started, dt.UTC) if self.state.deferral_started else None
         )
@@ -405,21 +443,35 @@ class UpdateAgent:
             requested_until=requested[0] if requested else None,
             deferral_started=started,
         )
+        if decision.reason == "maintenance_window":
+            summary.result = decision.reason
+            summary.next_check_at = _iso(decision.retry_at) if decision.retry_at else None
+            summary.detail = f"updates wait until {summary.next_check_at}"
+            return False
+        left = int(remaining_deferral(now, started).total_seconds() // 60)
+        if self.state.update_noticed_at is None:
+            self.state.update_noticed_at = int(now.timestamp())
+            self._publish("update_pending", plan, now, left)
+            if any(_hears_and_defers(a) for a in installed):
+                summary.result = "pending"
+                summary.next_check_at = _iso(now + self.settings.update_notice)
+                summary.detail = f"apps were told; updates wait until {summary.next_check_at}"
+                return False
         if not decision.allowed:
             summary.result = decision.reason
             summary.next_check_at = _iso(decision.retry_at) if decision.retry_at else None
-            if decision.reason == "deferred" and self.state.deferral_started is None and decision.deferral_started:
+            if self.state.deferral_started is None and decision.deferral_started:
                 self.state.deferral_started = int(decision.deferral_started.timestamp())
                 askers = ",".join(requested[1]) if requested else ""
                 self._event(now, "update_deferred", askers[:64], detail=f"until {summary.next_check_at}")
+                self._publish("update_deferred", plan, now, left, detail=f"until {summary.next_check_at}")
             summary.detail = f"updates wait until {summary.next_check_at}"
-            return
-        self.state.deferral_started = None
-        self._install_apps(repo, plan.apps, summary, now)
-        if plan.os is not None:
-            self._install_os(repo, plan.os, plan.deltas, summary, now)
-        if summary.result == "up-to-date" and (summary.refused or summary.failed):
-            summary.result = "refused" if summary.refused else "failed"
+            return False
+        self._publish("update_ready", plan, now, 0)
+        self.state.deferral_started = self.state.update_noticed_at = None
+        if self.sysevents is not None:
+            self.sysevents.settle()
+        return True
 
     def _install_apps(
         self, repo: GroupRepository, targets: list[Target], summary: CheckSummary, now: dt.datetime

@@ -5,6 +5,7 @@
 - ``pending_os``: the OS image handed to the monitor (version, SHA-256, the version it
   replaces) until it is confirmed or rolled back.
 - ``deferral_started``: when the current app deferral began (the 24 h cap counts from it).
+- ``update_noticed_at``: when the apps were told of the pending update (``update_pending``).
 - ``last_boot_event_at``: the boot event already reported (a power cut between
   reporting and ``ack_boot_event`` does not report it twice).
 - ``last_summary``: the last check's summary (for ``bastion device update-check``).
@@ -36,6 +37,7 @@ class AgentState:
     bad_os: list[str] = field(default_factory=list)
     pending_os: dict[str, str] | None = None
     deferral_started: int | None = None
+    update_noticed_at: int | None = None
     last_boot_event_at: int | None = None
     last_summary: dict[str, Any] | None = None
 

@@ -1,16 +1,18 @@
-"""When the agent may install: the group's maintenance window and app deferral requests.
+"""When the agent may install: the group's maintenance window and the apps' deferral requests.
 
-An app whose manifest grants ``SoftwareUpdateDeferral`` asks to defer updates by
-writing ``update-deferral.json`` in its storage directory
-(``BASTION_APP_STORAGE``)::
+An app whose manifest grants ``SoftwareUpdateDeferral`` asks to defer updates
+through applibs (``sysevent.defer(minutes)``, at most 24 h per request; see
+:mod:`bastion.os.appservices.sysevent`, which keeps the requests). Apps with
+``SystemEventNotifications`` hear ``update_pending`` first, with the deferral
+still allowed.
 
-    {"until": 1767225600}          # seconds since the epoch, UTC
-
-The agent honours the latest ``until`` among such requests, but defers at most
-:data:`MAX_DEFERRAL` (24 h) in total, counted from the first check it deferred;
-after that it installs whatever the apps ask. Requests from apps without the
-capability are ignored. The window and deferrals are checked before anything is
-downloaded, so a deferred device costs the service only the metadata check.
+The agent honours the latest request among the apps that hold the capability,
+but defers at most :data:`MAX_DEFERRAL` (24 h) in total, counted from the first
+check it deferred; after that it installs whatever the apps ask. Requests of
+apps without the capability (or no longer installed) are ignored. The window
+and deferrals are checked before anything is downloaded, so a deferred device
+costs the service only the metadata check. Everything here is pure: the time
+is a parameter.
 
 Example:
     >>> import datetime as dt
@@ -22,22 +24,16 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from bastion.os.apps.store import InstalledApp
 from bastion.os.updates.pointer import MaintenanceWindow
 
-__all__ = ["DEFERRAL_FILE", "MAX_DEFERRAL", "MAX_DEFERRAL_FILE_BYTES", "Decision", "decide", "requested_deferral"]
+__all__ = ["MAX_DEFERRAL", "Decision", "decide", "remaining_deferral", "requested_deferral"]
 
-DEFERRAL_FILE = "update-deferral.json"
 #: The longest the apps together may hold back an update.
 MAX_DEFERRAL = dt.timedelta(hours=24)
-#: Bound on a deferral request file.
-MAX_DEFERRAL_FILE_BYTES = 256
-_MAX_EPOCH = 2**40
 
 
 @dataclass(frozen=True)
@@ -57,23 +53,15 @@ class Decision:
     deferral_started: dt.datetime | None = None
 
 
-def _read_request(path: Path) -> dt.datetime | None:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_DEFERRAL_FILE_BYTES + 1)
-        if len(data) > MAX_DEFERRAL_FILE_BYTES:
-            return None
-        value = json.loads(data)
-    except (OSError, ValueError):
-        return None
-    until = value.get("until") if isinstance(value, dict) else None
-    if isinstance(until, bool) or not isinstance(until, int | float) or not 0 < until < _MAX_EPOCH:
-        return None
-    return dt.datetime.fromtimestamp(until, dt.UTC)
+def requested_deferral(
+    apps: Iterable[InstalledApp], requests: Mapping[str, dt.datetime], now: dt.datetime
+) -> tuple[dt.datetime, list[str]] | None:
+    """The latest deferral still in force among installed apps that hold ``SoftwareUpdateDeferral``.
 
-
-def requested_deferral(apps: Iterable[InstalledApp], storage_dir: Path) -> tuple[dt.datetime, list[str]] | None:
-    """The latest deferral requested by apps that hold ``SoftwareUpdateDeferral``.
+    Args:
+        apps: the installed apps.
+        requests: component ID -> the time its app asked to defer to.
+        now: the current time (requests that ended are ignored).
 
     Returns:
         ``(until, component ids that asked)``, or ``None`` if no entitled app asks.
@@ -83,11 +71,18 @@ def requested_deferral(apps: Iterable[InstalledApp], storage_dir: Path) -> tuple
     for app in apps:
         if not app.manifest.capabilities.software_update_deferral:
             continue
-        until = _read_request(storage_dir / app.component_id / DEFERRAL_FILE)
-        if until is not None:
+        until = requests.get(app.component_id)
+        if until is not None and until > now:
             askers.append(app.component_id)
             latest = until if latest is None else max(latest, until)
     return None if latest is None else (latest, askers)
+
+
+def remaining_deferral(now: dt.datetime, deferral_started: dt.datetime | None) -> dt.timedelta:
+    """How much of the 24 h cap is left at ``now``."""
+    if deferral_started is None:
+        return MAX_DEFERRAL
+    return max(deferral_started + MAX_DEFERRAL - now, dt.timedelta(0))
 
 
 def decide(

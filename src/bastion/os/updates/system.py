@@ -25,16 +25,20 @@ import httpx
 from bastion.crypto.certs import certificate_der, load_certificate_der, load_certificate_pem, tcb_info_from_cert
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey, PublicKey
+from bastion.images.manifest import AppManifest
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
+from bastion.os.appservices.clock import utcnow
+from bastion.os.appservices.device import CapabilityServices, capability_services
+from bastion.os.appservices.power import PowerService
 from bastion.os.appservices.services import AppServices
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
 from bastion.os.devmode.capability import DevelopmentMode
 from bastion.os.devmode.local_api import LocalApi
-from bastion.os.errors import AttestationRefusedError
+from bastion.os.errors import AttestationRefusedError, StateError
 from bastion.os.paths import OsPaths
 from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
@@ -55,6 +59,20 @@ APPS_JOB = "apps"
 WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 
 _log = logging.getLogger("bastion.os.updates")
+
+
+def _manifest_of(store: AppStore, component_id: str) -> AppManifest | None:
+    app = store.get(component_id)
+    return app.manifest if app is not None else None
+
+
+def _cert_not_before(state_dir: StateDir) -> dt.datetime | None:
+    """The device certificate's notBefore (the device clock is never set before it)."""
+    try:
+        pem = state_dir.load_cert_pem()
+        return load_certificate_pem(pem).not_valid_before_utc if pem is not None else None
+    except (CryptoError, StateError):
+        return None
 
 
 def _wall_clock() -> dt.datetime:
@@ -117,6 +135,12 @@ class UpdateSystem:
         self._control: ControlServer | None = None
         self._scheduler: Scheduler | None = None
         self._clock: Callable[[], dt.datetime] | None = None
+        #: The OS services the applibs handlers use (``AppContext.services`` = ``services.mapping``).
+        self.services = AppServices()
+        #: The apps' power requests (a reboot or power-down ends the OS).
+        self.power = PowerService(stop)
+        #: The capability services, typed (set by :meth:`build`).
+        self.capabilities: CapabilityServices | None = None
 
     @classmethod
     def build(
@@ -130,9 +154,10 @@ class UpdateSystem:
         device_key: PrivateKey,
         paths: OsPaths,
         stop: threading.Event,
+        clock: Callable[[], dt.datetime] | None = None,
         insecure_no_sandbox: bool = False,
     ) -> UpdateSystem:
-        """Build the system from the runtime's parts.
+        """Build the system from the runtime's parts (``clock``: the runtime's, for the applibs handlers).
 
         Apps run sandboxed unless ``insecure_no_sandbox`` (or the device config's
         ``insecure_no_sandbox``) says otherwise.
@@ -150,7 +175,17 @@ class UpdateSystem:
             events=events,
             services=services.mapping,
             insecure_no_sandbox=insecure_no_sandbox or bool(getattr(config, "insecure_no_sandbox", False)),
+            clock=clock or utcnow,
         )
+        caps = capability_services(
+            services,
+            state_dir=state_dir.path,
+            manifest_of=lambda cid: _manifest_of(store, cid),
+            stop=stop,
+            clock=clock or utcnow,
+            not_before=lambda: _cert_not_before(state_dir),
+        )
+        apps.watchdog = caps.watchdog
         groups = GroupStore(state_dir.tuf_dir)
         dev = DevelopmentMode(state_dir, device_id=device_id, events=events)
         pinned = tuple(app_public_keys(config))
@@ -177,6 +212,7 @@ class UpdateSystem:
                 interval=dt.timedelta(seconds=config.update_interval_s), app_updates=config.app_updates
             ),
             on_reboot=stop.set,
+            sysevents=caps.sysevents,
         )
         system = cls(
             agent,
@@ -188,6 +224,7 @@ class UpdateSystem:
             spool_dir=state_dir.staging_dir,
         )
         agent.development = lambda: dev.development(now=system._now())
+        system.services, system.power, system.capabilities = services, caps.power, caps
         return system
 
     def _now(self) -> dt.datetime:
@@ -316,11 +353,13 @@ class UpdateSystem:
 
     @property
     def reboot_requested(self) -> bool:
-        """Whether an OS update is armed and the OS should exit for a reboot."""
-        return self.agent.reboot_requested
+        """Whether the OS should exit for a reboot: an OS update is armed, or an app forced one."""
+        return self.agent.reboot_requested or self.power.reboot_requested
 
     def close(self) -> None:
-        """Close the control socket (waits for a request in progress), then stop the apps."""
+        """Close the control socket (waits for a request in progress), then stop the apps and their channels."""
         if self._control is not None:
             self._control.close()
         self.agent.apps.stop_all()
+        if self.capabilities is not None:
+            self.capabilities.close()

@@ -49,6 +49,8 @@ EVENT_KINDS = frozenset(
         "sandbox_unavailable",
         "app_sideloaded",
         "sideload_refused",
+        "app_power",
+        "clock_set",
         "development_enabled",
         "development_disabled",
         "local_op_refused",
