@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError               the device config is missing, unreadable or invalid
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
+    ├── CredentialsError          no usable device certificate and key (not attested yet, expired)
     └── AttestationError          an attestation attempt failed (retried with backoff)
         ├── AttestationRefusedError   the service said no: ``status``, ``code``, ``detail``
         ├── ServiceProtocolError      the service sent something malformed or oversized
@@ -20,6 +21,7 @@ __all__ = [
     "AttestationError",
     "AttestationRefusedError",
     "ConfigError",
+    "CredentialsError",
     "DeviceOsError",
     "MonitorFailedError",
     "ServiceProtocolError",
@@ -38,6 +40,10 @@ class ConfigError(DeviceOsError):
 
 class StateError(DeviceOsError):
     """The OS state directory cannot be read or written."""
+
+
+class CredentialsError(DeviceOsError):
+    """The device has no usable TLS credential: not attested yet, expired, or unreadable."""
 
 
 class MonitorFailedError(DeviceOsError):
