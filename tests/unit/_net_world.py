@@ -139,6 +139,8 @@ class EchoServer:
                 conn.sendall(data)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         self.sock.close()
         self._accept.join(2)
         for thread in self._threads:
@@ -271,6 +273,8 @@ class TlsServer:
                 self.errors.append(str(exc))
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         self.sock.close()
         self._accept.join(2)
         for thread in self._threads:
