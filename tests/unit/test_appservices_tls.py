@@ -18,20 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _net_world import (
-    CID,
-    LOOPBACK,
-    OTHER_TENANT,
-    TENANT,
-    Ca,
-    TlsServer,
-    device_state,
-    new_ca,
-    recv_exactly,
-    serve_app,
-    server_credentials,
-)
+from _net_world import CID, OTHER_TENANT, TENANT, recv_exactly, serve_app
 
+from _tls_pki import LOOPBACK, Ca, TlsServer, device_state, new_ca, server_credentials
 from bastion.applibs import _wire, networking
 from bastion.applibs.errors import InvalidArgumentError, PermissionDeniedError, QuotaExceededError, RequestError
 from bastion.os.credentials import DeviceCredentialsService
