@@ -189,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         sock.settimeout(TIMEOUT_S)
         try:
             publish(sock, f"telemetry-{component_id[:8]}", topic, messages, args.interval)
-        except (BrokerError, OSError) as exc:
-            print(f"telemetry: the broker refused: {exc}", file=sys.stderr)
+        except (BrokerError, ConnectionError) as exc:
+            # A broker that refuses the device certificate closes the connection.
+            print(f"telemetry: the broker refused or closed the connection: {exc}", file=sys.stderr)
+            return 4
+        except OSError as exc:
+            print(f"telemetry: the connection to the broker failed: {exc}", file=sys.stderr)
             return 4
     return 0
 
