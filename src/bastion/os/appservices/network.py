@@ -20,6 +20,8 @@ app sends (``ca_pem_b64``). The device key never leaves the OS.
 
 from __future__ import annotations
 
+import socket
+
 from bastion.images.manifest_schema import MAX_HOSTNAME_LENGTH
 from bastion.os.appservices.registry import (
     AppContext,
@@ -50,34 +52,44 @@ def _host_port(args: Args) -> tuple[str, int]:
     return arg_str(args, "host", max_chars=_MAX_HOST_ARG), arg_int(args, "port", low=1, high=_MAX_PORT)
 
 
-def _peer(sock_name: object) -> str:
-    return str(sock_name[0]) if isinstance(sock_name, tuple) and sock_name else ""
+def _address(sock: socket.socket, *, peer: bool) -> str:
+    """The peer's (or our own) address; a socket that lost its peer already is closed."""
+    try:
+        name = sock.getpeername() if peer else sock.getsockname()
+    except OSError as exc:
+        sock.close()
+        raise UnavailableError(f"the connection closed at once: {exc.strerror}") from None
+    return str(name[0]) if isinstance(name, tuple) and name else ""
+
+
+def _hand_over(sock: socket.socket, port: int, *, peer: bool) -> Reply:
+    """Reply with ``sock`` passed to the app (the server closes our copy of the fd once sent)."""
+    address = _address(sock, peer=peer)
+    return Reply({"address": address, "port": port}, [sock.detach()])
 
 
 def _connect(ctx: AppContext, args: Args) -> Reply:
     host, port = _host_port(args)
     sock = ctx.service(NetworkService).open_tcp(ctx.capabilities.allowed_connections, host, port)
-    address = _peer(sock.getpeername())
-    return Reply({"address": address, "port": port}, [sock.detach()])
+    return _hand_over(sock, port, peer=True)
 
 
 def _udp_connect(ctx: AppContext, args: Args) -> Reply:
     host, port = _host_port(args)
     sock = ctx.service(NetworkService).open_udp(ctx.capabilities.allowed_connections, host, port)
-    address = _peer(sock.getpeername())
-    return Reply({"address": address, "port": port}, [sock.detach()])
+    return _hand_over(sock, port, peer=True)
 
 
 def _listen_tcp(ctx: AppContext, args: Args) -> Reply:
     port = arg_int(args, "port", low=1, high=_MAX_PORT)
     sock = ctx.service(NetworkService).listen_tcp(ctx.capabilities.allowed_tcp_server_ports, port)
-    return Reply({"address": _peer(sock.getsockname()), "port": port}, [sock.detach()])
+    return _hand_over(sock, port, peer=False)
 
 
 def _bind_udp(ctx: AppContext, args: Args) -> Reply:
     port = arg_int(args, "port", low=1, high=_MAX_PORT)
     sock = ctx.service(NetworkService).bind_udp(ctx.capabilities.allowed_udp_server_ports, port)
-    return Reply({"address": _peer(sock.getsockname()), "port": port}, [sock.detach()])
+    return _hand_over(sock, port, peer=False)
 
 
 def _tls_connect(ctx: AppContext, args: Args) -> Reply:
@@ -103,7 +115,7 @@ def _tls_connect(ctx: AppContext, args: Args) -> Reply:
     except CredentialsError as exc:
         raise UnavailableError(f"no device certificate for DeviceAuthentication: {exc}") from None
     raw = net.open_tcp(ctx.capabilities.allowed_connections, name, port)
-    address = _peer(raw.getpeername())
+    address = _address(raw, peer=True)
     app_end, info = net.tunnels.open(ctx.component_id, raw, context, name)
     result = {
         "address": address,
