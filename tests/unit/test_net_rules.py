@@ -82,3 +82,35 @@ def test_wildcard_matches_exactly_the_names_below(label: str) -> None:
     assert host_allowed(("*.contoso.com",), name)
     assert not host_allowed(("*.contoso.com",), normalize_host("contoso.com"))
     assert host_allowed((f"{label}.contoso.com".upper(),), name)
+
+
+def test_public_names_are_pinned() -> None:
+    from bastion.applibs import networking
+    from bastion.os import credentials
+    from bastion.os.appservices import network
+    from bastion.os.netbroker import broker, rules, tunnel
+
+    assert set(networking.__all__) == {"bind_udp", "connect", "listen_tcp", "tls_connect", "udp_connect"}
+    assert set(rules.__all__) == {"HostNameError", "host_allowed", "is_ipv4_literal", "normalize_host"}
+    assert set(broker.__all__) == {
+        "CONNECTIONS_CAPABILITY",
+        "TCP_PORTS_CAPABILITY",
+        "UDP_PORTS_CAPABILITY",
+        "NetworkService",
+        "NetworkSettings",
+        "Resolver",
+        "system_resolver",
+    }
+    assert set(tunnel.__all__) == {"TunnelInfo", "TunnelRegistry", "tls_client_context"}
+    assert set(credentials.__all__) == {"DeviceCredentials", "DeviceCredentialsService", "tenant_of_certificate"}
+    assert set(network.__all__) == {"DEVICE_AUTH_CAPABILITY", "OPERATIONS"}
+    assert {op.name for op in network.OPERATIONS} == {
+        "net.connect",
+        "net.udp_connect",
+        "net.listen_tcp",
+        "net.bind_udp",
+        "net.tls_connect",
+    }
+    for module in (networking, rules, broker, tunnel, credentials, network):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
