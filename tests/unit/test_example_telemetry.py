@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import socket
 import struct
 import sys
@@ -13,6 +14,7 @@ from types import ModuleType
 import pytest
 from _cli_support import run
 
+from _tls_pki import new_ca
 from bastion.images.manifest import validate_manifest
 
 TELEMETRY = Path(__file__).resolve().parents[2] / "examples" / "apps" / "telemetry"
@@ -25,7 +27,11 @@ def app() -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("telemetry_example", module)
-    spec.loader.exec_module(module)
+    keep, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the example
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = keep
     return module
 
 
@@ -91,3 +97,18 @@ def test_manifest_asks_for_device_authentication(monkeypatch: pytest.MonkeyPatch
 def test_without_a_ca_file_it_says_what_to_do(app: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     assert app.main(["--host", "localhost", "--ca", "no-such-ca.pem"]) == 2
     assert "put the broker's CA certificate there" in capsys.readouterr().err
+
+
+def test_it_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    app_dir = tmp_path / "telemetry"
+    shutil.copytree(TELEMETRY, app_dir)
+    (app_dir / "broker-ca.pem").write_bytes(new_ca("broker").pem)
+    keys = tmp_path / "keys"
+    assert run(monkeypatch, capsys, "keys", "create", "-o", str(keys))[0] == 0
+    code, out, err = run(
+        monkeypatch, capsys, "app", "package", str(app_dir), "--key", str(keys / "app-signing.key"),
+        "-o", str(tmp_path / "telemetry.img"), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["name"], result["version"], result["files"]) == ("telemetry", "1.0.0", 3)
