@@ -33,6 +33,7 @@ PUBLIC = {
         "ConfigError",
         "CredentialsError",
         "DeviceOsError",
+        "LocalApiRefusedError",
         "MonitorFailedError",
         "ServiceProtocolError",
         "ServiceUnreachableError",
@@ -47,7 +48,7 @@ PUBLIC = {
         "Signer",
         "renewal_time",
     },
-    "bastion.os.scheduler": {"MAX_SLEEP_S", "Job", "Scheduler"},
+    "bastion.os.scheduler": {"MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"},
     "bastion.os.state": {"MAX_STATE_BYTES", "OsState", "StateDir"},
 }
 
