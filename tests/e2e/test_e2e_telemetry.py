@@ -240,7 +240,18 @@ def _run_app(world: World, device: Device, capabilities: dict[str, Any], name: s
     server.start()
     try:
         result = subprocess.run(
-            [sys.executable, str(app_dir / "main.py"), "--host", "localhost", "--port", str(world.broker.tls_port)],
+            [
+                sys.executable,
+                str(app_dir / "main.py"),
+                "--host",
+                "localhost",
+                "--port",
+                str(world.broker.tls_port),
+                "--count",
+                "2",
+                "--interval",
+                "0.2",
+            ],
             env={**os.environ, ENV_FD: str(app_end.fileno())},
             pass_fds=(app_end.fileno(),),
             capture_output=True,

@@ -10,6 +10,9 @@ waiting for PUBACK so the broker has the message), DISCONNECT.
 
     python main.py --host localhost --port 8883 --ca broker-ca.pem [--count N] [--interval S]
 
+``--count N`` stops after N messages (default 0: publish every ``--interval``
+seconds until stopped, on one connection).
+
 Before packaging (``bastion app package``), set ``DeviceAuthentication`` in
 app_manifest.json to your tenant ID, list the broker in ``AllowedConnections``
 and put the broker's CA certificate in ``broker-ca.pem``. The broker trusts
@@ -25,11 +28,13 @@ standard, sections 2 and 3); apps get only the standard library.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 import struct
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bastion.applibs import networking, whoami
@@ -126,27 +131,29 @@ def _read(sock: socket.socket, size: int) -> bytes:
 # -- the app ------------------------------------------------------------------------
 
 
-def publish(sock: socket.socket, client_id: str, topic: str, messages: list[bytes], interval: float) -> None:
-    """CONNECT, then each message at QoS 1 (acknowledged), then DISCONNECT.
+def publish(sock: socket.socket, client_id: str, topic: str, messages: Iterable[bytes], interval: float) -> None:
+    """CONNECT, then each message at QoS 1 (acknowledged) every ``interval`` seconds, then DISCONNECT.
 
     Raises:
         BrokerError: the broker refused or misbehaved.
     """
-    sock.sendall(connect_packet(client_id))
+    # The broker drops a client silent for 1.5 keepalives (section 3.1.2.10): stay well inside.
+    sock.sendall(connect_packet(client_id, keepalive=int(min(65535, max(KEEPALIVE_S, 2 * interval)))))
     kind, body = read_packet(sock)
     if kind != CONNACK or len(body) != 2:
         raise BrokerError(f"expected CONNACK, got packet type {kind}")
     if body[1] != 0:
         raise BrokerError(f"the broker refused the connection (CONNACK return code {body[1]})")
     print("telemetry: the broker accepted the connection", flush=True)
-    for packet_id, payload in enumerate(messages, start=1):
+    for seq, payload in enumerate(messages, start=1):
+        if seq > 1:
+            time.sleep(interval)
+        packet_id = (seq - 1) % 65535 + 1  # 1..65535 (section 2.3.1)
         sock.sendall(publish_packet(topic, payload, packet_id))
         kind, body = read_packet(sock)
         if kind != PUBACK or body != struct.pack("!H", packet_id):
             raise BrokerError(f"expected PUBACK {packet_id}, got packet type {kind}")
-        print(f"telemetry: published message {packet_id} to {topic} ({len(payload)} bytes), acknowledged", flush=True)
-        if packet_id < len(messages):
-            time.sleep(interval)
+        print(f"telemetry: published message {seq} to {topic} ({len(payload)} bytes), acknowledged", flush=True)
     sock.sendall(disconnect_packet())
 
 
@@ -163,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8883)
     parser.add_argument("--ca", default="broker-ca.pem", help="CA that verifies the broker (relative to the app)")
     parser.add_argument("--topic", default="bastion/telemetry")
-    parser.add_argument("--count", type=int, default=1)
-    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--count", type=int, default=0, help="messages to send (0: until stopped)")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between messages")
     args = parser.parse_args(argv)
     ca_path = APP_DIR / args.ca
     try:
@@ -184,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     print(f"telemetry: TLS connection to {args.host}:{args.port} opened by the OS", flush=True)
     topic = f"{args.topic}/{component_id}"
-    messages = [reading(component_id, seq) for seq in range(1, max(args.count, 1) + 1)]
+    seqs = range(1, args.count + 1) if args.count > 0 else itertools.count(1)
+    messages = (reading(component_id, seq) for seq in seqs)
     with sock:
         sock.settimeout(TIMEOUT_S)
         try:
