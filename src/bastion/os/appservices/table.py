@@ -7,7 +7,7 @@ here, nowhere else.
 
 from __future__ import annotations
 
-from bastion.os.appservices import core, network
+from bastion.os.appservices import core, network, sandbox_ops
 from bastion.os.appservices.registry import Operation
 
 __all__ = ["OPERATIONS", "build_table"]
@@ -31,4 +31,5 @@ def build_table(*groups: tuple[Operation, ...]) -> dict[str, Operation]:
 OPERATIONS: dict[str, Operation] = build_table(
     core.OPERATIONS,
     network.OPERATIONS,
+    sandbox_ops.OPERATIONS,
 )
