@@ -7,13 +7,18 @@ started on free loopback ports: a TLS listener with ``require_certificate true``
 and ``cafile`` = tenant A's CA (``bastion tenant download-ca``), and a plain
 listener for the test's own ``mosquitto_sub``. It is stopped by PID.
 
-The app is the real example (``examples/apps/telemetry/main.py``), run as its
-own process with its applibs socket; the OS side is the real applibs server
-and net.tls_connect handler over the device's real state directory.
+First the app is the real example (``examples/apps/telemetry/main.py``) run as
+its own process with its applibs socket, served by the real applibs server and
+net.tls_connect handler over each device's real state directory:
 
 * tenant A's device, DeviceAuthentication = tenant A: accepted, the message arrives;
 * an app without DeviceAuthentication: denied by the OS (recorded), no connection;
 * tenant B's device (DeviceAuthentication = tenant B): refused by the broker.
+
+Then the whole path on running devices: each tenant packages the app with its
+own key and deploys it; a long-lived ``bastion device run`` installs it and runs
+it in its bubblewrap sandbox (no network of its own); tenant A's messages
+arrive, tenant B's device is refused by the broker.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +161,8 @@ class World:
     device_a: Device
     device_b: Device
     root: Path
+    url: str
+    os_image: Path
 
 
 def _attested_device(stack: LocalStack, name: str, os_image: Path, url: str, operator: str) -> Device:
@@ -198,8 +206,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cert, key = server_credentials(root, broker_ca)
         broker = Mosquitto(root, client_ca=tenant_ca, cert=cert, key=key)
         subscriber = Subscriber(broker, root / "received.txt")
-        yield World(stack, broker_ca, broker, subscriber, device_a, device_b, root)
+        yield World(stack, broker_ca, broker, subscriber, device_a, device_b, root, url, os_image)
     finally:
+        stack.stop_devices()
         if subscriber is not None:
             subscriber.stop()
         if broker is not None:
@@ -325,3 +334,81 @@ def test_the_app_never_saw_key_material(world: World) -> None:
             data = path.read_bytes()
             assert b"PRIVATE KEY" not in data, path
             assert key not in data, path
+
+
+# -- the whole path: packaged, deployed, installed and run in the sandbox of a running device --
+
+
+def _app_dir(world: World, name: str, tenant_id: str, component_id: str) -> Path:
+    app_dir = world.root / f"package-{name}"
+    shutil.copytree(TELEMETRY, app_dir)
+    (app_dir / "broker-ca.pem").write_bytes(world.broker_ca.pem)
+    raw = json.loads((TELEMETRY / "app_manifest.json").read_text())
+    raw["ComponentId"] = component_id
+    raw["Capabilities"] = {"AllowedConnections": ["localhost"], "DeviceAuthentication": tenant_id}
+    raw["CmdArgs"] = ["--host", "localhost", "--port", str(world.broker.tls_port), "--interval", "1"]
+    (app_dir / "app_manifest.json").write_text(json.dumps(raw))
+    return app_dir
+
+
+def _deploy_on_a_running_device(world: World, operator: str, tenant_id: str, component_id: str) -> Path:
+    """Package the app with the tenant's key, deploy it, and have a running device install it."""
+    stack = world.stack
+    keys = world.root / f"keys-{operator}"
+    stack.bastion("keys", "create", "-o", str(keys), "--name", "apps")
+    stack.bastion("keys", "register", str(keys / "apps.pub.pem"), operator=operator)
+    stack.bastion("product", "create", "widget", operator=operator)
+    image = world.root / f"telemetry-{operator}.img"
+    app_dir = _app_dir(world, operator, tenant_id, component_id)
+    stack.bastion("app", "package", str(app_dir), "--key", str(keys / "apps.key"), "-o", str(image))
+
+    dev = stack.device_dir(f"running-{operator}")
+    stack.bastion("device", "manufacture", "--dir", str(dev), "--vendor", str(stack.vendor_dir))
+    stack.bastion("device", "flash", "--dir", str(dev), "--os", str(world.os_image))
+    stack.bastion(
+        "device", "provision", "--dir", str(dev), "--app-key", str(keys / "apps.pub.pem"), "--service", world.url
+    )
+    device_id = stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
+    stack.bastion("device", "claim", device_id, operator=operator)
+    stack.bastion("device", "assign", device_id, "--group", "widget/Field Test", operator=operator)
+    stack.start_device(dev)
+    wait_for("the device's first attestation", lambda: stack.device_ready(dev, "1.0.0"))
+    added = stack.bastion_json("image", "add", str(image), operator=operator)
+    stack.bastion(
+        "deployment", "create", "--group", "widget/Field Test", "--image", str(added["id"]), operator=operator
+    )
+    result = stack.bastion("device", "update-check", "--dir", str(dev), "--json", check=False)
+    assert json.loads(result.stdout).get("result") == "installed", result.stdout + result.stderr
+    return dev
+
+
+def _app_log(dev: Path, component_id: str) -> str:
+    path = dev / "os-state" / "apps" / f"{component_id}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_deployed_app_publishes_from_its_sandbox(world: World) -> None:
+    component_id = str(uuid.uuid4())
+    dev = _deploy_on_a_running_device(world, "a", world.device_a.tenant_id, component_id)
+    line = wait_for(
+        "the sandboxed app's message at the subscriber",
+        lambda: next((x for x in world.subscriber.lines() if x.startswith(f"{TOPIC}/{component_id} ")), None),
+        timeout=60,
+    )
+    assert json.loads(line.partition(" ")[2])["component_id"] == component_id
+    log = _app_log(dev, component_id)
+    assert "acknowledged" in log, log
+    # It ran in its bubblewrap sandbox (no network namespace route), whose launcher confirmed the layers.
+    apps = world.stack.bastion_json("device", "apps", "--dir", str(dev))
+    app = next(a for a in apps if a["component_id"] == component_id)
+    assert (app.get("sandbox") or {}).get("confirmed") is True, app
+    assert app["layers"].startswith("bwrap uid="), app
+
+
+def test_deployed_app_of_another_tenant_is_refused_by_the_broker(world: World) -> None:
+    component_id = str(uuid.uuid4())
+    refusals = world.broker.log_text().count("certificate verify failed")
+    dev = _deploy_on_a_running_device(world, "b", world.device_b.tenant_id, component_id)
+    wait_for("the app's report of the refusal", lambda: "the broker refused" in _app_log(dev, component_id), timeout=60)
+    assert world.broker.log_text().count("certificate verify failed") > refusals
+    assert not any(x.startswith(f"{TOPIC}/{component_id} ") for x in world.subscriber.lines())

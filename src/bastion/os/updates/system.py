@@ -33,9 +33,11 @@ from bastion.os.apps.store import AppStore
 from bastion.os.appservices.services import AppServices
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
+from bastion.os.credentials import DeviceCredentialsService
 from bastion.os.devmode.capability import DevelopmentMode
 from bastion.os.devmode.local_api import LocalApi
 from bastion.os.errors import AttestationRefusedError
+from bastion.os.netbroker.broker import NetworkService, NetworkSettings
 from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
@@ -120,6 +122,8 @@ class UpdateSystem:
         self._control: ControlServer | None = None
         self._scheduler: Scheduler | None = None
         self._clock: Callable[[], dt.datetime] | None = None
+        #: The connection broker (its TLS tunnels close with the OS).
+        self.network: NetworkService | None = None
 
     @classmethod
     def build(
@@ -146,6 +150,9 @@ class UpdateSystem:
         events = EventQueue(state_dir.events_path)
         store = AppStore(flash_dir / APPS_DIRNAME)
         services = AppServices()  # each area adds its OS service here, one line each
+        services.add(DeviceCredentialsService(state_dir, clock=_wall_clock))
+        network = NetworkService(NetworkSettings())
+        services.add(network)
         apps = AppManager(
             store,
             log_dir=state_dir.app_log_dir,
@@ -191,6 +198,7 @@ class UpdateSystem:
             spool_dir=state_dir.staging_dir,
         )
         agent.development = lambda: dev.development(now=system._now())
+        system.network = network
         return system
 
     def _now(self) -> dt.datetime:
@@ -323,7 +331,9 @@ class UpdateSystem:
         return self.agent.reboot_requested
 
     def close(self) -> None:
-        """Close the control socket (waits for a request in progress), then stop the apps."""
+        """Close the control socket (waits for a request in progress), stop the apps, close their TLS tunnels."""
         if self._control is not None:
             self._control.close()
         self.agent.apps.stop_all()
+        if self.network is not None:
+            self.network.close()
