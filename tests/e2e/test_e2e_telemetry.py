@@ -339,13 +339,15 @@ def test_the_app_never_saw_key_material(world: World) -> None:
 # -- the whole path: packaged, deployed, installed and run in the sandbox of a running device --
 
 
-def _app_dir(world: World, name: str, tenant_id: str, component_id: str) -> Path:
+def _app_dir(world: World, name: str, tenant_id: str | None, component_id: str) -> Path:
     app_dir = world.root / f"package-{name}"
     shutil.copytree(TELEMETRY, app_dir)
     (app_dir / "broker-ca.pem").write_bytes(world.broker_ca.pem)
     raw = json.loads((TELEMETRY / "app_manifest.json").read_text())
     raw["ComponentId"] = component_id
-    raw["Capabilities"] = {"AllowedConnections": ["localhost"], "DeviceAuthentication": tenant_id}
+    raw["Capabilities"] = {"AllowedConnections": ["localhost"]}
+    if tenant_id is not None:
+        raw["Capabilities"]["DeviceAuthentication"] = tenant_id
     raw["CmdArgs"] = ["--host", "localhost", "--port", str(world.broker.tls_port), "--interval", "1"]
     (app_dir / "app_manifest.json").write_text(json.dumps(raw))
     return app_dir
@@ -377,9 +379,13 @@ def _deploy_on_a_running_device(world: World, operator: str, tenant_id: str, com
     stack.bastion(
         "deployment", "create", "--group", "widget/Field Test", "--image", str(added["id"]), operator=operator
     )
+    _update_check(stack, dev)
+    return dev
+
+
+def _update_check(stack: LocalStack, dev: Path) -> None:
     result = stack.bastion("device", "update-check", "--dir", str(dev), "--json", check=False)
     assert json.loads(result.stdout).get("result") == "installed", result.stdout + result.stderr
-    return dev
 
 
 def _app_log(dev: Path, component_id: str) -> str:
@@ -411,4 +417,32 @@ def test_deployed_app_of_another_tenant_is_refused_by_the_broker(world: World) -
     dev = _deploy_on_a_running_device(world, "b", world.device_b.tenant_id, component_id)
     wait_for("the app's report of the refusal", lambda: "the broker refused" in _app_log(dev, component_id), timeout=60)
     assert world.broker.log_text().count("certificate verify failed") > refusals
+    assert not any(x.startswith(f"{TOPIC}/{component_id} ") for x in world.subscriber.lines())
+
+
+def test_deployed_app_without_device_authentication_is_denied_on_the_device(world: World) -> None:
+    stack = world.stack
+    dev = stack.device_dir("running-a")  # tenant A's running device, from the test above
+    component_id = str(uuid.uuid4())
+    image = world.root / "telemetry-no-auth.img"
+    app_dir = _app_dir(world, "no-auth", None, component_id)
+    stack.bastion("app", "package", str(app_dir), "--key", str(world.root / "keys-a" / "apps.key"), "-o", str(image))
+    added = stack.bastion_json("image", "add", str(image), operator="a")
+    stack.bastion("deployment", "create", "--group", "widget/Field Test", "--image", str(added["id"]), operator="a")
+    _update_check(stack, dev)
+    wait_for(
+        "the app's report of the OS's refusal",
+        lambda: "refused by the OS (DeviceAuthentication)" in _app_log(dev, component_id),
+        timeout=60,
+    )
+    # Recorded as a security event, reported to the service with the device's next status.
+    events = dev / "os-state" / "events.json"
+    device_id = stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
+
+    def denied_seen() -> bool:
+        queued = events.read_text() if events.exists() else ""
+        history = stack.bastion_json("device", "show-deployment-status", device_id, operator="a").get("history", [])
+        return "app_denied" in queued or any(e.get("kind") == "app_denied" for e in history)
+
+    wait_for("the app_denied event", denied_seen, timeout=30)
     assert not any(x.startswith(f"{TOPIC}/{component_id} ") for x in world.subscriber.lines())
