@@ -18,7 +18,9 @@ net.tls_connect handler over each device's real state directory:
 Then the whole path on running devices: each tenant packages the app with its
 own key and deploys it; a long-lived ``bastion device run`` installs it and runs
 it in its bubblewrap sandbox (no network of its own); tenant A's messages
-arrive, tenant B's device is refused by the broker.
+arrive, tenant B's device is refused by the broker, and an app without
+DeviceAuthentication is refused by the device's OS (recorded as app_denied).
+The running-device tests run in file order (the last reuses tenant A's device).
 """
 
 from __future__ import annotations
