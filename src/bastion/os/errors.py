@@ -7,6 +7,7 @@ The tree::
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
     ├── CredentialsError          no usable device certificate and key (not attested yet, expired)
+    ├── SandboxUnavailableError   a program or kernel feature a sandbox needs is missing
     ├── LocalApiRefusedError      a local device API request (development mode, sideloading,
     │                             app start/stop/logs) was refused: ``reason``
     └── AttestationError          an attestation attempt failed (retried with backoff)
@@ -27,6 +28,7 @@ __all__ = [
     "DeviceOsError",
     "LocalApiRefusedError",
     "MonitorFailedError",
+    "SandboxUnavailableError",
     "ServiceProtocolError",
     "ServiceUnreachableError",
     "StateError",
@@ -51,6 +53,20 @@ class CredentialsError(DeviceOsError):
 
 class MonitorFailedError(DeviceOsError):
     """The security monitor could not serve a request; the OS cannot attest without it."""
+
+
+class SandboxUnavailableError(DeviceOsError):
+    """A program or kernel feature that a sandbox needs is missing; nothing runs without it.
+
+    Attributes:
+        missing: what is missing (``bwrap``, ``setpriv``, ...).
+        fix: what to do about it (a command to run), for the CLI's hint.
+    """
+
+    def __init__(self, missing: str, fix: str) -> None:
+        super().__init__(f"the sandbox needs {missing}, which is missing")
+        self.missing = missing
+        self.fix = fix
 
 
 class LocalApiRefusedError(DeviceOsError):
