@@ -157,7 +157,10 @@ class NetworkService:
         if not done.wait(self.settings.resolve_timeout_s):
             raise UnavailableError(f"{host} did not resolve within {self.settings.resolve_timeout_s:g} s")
         result = box[0]
-        if isinstance(result, OSError) or not result:
+        if isinstance(result, OSError):
+            reason = result.strerror or type(result).__name__
+            raise UnavailableError(f"{host} does not resolve to an IPv4 address ({reason})")
+        if not result:
             raise UnavailableError(f"{host} does not resolve to an IPv4 address")
         return result[: self.settings.max_addresses]
 
