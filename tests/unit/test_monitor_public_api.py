@@ -31,6 +31,7 @@ PUBLIC = {
         "AttestationError",
         "AttestationRefusedError",
         "ConfigError",
+        "CredentialsError",
         "DeviceOsError",
         "LocalApiRefusedError",
         "MonitorFailedError",

@@ -228,6 +228,10 @@ out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 out["config"] = open("/run/bastion/boot/config.bin", "rb").read().hex()
 out["os_image"] = open("/run/bastion/boot/os-image.bin", "rb").read(64).hex()
 out["monitor_fd"] = socket.socket(fileno=int(fd)).getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+try:  # the OS is the apps' connection broker: it resolves names (/etc/hosts must be readable)
+    out["resolve"] = socket.getaddrinfo("localhost", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+except OSError as exc:
+    out["resolve"] = str(exc)
 if sys.argv[6] == "1":
     sys.path.insert(0, runtime)
     from pathlib import Path
@@ -325,6 +329,7 @@ def test_the_os_cannot_reach_the_chip_or_the_flash_and_holds_no_privilege(tmp_pa
     assert bytes.fromhex(out["config"]) == Chip.open(dev).flash.read(Partition.CONFIG)
     assert bytes.fromhex(out["os_image"]) == Chip.open(dev).flash.read(Partition.OS_A)[:64]
     assert out["monitor_fd"] == socket.SOCK_STREAM  # the socketpair to the monitor came through
+    assert out["resolve"] == "127.0.0.1"  # /etc/hosts is readable by the OS's uid
     assert out["pinned_keys"] >= 1  # OS updates can check images against the pinned keys
     # App sandboxes nest: a user namespace and its own /proc inside the OS's sandbox.
     returncode, entries, stderr = out["nested"]

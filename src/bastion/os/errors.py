@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError               the device config is missing, unreadable or invalid
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
+    ├── CredentialsError          no usable device certificate and key (not attested yet, expired)
     ├── SandboxUnavailableError   a program or kernel feature a sandbox needs is missing
     ├── LocalApiRefusedError      a local device API request (development mode, sideloading,
     │                             app start/stop/logs) was refused: ``reason``
@@ -23,6 +24,7 @@ __all__ = [
     "AttestationError",
     "AttestationRefusedError",
     "ConfigError",
+    "CredentialsError",
     "DeviceOsError",
     "LocalApiRefusedError",
     "MonitorFailedError",
@@ -43,6 +45,10 @@ class ConfigError(DeviceOsError):
 
 class StateError(DeviceOsError):
     """The OS state directory cannot be read or written."""
+
+
+class CredentialsError(DeviceOsError):
+    """The device has no usable TLS credential: not attested yet, expired, or unreadable."""
 
 
 class MonitorFailedError(DeviceOsError):

@@ -134,6 +134,16 @@ class StateDir:
         return self.path / "app-data"
 
     @property
+    def key_path(self) -> Path:
+        """The device TLS private key (read only by the OS; see :mod:`bastion.os.credentials`)."""
+        return self.path / KEY_FILE
+
+    @property
+    def cert_path(self) -> Path:
+        """The device certificate the service issued at the last attestation."""
+        return self.path / CERT_FILE
+
+    @property
     def events_path(self) -> Path:
         """The persistent event queue."""
         return self.path / "events.json"

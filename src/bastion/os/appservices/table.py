@@ -10,7 +10,7 @@ from __future__ import annotations
 from bastion.os.appservices import application as application_ops
 from bastion.os.appservices import certstore as certstore_ops
 from bastion.os.appservices import channel as channel_ops
-from bastion.os.appservices import core, sandbox_ops
+from bastion.os.appservices import core, network, sandbox_ops
 from bastion.os.appservices import power as power_ops
 from bastion.os.appservices import rtc as rtc_ops
 from bastion.os.appservices import storage as storage_ops
@@ -38,6 +38,7 @@ def build_table(*groups: tuple[Operation, ...]) -> dict[str, Operation]:
 
 OPERATIONS: dict[str, Operation] = build_table(
     core.OPERATIONS,
+    network.OPERATIONS,
     sandbox_ops.OPERATIONS,
     storage_ops.OPERATIONS,
     channel_ops.OPERATIONS,

@@ -201,6 +201,9 @@ class _View:
         self._read_only = list(self._existing)
         self._made: set[PurePosixPath] = {PurePosixPath("/")}
         for path in system_paths:
+            # /etc itself is not bound, only files in it: it must be made 0755 too, or
+            # the OS cannot read /etc/hosts or /etc/resolv.conf (no name resolves).
+            self._parents(PurePosixPath(path))
             cmd.ro_bind(path, path)
 
     def tmpfs(self, dest: str, size_bytes: int, perms: int) -> None:

@@ -36,9 +36,11 @@ from bastion.os.appservices.power import PowerService
 from bastion.os.appservices.services import AppServices
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
+from bastion.os.credentials import DeviceCredentialsService
 from bastion.os.devmode.capability import DevelopmentMode
 from bastion.os.devmode.local_api import LocalApi
 from bastion.os.errors import AttestationRefusedError, StateError
+from bastion.os.netbroker.broker import NetworkService, NetworkSettings
 from bastion.os.paths import OsPaths
 from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
@@ -141,6 +143,8 @@ class UpdateSystem:
         self.power = PowerService(stop)
         #: The capability services, typed (set by :meth:`build`).
         self.capabilities: CapabilityServices | None = None
+        #: The connection broker (its TLS tunnels close with the OS).
+        self.network: NetworkService | None = None
 
     @classmethod
     def build(
@@ -168,6 +172,9 @@ class UpdateSystem:
         events = EventQueue(state_dir.events_path)
         store = AppStore(paths.app_store)
         services = AppServices()  # each area adds its OS service here, one line each
+        services.add(DeviceCredentialsService(state_dir, clock=_wall_clock))
+        network = NetworkService(NetworkSettings())
+        services.add(network)
         apps = AppManager(
             store,
             log_dir=state_dir.app_log_dir,
@@ -225,6 +232,7 @@ class UpdateSystem:
         )
         agent.development = lambda: dev.development(now=system._now())
         system.services, system.power, system.capabilities = services, caps.power, caps
+        system.network = network
         return system
 
     def _now(self) -> dt.datetime:
@@ -363,3 +371,5 @@ class UpdateSystem:
         self.agent.apps.stop_all()
         if self.capabilities is not None:
             self.capabilities.close()
+        if self.network is not None:
+            self.network.close()
