@@ -131,6 +131,7 @@ class PeripheralService:
         for opened in self._open.values():
             for label, entry in list(opened.items()):
                 if entry.bridge is not None and not entry.bridge.alive:
+                    entry.bridge.close()
                     del opened[label]
 
     def opened(self, component_id: str) -> list[str]:
@@ -248,23 +249,20 @@ def _uart_open(ctx: AppContext, args: Args) -> Reply:
     baud = arg_int(args, "baud_rate", low=300, high=MAX_BAUD_RATE, default=115200)
     service = ctx.service(PeripheralService)
     os_end, app_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    bridge = UartBridge(service.board.uart_socket(str(peripheral.value)), os_end, service.uart_limits)
     try:
-        bridge = UartBridge(service.board.uart_socket(str(peripheral.value)), os_end, service.uart_limits)
         service.open(ctx, peripheral, bridge)
-        try:
-            bridge.start()
-        except OSError:
-            service.close_one(ctx, peripheral)
-            raise
+    except BaseException:
+        bridge.close()
+        app_end.close()
+        raise
+    try:
+        bridge.start()
     except OSError as exc:
-        os_end.close()
+        service.close_one(ctx, peripheral)
         app_end.close()
         _log.error("cannot serve %s: %s", peripheral.label, exc)
         raise UnavailableError(f"{peripheral.label} cannot be served") from None
-    except BaseException:
-        os_end.close()
-        app_end.close()
-        raise
     return Reply({"isu": peripheral.value, "baud_rate": baud}, fds=[app_end.detach()])
 
 
