@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BASTION := $(VENV)/bin/bastion
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench clean
+.PHONY: demo test lint unit e2e bench clean sysdeps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -12,10 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# System packages (bubblewrap, libseccomp, mosquitto, ...): installed as root, else the exact command is printed.
+sysdeps:
+	@bash tools/sysdeps.sh
+
+demo: sysdeps $(STAMP)
 	$(BASTION) demo --dir .bastion-demo
 
-lint: $(STAMP)
+lint: sysdeps $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
@@ -24,10 +28,10 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-unit: $(STAMP)
+unit: sysdeps $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-e2e: $(STAMP)
+e2e: sysdeps $(STAMP)
 	$(VENV)/bin/pytest -q tests/e2e
 
 bench: $(STAMP)
