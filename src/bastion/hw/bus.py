@@ -33,7 +33,7 @@ import binascii
 from pathlib import Path
 from typing import Any
 
-from bastion.hw._statefile import locked, read_json, write_json
+from bastion.hw._statefile import locked_dir, read_json, write_json
 from bastion.hw.chipmodel import ChipModel, PeripheralType
 from bastion.hw.errors import BusError, PeripheralError, StateCorruptError, UnknownPeripheralError
 
@@ -102,7 +102,7 @@ class RegisterBus:
         name, key = self._where(isu, address)
         if len(registers) > REGISTERS:
             raise PeripheralError(f"a device has {REGISTERS} registers")
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             value = self._load()
             devices = value.setdefault(name, {})
             if key not in devices and len(devices) >= MAX_DEVICES_PER_BUS:
@@ -113,7 +113,7 @@ class RegisterBus:
     def detach(self, isu: str, address: int) -> None:
         """Remove a device (nothing happens if none is there)."""
         name, key = self._where(isu, address)
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             value = self._load()
             if value.get(name, {}).pop(key, None) is not None:
                 write_json(self.path, value)
@@ -144,7 +144,7 @@ class RegisterBus:
         name, key = self._where(isu, address)
         if len(write) > MAX_TRANSFER_BYTES or not 0 <= read <= MAX_TRANSFER_BYTES:
             raise PeripheralError(f"a transfer moves at most {MAX_TRANSFER_BYTES} bytes each way")
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             value = self._load()
             device = value.get(name, {}).get(key)
             if device is None:

@@ -13,10 +13,13 @@ not reach ``chip/``), and tests and users drive and observe them from outside
         spi.json          register-file devices on the SPI masters' chip selects
         uart-ISU0.sock    a UART an app has open, served by the OS (see bastion.hw.uart)
 
-Every file is JSON, bounded, changed under a lock (``<file>.lock``) and
+Every file is JSON, bounded, changed under a lock on the directory and
 replaced atomically, so the OS and an outside writer never lose each other's
-change. A boot is a power-on reset: pins and PWM channels are released, while
-what the outside world set (input levels, ADC values, bus devices) stays.
+change. The directory belongs to the OS's user (the boot process hands it over),
+so the OS can replace files that a tool running as root wrote.
+
+A boot is a power-on reset: pins and PWM channels are released, while what the
+outside world set (input levels, ADC values, bus devices) stays.
 
 Example:
     >>> import tempfile, pathlib
@@ -30,11 +33,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.hw._statefile import locked, read_json, write_json
+from bastion.hw._statefile import locked_dir, read_json, write_json
 from bastion.hw.bus import RegisterBus
 from bastion.hw.chipmodel import DEFAULT_MODEL, Block, ChipModel, PeripheralType, get_model
 from bastion.hw.errors import PeripheralError, StateCorruptError, UnknownPeripheralError
@@ -117,7 +121,7 @@ class GpioState:
         if mode not in GPIO_MODES:
             raise PeripheralError(f"a GPIO mode is one of {GPIO_MODES}")
         level = _level(value)
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             pins, inputs = self._read()
             held = pins.get(key)
             if isinstance(held, dict) and held.get("owner") not in (None, owner):
@@ -132,7 +136,7 @@ class GpioState:
             PeripheralError: the pin is not an output of ``owner``.
         """
         key, level = self._pin(pin), _level(value)
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             pins, inputs = self._read()
             held = pins.get(key)
             if not isinstance(held, dict) or held.get("owner") != owner or held.get("mode") != "output":
@@ -157,7 +161,7 @@ class GpioState:
             PeripheralError: the pin is an output (an app drives it).
         """
         key, level = self._pin(pin), _level(value)
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             pins, inputs = self._read()
             held = pins.get(key)
             if isinstance(held, dict) and held.get("mode") == "output":
@@ -167,7 +171,7 @@ class GpioState:
 
     def release(self, *, owner: str, pin: int | None = None) -> None:
         """Release one pin, or every pin, that ``owner`` holds."""
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             pins, inputs = self._read()
             kept = {
                 key: held
@@ -179,7 +183,7 @@ class GpioState:
 
     def reset(self) -> None:
         """Power-on reset: release every pin (input levels stay)."""
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             _, inputs = self._read() if self.path.exists() else ({}, {})
             self._write({}, inputs)
 
@@ -232,7 +236,7 @@ class AdcState:
         block = self._channel(controller, channel)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.max_value:
             raise PeripheralError(f"an ADC value is 0..{self.max_value}")
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             state = _load(self.path)
             channels = state.setdefault(block.name, {})
             if not isinstance(channels, dict):
@@ -312,7 +316,7 @@ class PwmStates:
         """
         block = self._block(controller, channel)
         state.check()
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             value = _load(self.path)
             channels = value.setdefault(block.name, {})
             if not isinstance(channels, dict):
@@ -328,7 +332,7 @@ class PwmStates:
 
     def release(self, *, owner: str, controller: str | None = None) -> None:
         """Forget the channels ``owner`` applied (of one controller, or all)."""
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             value = _load(self.path)
             kept = {
                 name: {
@@ -344,7 +348,7 @@ class PwmStates:
 
     def reset(self) -> None:
         """Power-on reset: every channel off."""
-        with locked(self.path):
+        with locked_dir(self.path.parent):
             write_json(self.path, {})
 
     def channels(self) -> list[PwmChannel]:
@@ -398,12 +402,19 @@ class Board:
         self.spi = RegisterBus(directory / "spi.json", model, PeripheralType.SPI)
 
     @classmethod
-    def prepare(cls, directory: Path, model: ChipModel) -> Board:
+    def prepare(cls, directory: Path, model: ChipModel, *, owner_uid: int | None = None) -> Board:
         """Power on: create the directory, record the model, reset what apps drive.
 
         Called by the boot process at each boot (it knows the chip's model).
+
+        Args:
+            directory: ``DEV/periph``.
+            model: the chip's model.
+            owner_uid: the OS's user, given the directory (the caller must be root).
         """
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if owner_uid is not None:
+            os.chown(directory, owner_uid, -1)
         board = cls(directory, model)
         write_json(directory / BOARD_FILE, {"model": model.name})
         board.gpio.reset()
