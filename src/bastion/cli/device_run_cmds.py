@@ -51,7 +51,15 @@ from bastion.os.config import DeviceConfig, encode_config, parse_config
 from bastion.os.errors import ConfigError
 from bastion.os.exitcodes import EXIT_REBOOT
 
-__all__ = ["EXIT_TRIAL_TIMEOUT", "MAX_BOOTS_PER_RUN", "DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
+__all__ = [
+    "EXIT_TRIAL_TIMEOUT",
+    "MAX_BOOTS_PER_RUN",
+    "DeviceProcesses",
+    "child_env",
+    "os_state_dir",
+    "prepare_peripherals",
+    "run_cmd",
+]
 
 #: Where the OS keeps its state, under the device directory.
 OS_STATE_DIRNAME = "os-state"
@@ -79,6 +87,21 @@ MAX_BOOTS_PER_RUN = 8
 def os_state_dir(dev_dir: Path) -> Path:
     """The OS's state directory for a device."""
     return dev_dir / OS_STATE_DIRNAME
+
+
+def prepare_peripherals(dev_dir: Path, *, owner_uid: int | None = None) -> None:
+    """Power the emulated peripherals on for a boot: ``DEV/periph`` with the chip's model, apps' pins reset.
+
+    The OS cannot read the chip's model (``chip/`` is out of its reach); it reads
+    ``DEV/periph/board.json``. A failure here is reported and the boot goes on
+    (apps that use peripherals will find them unavailable).
+    """
+    from bastion.hw.peripherals import Board, periph_dir
+
+    try:
+        Board.prepare(periph_dir(dev_dir), Chip(dev_dir).model(), owner_uid=owner_uid)
+    except (HwError, OSError) as exc:
+        progress(f"the peripherals are not available this boot: {exc}")
 
 
 def child_env(pythonpath: Path) -> dict[str, str]:
@@ -212,6 +235,7 @@ class DeviceProcesses:
             monitor_end.close()
         state_dir = os_state_dir(self.dev_dir).absolute()
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_peripherals(self.dev_dir)
         try:
             self.os_process = subprocess.Popen(
                 [

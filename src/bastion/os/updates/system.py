@@ -25,11 +25,15 @@ import httpx
 from bastion.crypto.certs import certificate_der, load_certificate_der, load_certificate_pem, tcb_info_from_cert
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey
+from bastion.hw.chipmodel import DEFAULT_MODEL, get_model
+from bastion.hw.errors import HwError
 from bastion.hw.flash import Slot
+from bastion.hw.peripherals import PERIPH_DIRNAME, Board
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
+from bastion.os.appservices.peripherals import PeripheralService
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
 from bastion.os.scheduler import Scheduler
@@ -42,7 +46,7 @@ from bastion.os.updates.os_update import RunningOs, pinned_os_keys
 from bastion.os.updates.pointer import GroupStore
 from bastion.os.updates.reporter import StatusReporter
 
-__all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "running_os"]
+__all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "load_board", "running_os"]
 
 #: The app store directory, under the flash directory.
 APPS_DIRNAME = "apps"
@@ -52,6 +56,15 @@ APPS_JOB = "apps"
 WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 
 _log = logging.getLogger("bastion.os.updates")
+
+
+def load_board(directory: Path) -> Board:
+    """The peripherals the boot process prepared; the default chip model if they are unreadable."""
+    try:
+        return Board.load(directory)
+    except HwError as exc:
+        _log.error("peripheral state unreadable (%s); using the default chip model", exc)
+        return Board(directory, get_model(DEFAULT_MODEL))
 
 
 def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
@@ -98,6 +111,8 @@ class UpdateSystem:
         self._control: ControlServer | None = None
         self._scheduler: Scheduler | None = None
         self._clock: Callable[[], dt.datetime] | None = None
+        #: The chip's peripherals as apps reach them (an applibs service).
+        self.peripherals: PeripheralService | None = None
 
     @classmethod
     def build(
@@ -118,7 +133,8 @@ class UpdateSystem:
             ConfigError: a pinned app key is invalid.
         """
         events = EventQueue(state_dir.events_path)
-        store = AppStore(flash_dir / APPS_DIRNAME)
+        board = load_board(state_dir.path.parent / PERIPH_DIRNAME)
+        store = AppStore(flash_dir / APPS_DIRNAME, model=board.model)
         apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
         groups = GroupStore(state_dir.tuf_dir)
         agent = UpdateAgent(
@@ -145,7 +161,9 @@ class UpdateSystem:
             ),
             on_reboot=stop.set,
         )
-        return cls(agent, groups, state_dir.control_socket_path, stop)
+        system = cls(agent, groups, state_dir.control_socket_path, stop)
+        system.peripherals = PeripheralService(board)
+        return system
 
     def start(self, now: dt.datetime) -> None:
         """Report a boot-chain rollback, start the apps, open the control socket."""
@@ -222,3 +240,5 @@ class UpdateSystem:
         if self._control is not None:
             self._control.close()
         self.agent.apps.stop_all()
+        if self.peripherals is not None:
+            self.peripherals.close()
