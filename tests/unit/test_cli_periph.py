@@ -113,3 +113,10 @@ def test_uart_bridges_the_terminal(
     code, _, err = run(monkeypatch, capsys, "device", "uart", "--dir", str(dev), "ISU1", "--seconds", "0.1")
     assert code == 1
     assert "an app must have the UART open" in err
+
+
+def test_device_info_names_the_chip_model(tmp_path: Path) -> None:
+    from bastion.boot.info import describe_device
+
+    Chip.manufacture(tmp_path / "tiny", model="tiny-emu")
+    assert describe_device(tmp_path / "tiny").to_json()["chip_model"] == "tiny-emu"

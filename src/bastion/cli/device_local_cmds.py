@@ -105,6 +105,7 @@ def info_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
         "debug_locked": info.debug_locked,
         "counters": ", ".join(f"{k}={v}" for k, v in sorted(info.counters.items())) or "none",
         "active_slot": info.active_slot,
+        "chip_model": info.chip_model or "unreadable",
     }
     for slot in info.slots:
         if slot.problem:
