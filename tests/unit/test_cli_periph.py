@@ -120,3 +120,24 @@ def test_device_info_names_the_chip_model(tmp_path: Path) -> None:
 
     Chip.manufacture(tmp_path / "tiny", model="tiny-emu")
     assert describe_device(tmp_path / "tiny").to_json()["chip_model"] == "tiny-emu"
+
+
+def test_app_validate_checks_peripherals_against_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _periph_apps import manifest_value
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("")
+    caps = {"Gpio": ["$SAMPLE_LED", 99], "Uart": ["ISU3"]}
+    (app / "app_manifest.json").write_text(json.dumps(manifest_value("0c5d4f2e-1b6a-4c57-9a2e-3f1d2b7a9e10", caps)))
+    code, out, _ = run(monkeypatch, capsys, "app", "validate", str(app), "--json")
+    assert code == 1
+    assert [e["path"] for e in json.loads(out)["errors"]] == ["$.Capabilities.Gpio[1]"]
+    code, out, _ = run(monkeypatch, capsys, "app", "validate", str(app), "--model", "tiny-emu", "--json")
+    assert code == 1
+    assert [e["path"] for e in json.loads(out)["errors"]] == ["$.Capabilities.Gpio[1]", "$.Capabilities.Uart[0]"]
+    blink = Path(__file__).resolve().parents[2] / "examples" / "apps" / "blink"
+    code, out, err = run(monkeypatch, capsys, "app", "validate", str(blink), "--model", "tiny-emu", "--json")
+    assert code == 0, err

@@ -39,6 +39,7 @@ __all__ = [
     "declared",
     "declared_peripherals",
     "is_realtime",
+    "peripheral_issues",
 ]
 
 PERIPHERAL_REASON = "peripheral"
@@ -89,6 +90,22 @@ def declared_peripherals(manifest: AppManifest, model: ChipModel) -> list[Periph
         if peripheral not in out:
             out.append(peripheral)
     return out
+
+
+def peripheral_issues(manifest: AppManifest, model: ChipModel) -> list[tuple[str, str]]:
+    """``(JSON path, problem)`` for each declared peripheral that ``model`` lacks (for ``app validate``)."""
+    issues: list[tuple[str, str]] = []
+    capabilities = manifest.raw.get("Capabilities")
+    if not isinstance(capabilities, dict):
+        return issues
+    for kind, _ in _FIELDS:
+        values = capabilities.get(kind.value)
+        for index, value in enumerate(values if isinstance(values, list) else []):
+            try:
+                model.resolve(kind, value)
+            except UnknownPeripheralError as exc:
+                issues.append((f"$.Capabilities.{kind.value}[{index}]", str(exc)))
+    return issues
 
 
 def _resolve_all(manifest: AppManifest, model: ChipModel) -> list[Peripheral]:
