@@ -213,3 +213,16 @@ def test_uart_bridge_fans_out_bounds_clients_and_long_paths(tmp_path: Path) -> N
     bridge.close()
     for sock in (one, two, three):
         sock.close()
+
+
+def test_boot_process_prepares_the_board_the_os_reads(tmp_path: Path) -> None:
+    from bastion.cli.device_run_cmds import prepare_peripherals
+    from bastion.os.updates.system import load_board
+
+    dev = tmp_path / "dev"
+    Chip.manufacture(dev, model="tiny-emu")
+    prepare_peripherals(dev)
+    assert load_board(periph_dir(dev)).model.name == "tiny-emu"
+    (periph_dir(dev) / "board.json").write_text('{"model": 5}')
+    assert load_board(periph_dir(dev)).model.name == DEFAULT_MODEL  # unreadable: the default, logged
+    prepare_peripherals(tmp_path / "no-chip")  # reported, never fatal to a boot
