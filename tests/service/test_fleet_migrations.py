@@ -1,4 +1,4 @@
-"""Migration 0002_fleet: it is the head, it upgrades a 0001 database with data in it, and it downgrades."""
+"""Migration 0002_fleet: it upgrades a 0001 database with data in it, and it downgrades."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_upgrade_keeps_existing_rows_and_downgrade_removes_the_fleet(empty_engin
             text("INSERT INTO devices (device_id, tenant_id, claimed_at, claimed_by) VALUES (:d, 't1', :now, 'x')"),
             {"d": "cd" * 32, "now": now},
         )
-    command.upgrade(config, "head")
+    command.upgrade(config, "0002_fleet")
     assert _revision(empty_engine) == "0002_fleet"
     assert set(inspect(empty_engine).get_table_names()) >= FLEET_TABLES
     with empty_engine.connect() as conn:
@@ -91,5 +91,5 @@ def test_upgrade_keeps_existing_rows_and_downgrade_removes_the_fleet(empty_engin
     assert "group_id" not in {c["name"] for c in inspect(empty_engine).get_columns("devices")}
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 1
-    command.upgrade(config, "head")
+    command.upgrade(config, "0002_fleet")
     assert _revision(empty_engine) == "0002_fleet"

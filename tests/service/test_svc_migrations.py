@@ -20,7 +20,7 @@ def test_migrations_match_models(engine: Engine) -> None:
 def test_head_is_recorded_and_upgrade_is_idempotent(db_url: str, engine: Engine) -> None:
     migrate(db_url)  # second run is a no-op
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002_fleet"
+        assert MigrationContext.configure(conn).get_current_revision() == "0004_capabilities"
     assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
 
 

@@ -85,3 +85,17 @@ def test_component_ids_must_be_canonical_uuids(value: str) -> None:
 def test_versions_must_be_semver(value: str) -> None:
     with pytest.raises(UpdateRefusedError):
         check_version(value)
+
+
+def test_a_reinstall_of_the_same_version_replaces_it_and_keeps_the_others(tmp_path: Path) -> None:
+    store = AppStore(tmp_path / "apps")
+    store.install(image(tmp_path, APP_A, "1.0.0"), component_id=APP_A, version="1.0.0")
+    store.install(image(tmp_path, APP_A, "1.1.0"), component_id=APP_A, version="1.1.0")
+    marker = tmp_path / "apps" / APP_A / "1.1.0" / "old-build-marker"
+    marker.write_text("from the first build of 1.1.0")
+    again = store.install(image(tmp_path, APP_A, "1.1.0"), component_id=APP_A, version="1.1.0", reinstall=True)
+    assert again.version == "1.1.0"
+    assert not marker.exists()  # the new build's files, not the old ones
+    app_dir = tmp_path / "apps" / APP_A
+    assert sorted(p.name for p in app_dir.iterdir()) == ["1.0.0", "1.1.0", "current"]
+    assert store.get(APP_A) is not None

@@ -59,6 +59,18 @@ def test_sign_attestation_round_trip_verifies_with_alias_key() -> None:
     assert tcb_info_from_cert(alias).fwids[1].digest == claims.measurements[1].digest
 
 
+def test_the_capability_the_os_runs_under_is_carried_in_the_eat() -> None:
+    tls_key = public_key_bytes(generate_private_key().public_key())
+    with serving(CHIP.identity) as sock:
+        client = MonitorClient(sock)
+        plain = client.sign_attestation(nonce=NONCE, key_to_certify=tls_key, iat=1)
+        carried = client.sign_attestation(nonce=NONCE, key_to_certify=tls_key, iat=1, capability=b"cap-file")
+    assert decode_eat(plain)[1].capability is None
+    message, claims = decode_eat(carried)
+    verify_sign1(message, load_certificate_der(message.x5chain[0]).public_key())
+    assert claims.capability == b"cap-file"
+
+
 def test_signature_does_not_verify_under_another_key() -> None:
     tls_key = public_key_bytes(generate_private_key().public_key())
     with serving(CHIP.identity) as sock:
@@ -146,6 +158,9 @@ GOOD_ARGS = {
         {"installed_apps": [{"id": "a", "version": "1"}] * 65},
         {"ueid": b"\x01" * 33},  # the OS may not choose the claims the monitor vouches for
         {"measurements": []},
+        {"capability": "text"},
+        {"capability": b""},
+        {"capability": bytes(4097)},
     ],
 )
 def test_wrong_argument_types_are_refused(change: dict) -> None:

@@ -32,6 +32,7 @@ PUBLIC = {
         "AttestationRefusedError",
         "ConfigError",
         "DeviceOsError",
+        "LocalApiRefusedError",
         "MonitorFailedError",
         "ServiceProtocolError",
         "ServiceUnreachableError",
@@ -46,7 +47,7 @@ PUBLIC = {
         "Signer",
         "renewal_time",
     },
-    "bastion.os.scheduler": {"MAX_SLEEP_S", "Job", "Scheduler"},
+    "bastion.os.scheduler": {"MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"},
     "bastion.os.state": {"MAX_STATE_BYTES", "OsState", "StateDir"},
 }
 

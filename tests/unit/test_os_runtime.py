@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import stat
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from bastion.monitor.client import MonitorClient
 from bastion.os.config import AttestationPolicy, DeviceConfig, encode_config, load_config, parse_config
 from bastion.os.errors import ConfigError, StateError
 from bastion.os.runtime import EXIT_ATTESTATION, EXIT_OK, run
-from bastion.os.scheduler import Scheduler
+from bastion.os.scheduler import WAKE_POLL_S, Scheduler
 from bastion.os.state import OsState, StateDir
 
 
@@ -172,3 +173,33 @@ def test_run_once_fails_with_the_services_reason(tmp_path: Path) -> None:
     assert _run_once(tmp_path, httpx.MockTransport(refuse)) == EXIT_ATTESTATION
     state = json.loads((tmp_path / "os-state" / "state.json").read_text())
     assert (state["last_result"], state["last_reason"]) == ("refused", "device_revoked")
+
+
+def test_a_reschedule_while_the_job_runs_is_kept_and_wakes_the_scheduler() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    stop = threading.Event()
+    sched = Scheduler(clock=lambda: now, stop=stop)
+    runs: list[float] = []
+
+    def job(at: dt.datetime) -> dt.datetime:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            sched.reschedule("job", at)  # e.g. the control socket, while the job runs
+        if len(runs) == 3:
+            stop.set()
+        return at + dt.timedelta(hours=1)
+
+    sched.add("job", job, first_at=now)
+    thread = threading.Thread(target=sched.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(runs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(runs) == 2  # the reschedule during run 1 was not overwritten by its answer
+    assert sched.due_times()["job"] == now + dt.timedelta(hours=1)
+    woken = time.monotonic()
+    sched.reschedule("job", now)
+    sched.wake()
+    thread.join(10)
+    assert len(runs) == 3
+    assert runs[2] - woken < WAKE_POLL_S + 0.5

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "bastion.cli.tuf_cmds",
     "bastion.cli.demo_cmds",
     "bastion.cli.app_cmds",
+    "bastion.cli.devmode_cmds",
     # Last: its `os publish` and `device show` replace fleet_cmds' (a later registration wins).
     "bastion.cli.fleet_update_cmds",
 )

@@ -122,6 +122,7 @@ def sign1(
     *,
     x5chain: Sequence[bytes] = (),
     content_type: int | str | None = None,
+    kid: bytes | None = None,
     external_aad: bytes = b"",
 ) -> bytes:
     """Sign ``payload`` and return a tagged (tag 18) COSE_Sign1 message.
@@ -132,6 +133,7 @@ def sign1(
         x5chain: DER certificates, leaf first, put in the protected header
             (a single bstr for one certificate, else an array, per RFC 9360).
         content_type: optional ``content type`` (label 3), protected.
+        kid: optional key identifier (label 4, RFC 9052 section 3.1), protected.
         external_aad: externally supplied data bound into the signature.
 
     The signature is deterministic (RFC 6979).
@@ -141,6 +143,8 @@ def sign1(
     protected: dict[int, Any] = {HEADER_ALG: ALG_ES256}
     if content_type is not None:
         protected[HEADER_CONTENT_TYPE] = content_type
+    if kid is not None:
+        protected[HEADER_KID] = bytes(kid)
     if len(x5chain) == 1:
         protected[HEADER_X5CHAIN] = bytes(x5chain[0])
     elif x5chain:

@@ -22,6 +22,10 @@ boot slot             -70001     tstr "A" or "B"     (private, RFC 8392 < -65536
 rollback counters     -70002     {tstr: uint}        (private)
 installed apps        -70003     [{ "id": tstr, "version": tstr }] (private)
 key to certify        -70004     bstr, SEC1 uncompressed P-256 point (private)
+device capability     -70010     bstr, 1..4096 bytes: the capability file the
+                                 device runs under (``appDevelopment`` or
+                                 ``fieldServicing``); OPTIONAL, absent when the
+                                 device has none (private)
 ====================  =========  ==============================================
 
 Decoding is strict: the encoded claims set has a size bound, every claim above is
@@ -63,6 +67,7 @@ from bastion.crypto.keys import PrivateKey, load_public_key_bytes
 __all__ = [
     "DEFAULT_MAX_EAT_BYTES",
     "EAT_PROFILE",
+    "MAX_CAPABILITY_BYTES",
     "DebugStatus",
     "EatClaims",
     "InstalledApp",
@@ -92,6 +97,8 @@ UEID_BYTES = 33
 UEID_TYPE_RAND = 0x01
 #: SEC1 uncompressed P-256 point.
 KEY_POINT_BYTES = 65
+#: Bound on the device capability claim (a capability file, bastion.images.capability).
+MAX_CAPABILITY_BYTES = 4096
 SHA256_BYTES = 32
 MEASUREMENT_ALG = "sha-256"
 #: CoAP content-format of a measurement entry: application/cbor (RFC 7049 / IANA 60).
@@ -114,6 +121,7 @@ CLAIM_BOOT_SLOT = -70001
 CLAIM_ROLLBACK_COUNTERS = -70002
 CLAIM_INSTALLED_APPS = -70003
 CLAIM_KEY_TO_CERTIFY = -70004
+CLAIM_CAPABILITY = -70010
 _REQUIRED_CLAIMS = frozenset(
     {
         CLAIM_IAT,
@@ -131,7 +139,8 @@ _REQUIRED_CLAIMS = frozenset(
         CLAIM_KEY_TO_CERTIFY,
     }
 )
-_KNOWN_CLAIMS = _REQUIRED_CLAIMS
+_OPTIONAL_CLAIMS = frozenset({CLAIM_CAPABILITY})
+_KNOWN_CLAIMS = _REQUIRED_CLAIMS | _OPTIONAL_CLAIMS
 
 
 class DebugStatus(enum.IntEnum):
@@ -183,6 +192,8 @@ class EatClaims:
     key_to_certify: bytes
     iat: int
     installed_apps: tuple[InstalledApp, ...] = field(default_factory=tuple)
+    #: The device capability file the device runs under, or None (development mode is off).
+    capability: bytes | None = None
 
 
 def _encode_measurement(m: Measurement) -> list[Any]:
@@ -211,6 +222,8 @@ def encode_claims(claims: EatClaims) -> bytes:
         CLAIM_INSTALLED_APPS: [{"id": a.component_id, "version": a.version} for a in claims.installed_apps],
         CLAIM_KEY_TO_CERTIFY: claims.key_to_certify,
     }
+    if claims.capability is not None:
+        claims_map[CLAIM_CAPABILITY] = claims.capability
     return cbor2.dumps(claims_map, canonical=True)
 
 
@@ -312,6 +325,9 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
     if not measurements:
         raise MalformedInput("measurements must not be empty")
     apps = _array(claims_map[CLAIM_INSTALLED_APPS], "installed apps", max_len=MAX_INSTALLED_APPS)
+    capability = claims_map.get(CLAIM_CAPABILITY)
+    if capability is not None:
+        capability = _bstr(capability, "device capability", min_len=1, max_len=MAX_CAPABILITY_BYTES)
     return EatClaims(
         nonce=_bstr(claims_map[CLAIM_NONCE], "eat_nonce", min_len=NONCE_MIN_BYTES, max_len=NONCE_MAX_BYTES),
         ueid=ueid,
@@ -325,6 +341,7 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
         key_to_certify=key,
         iat=_uint(claims_map[CLAIM_IAT], "iat"),
         installed_apps=tuple(_decode_app(a) for a in apps),
+        capability=capability,
     )
 
 

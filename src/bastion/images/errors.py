@@ -14,8 +14,12 @@ The tree::
     ├── ImageBuildError       an image cannot be built (missing sources, bad input)
     ├── ManifestError         an app manifest with errors, each with its JSON path
     │                         (bastion.images.manifest)
-    └── DeltaError            a delta patch that cannot be made or applied, or whose
-                              result has another digest (bastion.images.delta)
+    ├── DeltaError            a delta patch that cannot be made or applied, or whose
+    │                         result has another digest (bastion.images.delta)
+    └── CapabilityError       a device capability file that is malformed, not signed
+                              by a trusted key, for another device or tenant, or
+                              outside its validity (bastion.images.capability);
+                              ``reason`` names the check
 
 Each message names the check that failed; none carries key material.
 """
@@ -23,6 +27,7 @@ Each message names the check that failed; none carries key material.
 from __future__ import annotations
 
 __all__ = [
+    "CapabilityError",
     "ImageArchiveError",
     "ImageBuildError",
     "ImageError",
@@ -54,3 +59,19 @@ class ImageArchiveError(ImageError):
 
 class ImageBuildError(ImageError):
     """An image could not be built."""
+
+
+class CapabilityError(ImageError):
+    """A device capability file failed a check.
+
+    Attributes:
+        reason: the stable name of the failed check, one of ``malformed``,
+            ``unknown_signer``, ``bad_signature``, ``wrong_device``,
+            ``wrong_tenant``, ``not_yet_valid``, ``expired`` (see
+            :mod:`bastion.images.capability`). Callers record it; the message
+            is for people.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -105,6 +105,7 @@ class MonitorClient:
         key_to_certify: bytes,
         installed_apps: Sequence[tuple[str, str]] = (),
         iat: int,
+        capability: bytes | None = None,
     ) -> bytes:
         """Ask the monitor for an EAT over ``nonce`` that certifies ``key_to_certify``.
 
@@ -113,19 +114,21 @@ class MonitorClient:
             key_to_certify: SEC1 uncompressed P-256 public key of the device TLS key.
             installed_apps: ``(component id, version)`` pairs.
             iat: issue time, seconds since the epoch.
+            capability: the device capability file the OS runs under (the
+                EAT's device capability claim), or None.
 
         Returns:
             The EAT (COSE_Sign1 bytes).
         """
-        result = self.request(
-            wire.OP_SIGN_ATTESTATION,
-            {
-                "nonce": nonce,
-                "key_to_certify": key_to_certify,
-                "installed_apps": [{"id": a, "version": v} for a, v in installed_apps],
-                "iat": iat,
-            },
-        )
+        args: dict[str, Any] = {
+            "nonce": nonce,
+            "key_to_certify": key_to_certify,
+            "installed_apps": [{"id": a, "version": v} for a, v in installed_apps],
+            "iat": iat,
+        }
+        if capability is not None:
+            args["capability"] = capability
+        result = self.request(wire.OP_SIGN_ATTESTATION, args)
         token = result.get("eat")
         if not isinstance(token, bytes):
             raise MonitorProtocolError("sign_attestation result has no eat bytes")

@@ -6,7 +6,8 @@ logic lives in :mod:`bastion.boot.slots`) and refuses everything else with an
 error response; a bad request never stops the loop. The claims that describe the device (UEID, measurements,
 secboot, dbgstat, software version, boot slot, counters) come from the boot
 stage, so a compromised OS cannot lie about them: it chooses only the nonce,
-the key to certify, the installed apps and the issue time.
+the key to certify, the installed apps, the issue time and the device capability
+it runs under.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from bastion.boot.errors import FlashImageError, SlotStateError, StagingPathError
 from bastion.boot.slots import OS_COUNTER, Checkpoint, RunningOs, ack_boot_event, confirm_trial, open_staged_image
 from bastion.boot.slots import install_os as install_slot
-from bastion.crypto.eat import MAX_INSTALLED_APPS, EatClaims, InstalledApp, sign_eat
+from bastion.crypto.eat import MAX_CAPABILITY_BYTES, MAX_INSTALLED_APPS, EatClaims, InstalledApp, sign_eat
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import load_public_key_bytes
 from bastion.hw.chip import Chip
@@ -99,8 +100,8 @@ class MonitorServer:
         }
 
     def _sign_attestation(self, args: dict[str, Any]) -> dict[str, Any]:
-        if set(args) != {"nonce", "key_to_certify", "installed_apps", "iat"}:
-            raise _BadArgsError("sign_attestation takes nonce, key_to_certify, installed_apps, iat")
+        if set(args) - {"capability"} != {"nonce", "key_to_certify", "installed_apps", "iat"}:
+            raise _BadArgsError("sign_attestation takes nonce, key_to_certify, installed_apps, iat [, capability]")
         nonce = _arg(args, "nonce", bytes)
         if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
             raise _BadArgsError(f"nonce must be {MIN_NONCE_BYTES}..{MAX_NONCE_BYTES} bytes")
@@ -113,6 +114,13 @@ class MonitorServer:
         if not 0 <= iat < _MAX_IAT:
             raise _BadArgsError("iat is out of range")
         apps = _parse_apps(_arg(args, "installed_apps", list))
+        capability = None
+        if "capability" in args:
+            # Carried, not judged: the service verifies the capability's own signature
+            # and device binding (docs/compartments.md, "Development mode").
+            capability = _arg(args, "capability", bytes)
+            if not 0 < len(capability) <= MAX_CAPABILITY_BYTES:
+                raise _BadArgsError(f"capability must be 1..{MAX_CAPABILITY_BYTES} bytes")
         ident = self._identity
         claims = EatClaims(
             nonce=nonce,
@@ -127,6 +135,7 @@ class MonitorServer:
             key_to_certify=key_to_certify,
             iat=iat,
             installed_apps=apps,
+            capability=capability,
         )
         token = sign_eat(claims, ident.alias_key, x5chain=list(ident.cert_chain))
         return {"eat": token}

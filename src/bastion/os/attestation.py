@@ -67,9 +67,15 @@ class Signer(Protocol):
     """What the client needs from the monitor (:class:`bastion.monitor.client.MonitorClient`)."""
 
     def sign_attestation(
-        self, *, nonce: bytes, key_to_certify: bytes, installed_apps: Sequence[tuple[str, str]] = (), iat: int
+        self,
+        *,
+        nonce: bytes,
+        key_to_certify: bytes,
+        installed_apps: Sequence[tuple[str, str]] = (),
+        iat: int,
+        capability: bytes | None = None,
     ) -> bytes:
-        """Return an EAT over ``nonce`` that certifies ``key_to_certify``."""
+        """Return an EAT over ``nonce`` that certifies ``key_to_certify`` (and carries ``capability``)."""
         ...
 
 
@@ -182,8 +188,17 @@ class AttestationClient:
             raise ServiceProtocolError("challenge nonce has an invalid length")
         return nonce
 
-    def attest(self, *, now: dt.datetime, installed_apps: Sequence[tuple[str, str]] = ()) -> DeviceCredential:
+    def attest(
+        self,
+        *,
+        now: dt.datetime,
+        installed_apps: Sequence[tuple[str, str]] = (),
+        capability: bytes | None = None,
+    ) -> DeviceCredential:
         """Run one attestation and return the checked credential.
+
+        ``capability`` is the device capability file the OS runs under (development
+        mode or field servicing); the EAT carries it so the service can verify it.
 
         Raises:
             AttestationRefusedError: the service refused (its code and detail are kept).
@@ -195,7 +210,11 @@ class AttestationClient:
         nonce = self.fetch_nonce()
         try:
             token = self._signer.sign_attestation(
-                nonce=nonce, key_to_certify=self._public, installed_apps=installed_apps, iat=int(now.timestamp())
+                nonce=nonce,
+                key_to_certify=self._public,
+                installed_apps=installed_apps,
+                iat=int(now.timestamp()),
+                capability=capability,
             )
         except MonitorError as exc:
             raise MonitorFailedError(f"the monitor did not sign the attestation: {exc}") from exc

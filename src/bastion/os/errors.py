@@ -6,6 +6,8 @@ The tree::
     ├── ConfigError               the device config is missing, unreadable or invalid
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
+    ├── LocalApiRefusedError      a local device API request (development mode, sideloading,
+    │                             app start/stop/logs) was refused: ``reason``
     └── AttestationError          an attestation attempt failed (retried with backoff)
         ├── AttestationRefusedError   the service said no: ``status``, ``code``, ``detail``
         ├── ServiceProtocolError      the service sent something malformed or oversized
@@ -21,6 +23,7 @@ __all__ = [
     "AttestationRefusedError",
     "ConfigError",
     "DeviceOsError",
+    "LocalApiRefusedError",
     "MonitorFailedError",
     "ServiceProtocolError",
     "ServiceUnreachableError",
@@ -42,6 +45,21 @@ class StateError(DeviceOsError):
 
 class MonitorFailedError(DeviceOsError):
     """The security monitor could not serve a request; the OS cannot attest without it."""
+
+
+class LocalApiRefusedError(DeviceOsError):
+    """A request of the local device API was refused.
+
+    Attributes:
+        reason: a stable code: ``no_capability``, ``capability`` (the file failed
+            a check; see the message), ``not_attested`` (no tenant CA chain yet),
+            ``signature``, ``format``, ``component``, ``version``, ``too_large``,
+            ``unknown_app``, ``install``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AttestationError(DeviceOsError):

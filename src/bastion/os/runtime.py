@@ -54,8 +54,10 @@ from bastion.os.exitcodes import EXIT_ATTESTATION, EXIT_CONFIG, EXIT_MONITOR, EX
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import OsState, StateDir
 
-__all__ = ["EXIT_ATTESTATION", "EXIT_CONFIG", "EXIT_MONITOR", "EXIT_OK", "AttestationJob", "main"]
+__all__ = ["ATTESTATION_JOB", "EXIT_ATTESTATION", "EXIT_CONFIG", "EXIT_MONITOR", "EXIT_OK", "AttestationJob", "main"]
 
+#: The scheduler's name for the attestation job.
+ATTESTATION_JOB = "attestation"
 #: Bounds on the rotated OS log.
 LOG_MAX_BYTES = 1024 * 1024
 LOG_BACKUPS = 2
@@ -96,23 +98,38 @@ class AttestationJob:
         self._policy = config.policy
         self._on_success = on_success
         self._installed_apps = installed_apps
+        self._capability: Callable[[dt.datetime], bytes | None] = lambda now: None
+        self._on_refused: Callable[[AttestationRefusedError, dt.datetime], bool] = lambda exc, now: False
 
     def attach(
         self,
         *,
         on_success: Callable[[DeviceCredential, dt.datetime], None],
         installed_apps: Callable[[], Sequence[tuple[str, str]]],
+        capability: Callable[[dt.datetime], bytes | None] | None = None,
+        on_refused: Callable[[AttestationRefusedError, dt.datetime], bool] | None = None,
     ) -> None:
-        """Hook the update agent in: called after each success; apps claimed in the EAT."""
+        """Hook the update agent in: called after each success; apps claimed in the EAT.
+
+        ``capability`` gives the device capability file to carry in the EAT
+        (development mode); ``on_refused`` hears each refusal and returns True
+        to attest again at once (a refused capability ends development mode).
+        """
         self._on_success = on_success
         self._installed_apps = installed_apps
+        if capability is not None:
+            self._capability = capability
+        if on_refused is not None:
+            self._on_refused = on_refused
 
     def __call__(self, now: dt.datetime) -> dt.datetime:
         """Run one attempt at ``now``; return the time of the next one."""
         state = self.state
         state.last_attempt_at = _iso(now)
         try:
-            credential = self._client.attest(now=now, installed_apps=self._installed_apps())
+            credential = self._client.attest(
+                now=now, installed_apps=self._installed_apps(), capability=self._capability(now)
+            )
         except AttestationError as exc:
             state.consecutive_failures += 1
             state.last_result = "refused" if isinstance(exc, AttestationRefusedError) else "error"
@@ -120,6 +137,8 @@ class AttestationJob:
             state.last_detail = exc.detail if isinstance(exc, AttestationRefusedError) else str(exc)
             next_at = now + dt.timedelta(seconds=self._policy.backoff(state.consecutive_failures))
             _log.warning("attestation failed (%s): %s; next attempt at %s", exc.code, state.last_detail, _iso(next_at))
+            if isinstance(exc, AttestationRefusedError) and self._on_refused(exc, now):
+                next_at = now
         else:
             self._dir.save_credentials(credential.certificate_pem, b"".join(credential.ca_chain_pem))
             state.consecutive_failures = 0
@@ -230,7 +249,7 @@ def run(
             job(clock())
             return EXIT_OK if job.state.last_result == "ok" else EXIT_ATTESTATION
         scheduler = Scheduler(clock=clock, stop=stop)
-        scheduler.add("attestation", job, first_at=clock())  # attest at every boot
+        scheduler.add(ATTESTATION_JOB, job, first_at=clock())  # attest at every boot
         if flash_dir is None:
             scheduler.run()
         else:
@@ -284,7 +303,12 @@ def _run_with_updates(
     except OSError as exc:
         raise StateError(f"cannot set up the update agent's state: {exc.strerror or exc}") from exc
     try:
-        job.attach(on_success=system.on_attested, installed_apps=system.installed_apps)
+        job.attach(
+            on_success=system.on_attested,
+            installed_apps=system.installed_apps,
+            capability=system.capability_evidence,
+            on_refused=system.on_refused,
+        )
         system.add_jobs(scheduler, clock)
         scheduler.run()
     except MonitorError as exc:

@@ -24,10 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MAX_SLEEP_S", "Job", "Scheduler"]
+__all__ = ["MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"]
 
 #: Longest single sleep; the clock is re-read at least this often (wall-clock jumps).
 MAX_SLEEP_S = 60.0
+#: How soon a sleeping scheduler notices :meth:`Scheduler.wake` from another thread.
+WAKE_POLL_S = 0.2
 
 Job = Callable[[dt.datetime], dt.datetime]
 
@@ -39,6 +41,9 @@ class _Entry:
     name: str
     job: Job
     due: dt.datetime
+    running: bool = False
+    #: A reschedule that came while the job ran (it wins over the job's own answer if earlier).
+    requested: dt.datetime | None = None
 
 
 class Scheduler:
@@ -53,16 +58,40 @@ class Scheduler:
         self._clock = clock
         self._stop = stop
         self._entries: list[_Entry] = []
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
 
     def add(self, name: str, job: Job, *, first_at: dt.datetime) -> None:
         """Register ``job`` to run first at ``first_at``."""
         self._entries.append(_Entry(name=name, job=job, due=first_at))
 
     def reschedule(self, name: str, at: dt.datetime) -> None:
-        """Move job ``name`` to run at ``at`` (e.g. run the update check right after attestation)."""
-        for entry in self._entries:
-            if entry.name == name:
-                entry.due = at
+        """Move job ``name`` to run at ``at`` (e.g. run the update check right after attestation).
+
+        Safe from another thread: a reschedule that arrives while the job runs
+        is kept, and applies if it is earlier than the time the job asks for.
+        """
+        with self._lock:
+            for entry in self._entries:
+                if entry.name != name:
+                    continue
+                if entry.running:
+                    entry.requested = at if entry.requested is None else min(at, entry.requested)
+                else:
+                    entry.due = at
+
+    def wake(self) -> None:
+        """End the current sleep soon (another thread rescheduled a job), within :data:`WAKE_POLL_S`."""
+        self._wake.set()
+
+    def _sleep(self, seconds: float) -> None:
+        # The stop event ends the sleep at once; a wake within one poll interval.
+        remaining = seconds
+        while remaining > 0 and not self._wake.is_set():
+            if self._stop.wait(min(remaining, WAKE_POLL_S)):
+                return
+            remaining -= WAKE_POLL_S
+        self._wake.clear()
 
     def due_times(self) -> dict[str, dt.datetime]:
         """When each job runs next (for status and tests)."""
@@ -72,8 +101,20 @@ class Scheduler:
         """Run every job that is due now, and reschedule it."""
         for entry in self._entries:
             now = self._clock()
-            if entry.due <= now:
-                entry.due = entry.job(now)
+            with self._lock:
+                if entry.due > now:
+                    continue
+                entry.running = True
+            try:
+                answer = entry.job(now)
+            except BaseException:
+                with self._lock:
+                    entry.running, entry.requested = False, None
+                raise
+            with self._lock:
+                entry.running = False
+                requested, entry.requested = entry.requested, None
+                entry.due = answer if requested is None else min(answer, requested)
                 _log.info("%s: next run at %s", entry.name, entry.due.isoformat(timespec="seconds"))
 
     def run(self) -> None:
@@ -83,4 +124,4 @@ class Scheduler:
             if not self._entries:
                 return
             wait = (min(entry.due for entry in self._entries) - self._clock()).total_seconds()
-            self._stop.wait(min(max(wait, 0.0), MAX_SLEEP_S))
+            self._sleep(min(max(wait, 0.0), MAX_SLEEP_S))

@@ -14,6 +14,7 @@ Layout of the state directory (``DEV/os-state/`` under ``bastion device run``)::
     apps/              app logs, <component_id>.log (rotated, bounded)
     app-data/          each app's own storage directory
     control.sock       the control socket (0600), e.g. for ``bastion device update-check``
+    capability.cose    the device capability file (development mode), if one is installed
 
 Every file is replaced atomically (temp file, fsync, rename).
 """
@@ -42,6 +43,7 @@ CERT_FILE = "device-cert.pem"
 CA_CHAIN_FILE = "ca-chain.pem"
 STATE_FILE = "state.json"
 LOG_FILE = "os.log"
+CAPABILITY_FILE = "capability.cose"
 
 
 @dataclass
@@ -137,6 +139,11 @@ class StateDir:
         return self.path / "events.json"
 
     @property
+    def capability_path(self) -> Path:
+        """The installed device capability file (``bastion device enable-development``)."""
+        return self.path / CAPABILITY_FILE
+
+    @property
     def control_socket_path(self) -> Path:
         """The control socket."""
         return self.path / "control.sock"
@@ -173,6 +180,11 @@ class StateDir:
     def load_cert_pem(self) -> bytes | None:
         """Return the stored device certificate PEM, or None if there is none."""
         path = self.path / CERT_FILE
+        return _read_bounded(path) if path.exists() else None
+
+    def load_ca_chain_pem(self) -> bytes | None:
+        """Return the stored tenant CA chain PEM, or None if the device has not attested yet."""
+        path = self.path / CA_CHAIN_FILE
         return _read_bounded(path) if path.exists() else None
 
     def load_state(self) -> OsState:

@@ -35,6 +35,7 @@ from bastion.service.attestation.fastpath import DeviceEndpoints
 from bastion.service.audit.endpoints import router as audit_router
 from bastion.service.auth.endpoints import router as auth_router
 from bastion.service.ca.endpoints import router as ca_router
+from bastion.service.capabilities.endpoints import router as capabilities_router
 from bastion.service.config import Settings
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.deployments.endpoints import router as deployments_router
@@ -176,7 +177,7 @@ def create_app(
 
     for router in (auth_router, ca_router, devices_router, osimages_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
-    for router in (fleet_router, appimages_router, deployments_router, devicestatus_router):
+    for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
         app.include_router(router, prefix=API_PREFIX)
     # Static TUF files (no auth), served ahead of routing: added last, so the outermost middleware.
     app.add_middleware(TufStaticMiddleware, settings=settings)

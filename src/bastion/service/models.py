@@ -155,6 +155,17 @@ class Device(Base):
     group_id: Mapped[str | None] = mapped_column(
         ForeignKey("device_groups.id", name="fk_devices_group_id"), nullable=True, index=True
     )
+    #: The device capability it last attested under (migration 0004_capabilities); None = none.
+    capability_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: Its kind: "appDevelopment" (development mode) or "fieldServicing".
+    capability_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: The group it returns to when it leaves development mode.
+    group_before_development: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+    @property
+    def development_mode(self) -> bool:
+        """Whether the device last attested in development mode (an appDevelopment capability)."""
+        return self.capability_kind == "appDevelopment"
 
 
 class Challenge(Base):
@@ -316,3 +327,31 @@ class DeviceUpdateEvent(Base):
     version: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+# --- device capabilities (migration 0004_capabilities) ---------------------------
+
+
+class DeviceCapability(Base):
+    """A capability file issued for one device (docs/compartments.md, "Development mode and sideloading").
+
+    The file itself goes to the caller; the service keeps what it needs to
+    recognise and revoke it: its id, kind, device, developer key ids and digest.
+    """
+
+    __tablename__ = "device_capabilities"
+    __table_args__ = (Index("ix_device_capabilities_device_id", "device_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUID4, also in the file
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"))
+    kind: Mapped[str] = mapped_column(String(32))  # appDevelopment | fieldServicing
+    developer_key_ids: Mapped[list[str]] = mapped_column(JSON)  # hex SHA-256 of each SEC1 key
+    #: The Development group the device joins (appDevelopment only).
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("device_groups.id"), nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    issued_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -277,3 +277,19 @@ _SIGNED = sign_eat(_claims(), _ALIAS_KEY, x5chain=[b"alias", b"deviceid"])
 
 def test_decode_sign1_accepts_signed_eat() -> None:
     assert decode_sign1(_SIGNED).payload == encode_claims(_claims())
+
+
+def test_the_optional_capability_claim_round_trips_and_is_absent_by_default() -> None:
+    assert eat.CLAIM_CAPABILITY not in _claims_map()
+    assert decode_claims(encode_claims(_claims())).capability is None
+    with_cap = _claims(capability=b"\xd2capability file")
+    assert decode_claims(encode_claims(with_cap)) == with_cap
+    assert cbor2.loads(encode_claims(with_cap))[eat.CLAIM_CAPABILITY] == b"\xd2capability file"
+
+
+def test_the_capability_claim_is_a_bounded_bstr() -> None:
+    for bad in (b"", b"x" * (eat.MAX_CAPABILITY_BYTES + 1), "text", 7):
+        claims_map = _claims_map()
+        claims_map[eat.CLAIM_CAPABILITY] = bad
+        with pytest.raises(MalformedInput, match="device capability"):
+            decode_claims(cbor2.dumps(claims_map, canonical=True))

@@ -14,8 +14,8 @@ EXPECTED = {
         "verify_sign1",
     },
     "bastion.crypto.eat": {
-        "DEFAULT_MAX_EAT_BYTES", "EAT_PROFILE", "DebugStatus", "EatClaims", "InstalledApp", "Measurement",
-        "decode_claims", "decode_eat", "encode_claims", "sign_eat",
+        "DEFAULT_MAX_EAT_BYTES", "EAT_PROFILE", "MAX_CAPABILITY_BYTES", "DebugStatus", "EatClaims", "InstalledApp",
+        "Measurement", "decode_claims", "decode_eat", "encode_claims", "sign_eat",
     },
     "bastion.crypto.certs": {
         "ALIAS_NOT_AFTER", "ALIAS_NOT_BEFORE", "CA_LIFETIME", "CLOCK_SKEW", "DEVICE_CERT_LIFETIME",

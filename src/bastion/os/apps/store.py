@@ -145,7 +145,7 @@ class AppStore:
                     apps.append(app)
         return apps
 
-    def install(self, image: Path, *, component_id: str, version: str) -> InstalledApp:
+    def install(self, image: Path, *, component_id: str, version: str, reinstall: bool = False) -> InstalledApp:
         """Unpack a verified app image beside the current version and make it current.
 
         Args:
@@ -153,6 +153,10 @@ class AppStore:
                 the caller has verified.
             component_id: the component ID from the verified header.
             version: the version from the verified header.
+            reinstall: replace the current version if it has the same version
+                (a sideload during development). The old directory is moved
+                aside before the new one takes its name, so a power cut in
+                between leaves the app uninstalled, never half-written.
 
         Raises:
             UpdateRefusedError: (``component``) the manifest names another component;
@@ -163,7 +167,8 @@ class AppStore:
         check_component_id(component_id)
         check_version(version)
         previous = self.get(component_id)
-        if previous is not None and previous.version == version:
+        same = previous is not None and previous.version == version
+        if same and not reinstall:
             raise UpdateFailedError(f"version {version} is already the current version")
         app_dir = self.root / component_id
         app_dir.mkdir(mode=0o700, exist_ok=True)
@@ -177,6 +182,8 @@ class AppStore:
             if manifest.component_id != component_id:
                 raise UpdateRefusedError("component", "the app manifest names another component than its image")
             core = self._admit(component_id, manifest)
+            if same:
+                final.rename(staging / "replaced")  # removed with the staging directory
             remove_tree(final)  # a leftover of an interrupted install, never the current one
             (staging / "app").rename(final)
             fsync_dir(app_dir)
@@ -186,8 +193,9 @@ class AppStore:
             raise UpdateFailedError(f"cannot write the app to flash: {exc.strerror or exc}") from exc
         finally:
             remove_tree(staging)
-        kept = {version} | ({previous.version} if previous is not None and self.keep_versions > 1 else set())
-        self._prune(app_dir, keep=kept)
+        if not same:  # a reinstall keeps the versions that were there
+            kept = {version} | ({previous.version} if previous is not None and self.keep_versions > 1 else set())
+            self._prune(app_dir, keep=kept)
         return InstalledApp(component_id, version, final, manifest)
 
     def _holders(self, *, excluding: str) -> list[Holder]:

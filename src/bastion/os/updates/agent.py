@@ -129,6 +129,7 @@ class _Plan:
     apps: list[Target] = field(default_factory=list)
     os: Target | None = None
     deltas: list[Target] = field(default_factory=list)
+    skipped_apps: int = 0  # app targets left alone in development mode
 
 
 class UpdateAgent:
@@ -150,6 +151,8 @@ class UpdateAgent:
         device_id: this device's ID.
         settings: intervals and bounds.
         on_reboot: called once an OS update is armed (the runtime stops and exits for a reboot).
+        development: whether the device is in development mode now; then it takes no
+            app targets from the cloud (sideloaded apps are the developer's).
     """
 
     def __init__(
@@ -170,6 +173,7 @@ class UpdateAgent:
         device_id: str,
         settings: AgentSettings | None = None,
         on_reboot: Callable[[], None] = lambda: None,
+        development: Callable[[], bool] = lambda: False,
     ) -> None:
         self._dir = state_dir
         self._groups = groups
@@ -186,11 +190,17 @@ class UpdateAgent:
         self._device_id = device_id
         self.settings = settings or AgentSettings()
         self._on_reboot = on_reboot
+        self.development = development
         self._lock = threading.RLock()
         self.state: AgentState = load_agent_state(state_dir)
         self.attested = False
         self.reboot_requested = False
         self.last_summary: CheckSummary | None = None
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the agent installs or restarts apps (sideloading takes it too)."""
+        return self._lock
 
     # --- helpers -----------------------------------------------------------------
 
@@ -338,6 +348,7 @@ class UpdateAgent:
         plan = _Plan()
         newest_app: dict[str, tuple[str, Target]] = {}
         installed = {a.component_id: a.version for a in self.store.installed()}
+        development = self.development()
         for target in targets:
             if self.state.is_blocked(target.sha256):
                 continue
@@ -346,7 +357,9 @@ class UpdateAgent:
                 continue
             try:
                 kind, cid, version = target_identity(target)
-                if kind == "app" and self.settings.app_updates:
+                if kind == "app" and development:
+                    plan.skipped_apps += 1
+                elif kind == "app" and self.settings.app_updates:
                     current = installed.get(cid)
                     if (current is None or is_newer(version, current)) and (
                         cid not in newest_app or is_newer(version, newest_app[cid][0])
@@ -376,6 +389,8 @@ class UpdateAgent:
             self._refused(now, summary, None, exc)
             summary.result, summary.detail = "refused", str(exc)
             return
+        if plan.skipped_apps:
+            summary.detail = f"development mode: {plan.skipped_apps} cloud app target(s) not taken"
         if not plan.apps and plan.os is None:
             return
         requested = requested_deferral(self.store.installed(), self.apps.data_dir)

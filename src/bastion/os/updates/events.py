@@ -55,6 +55,9 @@ EVENT_KINDS = frozenset(
         "sandbox_unavailable",
         "app_sideloaded",
         "sideload_refused",
+        "development_enabled",
+        "development_disabled",
+        "local_op_refused",
     }
 )
 

@@ -24,7 +24,7 @@ import httpx
 
 from bastion.crypto.certs import certificate_der, load_certificate_der, load_certificate_pem, tcb_info_from_cert
 from bastion.crypto.errors import CryptoError
-from bastion.crypto.keys import PrivateKey
+from bastion.crypto.keys import PrivateKey, PublicKey
 from bastion.hw.chipmodel import DEFAULT_MODEL, get_model
 from bastion.hw.errors import HwError
 from bastion.hw.flash import Slot
@@ -36,6 +36,10 @@ from bastion.os.apps.store import AppStore
 from bastion.os.appservices.peripherals import PeripheralService
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
+from bastion.os.devmode.capability import DevelopmentMode
+from bastion.os.devmode.local_api import LocalApi
+from bastion.os.errors import AttestationRefusedError
+from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
 from bastion.os.updates.agent import AgentSettings, UpdateAgent
@@ -65,6 +69,10 @@ def load_board(directory: Path) -> Board:
     except HwError as exc:
         _log.error("peripheral state unreadable (%s); using the default chip model", exc)
         return Board(directory, get_model(DEFAULT_MODEL))
+
+
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
@@ -101,11 +109,24 @@ class _Credentials:
 class UpdateSystem:
     """The agent, its app manager and its control socket, for one boot."""
 
-    def __init__(self, agent: UpdateAgent, groups: GroupStore, control_path: Path, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        agent: UpdateAgent,
+        groups: GroupStore,
+        control_path: Path,
+        stop: threading.Event,
+        *,
+        dev: DevelopmentMode,
+        pinned_keys: tuple[PublicKey, ...] = (),
+        spool_dir: Path | None = None,
+    ) -> None:
         self.agent = agent
         self.groups = groups
         self._control_path = control_path
         self._stop = stop
+        self.dev = dev
+        self._pinned = pinned_keys
+        self._spool = spool_dir or control_path.parent / "staging"
         #: A monitor failure seen outside the scheduler thread (the runtime ends the OS with it).
         self.monitor_error: MonitorError | None = None
         self._control: ControlServer | None = None
@@ -137,6 +158,8 @@ class UpdateSystem:
         store = AppStore(flash_dir / APPS_DIRNAME, model=board.model)
         apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
         groups = GroupStore(state_dir.tuf_dir)
+        dev = DevelopmentMode(state_dir, device_id=device_id, events=events)
+        pinned = tuple(app_public_keys(config))
         agent = UpdateAgent(
             state_dir=state_dir.path,
             groups=groups,
@@ -152,7 +175,7 @@ class UpdateSystem:
                 credentials=_Credentials(state_dir, device_key),
                 iat_path=state_dir.path / "report-iat",
             ),
-            app_keys=app_public_keys(config),
+            app_keys=pinned,
             os_keys=lambda: pinned_os_keys(flash_dir),
             running=running_os(monitor, flash_dir),
             device_id=device_id,
@@ -161,15 +184,55 @@ class UpdateSystem:
             ),
             on_reboot=stop.set,
         )
-        system = cls(agent, groups, state_dir.control_socket_path, stop)
+        system = cls(
+            agent,
+            groups,
+            state_dir.control_socket_path,
+            stop,
+            dev=dev,
+            pinned_keys=pinned,
+            spool_dir=state_dir.staging_dir,
+        )
+        agent.development = lambda: dev.development(now=system._now())
         system.peripherals = PeripheralService(board)
         return system
 
+    def _now(self) -> dt.datetime:
+        return self._clock() if self._clock else _wall_clock()
+
+    def local_api(self) -> LocalApi:
+        """The local device API (development mode, sideloading, app control)."""
+        return LocalApi(
+            dev=self.dev,
+            store=self.agent.store,
+            apps=self.agent.apps,
+            events=self.agent.events,
+            pinned_keys=self._pinned,
+            clock=self._now,
+            spool_dir=self._spool,
+            lock=self.agent.lock,
+            on_change=self._capability_changed,
+        )
+
     def start(self, now: dt.datetime) -> None:
-        """Report a boot-chain rollback, start the apps, open the control socket."""
+        """Check the capability file, report a boot-chain rollback, start the apps, open the control socket."""
+        capability = self.dev.current(now=now)  # a file that no longer verifies is removed here
+        if capability is not None:
+            _log.warning(
+                "%s capability %s is installed (until %s)",
+                capability.kind.value,
+                capability.capability_id,
+                capability.expires().isoformat(),
+            )
         self.agent.boot(now)
+        local = self.local_api()
         try:
-            self._control = ControlServer(self._control_path, {"update-check": self._check, "status": self._status})
+            self._control = ControlServer(
+                self._control_path,
+                {"update-check": self._check, "status": self._status},
+                requests=local.requests(),
+                uploads=local.uploads(),
+            )
             self._control.start()
         except OSError as exc:
             _log.warning("no control socket at %s: %s", self._control_path, exc)
@@ -203,6 +266,33 @@ class UpdateSystem:
         if self.agent.on_attested(now) and self._scheduler is not None:
             self._scheduler.reschedule(UPDATES_JOB, now)
 
+    def capability_evidence(self, now: dt.datetime) -> bytes | None:
+        """The capability file the next EAT carries (development mode), if one is valid at ``now``."""
+        return self.dev.evidence(now=now)
+
+    def on_refused(self, refusal: AttestationRefusedError, now: dt.datetime) -> bool:
+        """Attestation hook: the service refused our capability, so development mode ends.
+
+        Returns:
+            True when the capability was removed: attest again at once, without it.
+        """
+        if not refusal.code.startswith("capability_"):
+            return False
+        try:
+            return self.dev.disable(now=now, why=f"the service refused the capability ({refusal.code})")
+        except OSError as exc:
+            _log.error("cannot remove the refused capability: %s", exc)
+            return False
+
+    def _attest_soon(self, now: dt.datetime) -> None:
+        if self._scheduler is not None:
+            self._scheduler.reschedule(ATTESTATION_JOB, now)
+            self._scheduler.wake()
+
+    def _capability_changed(self) -> None:
+        """Development mode changed on the device: attest now, so the service sees it."""
+        self._attest_soon(self._now())
+
     def installed_apps(self) -> list[tuple[str, str]]:
         """``(component id, version)`` of the installed apps (an attestation claim)."""
         return [(a.component_id, a.version) for a in self.agent.store.installed()]
@@ -228,6 +318,7 @@ class UpdateSystem:
             "apps": self.agent.apps.status(),
             "queued_events": len(self.agent.events),
             "attested": self.agent.attested,
+            "development": self.dev.status(now=self._now()),
         }
 
     @property

@@ -36,6 +36,14 @@ class FailureCode(enum.StrEnum):
     DEVICE_REVOKED = "device_revoked"
     UNKNOWN_OS = "unknown_os"
     OS_REVOKED = "os_revoked"
+    # The device capability the evidence carries (docs/compartments.md, "Development mode").
+    CAPABILITY_MALFORMED = "capability_malformed"
+    CAPABILITY_UNTRUSTED = "capability_untrusted"
+    CAPABILITY_BAD_SIGNATURE = "capability_bad_signature"
+    CAPABILITY_WRONG_DEVICE = "capability_wrong_device"
+    CAPABILITY_WRONG_TENANT = "capability_wrong_tenant"
+    CAPABILITY_EXPIRED = "capability_expired"
+    CAPABILITY_REVOKED = "capability_revoked"
 
 
 class AttestationError(Exception):

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import Compiled
@@ -91,28 +91,51 @@ _DEVICE_TENANT = select(_devices.c.tenant_id).where(_devices.c.device_id == bind
 # The success update re-checks, atomically with the write, everything the
 # verdict read: still claimed by this tenant, not revoked, and the OS image
 # still known-good and not revoked. Zero rows updated means the standing changed.
+_MARK_OK_WHERE = (
+    _devices.c.device_id == bindparam("b_device_id"),
+    _devices.c.tenant_id == bindparam("b_tenant_id"),
+    _devices.c.revoked_at.is_(None),
+    exists()
+    .where(
+        _os_images.c.tenant_id == bindparam("b_tenant_id"),
+        _os_images.c.measurement == bindparam("b_os_measurement"),
+        _os_images.c.revoked_at.is_(None),
+    )
+    .correlate_except(_os_images),
+)
+_MARK_OK_VALUES = {
+    "last_attested_at": bindparam("b_at"),
+    "last_result": "ok",
+    "last_reason": "ok",
+    "os_version": bindparam("b_os_version"),
+    "os_measurement": bindparam("b_os_measurement"),
+    "cert_serial": bindparam("b_cert_serial"),
+    "cert_not_after": bindparam("b_cert_not_after"),
+    "capability_id": bindparam("b_capability_id"),
+    "capability_kind": bindparam("b_capability_kind"),
+}
+#: The device was in development mode (an UPDATE's right-hand sides see the old row).
+_WAS_DEVELOPMENT = _devices.c.capability_kind == "appDevelopment"
+# Not (or no longer) in development mode: a device that was goes back to the group it left.
 _MARK_OK = (
     update(_devices)
-    .where(
-        _devices.c.device_id == bindparam("b_device_id"),
-        _devices.c.tenant_id == bindparam("b_tenant_id"),
-        _devices.c.revoked_at.is_(None),
-        exists()
-        .where(
-            _os_images.c.tenant_id == bindparam("b_tenant_id"),
-            _os_images.c.measurement == bindparam("b_os_measurement"),
-            _os_images.c.revoked_at.is_(None),
-        )
-        .correlate_except(_os_images),
-    )
+    .where(*_MARK_OK_WHERE)
     .values(
-        last_attested_at=bindparam("b_at"),
-        last_result="ok",
-        last_reason="ok",
-        os_version=bindparam("b_os_version"),
-        os_measurement=bindparam("b_os_measurement"),
-        cert_serial=bindparam("b_cert_serial"),
-        cert_not_after=bindparam("b_cert_not_after"),
+        **_MARK_OK_VALUES,
+        group_id=case((_WAS_DEVELOPMENT, _devices.c.group_before_development), else_=_devices.c.group_id),
+        group_before_development=None,
+    )
+)
+# In development mode: in the Development group; the group to return to is kept from the first time.
+_MARK_OK_DEVELOPMENT = (
+    update(_devices)
+    .where(*_MARK_OK_WHERE)
+    .values(
+        **_MARK_OK_VALUES,
+        group_id=bindparam("b_development_group_id"),
+        group_before_development=case(
+            (_WAS_DEVELOPMENT, _devices.c.group_before_development), else_=_devices.c.group_id
+        ),
     )
 )
 _MARK_FAILED = (
@@ -324,15 +347,22 @@ def mark_device_ok(
     os_measurement: str,
     cert_serial: str,
     cert_not_after: dt.datetime,
+    capability_id: str | None = None,
+    capability_kind: str | None = None,
+    development_group_id: str | None = None,
 ) -> bool:
     """Record a successful attestation on the device row, if its standing still holds.
+
+    With ``development_group_id`` (an ``appDevelopment`` capability) the device
+    moves to that group, remembering the one it leaves; without it a device
+    that was in development mode returns to the group it left.
 
     Returns:
         False (nothing written) if the device is no longer claimed by
         ``tenant_id``, was revoked, or its OS image is no longer known-good.
     """
     cursor = tx.execute(
-        _MARK_OK,
+        _MARK_OK if development_group_id is None else _MARK_OK_DEVELOPMENT,
         {
             "b_device_id": device_id,
             "b_tenant_id": tenant_id,
@@ -341,6 +371,9 @@ def mark_device_ok(
             "b_os_measurement": os_measurement,
             "b_cert_serial": cert_serial,
             "b_cert_not_after": cert_not_after,
+            "b_capability_id": capability_id,
+            "b_capability_kind": capability_kind,
+            **({} if development_group_id is None else {"b_development_group_id": development_group_id}),
         },
     )
     return bool(cursor.rowcount == 1)

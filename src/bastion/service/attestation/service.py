@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine
 from bastion.crypto import certs
 from bastion.service.attestation import repository
 from bastion.service.attestation.caches import AttestationCaches
+from bastion.service.attestation.capability import PresentedCapability, check_capability
 from bastion.service.attestation.challenges import CONSUMED_NONCE_RETENTION, ChallengeKey, check_nonce
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.attestation.verifier import DEFAULT_LIMITS, VerifiedEvidence, VerifierLimits, verify_evidence
@@ -69,6 +70,7 @@ class AttestationOutcome:
         serial: the certificate's serial number, lowercase hex.
         os_version: the known-good OS version that was measured.
         os_measurement: its measurement, lowercase hex.
+        capability: the verified device capability it attested with, or None.
     """
 
     device_id: str
@@ -80,6 +82,7 @@ class AttestationOutcome:
     serial: str
     os_version: str
     os_measurement: str
+    capability: PresentedCapability | None = None
 
 
 def _judge(
@@ -196,11 +199,26 @@ def _attest_verified(
         standing = _judge(repository.device_standing(conn, device_id, evidence.os_measurement), device_id)
         if not isinstance(standing, AttestationFailure):
             caches.remember_standing(device_id, evidence.os_measurement, standing, now)
+    presented: PresentedCapability | AttestationFailure | None = None
     if not isinstance(standing, AttestationFailure):
         ca = caches.signing_ca(conn, standing.tenant_id, master_key, now)
+        if evidence.claims.capability is not None:
+            # Checked once the device and its OS passed (docs/api.md: the capability codes come last).
+            presented = check_capability(
+                conn,
+                evidence.claims.capability,
+                device_id=device_id,
+                tenant_id=standing.tenant_id,
+                tenant_ca=ca.cert,
+                now=now,
+            )
+            if isinstance(presented, AttestationFailure):
+                standing = presented
+    if not isinstance(standing, AttestationFailure):
         cert = certs.issue_device_cert(
             ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
         )
+    capability = presented if isinstance(presented, PresentedCapability) else None
     with repository.WriteTransaction(conn) as tx:
         try:
             if prune_every > 0 and secrets.randbelow(prune_every) == 0:
@@ -231,6 +249,9 @@ def _attest_verified(
                 os_measurement=evidence.os_measurement,
                 cert_serial=serial,
                 cert_not_after=not_after,
+                capability_id=capability.capability_id if capability is not None else None,
+                capability_kind=capability.kind.value if capability is not None else None,
+                development_group_id=capability.group_id if capability is not None else None,
             )
             if not updated:
                 caches.forget_standing(device_id, evidence.os_measurement)
@@ -242,7 +263,7 @@ def _attest_verified(
                 tenant_id=standing.tenant_id,
                 result="ok",
                 reason="ok",
-                detail="",
+                detail=capability.describe() if capability is not None else "",
                 os_version=os_version,
                 os_measurement=evidence.os_measurement,
                 cert_serial=serial,
@@ -262,6 +283,7 @@ def _attest_verified(
         serial=serial,
         os_version=os_version,
         os_measurement=evidence.os_measurement,
+        capability=capability,
     )
 
 

@@ -30,6 +30,11 @@ class DeviceOut(BaseModel):
     cert_serial: str | None
     cert_not_after: dt.datetime | None
     group_id: str | None = None
+    #: The device last attested with an appDevelopment capability (in its product's Development group).
+    development_mode: bool = False
+    #: The device capability it last attested with (appDevelopment or fieldServicing), if any.
+    capability_id: str | None = None
+    capability_kind: str | None = None
 
 
 class AttestationOut(BaseModel):

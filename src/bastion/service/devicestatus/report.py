@@ -49,6 +49,9 @@ EVENT_KINDS = frozenset(
         "sandbox_unavailable",
         "app_sideloaded",
         "sideload_refused",
+        "development_enabled",
+        "development_disabled",
+        "local_op_refused",
     }
 )
 #: Bounds on the string fields.

@@ -278,6 +278,8 @@ def assign_device(
     """Put one of the caller's devices into one of its groups (``None``: out of any group); commit.
 
     The device picks the group up at its next attestation (the answer's ``updates``).
+    A device in development mode stays in its product's Development group: the
+    assignment names the group it returns to when it leaves development mode.
 
     Raises:
         InvalidDeviceId: malformed device ID.
@@ -285,7 +287,13 @@ def assign_device(
     """
     device = get_device_for(session, who, device_id, action="device.assign", now=now)
     group = None if group_ref is None else get_group_for(session, who, group_ref, action="device.assign", now=now)
-    device.group_id = None if group is None else group.id
+    chosen = None if group is None else group.id
+    detail = f"group={chosen or 'none'}"
+    if device.development_mode:
+        device.group_before_development = chosen
+        detail += " (after development mode)"
+    else:
+        device.group_id = chosen
     record(
         session,
         now=now,
@@ -293,7 +301,7 @@ def assign_device(
         actor=who.actor,
         action="device.assign",
         target=f"device:{device_id}",
-        detail=f"group={group.id}" if group is not None else "group=none",
+        detail=detail,
     )
     session.commit()
     return device, group

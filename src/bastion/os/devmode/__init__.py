@@ -1,0 +1,1 @@
+"""Development mode and sideloading: the device capability file and the local device API."""
