@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.hw.bus import MAX_DEVICES_PER_BUS, REGISTERS, RegisterBus
 from bastion.hw.chip import Chip
@@ -226,3 +228,24 @@ def test_boot_process_prepares_the_board_the_os_reads(tmp_path: Path) -> None:
     (periph_dir(dev) / "board.json").write_text('{"model": 5}')
     assert load_board(periph_dir(dev)).model.name == DEFAULT_MODEL  # unreadable: the default, logged
     prepare_peripherals(tmp_path / "no-chip")  # reported, never fatal to a boot
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=6), st.integers(0, 6)), max_size=8))
+def test_register_device_behaves_as_a_pointer_and_256_registers(steps: list[tuple[bytes, int]]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        bus = RegisterBus(Path(directory) / "i2c.json", get_model("mt3620-emu"), I2C)
+        bus.attach("ISU0", 0x10)
+        registers, pointer = bytearray(REGISTERS), 0
+        for write, read in steps:
+            if write:
+                pointer = write[0]
+                for byte in write[1:]:
+                    registers[pointer] = byte
+                    pointer = (pointer + 1) % REGISTERS
+            expected = bytes(registers[(pointer + i) % REGISTERS] for i in range(read))
+            pointer = (pointer + read) % REGISTERS
+            assert bus.transfer("ISU0", 0x10, write, read) == expected
+        assert bus.registers("ISU0", 0x10) == bytes(registers)
