@@ -198,6 +198,10 @@ def test_1_app_v1_is_deployed_and_runs(world: World, device: RunningDevice) -> N
     assert summary.get("result") == "installed", summary
     app = wait_for("app v1 running", lambda: [a for a in device.apps() if a.get("version") == "1.0.0"])[0]
     wait_for("app v1 heartbeat", lambda: "hello 1.0.0 heartbeat" in device.app_log(app["component_id"]))
+    # It runs in its sandbox, whose launcher confirmed the layers.
+    app = wait_for("app v1 layers", lambda: [a for a in device.apps() if (a.get("sandbox") or {}).get("confirmed")])[0]
+    assert app["layers"].startswith("bwrap uid=")
+    assert "landlock=" in app["layers"]
 
 
 def test_2_app_v2_replaces_v1(world: World, device: RunningDevice) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_updates_support import APP_A, APP_B, build_app
+from test_updates_support import APP_A, APP_B, build_app, started_version
 
 from bastion.crypto.keys import generate_private_key
 from bastion.os.apps.manager import AppLimits, AppManager
@@ -71,9 +71,18 @@ def test_crashed_app_is_recorded_and_restarted_with_backoff(manager: AppManager)
     assert APP_A in manager.running()  # the healthy app was never touched
 
 
-def test_restart_stops_only_that_app_and_stop_all_stops_everything(manager: AppManager, tmp_path: Path) -> None:
+def app_pid(manager: AppManager, component_id: str) -> int:
+    """The host pid of the app process itself, inside its sandbox (not bubblewrap's)."""
+    run = manager._apps[component_id].run
+    assert run is not None
+    pids = [pid for pid in run.tree.members() if pid != run.tree.init_pid]
+    assert len(pids) == 1
+    return pids[0]
+
+
+def test_restart_stops_only_that_app_and_stop_all_stops_everything(manager: AppManager) -> None:
     manager.start_all(NOW)
-    wait_for((tmp_path / "data" / APP_A / "started").exists)
+    wait_for(lambda: started_version(manager.log_path(APP_A)) == "1.0.0")
     pid_a = manager.running()[APP_A]
     manager.restart(APP_A, NOW)
     assert manager.running()[APP_A] != pid_a
@@ -83,19 +92,31 @@ def test_restart_stops_only_that_app_and_stop_all_stops_everything(manager: AppM
     assert manager.running() == {}
 
 
-def test_app_gets_a_minimal_environment_and_its_own_cwd(manager: AppManager, tmp_path: Path) -> None:
+def test_app_gets_a_minimal_environment_and_its_own_cwd(manager: AppManager) -> None:
     os.environ["BASTION_SECRET_FOR_TEST"] = "leak"
     try:
         manager.start_all(NOW)
     finally:
         del os.environ["BASTION_SECRET_FOR_TEST"]
-    pid = manager.running()[APP_A]
-    wait_for((tmp_path / "data" / APP_A / "started").exists)
+    wait_for(lambda: started_version(manager.log_path(APP_A)) == "1.0.0")
+    pid = app_pid(manager, APP_A)
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0] for item in environ if item}
     assert b"BASTION_SECRET_FOR_TEST" not in names
-    assert {b"BASTION_APP_COMPONENT_ID", b"BASTION_APP_STORAGE", b"BASTION_APP_VERSION"} <= names
-    assert Path(f"/proc/{pid}/cwd").resolve() == (tmp_path / "apps" / APP_A / "1.0.0").resolve()
+    assert names == {
+        b"PATH",
+        b"LANG",
+        b"MALLOC_ARENA_MAX",
+        b"HOME",
+        b"TMPDIR",
+        b"PYTHONUNBUFFERED",
+        b"PYTHONDONTWRITEBYTECODE",
+        b"BASTION_APP_COMPONENT_ID",
+        b"BASTION_APP_VERSION",
+        b"BASTION_APPLIBS_FD",
+        b"PWD",  # bubblewrap sets it with --chdir
+    }  # no BASTION_APP_STORAGE: the app has no MutableStorage
+    assert str(Path(f"/proc/{pid}/cwd").readlink()) == "/app"  # its version directory, seen from inside
 
 
 def test_logs_are_rotated_at_their_bound(manager: AppManager, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from test_updates_support import (
     build_app,
     build_os,
     os_custom,
+    started_version,
 )
 
 from bastion.crypto.certs import certificate_der, issue_device_cert, make_ca
@@ -144,13 +145,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def started(rig: Rig, component_id: str) -> tuple[int, str] | None:
-    marker = rig.apps.storage_dir(component_id) / "started"
-    try:
-        pid, version = marker.read_text().split()
-    except (OSError, ValueError):
-        return None
-    return int(pid), version
+def started(rig: Rig, component_id: str) -> str | None:
+    return started_version(rig.apps.log_path(component_id))
 
 
 def test_app_v1_is_installed_started_and_reported(rig: Rig) -> None:
@@ -160,12 +156,15 @@ def test_app_v1_is_installed_started_and_reported(rig: Rig) -> None:
     assert summary.installed == [{"component_id": APP_A, "version": "1.0.0"}]
     assert [(a.component_id, a.version) for a in rig.store.installed()] == [(APP_A, "1.0.0")]
     wait_for(lambda: started(rig, APP_A) is not None)
-    assert started(rig, APP_A) == (rig.apps.running()[APP_A], "1.0.0")
+    assert started(rig, APP_A) == "1.0.0"
+    assert APP_A in rig.apps.running()
     # The signed report carries the install and the app start, then the queue is empty.
     assert summary.report == "accepted"
     report = rig.service.status.reports[-1]
     assert report["device_id"] == DEVICE_ID
-    assert report["installed"] == [{"component_id": APP_A, "version": "1.0.0"}]
+    assert [(i["component_id"], i["version"]) for i in report["installed"]] == [(APP_A, "1.0.0")]
+    assert report["installed"][0]["sandbox"].startswith("bwrap uid=")  # the layers the app runs under
+    assert " seccomp " in report["installed"][0]["sandbox"]
     assert [e["kind"] for e in report["events"]] == ["app_installed", "app_started"]
     assert len(rig.events) == 0
 
@@ -179,7 +178,7 @@ def test_v2_replaces_v1_atomically_and_only_that_app_restarts(rig: Rig) -> None:
     rig.publish_app(APP_A, "1.1.0")
     summary = rig.agent.check(NOW + dt.timedelta(minutes=1))
     assert summary.installed == [{"component_id": APP_A, "version": "1.1.0"}]
-    wait_for(lambda: (started(rig, APP_A) or (0, ""))[1] == "1.1.0")
+    wait_for(lambda: started(rig, APP_A) == "1.1.0")
     running = rig.apps.running()
     assert running[APP_A] != pid_a
     assert running[APP_B] == pid_b  # the other app was not touched

@@ -76,7 +76,9 @@ def test_update_check_and_apps_talk_to_the_os(
     summary = {"at": "now", "result": "installed", "group_id": "g1", "installed": [
         {"component_id": APP_A, "version": "1.0.0"}], "refused": [], "failed": [], "detail": "",
         "next_check_at": "later", "report": "accepted"}  # fmt: skip
-    status = {"apps": [{"component_id": APP_A, "pid": 4242, "crashes": 0}]}
+    layers = {"sandbox": "bubblewrap", "uid": 10001, "namespaces": ["user", "pid"], "seccomp_filters": 1,
+              "landlock": {"abi": 7, "net": True, "scoped": ["signal"]}, "limits": {"nproc": 32}}  # fmt: skip
+    status = {"apps": [{"component_id": APP_A, "pid": 4242, "crashes": 0, "sandbox": layers}]}
     server = ControlServer(state / "control.sock", {"update-check": lambda _: summary, "status": lambda _: status})
     server.start()
     key = generate_private_key()
@@ -95,6 +97,11 @@ def test_update_check_and_apps_talk_to_the_os(
         assert code == 0
         rows = json.loads(out)
         assert [(r["component_id"], r["version"], r["pid"]) for r in rows] == [(APP_A, "1.0.0", 4242)]
+        assert rows[0]["sandbox"] == layers
+        assert rows[0]["layers"] == "bwrap uid=10001 ns=user,pid seccomp landlock=7+net+scoped nproc=32"
+        code, out, _ = run(monkeypatch, capsys, "device", "apps", "--dir", str(dev))
+        assert code == 0
+        assert "landlock=7" in out  # the table shows the layers too
     finally:
         server.close()
 

@@ -120,6 +120,7 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
             status = request_control(state_dir.control_socket_path, {"op": "status"}, timeout=30)
             assert [a["component_id"] for a in status["apps"]] == [APP_A]
             assert status["apps"][0]["pid"] is not None
+            assert status["apps"][0]["sandbox"]["sandbox"] == "bubblewrap"  # the runtime runs apps sandboxed
         finally:
             stop.set()
             thread.join(30)
@@ -129,4 +130,5 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
     kinds = [e["kind"] for r in reports for e in r["events"]]
     assert "app_installed" in kinds
     assert "app_started" in kinds
-    assert reports[-1]["installed"] == [{"component_id": APP_A, "version": "1.0.0"}]
+    assert [(i["component_id"], i["version"]) for i in reports[-1]["installed"]] == [(APP_A, "1.0.0")]
+    assert reports[-1]["installed"][0]["sandbox"].startswith("bwrap uid=")

@@ -5,7 +5,7 @@ interval) in the device's config partition; the device installs only apps that
 a pinned key signed. ``update-check`` asks the running OS, over its control
 socket ``DEV/os-state/control.sock``, to check for updates now and prints the
 summary. ``apps`` lists the apps on the device's flash and, if the OS runs,
-their processes.
+their processes and the sandbox layers each runs under.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def update_check_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None
 
 @device_app.command("apps")
 def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
-    """List the apps installed on the device (and, if its OS runs, their processes)."""
+    """List the apps installed on the device (and, if its OS runs, their processes and sandbox layers)."""
     from bastion.os.apps.store import AppStore
 
     apps_dir = dev_dir / "flash" / "apps"
@@ -175,7 +175,16 @@ def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
             "pid": running.get(app.component_id, {}).get("pid"),
             "crashes": running.get(app.component_id, {}).get("crashes"),
             "path": str(app.path),
+            "sandbox": running.get(app.component_id, {}).get("sandbox"),
+            "layers": _layers(running.get(app.component_id, {}).get("sandbox")),
         }
         for app in installed
     ]
-    emit_table(rows, ["name", "component_id", "version", "pid", "crashes"], as_json=as_json, title="apps")
+    emit_table(rows, ["name", "component_id", "version", "pid", "crashes", "layers"], as_json=as_json, title="apps")
+
+
+def _layers(sandbox: object) -> str | None:
+    """The sandbox layers the running OS reports for an app, as one line."""
+    from bastion.os.sandbox.layers import summarize
+
+    return summarize(sandbox) if isinstance(sandbox, dict) and sandbox else None

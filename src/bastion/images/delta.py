@@ -287,6 +287,7 @@ def _apply_to(method: DeltaMethod, old: bytes, patch: bytes, out: _BoundedHashin
         OverflowError,
         MemoryError,
         OSError,
+        SystemError,  # detools' hdiffpatch C extension, on some wrong bases ("returned NULL without an exception")
         detools.Error,
         zstandard.ZstdError,
     ) as exc:

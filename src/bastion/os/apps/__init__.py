@@ -2,8 +2,7 @@
 
 Apps live under ``DEV/flash/apps/<component_id>/<version>/`` with a ``current``
 link per component, switched atomically (:mod:`bastion.os.apps.store`). The app
-manager runs each installed app's entry point as a child process and restarts it
-when it crashes (:mod:`bastion.os.apps.manager`). There is no sandbox yet: apps
-run as plain child processes with a minimal environment; bubblewrap, Landlock
-and seccomp come with the compartmentalization issue.
+manager runs each installed app's entry point in its own sandbox
+(:mod:`bastion.os.apps.launch`, :mod:`bastion.os.sandbox`) and restarts it when it
+crashes (:mod:`bastion.os.apps.manager`).
 """

@@ -1,23 +1,25 @@
-"""The app manager: runs each installed app as a child process of the OS.
+"""The app manager: runs each installed app in its own sandbox, watches it, restarts it.
 
-For each installed app it starts the manifest's ``EntryPoint`` (a ``.py`` entry
-runs under this interpreter in isolated mode, ``-I``; anything else must be an
-executable file inside the app) with ``CmdArgs``, ``cwd`` = the app's version
-directory, a minimal environment, and stdout/stderr appended to
-``DEV/os-state/apps/<component_id>.log`` (rotated at a bound). A crashed app is
-recorded (``app_failed``) and restarted with exponential backoff; an app that
-stayed up long enough starts again from the initial delay. On OS exit every app
-is stopped (SIGTERM to its process group, then SIGKILL).
+For each installed app it starts the manifest's ``EntryPoint`` with ``CmdArgs``
+through :class:`~bastion.os.apps.launch.AppLauncher`: a bubblewrap sandbox (own
+uid in its own user, pid, ipc, uts, cgroup and network namespaces, no
+capabilities, seccomp, Landlock, rlimits; see docs/adr/0005-app-sandbox.md)
+with its applibs socket as fd 3, and stdout/stderr appended to
+``DEV/os-state/apps/<component_id>.log`` (rotated at a bound). Inside, ``/app``
+is its version directory (the cwd), ``/storage`` its MutableStorage directory
+(``DEV/os-state/app-data/<component_id>/``, read-only: writes go through
+applibs), ``/tmp`` a private bounded tmpfs.
 
-**No sandbox yet.** Apps run as plain child processes with the OS's user and a
-minimal environment; bubblewrap, Landlock, seccomp and capability enforcement
-come with the compartmentalization issue (DESIGN.md, "What comes after").
+A crashed app is recorded (``app_failed``; a seccomp kill also as
+``sandbox_violation``) and restarted with exponential backoff; an app that
+stayed up long enough starts again from the initial delay. If the host cannot
+build the sandbox, no app starts and each is recorded as ``sandbox_unavailable``
+with what is missing. Stopping an app stops its whole sandbox (SIGTERM, then
+SIGKILL of its pid namespace) and checks that none of its processes is left.
 
-The environment an app gets: ``PATH``, ``LANG``, ``TZ`` if set, and
-``BASTION_APP_COMPONENT_ID``, ``BASTION_APP_VERSION``, ``BASTION_APP_STORAGE``
-(its own data directory, ``DEV/os-state/app-data/<component_id>/``, where an app
-with ``SoftwareUpdateDeferral`` may write its deferral request; see
-:mod:`bastion.os.updates.policy`).
+``insecure_no_sandbox`` (the device option ``--insecure-no-sandbox``) runs apps
+as plain child processes of the OS, still with their applibs socket; their
+layers say ``none (insecure-no-sandbox)``.
 """
 
 from __future__ import annotations
@@ -26,20 +28,24 @@ import datetime as dt
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from bastion.os.apps.claims import is_realtime
+from bastion.os.apps.launch import INSECURE_LAYERS, AppLauncher, RunningApp, describe_exit
 from bastion.os.apps.store import AppStore, InstalledApp
+from bastion.os.appservices.services import notify_app_stopped
+from bastion.os.sandbox.errors import SandboxError, SandboxUnavailableError
+from bastion.os.sandbox.policy import SandboxLimits, app_uid
 from bastion.os.updates.errors import UpdateFailedError
 from bastion.os.updates.events import EventQueue
 
 __all__ = ["AppLimits", "AppManager", "AppProcess", "app_command"]
-
-_ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "TZ")
 
 _log = logging.getLogger("bastion.os.apps")
 
@@ -93,14 +99,33 @@ def app_command(app: InstalledApp, *, python: str = sys.executable) -> list[str]
 
 @dataclass
 class AppProcess:
-    """The manager's record of one app."""
+    """The manager's record of one app.
+
+    Attributes:
+        app: the installed version it runs.
+        run: the current start (process tree, applibs server, sandbox record), if running.
+        layers: the sandbox layers of the last start (kept after it stops).
+        core: the real-time core of a real-time app.
+    """
 
     app: InstalledApp
-    process: subprocess.Popen[bytes] | None = None
+    run: RunningApp | None = None
     started_at: dt.datetime | None = None
     crashes: int = 0
     restart_at: dt.datetime | None = None
     failures: list[str] = field(default_factory=list)
+    layers: dict[str, Any] = field(default_factory=dict)
+    #: The real-time core a ``RealTimeCapable`` app runs on (``None``: the application core).
+    core: int | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """Our child process (bubblewrap's monitor when sandboxed), if running."""
+        return self.run.tree.process if self.run is not None else None
+
+    def alive(self) -> bool:
+        """Whether its process runs."""
+        return self.run is not None and self.run.tree.process.poll() is None
 
 
 class AppManager:
@@ -110,9 +135,14 @@ class AppManager:
         store: the app store.
         log_dir: where app logs go (``DEV/os-state/apps``).
         data_dir: parent of each app's data directory (``DEV/os-state/app-data``).
-        events: the event queue (``app_started``, ``app_failed``).
+        events: the event queue (``app_started``, ``app_failed``, ``sandbox_*``, ``app_denied``).
         limits: bounds and timings.
-        python: the interpreter for ``.py`` entry points.
+        python: the interpreter for ``.py`` entry points when not sandboxed.
+        services: the OS services the applibs handlers use (``AppServices.mapping``).
+        insecure_no_sandbox: run apps without the sandbox (``--insecure-no-sandbox``; loud).
+        sandbox_limits: each sandbox's resource bounds.
+        bwrap: the bubblewrap executable (default: ``bwrap`` on PATH).
+        clock: the time of events recorded from the applibs servers' threads.
     """
 
     def __init__(
@@ -124,6 +154,11 @@ class AppManager:
         events: EventQueue,
         limits: AppLimits | None = None,
         python: str = sys.executable,
+        services: Mapping[type, object] | None = None,
+        insecure_no_sandbox: bool = False,
+        sandbox_limits: SandboxLimits | None = None,
+        bwrap: str | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.store = store
         self.log_dir = log_dir
@@ -131,8 +166,20 @@ class AppManager:
         self._events = events
         self.limits = limits or AppLimits()
         self._python = python
+        self._clock = clock
+        self._services: Mapping[type, object] = services or {}
         self._apps: dict[str, AppProcess] = {}
         self._lock = threading.RLock()
+        self.launcher = AppLauncher(
+            services=services or {},
+            record=lambda app, kind, detail: self._record(self._clock(), kind, app, detail),
+            insecure_no_sandbox=insecure_no_sandbox,
+            limits=sandbox_limits,
+            bwrap=bwrap,
+            python=python,
+        )
+        if insecure_no_sandbox:
+            _log.warning("INSECURE: apps run without a sandbox (--insecure-no-sandbox)")
         for directory in (log_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -144,19 +191,6 @@ class AppManager:
         """An app's log file."""
         return self.log_dir / f"{component_id}.log"
 
-    def _env(self, app: InstalledApp) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _ENV_ALLOWLIST if name in os.environ}
-        env.update(
-            {
-                "BASTION_APP_COMPONENT_ID": app.component_id,
-                "BASTION_APP_VERSION": app.version,
-                "BASTION_APP_STORAGE": str(self.storage_dir(app.component_id)),
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-        )
-        return env
-
     def _rotate(self, path: Path) -> None:
         try:
             if path.stat().st_size <= self.limits.log_max_bytes:
@@ -166,8 +200,22 @@ class AppManager:
         except OSError:
             return
 
+    def _uid(self, component_id: str) -> int:
+        taken = frozenset(
+            int(r.layers["uid"]) for cid, r in self._apps.items() if cid != component_id and "uid" in r.layers
+        )
+        return app_uid(component_id, taken)
+
     def _spawn(self, record: AppProcess, now: dt.datetime) -> None:
         app = record.app
+        if is_realtime(app.manifest):
+            record.core = self.store.core_of(app.component_id)
+            if record.core is None:  # more real-time apps than cores (the install would refuse this now)
+                record.run, record.restart_at = None, None
+                record.layers = {"sandbox": "not started", "missing": "a free real-time core"}
+                self._record(now, "app_failed", app, "no free real-time core for this real-time app")
+                _log.error("app %s not started: no free real-time core", app.component_id)
+                return
         try:
             argv = app_command(app, python=self._python)
             self.storage_dir(app.component_id).mkdir(mode=0o700, exist_ok=True)
@@ -175,29 +223,33 @@ class AppManager:
             self._rotate(log)
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                record.process = subprocess.Popen(
-                    argv,
-                    cwd=app.path,
-                    env=self._env(app),
-                    stdin=subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=fd,
-                    start_new_session=True,  # its own process group: stopped as a whole
-                    close_fds=True,
+                record.run = self.launcher.launch(
+                    app,
+                    argv=argv,
+                    storage_dir=self.storage_dir(app.component_id),
+                    output=fd,
+                    uid=self._uid(app.component_id),
                 )
             finally:
                 os.close(fd)
-        except (OSError, UpdateFailedError) as exc:
-            record.process = None
+        except SandboxUnavailableError as exc:
+            record.run, record.restart_at = None, None  # not retried: the host must be fixed first
+            record.layers = {"sandbox": "unavailable", "missing": exc.missing, "fix": exc.fix}
+            self._record(now, "sandbox_unavailable", app, str(exc))
+            _log.error("app %s not started: %s", app.component_id, exc)
+            return
+        except (OSError, ValueError, UpdateFailedError, SandboxError) as exc:  # ValueError: a policy refused
+            record.run = None
             record.crashes += 1
             record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
-            detail = str(exc) if isinstance(exc, UpdateFailedError) else f"cannot start: {exc.strerror or exc}"
+            detail = f"cannot start: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
             self._record(now, "app_failed", app, detail)
             _log.warning("app %s %s: %s", app.component_id, app.version, detail)
             return
         record.started_at, record.restart_at = now, None
-        self._record(now, "app_started", app, f"pid {record.process.pid}")
-        _log.info("started app %s %s (pid %d)", app.component_id, app.version, record.process.pid)
+        record.layers = record.run.session.layers()
+        self._record(now, "app_started", app, f"pid {record.run.tree.pid}")
+        _log.info("started app %s %s (pid %d, %s)", app.component_id, app.version, record.run.tree.pid, _kind(record))
 
     def _record(self, now: dt.datetime, kind: str, app: InstalledApp, detail: str) -> None:
         self._events.record(
@@ -209,7 +261,9 @@ class AppManager:
         with self._lock:
             for app in self.store.installed():
                 record = self._apps.get(app.component_id)
-                if record is None or record.process is None or record.process.poll() is not None:
+                if record is None or not record.alive():
+                    if record is not None:
+                        self._end(record)
                     self._apps[app.component_id] = AppProcess(app)
                     self._spawn(self._apps[app.component_id], now)
 
@@ -224,33 +278,33 @@ class AppManager:
             self._apps[component_id] = AppProcess(app)
             self._spawn(self._apps[component_id], now)
 
-    def _terminate(self, record: AppProcess) -> None:
-        process = record.process
-        if process is None or process.poll() is not None:
+    def _end(self, record: AppProcess) -> None:
+        """Stop the app's sandbox (if it runs), check nothing of it is left, close its socket."""
+        run, record.run = record.run, None
+        if run is None:
             return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(self.limits.stop_grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            process.wait()
+        survivors = run.tree.stop(self.limits.stop_grace_s)
+        record.layers = run.session.layers()
+        run.close()
+        notify_app_stopped(self._services, record.app.component_id)
+        if survivors:
+            detail = f"{len(survivors)} processes outlived the app's stop and were killed"
+            self._record(self._clock(), "sandbox_violation", record.app, detail)
+            _log.error("app %s: %s", record.app.component_id, detail)
 
     def stop(self, component_id: str) -> None:
         """Stop one app."""
         with self._lock:
             record = self._apps.get(component_id)
             if record is not None:
-                self._terminate(record)
-                record.process = None
+                self._end(record)
 
     def stop_all(self) -> None:
         """Stop every app (on OS exit)."""
         with self._lock:
             for record in self._apps.values():
-                self._terminate(record)
-                record.process = None
+                self._end(record)
+            self.launcher.close()
 
     def poll(self, now: dt.datetime) -> dt.datetime:
         """Reap crashed apps, record them, restart those whose backoff has passed.
@@ -260,11 +314,12 @@ class AppManager:
         """
         with self._lock:
             for record in self._apps.values():
-                process = record.process
-                if process is not None:
+                run = record.run
+                if run is not None:
                     self._rotate(self.log_path(record.app.component_id))
-                    code = process.poll()
+                    code = run.tree.process.poll()
                     if code is None:
+                        record.layers = run.session.layers()
                         if (
                             record.started_at
                             and (now - record.started_at).total_seconds() >= self.limits.stable_after_s
@@ -277,12 +332,15 @@ class AppManager:
         return now + dt.timedelta(seconds=self.limits.poll_interval_s)
 
     def _crashed(self, record: AppProcess, code: int, now: dt.datetime) -> None:
-        record.process = None
+        sandboxed = record.run is not None and record.run.sandboxed
+        self._end(record)
         record.crashes += 1
         record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
-        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        how, violation = describe_exit(code, sandboxed=sandboxed)
         detail = f"{how}; {self._tail(record.app.component_id)}".strip("; ")
         record.failures.append(how)
+        if violation:
+            self._record(now, "sandbox_violation", record.app, f"killed by the seccomp filter ({how})")
         self._record(now, "app_failed", record.app, detail)
         _log.warning("app %s exited (%s); restarting at %s", record.app.component_id, how, record.restart_at)
 
@@ -297,25 +355,44 @@ class AppManager:
             return ""
 
     def running(self) -> dict[str, int]:
-        """Component ID -> pid of every running app."""
+        """Component ID -> pid of every running app (bubblewrap's monitor when sandboxed)."""
         with self._lock:
-            return {
-                cid: r.process.pid
-                for cid, r in self._apps.items()
-                if r.process is not None and r.process.poll() is None
-            }
+            return {cid: r.run.tree.pid for cid, r in self._apps.items() if r.run is not None and r.alive()}
+
+    def layers(self, component_id: str) -> dict[str, Any]:
+        """The sandbox layers of an app's current (or last) start."""
+        with self._lock:
+            record = self._apps.get(component_id)
+            if record is None:
+                return {}
+            if record.run is not None:
+                record.layers = record.run.session.layers()
+            layers = dict(record.layers)
+            if record.core is not None:
+                layers["realtime_core"] = record.core
+            return layers
+
+    def all_layers(self) -> dict[str, dict[str, Any]]:
+        """Component ID -> sandbox layers of every app the manager has started (or tried to)."""
+        with self._lock:
+            return {cid: self.layers(cid) for cid in sorted(self._apps)}
 
     def status(self) -> list[dict[str, object]]:
-        """One row per known app: id, version, pid, crashes, next restart."""
+        """One row per known app: id, version, pid, crashes, next restart, sandbox layers."""
         with self._lock:
             return [
                 {
                     "component_id": cid,
                     "version": r.app.version,
                     "name": r.app.manifest.name,
-                    "pid": r.process.pid if r.process is not None and r.process.poll() is None else None,
+                    "pid": r.run.tree.pid if r.run is not None and r.alive() else None,
                     "crashes": r.crashes,
                     "restart_at": r.restart_at.isoformat() if r.restart_at else None,
+                    "sandbox": self.layers(cid),
                 }
                 for cid, r in sorted(self._apps.items())
             ]
+
+
+def _kind(record: AppProcess) -> str:
+    return "sandboxed" if record.run is not None and record.run.sandboxed else str(INSECURE_LAYERS["sandbox"])

@@ -152,6 +152,10 @@ class PeripheralService:
         except (HwError, OSError) as exc:
             _log.warning("cannot release the peripherals of %s: %s", component_id, exc)
 
+    def app_stopped(self, component_id: str) -> None:
+        """The app manager's hook: an app's run ended, so its peripherals are released."""
+        self.release(component_id)
+
     def close(self) -> None:
         """Release every app's peripherals (OS exit)."""
         with self._lock:

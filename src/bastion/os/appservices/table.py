@@ -7,7 +7,7 @@ here, nowhere else.
 
 from __future__ import annotations
 
-from bastion.os.appservices import core, peripherals
+from bastion.os.appservices import core, peripherals, sandbox_ops
 from bastion.os.appservices.registry import Operation
 
 __all__ = ["OPERATIONS", "build_table"]
@@ -30,5 +30,6 @@ def build_table(*groups: tuple[Operation, ...]) -> dict[str, Operation]:
 
 OPERATIONS: dict[str, Operation] = build_table(
     core.OPERATIONS,
+    sandbox_ops.OPERATIONS,
     peripherals.OPERATIONS,
 )

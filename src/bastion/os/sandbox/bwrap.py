@@ -118,6 +118,10 @@ class BwrapCommand:
             self._add("--perms", f"{perms:04o}")
         return self._add("--dir", dest)
 
+    def symlink(self, target: str, dest: str) -> BwrapCommand:
+        """A symlink ``dest`` -> ``target`` (e.g. a merged-/usr host's ``/lib -> usr/lib``)."""
+        return self._add("--symlink", target, dest)
+
     def remount_ro(self, dest: str) -> BwrapCommand:
         """Make a mount point read-only."""
         return self._add("--remount-ro", dest)
@@ -126,6 +130,11 @@ class BwrapCommand:
         """Load the compiled BPF program readable from ``fd`` before running the command."""
         self.fds.append(fd)
         return self._add("--seccomp", str(fd))
+
+    def info_fd(self, fd: int) -> BwrapCommand:
+        """Have bubblewrap write its JSON info (``child-pid``, namespace ids) to ``fd`` once set up."""
+        self.fds.append(fd)
+        return self._add("--info-fd", str(fd))
 
     def keep_fd(self, fd: int) -> BwrapCommand:
         """Keep an fd open into the sandbox (bubblewrap passes inherited fds through)."""

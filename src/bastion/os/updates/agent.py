@@ -35,6 +35,7 @@ from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
+from bastion.os.sandbox.layers import summarize
 from bastion.os.updates.agent_state import AgentState, load_agent_state, save_agent_state
 from bastion.os.updates.app_update import install_app_target, target_identity
 from bastion.os.updates.errors import UpdateError, UpdateFailedError, UpdateRefusedError, UpdateUnavailableError
@@ -221,6 +222,7 @@ class UpdateAgent:
             boot_slot=self.running.boot_slot,
             group_id=pointer.group_id if pointer else None,
             installed=[(a.component_id, a.version) for a in self.store.installed()],
+            sandbox={cid: summarize(layers) for cid, layers in self.apps.all_layers().items()},
         )
 
     def report(self, now: dt.datetime) -> str | None:

@@ -1,10 +1,11 @@
 """Signed device status reports: ``POST /api/v1/device/status`` (docs/updates.md).
 
-The payload is a CBOR map (installed images, OS version, slot, group and the
-queued events), signed as a COSE_Sign1 by the device key that attestation
-certified, with ``x5chain`` = [device certificate DER]. Events leave the queue
-only once the service has accepted the report, so a report lost in transit is
-sent again at the next check-in.
+The payload is a CBOR map (installed images, each app with a one-line summary
+of its active sandbox layers, OS version, slot, group and the queued events),
+signed as a COSE_Sign1 by the device key that attestation certified, with
+``x5chain`` = [device certificate DER]. Events leave the queue only once the
+service has accepted the report, so a report lost in transit is sent again at
+the next check-in.
 
 Example:
     >>> reporter = StatusReporter(http, queue, credentials=lambda: (key, cert_der))  # doctest: +SKIP
@@ -14,9 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,8 @@ class DeviceStatus:
     boot_slot: str
     group_id: str | None
     installed: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    #: Component ID -> one line of its active sandbox layers (``bastion.os.sandbox.layers.summarize``).
+    sandbox: Mapping[str, str] = field(default_factory=dict)
 
 
 def build_payload(status: DeviceStatus, events: Sequence[Event], *, iat: int) -> bytes:
@@ -74,11 +78,18 @@ def build_payload(status: DeviceStatus, events: Sequence[Event], *, iat: int) ->
             "os_version": status.os_version,
             "boot_slot": status.boot_slot,
             "group_id": status.group_id,
-            "installed": [{"component_id": c, "version": v} for c, v in status.installed],
+            "installed": [_installed(c, v, status.sandbox.get(c)) for c, v in status.installed],
             "events": [e.to_json() for e in events],
         },
         canonical=True,
     )
+
+
+def _installed(component_id: str, version: str, sandbox: str | None) -> dict[str, str]:
+    item = {"component_id": component_id, "version": version}
+    if sandbox:
+        item["sandbox"] = sandbox
+    return item
 
 
 def sign_report(payload: bytes, key: PrivateKey, cert_der: bytes) -> bytes:
@@ -113,9 +124,14 @@ class StatusReporter:
         events = self._queue.peek(MAX_EVENTS_PER_REPORT)
         while True:
             body = sign_report(build_payload(status, events, iat=iat), key, cert)
-            if len(body) <= MAX_REPORT_BYTES or not events:
+            if len(body) <= MAX_REPORT_BYTES:
                 return body, events
-            events = events[: len(events) // 2]
+            if events:
+                events = events[: len(events) // 2]
+            elif status.sandbox:  # the per-app layer lines are the last thing to give up
+                status = dataclasses.replace(status, sandbox={})
+            else:
+                return body, events
 
     def _load_iat(self) -> int:
         if self._iat_path is None:

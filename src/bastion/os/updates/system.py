@@ -34,6 +34,7 @@ from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
 from bastion.os.appservices.peripherals import PeripheralService
+from bastion.os.appservices.services import AppServices
 from bastion.os.attestation import DeviceCredential
 from bastion.os.config import DeviceConfig, app_public_keys
 from bastion.os.devmode.capability import DevelopmentMode
@@ -147,8 +148,12 @@ class UpdateSystem:
         device_key: PrivateKey,
         flash_dir: Path,
         stop: threading.Event,
+        insecure_no_sandbox: bool = False,
     ) -> UpdateSystem:
         """Build the system from the runtime's parts.
+
+        Apps run sandboxed unless ``insecure_no_sandbox`` (or the device config's
+        ``insecure_no_sandbox``) says otherwise.
 
         Raises:
             ConfigError: a pinned app key is invalid.
@@ -156,7 +161,17 @@ class UpdateSystem:
         events = EventQueue(state_dir.events_path)
         board = load_board(state_dir.path.parent / PERIPH_DIRNAME)
         store = AppStore(flash_dir / APPS_DIRNAME, model=board.model)
-        apps = AppManager(store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events)
+        services = AppServices()  # each area adds its OS service here, one line each
+        peripherals = PeripheralService(board)
+        services.add(peripherals)
+        apps = AppManager(
+            store,
+            log_dir=state_dir.app_log_dir,
+            data_dir=state_dir.app_data_dir,
+            events=events,
+            services=services.mapping,
+            insecure_no_sandbox=insecure_no_sandbox or bool(getattr(config, "insecure_no_sandbox", False)),
+        )
         groups = GroupStore(state_dir.tuf_dir)
         dev = DevelopmentMode(state_dir, device_id=device_id, events=events)
         pinned = tuple(app_public_keys(config))
@@ -194,7 +209,7 @@ class UpdateSystem:
             spool_dir=state_dir.staging_dir,
         )
         agent.development = lambda: dev.development(now=system._now())
-        system.peripherals = PeripheralService(board)
+        system.peripherals = peripherals
         return system
 
     def _now(self) -> dt.datetime:

@@ -3,7 +3,7 @@
 docs/updates.md "Service fleet slice"::
 
     {"device_id": tstr, "iat": int, "os_version": tstr, "boot_slot": tstr, "group_id": tstr / null,
-     "installed": [{"component_id": tstr, "version": tstr}],
+     "installed": [{"component_id": tstr, "version": tstr, ? "sandbox": tstr}],
      "events": [{"at": int, "kind": tstr, "component_id": tstr, "version": tstr, "detail": tstr}]}
 
 Unknown keys are ignored (a newer device may say more); known keys must have
@@ -58,6 +58,8 @@ EVENT_KINDS = frozenset(
 MAX_VERSION_CHARS = 64
 MAX_COMPONENT_CHARS = 64
 MAX_SLOT_CHARS = 8
+#: Bound on an app's sandbox-layers line (the device sends at most 160 characters).
+MAX_SANDBOX_CHARS = 256
 MAX_DETAIL_INPUT_CHARS = 4096
 #: Times are seconds since the epoch; this bound keeps them representable.
 MAX_EPOCH_SECONDS = 2**37
@@ -70,10 +72,17 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class InstalledItem:
-    """An installed image as the device reports it."""
+    """An installed image as the device reports it.
+
+    Attributes:
+        component_id: the image's component ID.
+        version: its version.
+        sandbox: for an app, one line naming the sandbox layers it runs under (empty if not given).
+    """
 
     component_id: str
     version: str
+    sandbox: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,7 @@ def parse_report(payload: bytes, *, max_events: int, max_installed: int, max_det
             InstalledItem(
                 component_id=_text(item.get("component_id"), f"installed[{index}].component_id", MAX_COMPONENT_CHARS),
                 version=_text(item.get("version"), f"installed[{index}].version", MAX_VERSION_CHARS),
+                sandbox=_text(item.get("sandbox", ""), f"installed[{index}].sandbox", MAX_SANDBOX_CHARS),
             )
         )
     events = []
