@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/attest.py
 	$(PY) benchmarks/checkin.py
 	$(PY) benchmarks/delta.py
+	$(PY) benchmarks/sandbox.py
 
 clean:
 	rm -rf $(VENV) .bastion-demo .mypy_cache .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.boot.bootloader import boot_device
+from bastion.boot import boot_device
 from bastion.boot.factory import flash_os, manufacture_device
 from bastion.boot.result import BootResult
 from bastion.boot.slots import STAGING_DIR, Checkpoint

@@ -40,9 +40,13 @@ def install_app(
     capabilities: dict[str, Any] | None = None,
     version: str = "1.0.0",
     entry: str = "main.py",
+    files: dict[str, str] | None = None,
 ) -> None:
     source = root / f"src-{component_id[:8]}-{version}"
     source.mkdir(parents=True)
+    for name, text in (files or {}).items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
     manifest = {
         "SchemaVersion": 1,
         "Name": f"app-{component_id[:4]}",

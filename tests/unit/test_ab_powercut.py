@@ -17,12 +17,14 @@ The same points are exercised with real processes and SIGKILL in test_ab_process
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from _ab_world import AbDevice, AbWorld, PowerCut, cut_at, make_ab_world
 
 from bastion.boot.result import BootResult
 from bastion.boot.slots import STEP_ARMED, STEP_CONFIRMED, STEP_COUNTER_RAISED, STEP_SLOT_WRITTEN
-from bastion.hw.flash import BootEvent, BootState, Slot
+from bastion.hw.flash import BootEvent, BootState, Partition, Slot
 
 
 @pytest.fixture(scope="module")
@@ -149,27 +151,27 @@ def test_cut_inside_confirm_boot(world: AbWorld, device: AbDevice, step: str) ->
     converge(world, device, result)
 
 
-def test_cut_while_the_bootloader_loads_the_trial(
-    world: AbWorld, device: AbDevice, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cut_while_the_bootloader_loads_the_trial(world: AbWorld, device: AbDevice, tmp_path: Path) -> None:
     # The attempt is spent (durably) before the trial slot is even read, so a trial that
-    # dies anywhere in its boot, however early, is not retried for ever.
-    from bastion.boot import bootloader
+    # dies anywhere in its boot, however early, is not retried for ever. The bootloader
+    # stage is its own process: a bootloader built to die as it loads a trial stands for
+    # the power cut (the ROM sees a stage that ended without an answer).
+    from _boot_world import patched_sources, vendor_bootloader, write_bootloader
+
+    from bastion.boot.errors import BootStageError
 
     device.boot()
     device.ok("install_os", {"path": str(device.stage(world.v110))})
-    real = bootloader._boot_slot
-
-    def dies_on_trial(*args: object, **kwargs: object) -> BootResult:
-        if kwargs.get("trial"):
-            raise PowerCut("loading the trial")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(bootloader, "_boot_slot", dies_on_trial)
-    with pytest.raises(PowerCut):
+    good = device.chip.flash.read(Partition.BOOTLOADER)
+    marker = "def _boot_slot(chip: Chip, rom: RomOutput, slot: Slot, *, now: dt.datetime, trial: bool) -> BootResult:\n"
+    dying = patched_sources(
+        tmp_path, {"boot/bootloader.py": (marker, marker + "    if trial:\n        __import__('os')._exit(137)\n")}
+    )
+    write_bootloader(device.dev, vendor_bootloader(world.vendor, dying))
+    with pytest.raises(BootStageError, match="status 137 without an answer"):
         device.boot()
     assert device.state == BootState(Slot.A, Slot.B, 0, None)
-    monkeypatch.setattr(bootloader, "_boot_slot", real)
+    write_bootloader(device.dev, good)
     result = device.boot()
     assert (result.boot_slot, result.trial) == ("A", False)
     assert device.state.last_event is not None

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from _boot_world import NOW, World, copy_device, make_world
+from _boot_world import NOW, World, copy_device, make_world, patched_sources, vendor_bootloader, write_bootloader
 
-from bastion.boot.bootloader import boot_device
+from bastion.boot import boot_device
 from bastion.boot.errors import (
     BootError,
     BootloaderVerificationError,
+    BootStageError,
     ChipNotReadyError,
     NoOsError,
     OsVerificationError,
@@ -20,6 +21,7 @@ from bastion.boot.errors import (
 )
 from bastion.boot.factory import flash_os, manufacture_device
 from bastion.boot.recovery import read_recovery
+from bastion.boot.result import BootResult
 from bastion.boot.vendor import init_vendor, load_vendor
 from bastion.crypto import certs
 from bastion.crypto.eat import DebugStatus
@@ -230,3 +232,172 @@ def test_vendor_root_outlives_device_id_certificates(world: World, dev: Path) ->
     assert world.vendor.ca_cert.not_valid_after_utc > device_id_cert.not_valid_after_utc
     # A device must still chain to its vendor in its 20th year.
     certs.verify_chain([device_id_cert], [world.vendor.ca_cert], now=NOW.replace(year=NOW.year + 20))
+
+
+# --- The bootloader stage and the monitor are measured code (issue 6) ---------------------------
+
+
+def _alias_public(result: BootResult) -> bytes:
+    return public_key_bytes(result.alias_key.public_key())
+
+
+def test_changing_the_monitor_code_changes_the_identity(world: World, dev: Path, tmp_path: Path) -> None:
+    good = boot_device(dev, now=NOW)
+    assert good.bootloader_runtime_dir.name == f"bl-{good.measurements[0].digest.hex()[:16]}"
+    assert good.bootloader_runtime_dir.parent == good.os_runtime_dir.parent
+    # Two bootloader images that differ only in one comment of the monitor's code.
+    tree = patched_sources(tmp_path, {"monitor/server.py": ('"""The monitor', '"""(patched) The monitor')})
+    other_dev = copy_device(dev, tmp_path / "other")
+    write_bootloader(other_dev, vendor_bootloader(world.vendor, tree))
+    other = boot_device(other_dev, now=NOW)
+
+    assert other.device_id == good.device_id  # DeviceID: the UDS only
+    assert other.cert_chain[1] == good.cert_chain[1]
+    assert other.measurements[0].digest != good.measurements[0].digest  # CDI_BL follows the bootloader
+    assert other.measurements[1] == good.measurements[1]  # same OS
+    assert _alias_public(other) != _alias_public(good)
+    fwids = [certs.tcb_info_from_cert(certs.load_certificate_der(r.cert_chain[0])).fwids for r in (good, other)]
+    assert fwids[0][0].digest == good.measurements[0].digest
+    assert fwids[1][0].digest == other.measurements[0].digest
+    assert fwids[0][1] == fwids[1][1]
+    # The monitor would run the patched code: it is what the ROM unpacked and measured.
+    server = other.bootloader_runtime_dir / "bastion" / "monitor" / "server.py"
+    assert server.read_text().startswith('"""(patched) The monitor')
+
+
+def test_the_bootloader_of_the_host_package_is_reproducible(world: World, dev: Path) -> None:
+    # A host rebuilds the vendor's bootloader from the same sources and key: the same measurement.
+    rebuilt = vendor_bootloader(world.vendor)
+    assert rebuilt == Chip.open(dev).flash.read(Partition.BOOTLOADER)
+
+
+def test_a_tampered_bootloader_tree_does_not_run(dev: Path) -> None:
+    first = boot_device(dev, now=NOW)
+    server = first.bootloader_runtime_dir / "bastion" / "monitor" / "server.py"
+    stage = first.bootloader_runtime_dir / "bastion" / "boot" / "bootloader.py"
+    originals = {path: path.read_bytes() for path in (server, stage)}
+    server.write_text("raise SystemExit('owned')\n")
+    stage.write_text("raise SystemExit('owned')\n")  # would fail the boot if it ran
+    second = boot_device(dev, now=NOW)
+    assert {path: path.read_bytes() for path in originals} == originals
+    assert _alias_public(second) == _alias_public(first)
+
+
+def test_a_planted_bytecode_cache_is_removed_before_the_stage_runs(dev: Path) -> None:
+    first = boot_device(dev, now=NOW)
+    cache = first.bootloader_runtime_dir / "bastion" / "boot" / "__pycache__"
+    cache.mkdir()
+    (cache / "bootloader.cpython-311.pyc").write_bytes(b"owned")
+    boot_device(dev, now=NOW)
+    assert not cache.exists()
+
+
+def test_a_stage_that_crashes_leaves_the_chip_in_recovery(world: World, dev: Path, tmp_path: Path) -> None:
+    marker = "def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResult:\n"
+    tree = patched_sources(tmp_path, {"boot/bootloader.py": (marker, marker + "    __import__('os')._exit(7)\n")})
+    write_bootloader(dev, vendor_bootloader(world.vendor, tree))
+    with pytest.raises(BootStageError, match="exited with status 7 without an answer") as info:
+        boot_device(dev, now=NOW)
+    assert (info.value.stage, info.value.check) == ("bootloader", "stage")
+    record = _recovery(dev)
+    assert (record["stage"], record["check"]) == ("bootloader", "stage")
+
+
+def test_a_stage_that_hangs_is_stopped_at_its_bound(
+    world: World, dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.boot import chain
+
+    marker = "def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResult:\n"
+    tree = patched_sources(tmp_path, {"boot/bootloader.py": (marker, marker + "    __import__('time').sleep(600)\n")})
+    write_bootloader(dev, vendor_bootloader(world.vendor, tree))
+    monkeypatch.setattr(chain, "STAGE_TIMEOUT_S", 2.0)
+    with pytest.raises(BootStageError, match="did not answer within 2 s"):
+        boot_device(dev, now=NOW)
+    assert _recovery(dev)["check"] == "timeout"
+
+
+def test_the_stage_gets_no_secret_in_argv_or_env(world: World, dev: Path, tmp_path: Path) -> None:
+    from bastion.crypto.dice import derive_cdi
+
+    probe = dev / "stage-probe"
+    marker = "def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResult:\n"
+    dump = (
+        f"    __import__('pathlib').Path({str(probe)!r}).write_bytes("
+        "open('/proc/self/cmdline', 'rb').read() + b'\\n' + open('/proc/self/environ', 'rb').read())\n"
+    )
+    tree = patched_sources(tmp_path, {"boot/bootloader.py": (marker, marker + dump)})
+    write_bootloader(dev, vendor_bootloader(world.vendor, tree))
+    result = boot_device(dev, now=NOW)
+    seen = probe.read_bytes()
+    uds = Chip.open(dev).read_uds()
+    cdi_bl = derive_cdi(uds, result.measurements[0].digest)
+    for secret in (uds, cdi_bl):
+        assert secret not in seen
+        assert secret.hex().encode() not in seen
+    assert b"PRIVATE KEY" not in seen
+    assert f"PYTHONPATH={result.bootloader_runtime_dir}".encode() in seen.split(b"\0")
+    assert b"-m\0bastion.boot\0--input-fd" in seen
+
+
+def test_a_device_with_a_legacy_bootloader_names_reprovisioning(world: World, dev: Path) -> None:
+    import io
+
+    from bastion.boot.bootloader_image import read_boot_config
+    from bastion.boot.config import BOOTLOADER_COMPONENT_ID, BOOTLOADER_LIMITS, encode_bootloader_partition
+    from bastion.crypto.keys import load_private_key_pem
+    from bastion.images.package import ImageType, build_image
+
+    config = read_boot_config(world.vendor.bootloader_image, world.vendor.bootloader_header)
+    old = io.BytesIO()
+    build_image(
+        old,
+        io.BytesIO(config.to_json()),  # the format before issue 6: the bare boot configuration
+        image_type=ImageType.BOOTLOADER,
+        component_id=BOOTLOADER_COMPONENT_ID,
+        version="1.0.0",
+        security_version=1,
+        key=load_private_key_pem(world.vendor.paths.boot_key.read_bytes()),
+        limits=BOOTLOADER_LIMITS,
+    )
+    write_bootloader(dev, encode_bootloader_partition(world.vendor.boot_public_key, old.getvalue()))
+    with pytest.raises(BootloaderVerificationError, match="re-provision") as info:
+        boot_device(dev, now=NOW)
+    assert info.value.check == "format"
+    assert "`bastion device manufacture" in str(info.value)
+    assert _recovery(dev)["check"] == "format"
+
+
+def test_a_vendor_with_a_legacy_bootloader_names_reprovisioning(world: World, tmp_path: Path) -> None:
+    import io
+    import shutil
+
+    from bastion.boot.bootloader_image import read_boot_config
+    from bastion.boot.config import BOOTLOADER_COMPONENT_ID, BOOTLOADER_LIMITS
+    from bastion.boot.errors import VendorError
+    from bastion.crypto.keys import load_private_key_pem
+    from bastion.images.package import ImageType, build_image
+
+    root = Path(shutil.copytree(world.vendor.paths.root, tmp_path / "vendor"))
+    config = read_boot_config(world.vendor.bootloader_image, world.vendor.bootloader_header)
+    old = io.BytesIO()
+    build_image(
+        old,
+        io.BytesIO(config.to_json()),
+        image_type=ImageType.BOOTLOADER,
+        component_id=BOOTLOADER_COMPONENT_ID,
+        version="1.0.0",
+        security_version=1,
+        key=load_private_key_pem((root / "boot-signing.key").read_bytes()),
+        limits=BOOTLOADER_LIMITS,
+    )
+    (root / "bootloader.img").write_bytes(old.getvalue())
+    with pytest.raises(VendorError, match="re-provision: `bastion vendor init --force"):
+        load_vendor(root)
+
+
+def test_the_os_reads_its_pinned_keys_out_of_the_bootloader_archive(world: World, dev: Path) -> None:
+    from bastion.os.updates.os_update import pinned_os_keys
+
+    keys = pinned_os_keys(dev / "flash")
+    assert [public_key_bytes(k) for k in keys] == [public_key_bytes(world.os_key.public_key())]

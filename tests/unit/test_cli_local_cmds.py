@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from _cli_support import run
 
-from bastion.boot.bootloader import boot_device
+from bastion.boot import boot_device
 from bastion.crypto.keys import generate_private_key, private_key_pem
 
 
@@ -151,18 +152,29 @@ def test_vendor_init_trial_options_reach_the_signed_boot_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import io
+    import tarfile
 
-    from bastion.boot.config import BootConfig
+    from bastion.boot.bootloader_image import read_boot_config
+    from bastion.boot.config import BOOT_CONFIG_FILE, BootConfig
     from bastion.boot.vendor import load_vendor
     from bastion.images.package import ImageLimits, inspect_image
 
     vendor_dir = tmp_path / "vendor"
-    args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2")
-    assert run(monkeypatch, capsys, *args)[0] == 0
-    stream = io.BytesIO(load_vendor(vendor_dir).bootloader_image)
-    header = inspect_image(stream, limits=ImageLimits())
-    config = BootConfig.from_json(stream.read(header.payload_size))
+    args = ("vendor", "init", "--dir", str(vendor_dir), "--trial-timeout", "5", "--trial-boots", "2", "--json")
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0
+    vendor = load_vendor(vendor_dir)
+    # The expected fwid[0] of its devices is printed.
+    assert json.loads(out)["bootloader_measurement"] == hashlib.sha256(vendor.bootloader_image).hexdigest()
+    config = read_boot_config(vendor.bootloader_image, vendor.bootloader_header)
     assert (config.trial_timeout_s, config.trial_boot_limit) == (5, 2)
+    # The same bytes, read straight out of the signed payload (a tar of code + boot-config.json).
+    stream = io.BytesIO(vendor.bootloader_image)
+    header = inspect_image(stream, limits=ImageLimits())
+    with tarfile.open(fileobj=io.BytesIO(stream.read(header.payload_size))) as archive:
+        member = archive.extractfile(BOOT_CONFIG_FILE)
+        assert member is not None
+        assert BootConfig.from_json(member.read()) == config
 
 
 def test_info_shows_the_boot_state(

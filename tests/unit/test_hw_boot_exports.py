@@ -21,6 +21,22 @@ def test_boot_exports() -> None:
     assert set(bastion.boot.__all__) == {"BootError", "BootResult", "boot_device"}
 
 
+def test_boot_stage_exports() -> None:
+    from bastion.boot import bootloader_image, chain, handoff
+
+    assert set(chain.__all__) == {
+        "STAGE_ENV_ALLOWLIST", "STAGE_TIMEOUT_S", "boot_device", "run_bootloader_stage", "stage_env",
+    }  # fmt: skip
+    assert set(handoff.__all__) == {
+        "HANDOFF_VERSION", "MAX_STAGE_INPUT_BYTES", "MAX_STAGE_REPLY_BYTES", "StageInput", "decode_stage_input",
+        "decode_stage_reply", "encode_stage_error", "encode_stage_input", "encode_stage_result",
+    }  # fmt: skip
+    assert set(bootloader_image.__all__) == {
+        "LEGACY_BOOTLOADER_HINT", "build_bootloader_image", "build_bootloader_payload",
+        "install_bootloader_runtime", "read_boot_config",
+    }  # fmt: skip
+
+
 def test_package_exports() -> None:
     assert set(package.__all__) == {
         "FORMAT_VERSION", "MAGIC", "ImageHeader", "ImageLimits", "ImageType", "build_image",

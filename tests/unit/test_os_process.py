@@ -52,6 +52,23 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def bootloader_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bootloader image, unpacked as the ROM does: the monitor runs from it."""
+    import io
+
+    from bastion.boot.bootloader_image import build_bootloader_image, install_bootloader_runtime
+    from bastion.boot.config import BootConfig
+    from bastion.crypto.keys import generate_private_key
+
+    key = generate_private_key()
+    image = io.BytesIO()
+    header = build_bootloader_image(image, BootConfig((key.public_key(),)), key, version="1.0.0", security_version=1)
+    root = tmp_path_factory.mktemp("bl") / "bl"
+    install_bootloader_runtime(image.getvalue(), header, root)
+    return root
+
+
 @contextmanager
 def fake_http(fake: FakeService, tls: ssl.SSLContext | None = None) -> Iterator[str]:
     """Serve ``fake`` over HTTP (or HTTPS with ``tls``) on a random loopback port."""
@@ -90,7 +107,7 @@ def service() -> Iterator[tuple[str, FakeService]]:
         yield url, fake
 
 
-def make_device(tmp_path: Path, runtime_dir: Path, url: str) -> tuple[Path, BootResult, Chip]:
+def make_device(tmp_path: Path, runtime_dir: Path, url: str, bootloader_dir: Path) -> tuple[Path, BootResult, Chip]:
     dev = tmp_path / "dev"
     chip = Chip.manufacture(dev)
     chip.flash.write(Partition.CONFIG, encode_config(DeviceConfig(service_url=url)))
@@ -107,6 +124,7 @@ def make_device(tmp_path: Path, runtime_dir: Path, url: str) -> tuple[Path, Boot
         secboot=True,
         dbgstat=ident.dbgstat,
         os_runtime_dir=runtime_dir,
+        bootloader_runtime_dir=bootloader_dir,
     )
     return dev, result, chip
 
@@ -125,10 +143,10 @@ def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyp
 
 
 def test_once_attests_from_the_image_and_both_processes_end(
-    tmp_path: Path, runtime_dir: Path, service: tuple[str, FakeService]
+    tmp_path: Path, runtime_dir: Path, bootloader_dir: Path, service: tuple[str, FakeService]
 ) -> None:
     url, fake = service
-    dev, result, chip = make_device(tmp_path, runtime_dir, url)
+    dev, result, chip = make_device(tmp_path, runtime_dir, url, bootloader_dir)
     processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG), once=True)
     processes.start(result)
     assert processes.wait() == 0
@@ -147,9 +165,9 @@ def test_once_attests_from_the_image_and_both_processes_end(
     assert "PRIVATE KEY" not in log
 
 
-def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Path) -> None:
+def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Path, bootloader_dir: Path) -> None:
     # No service listens: the OS keeps retrying, so we can inspect the live process.
-    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9")
+    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9", bootloader_dir)
     processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG))
     processes.start(result)
     try:
@@ -170,6 +188,10 @@ def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Pa
         # The monitor's argv carries file descriptor numbers only.
         monitor_cmdline = Path(f"/proc/{processes.pid('monitor')}/cmdline").read_bytes().split(b"\0")
         assert monitor_cmdline[-5:-1] == [b"--sock-fd", monitor_cmdline[-4], b"--handoff-fd", monitor_cmdline[-2]]
+        # The monitor runs the measured code of the bootloader image, not the host's package.
+        monitor_environ = Path(f"/proc/{processes.pid('monitor')}/environ").read_bytes().split(b"\0")
+        assert f"PYTHONPATH={bootloader_dir}".encode() in monitor_environ
+        assert not list(bootloader_dir.rglob("__pycache__"))
         processes.signal_os(signal.SIGTERM)
         assert processes.wait() == 0  # graceful stop
     finally:
@@ -178,8 +200,8 @@ def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Pa
     assert processes.monitor.returncode == 0  # exited when the OS closed its socket
 
 
-def test_monitor_death_stops_the_os(tmp_path: Path, runtime_dir: Path) -> None:
-    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9")
+def test_monitor_death_stops_the_os(tmp_path: Path, runtime_dir: Path, bootloader_dir: Path) -> None:
+    dev, result, chip = make_device(tmp_path, runtime_dir, "http://127.0.0.1:9", bootloader_dir)
     processes = DeviceProcesses(dev_dir=dev, config_path=chip.flash.path(Partition.CONFIG))
     processes.start(result)
     try:
@@ -233,7 +255,7 @@ def flashed_device(tmp_path: Path, *, flash: bool = True) -> tuple[Path, str]:
 
 
 def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, service: tuple[str, FakeService]) -> None:
-    from bastion.boot.bootloader import boot_device
+    from bastion.boot import boot_device
 
     url, fake = service
     dev, fake.device_id = flashed_device(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -92,6 +93,35 @@ except applibs.PermissionDeniedError as exc:
     assert device.manager.layers(APP_X)["landlock"]["abi"] >= 1  # the launcher's record stands
 
 
+#: A planted ``bastion`` package in the app's own directory: it forges a hello if the launcher imports it.
+PLANTED_BASTION = """
+import sys
+__path__ = [p + "/bastion" for p in sys.path if p != "/app"]
+from bastion.applibs import connection
+forged = {"landlock": {"abi": 99, "fs": True, "net": True, "scoped": []}, "rlimits": {}, "seccomp_filters": 7,
+          "no_new_privs": True, "capabilities": 0, "uid": 0}
+try:
+    connection().call("sandbox.hello", forged)
+    print("FORGED", flush=True)
+except Exception as exc:
+    print("forge refused", type(exc).__name__, flush=True)
+"""
+
+
+def test_a_planted_bastion_package_cannot_forge_the_launchers_hello(tmp_path: Path) -> None:
+    # Regression: the launcher imported bastion.applibs with /app first on sys.path, so an app's own
+    # /app/bastion/__init__.py ran before the hello and could rewrite the record of its sandbox.
+    code = "import bastion\nprint('app ran', flush=True)\n"
+    device = make_device(tmp_path)
+    log = run_to_exit(device, APP_X, code, files={"bastion/__init__.py": PLANTED_BASTION})
+    assert "app ran" in log  # the launcher's own hello was the first
+    assert "FORGED" not in log
+    layers = device.manager.layers(APP_X)
+    assert layers["confirmed"] is True
+    assert layers["landlock"]["abi"] != 99
+    assert layers["seccomp_filters"] == 1
+
+
 def test_stop_kills_processes_that_ignore_sigterm_and_leave_the_session(tmp_path: Path) -> None:
     code = """
 import os, signal, time
@@ -119,6 +149,38 @@ time.sleep(600)
     assert pids_in_namespace(namespace) == []
     assert not any(alive(pid) for pid in host_pids)
     assert device.events_of("sandbox_violation") == []  # the kernel ended them all with the init
+
+
+def test_stopping_an_ended_app_never_touches_a_new_app_that_got_its_namespace_number(tmp_path: Path) -> None:
+    # Regression: the kernel gives a freed pid namespace's inode number to a later namespace, so the
+    # stop of an app that had ended could find a newer app's processes "in its namespace", kill them
+    # and record a false sandbox_violation (seen with 35 apps starting at once). Each sandbox now
+    # holds its namespace open until its stop is done, and a tree that holds none claims no process.
+    device = make_device(tmp_path)
+    install_app(tmp_path / "build", device.store, APP_X, "print('quick', flush=True)\n")
+    device.manager.start_all(NOW)
+    first = device.manager._apps[APP_X].run
+    assert first is not None
+    first.tree.process.wait(15)  # ended; the manager has not looked yet
+    init_pid = first.tree.init_pid
+    wait_for(lambda: not Path(f"/proc/{init_pid}").exists())
+    pin = first.tree.namespace_fd
+    assert pin is not None
+    assert os.fstat(pin).st_ino == first.tree.pid_namespace  # still held: the number stays this app's
+    install_app(tmp_path / "build", device.store, APP_Y, "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    device.manager.restart(APP_Y, NOW)
+    wait_for(lambda: "up" in device.log(APP_Y))
+    second = device.manager._apps[APP_Y].run
+    assert second is not None
+    # What the kernel does once nothing holds the namespace: its number goes to the next one.
+    first.tree.release()
+    first.tree.pid_namespace = second.tree.pid_namespace
+    device.manager.poll(NOW)  # reaps the first app and checks that nothing of it is left
+    assert device.events_of("sandbox_violation") == []
+    assert APP_Y in device.manager.running()
+    assert len(pids_in_namespace(second.tree.pid_namespace or 0)) == 2
+    device.manager.stop_all()
+    assert second.tree.namespace_fd is None  # released at the stop
 
 
 @pytest.mark.parametrize("how", ["injected path", "PATH"])

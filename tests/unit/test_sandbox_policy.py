@@ -138,6 +138,7 @@ def test_the_command_is_the_real_interpreter_isolated_on_the_shim() -> None:
     assert spec["entry"] == "/app/bin/main.py"
     assert spec["args"] == ["--beats", "3"]
     assert spec["path"] == ["/app", BASTION_LIB]
+    assert spec["launcher_path"] == [BASTION_LIB]  # nothing of /app is importable before the hello
     assert spec["applibs_fd"] == 17
     assert spec["rlimits"]["core"] == 0
     assert spec["landlock"]["rw"] == ["/tmp", "/dev/shm"]

@@ -18,9 +18,14 @@ larger one is refused by the receiver.
 
 from __future__ import annotations
 
+import array
 import json
+import json.encoder
+import json.scanner
 import os
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["MAX_FDS", "MAX_MESSAGE_BYTES", "WireError", "close_fds", "recv_message", "send_message"]
@@ -29,6 +34,72 @@ __all__ = ["MAX_FDS", "MAX_MESSAGE_BYTES", "WireError", "close_fds", "recv_messa
 MAX_MESSAGE_BYTES = 128 * 1024  # below the default socket buffer (wmem_default), so any message fits one datagram
 #: Bound on the fds one message carries.
 MAX_FDS = 4
+
+# Made once, not per message: json.dumps with options builds a new encoder each call (and
+# JSONEncoder.encode a new C encoder), recv_fds allocates (at this size: maps and unmaps) a fresh
+# 128 KiB buffer each call, and the flag enums are slow to combine. Measured by benchmarks/sandbox.py.
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _make_encode() -> Callable[[object], str]:
+    """Compact ASCII JSON: the C encoder made once where CPython has it, else the stdlib's encoder."""
+    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring_ascii", None)
+    if make is None or quote is None:
+        return fallback
+    encoder = make(None, _not_json, quote, None, ":", ",", False, False, True)
+
+    def encode(value: object) -> str:
+        return "".join(encoder(value, 0))
+
+    sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+    return encode if encode(sample) == fallback(sample) else fallback
+
+
+def _make_decode() -> Callable[[str], object]:
+    """One JSON value filling the whole text: the C scanner made once where CPython has it."""
+    decoder = json.JSONDecoder()
+    # The C scanner where CPython has it (typeshed types make_scanner as the class it names).
+    scan: Callable[[str, int], tuple[object, int]] = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+
+    def decode(text: str) -> object:
+        try:
+            value, end = scan(text, 0)
+        except StopIteration as exc:
+            raise ValueError("not JSON") from exc
+        if end != len(text):
+            raise ValueError("not one JSON value")
+        return value
+
+    return decode
+
+
+_encode = _make_encode()
+_decode = _make_decode()
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_buffers = threading.local()
+
+
+def _buffer() -> bytearray:
+    """This thread's receive buffer: one message, and one byte more to see a message that is too long."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = bytearray(MAX_MESSAGE_BYTES + 1)
+        _buffers.buffer = buffer
+    return buffer
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
 
 
 class WireError(Exception):
@@ -50,7 +121,7 @@ def send_message(sock: socket.socket, value: dict[str, Any], fds: list[int] | tu
     Raises:
         WireError: the message is too large, or the socket failed.
     """
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    data = _encode(value).encode("ascii")
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(data)} bytes is over the {MAX_MESSAGE_BYTES}-byte bound")
     if len(fds) > MAX_FDS:
@@ -59,7 +130,7 @@ def send_message(sock: socket.socket, value: dict[str, Any], fds: list[int] | tu
         if fds:
             socket.send_fds(sock, [data], list(fds))
         else:
-            sock.sendall(data)
+            sock.send(data)  # one datagram: all of it, or an error
     except OSError as exc:
         raise WireError(f"cannot send: {exc.strerror or exc}") from exc
 
@@ -73,20 +144,27 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
     Raises:
         WireError: the message is truncated, not a JSON object, or the socket failed.
     """
+    buffer = _buffer()
     try:
-        data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE_BYTES + 1, MAX_FDS)
+        size, ancillary, flags, _ = sock.recvmsg_into([buffer], _ANCILLARY_BYTES)
+    except ConnectionResetError:  # the peer is gone, with something of ours unread
+        return None
     except OSError as exc:
         raise WireError(f"cannot receive: {exc.strerror or exc}") from exc
-    if not data and not fds:
+    fds = _received_fds(ancillary) if ancillary else []
+    if not size and not fds:
         return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) > MAX_MESSAGE_BYTES:
+    if flags & _TRUNCATED or size > MAX_MESSAGE_BYTES:
         close_fds(fds)
         raise WireError(f"message over the {MAX_MESSAGE_BYTES}-byte or {MAX_FDS}-fd bound")
     try:
-        value = json.loads(data)
-    except ValueError as exc:
+        value = _decode(buffer[:size].decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, or not JSON
         close_fds(fds)
         raise WireError("message is not JSON") from exc
+    except RecursionError as exc:  # "[[[[..." : a nesting bomb fits easily in one message
+        close_fds(fds)
+        raise WireError("message is nested too deeply") from exc
     if not isinstance(value, dict):
         close_fds(fds)
         raise WireError("message is not a JSON object")

@@ -1,5 +1,10 @@
 """Boot stage 1, the bootloader: verify, measure and unpack the OS; issue the Alias cert.
 
+This code runs in its own process, from the unpacked bootloader image that the
+ROM verified and measured (``python -P -m bastion.boot``, see
+:mod:`bastion.boot.__main__` and :mod:`bastion.boot.chain`), so the code that
+chooses the slot and signs the Alias certificate is part of ``CDI_BL``.
+
 First it chooses the slot (A/B, see :mod:`bastion.boot.slots`): if a trial is
 armed with attempts left, it durably spends one attempt, then boots the trial
 slot; if a trial is armed with none left, or the trial image fails any check
@@ -21,7 +26,7 @@ Then ``CDI_OS = derive_cdi(CDI_BL, os measurement)``, the Alias key pair is
 ``derive_key_pair(CDI_OS)``, and the Alias certificate is issued by the DeviceID
 key with a DiceTcbInfo whose fwids are [bootloader, OS] measurements.
 
-:func:`boot_device` runs ROM and bootloader and keeps the recovery record.
+:func:`bastion.boot.chain.boot_device` runs ROM and bootloader and keeps the recovery record.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ from typing import BinaryIO
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bastion.boot.errors import BootError, ChipNotReadyError, NoOsError, OsVerificationError, RollbackError
-from bastion.boot.recovery import RecoveryState, clear_recovery, write_recovery
+from bastion.boot.config import RUN_DIR
+from bastion.boot.errors import ChipNotReadyError, NoOsError, OsVerificationError, RollbackError
 from bastion.boot.result import BootResult
-from bastion.boot.rom import RomOutput, run_rom
+from bastion.boot.rom import RomOutput
 from bastion.boot.slots import OS_COUNTER, catch_up_counter, roll_back, spend_trial_attempt
 from bastion.crypto import certs
 from bastion.crypto.dice import derive_cdi, derive_key_pair
@@ -52,10 +57,8 @@ from bastion.images.errors import ImageError, ImagePayloadError, ImageSignatureE
 from bastion.images.os_payload import read_os_manifest, runtime_is_intact, unpack_os_stream
 from bastion.images.package import ImageHeader, ImageType, measure_stream, verify_image
 
-__all__ = ["OS_COUNTER", "RUN_DIR", "boot_device", "run_bootloader"]
+__all__ = ["OS_COUNTER", "RUN_DIR", "run_bootloader"]
 
-#: Where verified OS payloads are unpacked, under the device directory.
-RUN_DIR = "run"
 #: DiceTcbInfo fields of the Alias certificate.
 TCB_VENDOR = "Bastion"
 TCB_MODEL = "bastion-os"
@@ -192,31 +195,7 @@ def _boot_slot(chip: Chip, rom: RomOutput, slot: Slot, *, now: dt.datetime, tria
         secboot=True,
         dbgstat=DebugStatus.DISABLED_PERMANENTLY if rom.fuses.debug_locked else DebugStatus.ENABLED,
         os_runtime_dir=runtime_dir,
+        bootloader_runtime_dir=rom.runtime_dir,
         trial=trial,
         trial_timeout_s=rom.config.trial_timeout_s,
     )
-
-
-def boot_device(dev_dir: Path, *, now: dt.datetime) -> BootResult:
-    """Boot the chip in ``dev_dir``: ROM, then bootloader.
-
-    On failure the chip enters recovery: ``DEV/recovery.json`` records the stage,
-    the check and the reason, and the error is raised. A good boot clears it.
-
-    Raises:
-        BootError: a subclass naming the failed stage and check.
-    """
-    dev_dir = dev_dir.absolute()  # the OS process may run with another working directory
-    try:
-        chip = Chip.open(dev_dir)
-    except HwError as exc:
-        raise ChipNotReadyError(
-            f"no chip in {dev_dir}: manufacture one with `bastion device manufacture`", check="chip"
-        ) from exc
-    try:
-        result = run_bootloader(chip, run_rom(chip), now=now)
-    except BootError as error:
-        write_recovery(dev_dir, RecoveryState(error.stage, error.check, error.reason, now))
-        raise
-    clear_recovery(dev_dir)
-    return result

@@ -1,8 +1,14 @@
-"""The signed boot configuration and the bootloader partition layout.
+"""The signed boot configuration, the bootloader image's bounds and the partition layout.
 
-The bootloader image package (type ``bootloader``) carries as its payload the
-boot configuration, a JSON object signed (through the package) by the vendor's
-boot key::
+The bootloader image package (type ``bootloader``) carries as its payload a
+runtime archive (:data:`bastion.images.os_payload.BOOTLOADER_RUNTIME`, the
+format of OS images): the sources of the boot stage and the monitor
+(:data:`BOOTLOADER_PACKAGES`) and, at the archive root, the boot configuration
+``boot-config.json`` (:data:`BOOT_CONFIG_FILE`). The whole payload is signed
+(through the package) by the vendor's boot key and measured by the ROM, so the
+code that runs the bootloader stage and the monitor is part of ``CDI_BL``
+(:mod:`bastion.boot.bootloader_image`). The boot configuration is a JSON
+object::
 
     {"format": 1, "os_publisher_keys": ["-----BEGIN PUBLIC KEY-----\\n..."],
      "trial_boot_limit": 1, "trial_timeout_s": 60}
@@ -36,15 +42,21 @@ from typing import Any
 from bastion.boot.errors import BootConfigError, BootloaderVerificationError
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PublicKey, load_public_key_bytes, load_public_key_pem, public_key_bytes, public_key_pem
+from bastion.images.os_payload import BOOT_CONFIG_FILE, OsArchiveLimits
 from bastion.images.package import ImageLimits
 
 __all__ = [
+    "BOOTLOADER_ARCHIVE_LIMITS",
     "BOOTLOADER_COMPONENT_ID",
     "BOOTLOADER_LIMITS",
+    "BOOTLOADER_PACKAGES",
+    "BOOT_CONFIG_FILE",
+    "MAX_BOOTLOADER_PAYLOAD_BYTES",
     "MAX_BOOT_CONFIG_BYTES",
     "MAX_OS_PUBLISHER_KEYS",
     "MAX_TRIAL_BOOT_LIMIT",
     "MAX_TRIAL_TIMEOUT_S",
+    "RUN_DIR",
     "BootConfig",
     "decode_bootloader_partition",
     "encode_bootloader_partition",
@@ -62,8 +74,23 @@ MAX_TRIAL_TIMEOUT_S = 24 * 3600
 DEFAULT_TRIAL_BOOT_LIMIT = 1
 DEFAULT_TRIAL_TIMEOUT_S = 60
 _FIELDS = frozenset({"format", "os_publisher_keys", "trial_boot_limit"})
+#: Subpackages of ``bastion`` in the bootloader image (plus ``bastion/__init__.py``): the boot
+#: stage, the monitor, and what they import. A test runs both from an unpacked image alone.
+BOOTLOADER_PACKAGES = ("boot", "monitor", "hw", "images", "crypto")
+#: Bound on the bootloader image's payload: it must fit the 1 MiB bootloader partition
+#: with the partition prefix, the boot key and the signed header.
+MAX_BOOTLOADER_PAYLOAD_BYTES = 960 * 1024
 #: Parsing bounds for the bootloader image package.
-BOOTLOADER_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=MAX_BOOT_CONFIG_BYTES)
+BOOTLOADER_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=MAX_BOOTLOADER_PAYLOAD_BYTES)
+#: Extraction bounds for the bootloader archive.
+BOOTLOADER_ARCHIVE_LIMITS = OsArchiveLimits(
+    max_members=512,
+    max_member_bytes=256 * 1024,
+    max_total_bytes=MAX_BOOTLOADER_PAYLOAD_BYTES,
+    max_manifest_bytes=128 * 1024,
+)
+#: Where verified payloads are unpacked, under the device directory: ``bl-<hex16>``, ``os-<hex16>``.
+RUN_DIR = "run"
 _PARTITION_MAGIC = b"BSTNBLP\x00"
 _PARTITION_PREFIX = struct.Struct(">8sH")
 _SEC1_KEY_BYTES = 65
@@ -78,7 +105,7 @@ class BootConfig:
     trial_timeout_s: int = DEFAULT_TRIAL_TIMEOUT_S
 
     def to_json(self) -> bytes:
-        """Return the deterministic JSON encoding (the bootloader image payload)."""
+        """Return the deterministic JSON encoding (``boot-config.json`` in the bootloader archive)."""
         value = {
             "format": 1,
             "os_publisher_keys": [public_key_pem(k).decode() for k in self.os_publisher_keys],

@@ -9,6 +9,8 @@ boot. The tree::
     ├── BootloaderVerificationError   ROM: the bootloader is missing, malformed, not
     │                                 signed by the fused boot key, or rolled back
     ├── BootConfigError               the verified boot configuration is unusable
+    ├── BootStageError                the bootloader stage process failed to report: it
+    │                                 crashed, hung, or answered out of protocol
     ├── NoOsError                     bootloader: no active slot, or the slot is empty
     └── OsVerificationError           bootloader: the OS image is malformed, not signed
         │                             by a pinned OS-publisher key, or does not unpack
@@ -34,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "BootConfigError",
     "BootError",
+    "BootStageError",
     "BootloaderVerificationError",
     "ChipNotReadyError",
     "FlashImageError",
@@ -81,6 +84,12 @@ class BootloaderVerificationError(BootError):
 
 class BootConfigError(BootError):
     """The bootloader's signed boot configuration is unusable."""
+
+    stage = "bootloader"
+
+
+class BootStageError(BootError):
+    """The bootloader stage process did not report a result or a boot error."""
 
     stage = "bootloader"
 

@@ -28,5 +28,6 @@ class BootResult:
     secboot: bool
     dbgstat: DebugStatus
     os_runtime_dir: Path  # the verified OS payload, unpacked; the OS process runs from here
+    bootloader_runtime_dir: Path  # the verified bootloader payload, unpacked; the stage and the monitor run from here
     trial: bool = False  # the OS runs from a trial slot: it must confirm within trial_timeout_s
     trial_timeout_s: int = 60  # from the signed boot configuration; `device run` enforces it

@@ -8,12 +8,17 @@ The ROM trusts only the fuses. It checks, in order:
 3. the bootloader image package verifies under that key (format, signature,
    payload digest), is of type ``bootloader``, and its security version is not
    below the fuse counter ``"bootloader"``;
-4. its payload is a valid boot configuration.
+4. its payload is a bootloader archive (the boot stage's and the monitor's code,
+   see :mod:`bastion.boot.bootloader_image`) holding a valid boot configuration.
 
-Then it measures the bootloader (SHA-256 of the package, as for every image),
-derives ``CDI_BL = derive_cdi(UDS, measurement)`` and the DeviceID key pair
-``derive_key_pair(UDS)`` (TCG DICE layer 0). The bootloader receives the CDI
-and the DeviceID key, never the UDS.
+Then it measures the bootloader (SHA-256 of the package, as for every image:
+code and configuration), derives ``CDI_BL = derive_cdi(UDS, measurement)`` and
+the DeviceID key pair ``derive_key_pair(UDS)`` (TCG DICE layer 0), and unpacks
+the verified payload to ``DEV/run/bl-<measurement hex[:16]>/`` (an intact
+unpacking is reused, a tampered one replaced). Every check reads the one copy
+of the partition read into memory. The bootloader stage, run from that
+directory as its own process (:mod:`bastion.boot.chain`), receives the CDI and
+the DeviceID key, never the UDS.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import hashlib
 import hmac
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from bastion.boot.config import BOOTLOADER_LIMITS, BootConfig, decode_bootloader_partition
+from bastion.boot.bootloader_image import install_bootloader_runtime, read_boot_config
+from bastion.boot.config import BOOTLOADER_LIMITS, RUN_DIR, BootConfig, decode_bootloader_partition
 from bastion.boot.errors import BootloaderVerificationError, ChipNotReadyError
 from bastion.crypto.dice import derive_cdi, derive_key_pair
 from bastion.crypto.keys import PrivateKey, public_key_bytes
@@ -34,7 +41,7 @@ from bastion.hw.fuses import FuseState, Lifecycle
 from bastion.images.errors import ImageError, ImageSignatureError
 from bastion.images.package import ImageHeader, ImageType, verify_image
 
-__all__ = ["BOOTLOADER_COUNTER", "RomOutput", "load_bootloader", "run_rom"]
+__all__ = ["BOOTLOADER_COUNTER", "RomOutput", "bootloader_runtime_dir", "load_bootloader", "run_rom"]
 
 #: Name of the fuse counter that holds the bootloader's minimum security version.
 BOOTLOADER_COUNTER = "bootloader"
@@ -42,14 +49,23 @@ BOOTLOADER_COUNTER = "bootloader"
 
 @dataclass(frozen=True)
 class RomOutput:
-    """What the ROM hands to the bootloader. ``cdi`` and ``device_id_key`` never leave boot."""
+    """What the ROM hands to the bootloader stage. ``cdi`` and ``device_id_key`` never leave boot.
+
+    Attributes:
+        fuses: the fuses as the ROM read them.
+        config: the verified boot configuration.
+        measurement: SHA-256 of the bootloader package (``fwid[0]``).
+        cdi: ``CDI_BL``.
+        device_id_key: the DeviceID private key.
+        runtime_dir: the unpacked bootloader payload; the stage and the monitor run from it.
+    """
 
     fuses: FuseState
     config: BootConfig
-    header: ImageHeader
     measurement: bytes
     cdi: bytes = field(repr=False)
     device_id_key: PrivateKey = field(repr=False)
+    runtime_dir: Path
 
 
 def _read_fuses(chip: Chip) -> FuseState:
@@ -76,6 +92,11 @@ def load_bootloader(chip: Chip) -> tuple[FuseState, BootConfig, ImageHeader, byt
         BootloaderVerificationError: any bootloader check fails.
         BootConfigError: the boot configuration is unusable.
     """
+    fuses, config, header, measurement, _ = _load(chip)
+    return fuses, config, header, measurement
+
+
+def _load(chip: Chip) -> tuple[FuseState, BootConfig, ImageHeader, bytes, bytes]:
     fuses = _read_fuses(chip)
     try:
         partition = chip.flash.read(Partition.BOOTLOADER)
@@ -101,20 +122,28 @@ def load_bootloader(chip: Chip) -> tuple[FuseState, BootConfig, ImageHeader, byt
             f"bootloader security version {header.security_version} is below the anti-rollback counter {minimum}",
             check="rollback",
         )
-    config = BootConfig.from_json(image[len(image) - header.payload_size :])
-    return fuses, config, header, hashlib.sha256(image).digest()
+    config = read_boot_config(image, header)
+    return fuses, config, header, hashlib.sha256(image).digest(), image
+
+
+def bootloader_runtime_dir(dev_dir: Path, measurement: bytes) -> Path:
+    """Where the ROM unpacks the bootloader of ``measurement``."""
+    return dev_dir / RUN_DIR / f"bl-{measurement.hex()[:16]}"
 
 
 def run_rom(chip: Chip) -> RomOutput:
-    """Run the ROM stage: verify and measure the bootloader, derive CDI_BL and the DeviceID key.
+    """Run the ROM stage: verify, measure and unpack the bootloader, derive CDI_BL and the DeviceID key.
 
     Raises:
         ChipNotReadyError, BootloaderVerificationError, BootConfigError: see
-            :func:`load_bootloader`; also if the UDS is unreadable.
+            :func:`load_bootloader`; also if the UDS is unreadable, or the
+            payload cannot be unpacked (check ``archive``).
     """
-    fuses, config, header, measurement = load_bootloader(chip)
+    fuses, config, header, measurement, image = _load(chip)
+    runtime_dir = bootloader_runtime_dir(chip.dev_dir, measurement)
+    install_bootloader_runtime(image, header, runtime_dir)
     try:
         uds = chip.read_uds()
     except HwError as exc:
         raise ChipNotReadyError("the unique device secret is unreadable", check="uds") from exc
-    return RomOutput(fuses, config, header, measurement, derive_cdi(uds, measurement), derive_key_pair(uds))
+    return RomOutput(fuses, config, measurement, derive_cdi(uds, measurement), derive_key_pair(uds), runtime_dir)

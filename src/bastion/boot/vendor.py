@@ -8,7 +8,9 @@
     boot-signing.pub.pem
     os-signing.key       OS-publisher signing private key (0600), for `bastion os build`
     os-signing.pub.pem   pinned by the bootloader's boot configuration
-    bootloader.img       bootloader image package signed by the boot key
+    bootloader.img       bootloader image package signed by the boot key: the boot stage's
+                         and the monitor's code plus the boot configuration
+                         (:mod:`bastion.boot.bootloader_image`)
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from pathlib import Path
 
 from cryptography import x509
 
+from bastion.boot.bootloader_image import build_bootloader_image, read_boot_config
 from bastion.boot.config import (
-    BOOTLOADER_COMPONENT_ID,
     BOOTLOADER_LIMITS,
     DEFAULT_TRIAL_BOOT_LIMIT,
     DEFAULT_TRIAL_TIMEOUT_S,
     BootConfig,
 )
-from bastion.boot.errors import BootConfigError, VendorError
+from bastion.boot.errors import BootConfigError, BootError, VendorError
 from bastion.crypto import certs
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import (
@@ -42,9 +44,17 @@ from bastion.crypto.keys import (
 from bastion.hw.atomic import atomic_write_bytes
 from bastion.images.errors import ImageError
 from bastion.images.fileio import FileTooLargeError, read_bounded
-from bastion.images.package import ImageHeader, ImageType, build_image, verify_image
+from bastion.images.package import ImageHeader, ImageType, verify_image
 
-__all__ = ["BOOTLOADER_VERSION", "VENDOR_CA_LIFETIME", "Vendor", "VendorPaths", "init_vendor", "load_vendor"]
+__all__ = [
+    "BOOTLOADER_SECURITY_VERSION",
+    "BOOTLOADER_VERSION",
+    "VENDOR_CA_LIFETIME",
+    "Vendor",
+    "VendorPaths",
+    "init_vendor",
+    "load_vendor",
+]
 
 #: Lifetime of the vendor root: longer than any DeviceID certificate it issues.
 VENDOR_CA_LIFETIME = certs.DEVICE_ID_CERT_LIFETIME + dt.timedelta(days=365 * 5)
@@ -111,15 +121,18 @@ def init_vendor(
     force: bool = False,
     trial_boot_limit: int = DEFAULT_TRIAL_BOOT_LIMIT,
     trial_timeout_s: int = DEFAULT_TRIAL_TIMEOUT_S,
+    source_root: Path | None = None,
 ) -> VendorPaths:
     """Create the vendor's keys, CA and signed bootloader in ``root``.
 
     ``trial_boot_limit`` and ``trial_timeout_s`` go into the signed boot
     configuration (see :mod:`bastion.boot.config`); tests shorten the timeout.
+    The bootloader carries the boot stage's and the monitor's code from
+    ``source_root`` (default: the installed ``bastion`` package).
 
     Raises:
-        VendorError: ``root`` already holds a vendor and ``force`` is False, or
-            a trial limit is out of range.
+        VendorError: ``root`` already holds a vendor and ``force`` is False, a
+            trial limit is out of range, or the sources are missing.
     """
     paths = VendorPaths(root)
     if paths.ca_cert.exists() and not force:
@@ -135,16 +148,17 @@ def init_vendor(
     except BootConfigError as exc:
         raise VendorError(f"the boot configuration is invalid: {exc.reason}") from exc
     image = io.BytesIO()
-    build_image(
-        image,
-        io.BytesIO(config.to_json()),
-        image_type=ImageType.BOOTLOADER,
-        component_id=BOOTLOADER_COMPONENT_ID,
-        version=BOOTLOADER_VERSION,
-        security_version=BOOTLOADER_SECURITY_VERSION,
-        key=boot_key,
-        limits=BOOTLOADER_LIMITS,
-    )
+    try:
+        build_bootloader_image(
+            image,
+            config,
+            boot_key,
+            version=BOOTLOADER_VERSION,
+            security_version=BOOTLOADER_SECURITY_VERSION,
+            source_root=source_root,
+        )
+    except ImageError as exc:
+        raise VendorError(f"the bootloader image cannot be built: {exc}") from exc
     for path, key in ((paths.ca_key, ca_key), (paths.boot_key, boot_key), (paths.os_key, os_key)):
         atomic_write_bytes(path, private_key_pem(key), mode=0o600)
     atomic_write_bytes(paths.boot_pub, public_key_pem(boot_key.public_key()))
@@ -167,8 +181,9 @@ def load_vendor(root: Path) -> Vendor:
     """Load and check a vendor directory.
 
     Raises:
-        VendorError: missing or unreadable files, or the bootloader is not
-            signed by the vendor's boot key.
+        VendorError: missing or unreadable files, the bootloader is not
+            signed by the vendor's boot key, or it predates measured boot code
+            (the error says how to re-provision).
     """
     paths = VendorPaths(root)
     if not paths.ca_cert.exists():
@@ -184,4 +199,10 @@ def load_vendor(root: Path) -> Vendor:
         header = verify_image(io.BytesIO(image), [boot_pub], limits=BOOTLOADER_LIMITS)
     except ImageError as exc:
         raise VendorError(f"{paths.bootloader} is not signed by the vendor boot key: {exc}") from exc
+    if header.image_type is not ImageType.BOOTLOADER:
+        raise VendorError(f"{paths.bootloader} is not a bootloader image")
+    try:
+        read_boot_config(image, header)
+    except BootError as exc:
+        raise VendorError(f"{paths.bootloader}: {exc.reason}") from exc
     return Vendor(paths, ca_key, ca_cert, boot_pub, image, header)

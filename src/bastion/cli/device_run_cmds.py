@@ -3,10 +3,13 @@
 This command is the device's boot process (DESIGN.md, "Processes on an emulated
 device"):
 
-1. boot: ROM and bootloader verify and measure, and derive the Alias key
-   (:func:`bastion.boot.boot_device`). A failure leaves the chip in recovery.
-2. start the **monitor** (``python -m bastion.monitor``) with one end of a
-   socketpair, and hand it the Alias key, chain and boot claims over a pipe;
+1. boot: the ROM (here) verifies, measures and unpacks the bootloader image,
+   then the bootloader stage runs from it as its own process and derives the
+   Alias key (:func:`bastion.boot.boot_device`). A failure leaves the chip in
+   recovery.
+2. start the **monitor** (``python -m bastion.monitor``) from the unpacked
+   bootloader image (``PYTHONPATH`` = ``DEV/run/bl-*``, the measured code) with
+   one end of a socketpair, and hand it the Alias key, chain and boot claims over a pipe;
 3. start the **OS** (``python -m bastion.os``) from the unpacked OS image
    (``PYTHONPATH`` = the image's runtime directory) with the other end;
 4. drop the key material, supervise both, forward SIGTERM/SIGINT;
@@ -39,7 +42,6 @@ from typing import Annotated, Any
 
 import typer
 
-import bastion
 from bastion.boot.result import BootResult
 from bastion.cli.apps import device_app
 from bastion.cli.output import JsonOption, emit_object, fail, progress
@@ -221,7 +223,7 @@ class DeviceProcesses:
                     str(read_fd),
                 ],
                 pass_fds=(monitor_end.fileno(), read_fd),
-                env=child_env(Path(bastion.__file__).parent.parent),  # the boot stage's own code
+                env=child_env(result.bootloader_runtime_dir),  # the measured code of the bootloader image
                 cwd=self.dev_dir,
             )
             os.close(read_fd)
@@ -359,7 +361,8 @@ def _read_state(dev_dir: Path) -> dict[str, Any]:
 
 
 def _boot(dev_dir: Path) -> BootResult:
-    from bastion.boot.bootloader import boot_device
+    """ROM here, then the bootloader stage as its own process from the measured image (:mod:`bastion.boot.chain`)."""
+    from bastion.boot import boot_device
     from bastion.boot.errors import BootError
 
     try:

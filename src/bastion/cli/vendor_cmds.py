@@ -1,4 +1,9 @@
-"""``bastion vendor init``: the silicon vendor's CA, boot-signing key, OS key and bootloader."""
+"""``bastion vendor init``: the silicon vendor's CA, boot-signing key, OS key and bootloader.
+
+The bootloader image carries the boot stage's and the monitor's code with the
+boot configuration (:mod:`bastion.boot.bootloader_image`); its measurement is
+printed, as every device made with it reports it as ``fwid[0]``.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +67,8 @@ def init_cmd(  # noqa: PLR0917 - typer reads the options from the signature
             "ca_cert": str(paths.ca_cert),
             "os_signing_key": str(paths.os_key),
             "bootloader": str(paths.bootloader),
+            # fwid[0] of every device made with it: the boot stage's and the monitor's code and the boot config
+            "bootloader_measurement": hashlib.sha256(paths.bootloader.read_bytes()).hexdigest(),
             "boot_key_hash": hashlib.sha256(public_key_bytes(boot_pub)).hexdigest(),
         },
         as_json=as_json,

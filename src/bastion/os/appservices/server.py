@@ -10,8 +10,10 @@
 Then the handler runs; its own finer refusals are :class:`DeniedError` too. Each
 refusal is recorded through ``ctx.record("app_denied", ...)`` (the security
 event that failure reporting collects) and answered with an error that names
-the capability. A handler bug answers ``failed`` and is logged; internals never
-reach the app.
+the capability; an :class:`AppServer` records each distinct refusal of an app
+start once, up to a bound (:mod:`bastion.os.appservices.denials`), so a flood
+cannot push older events out of the queue. A handler bug answers ``failed``
+and is logged; internals never reach the app.
 
 Example::
 
@@ -25,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -32,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bastion.applibs._wire import WireError, close_fds, recv_message, send_message
+from bastion.os.appservices.denials import DENIED_EVENT, DenialBudget
 from bastion.os.appservices.registry import (
     AppContext,
     BadRequestError,
@@ -44,8 +48,6 @@ from bastion.os.appservices.registry import (
 
 __all__ = ["DENIED_EVENT", "FDS_ARG", "AppServer", "dispatch"]
 
-#: The event kind of a refused request.
-DENIED_EVENT = "app_denied"
 #: The key under which a handler finds the fds its request carried.
 FDS_ARG = "_fds"
 #: Bound on the op name echoed into an event.
@@ -96,7 +98,8 @@ def dispatch(ctx: AppContext, message: dict[str, Any], fds: list[int], table: Ma
         args = message.get("args", {})
         if not isinstance(args, dict):
             raise BadRequestError("args must be an object")
-        args = {k: v for k, v in args.items() if k != FDS_ARG}
+        if FDS_ARG in args:  # only the OS puts fds there
+            args = {k: v for k, v in args.items() if k != FDS_ARG}
         if operation.takes_fds:
             args[FDS_ARG] = fds
         try:
@@ -105,6 +108,11 @@ def dispatch(ctx: AppContext, message: dict[str, Any], fds: list[int], table: Ma
             raise _refuse(ctx, operation.name, exc) from None
     finally:
         close_fds(fds)
+
+
+def _request_id(value: object) -> int | None:
+    """The id to echo: an integer only (a 100 KiB string id would make every answer too large to send)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _error(request_id: object, exc: OpError) -> dict[str, Any]:
@@ -121,6 +129,9 @@ class AppServer:
         ctx: the app.
         sock: the OS end of the app's SOCK_SEQPACKET socketpair.
         table: the operations (defaults to :data:`bastion.os.appservices.table.OPERATIONS`).
+
+    The app's refusals are recorded through a :class:`DenialBudget` (each distinct one once,
+    bounded), so a flood of refused requests cannot flush the event queue.
     """
 
     def __init__(self, ctx: AppContext, sock: socket.socket, table: Mapping[str, Operation] | None = None) -> None:
@@ -128,11 +139,13 @@ class AppServer:
             from bastion.os.appservices.table import OPERATIONS
 
             table = OPERATIONS
-        self.ctx = ctx
+        self.denials = DenialBudget(ctx.record)
+        self.ctx = dataclasses.replace(ctx, record=self.denials.record)
         self._sock = sock
         self._table = table
         self._thread = threading.Thread(target=self._serve, name=f"applibs-{ctx.component_id[:8]}", daemon=True)
         self.requests = 0
+        self._closing = False
 
     def start(self) -> None:
         """Start serving."""
@@ -143,6 +156,8 @@ class AppServer:
             try:
                 message = recv_message(self._sock)
             except WireError as exc:
+                if self._closing:
+                    return  # close() took the socket away while this thread waited on it
                 _log.warning("app %s sent a bad applibs message: %s", self.ctx.component_id, exc)
                 if not self._answer({"id": None, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}):
                     return
@@ -151,7 +166,7 @@ class AppServer:
                 return
             value, fds = message
             self.requests += 1
-            request_id = value.get("id")
+            request_id = _request_id(value.get("id"))
             try:
                 reply = dispatch(self.ctx, value, fds, self._table)
             except OpError as exc:
@@ -182,8 +197,10 @@ class AppServer:
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop serving: shut the socket down and wait for the thread."""
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self.denials.close()

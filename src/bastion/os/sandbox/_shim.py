@@ -10,7 +10,8 @@ It imports only the standard library (and, once its layers are on,
    system, the interpreter, ``/app``, ``/storage`` and ``/run/bastion``,
    read-write for ``/tmp`` and ``/dev/shm`` only; from ABI 4 no TCP bind or
    connect; from ABI 6 no signals or abstract unix sockets out of the sandbox;
-4. sends one ``sandbox.hello`` on fd 3 saying which layers it applied;
+4. sends one ``sandbox.hello`` on fd 3 saying which layers it applied, with only
+   ``/run/bastion/lib`` added to the path (nothing of ``/app`` can run before it);
 5. runs the entry point: a ``.py`` file with :func:`runpy.run_path` and
    ``sys.path = ["/app", "/run/bastion/lib", <stdlib>]``; anything else by ``execv``.
 
@@ -179,7 +180,10 @@ def prepare(argv: list[str]) -> tuple[str, list[str]]:
     rlimits = _set_rlimits(spec["rlimits"])
     landlock = spec["landlock"]
     applied = apply_landlock(landlock["ro"], landlock["rw"], landlock["rw_files"])
-    sys.path[:0] = spec["path"]
+    # Only the OS's own library is on the path while the launcher imports it: with /app first, a
+    # planted /app/bastion (or /app/socket.py) would run before the hello and could forge it.
+    launcher_path = [str(p) for p in spec["launcher_path"]]
+    sys.path[:0] = launcher_path
     sys.dont_write_bytecode = True
     from bastion.applibs import connection
 
@@ -195,6 +199,8 @@ def prepare(argv: list[str]) -> tuple[str, list[str]]:
             "uid": os.getuid(),
         },
     )
+    del sys.path[: len(launcher_path)]
+    sys.path[:0] = spec["path"]  # the app's own modules come first from here on
     return str(spec["entry"]), [str(arg) for arg in spec["args"]]
 
 

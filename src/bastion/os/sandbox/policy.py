@@ -225,6 +225,7 @@ class SandboxPolicy:
             "entry": self.entry,
             "args": list(self.args),
             "path": [APP_DIR, BASTION_LIB],
+            "launcher_path": [BASTION_LIB],
             "applibs_fd": applibs_fd,
             "rlimits": {
                 "nproc": self.limits.nproc,

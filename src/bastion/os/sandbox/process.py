@@ -86,6 +86,32 @@ def read_bwrap_info(fd: int, timeout: float) -> dict[str, object]:
     raise SandboxStartError("bubblewrap exited before the sandbox was set up")
 
 
+def _pin_namespace(init_pid: int, namespace: int, monitor_pid: int) -> int | None:
+    """An fd on the sandbox's pid namespace, or ``None`` if its init is already gone.
+
+    The kernel reuses a pid namespace's inode number once the namespace is freed,
+    so after an app ends another app's new namespace can carry the same number:
+    the stop would then take that app's processes for survivors and kill them.
+    Holding the namespace open keeps its number ours until the stop is done. The
+    init must still be the child of our bubblewrap monitor (its pid not reused)
+    and the namespace the one bubblewrap reported.
+    """
+    proc = Path(f"/proc/{init_pid}")
+    try:
+        if int(_stat_fields(proc)[1]) != monitor_pid:
+            return None
+        fd = os.open(proc / "ns" / "pid", os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        if os.fstat(fd).st_ino == namespace and int(_stat_fields(proc)[1]) == monitor_pid:
+            return fd
+    except (OSError, ValueError, IndexError):
+        pass
+    os.close(fd)
+    return None
+
+
 @dataclass
 class AppProcessTree:
     """One running app.
@@ -94,11 +120,14 @@ class AppProcessTree:
         process: our child (bubblewrap's monitor, or the app itself when not sandboxed).
         init_pid: host pid of the sandbox's pid 1 (``None`` when not sandboxed).
         pid_namespace: inode of the sandbox's pid namespace (``None`` when not sandboxed).
+        namespace_fd: an fd holding that namespace (and so its inode number) until the stop is done;
+            ``None`` when not sandboxed, or when the sandbox had already ended when it was started.
     """
 
     process: subprocess.Popen[bytes]
     init_pid: int | None = None
     pid_namespace: int | None = None
+    namespace_fd: int | None = None
 
     @property
     def pid(self) -> int:
@@ -108,6 +137,8 @@ class AppProcessTree:
     def members(self) -> list[int]:
         """Host pids of every process of the app still alive (the bubblewrap processes included)."""
         if self.pid_namespace is not None:
+            if self.namespace_fd is None:
+                return []  # it ended before it could be pinned: its init took every process with it
             return pids_in_namespace(self.pid_namespace)
         return _session_members(self.process.pid)
 
@@ -124,7 +155,17 @@ class AppProcessTree:
             except subprocess.TimeoutExpired:
                 self._kill()
                 self.process.wait()
-        return self._verify()
+        try:
+            return self._verify()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let the namespace go (after the stop: its inode number may then be reused)."""
+        fd, self.namespace_fd = self.namespace_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _signal_app(self, signum: int) -> None:
         if self.pid_namespace is None:
@@ -197,7 +238,7 @@ class Spawner:
             process.kill()
             process.wait()
             raise SandboxStartError("bubblewrap reported no child pid or pid namespace")
-        return AppProcessTree(process, init_pid, namespace)
+        return AppProcessTree(process, init_pid, namespace, _pin_namespace(init_pid, namespace, process.pid))
 
     def plain(
         self, argv: list[str], *, cwd: str, env: dict[str, str], pass_fds: list[int], output: int

@@ -29,6 +29,7 @@ from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PublicKey, load_public_key_bytes, load_public_key_pem
 from bastion.hw.flash import PARTITION_SIZES, Partition
 from bastion.images.errors import ImageError, ImagePayloadError, ImageSignatureError
+from bastion.images.os_payload import BOOT_CONFIG_FILE, BOOTLOADER_RUNTIME, read_payload_file
 from bastion.images.package import ImageHeader, ImageLimits, ImageType, verify_image
 from bastion.os.updates.errors import UpdateError, UpdateFailedError, UpdateRefusedError
 from bastion.os.updates.tuf_client import GroupRepository, Target
@@ -40,8 +41,10 @@ _log = logging.getLogger("bastion.os.updates.os")
 _BL_MAGIC = b"BSTNBLP\x00"
 _BL_PREFIX = struct.Struct(">8sH")
 _SEC1_KEY_BYTES = 65
-#: Bound on the boot configuration (as bastion.boot.config's).
-_BOOT_CONFIG_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=64 * 1024)
+#: Bounds on the bootloader image (its payload fits the partition) and on its boot configuration
+#: (as bastion.boot.config's).
+_BOOTLOADER_LIMITS = ImageLimits(max_header_bytes=16 * 1024, max_payload_bytes=PARTITION_SIZES[Partition.BOOTLOADER])
+_MAX_BOOT_CONFIG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,15 @@ def pinned_os_keys(flash_dir: Path) -> tuple[PublicKey, ...]:
             raise UpdateFailedError("the bootloader partition has a bad layout")
         boot_key = load_public_key_bytes(data[_BL_PREFIX.size : _BL_PREFIX.size + key_length])
         image = data[_BL_PREFIX.size + key_length :]
-        header = verify_image(io.BytesIO(image), [boot_key], limits=_BOOT_CONFIG_LIMITS)
-        value = json.loads(image[len(image) - header.payload_size :])
+        verify_image(io.BytesIO(image), [boot_key], limits=_BOOTLOADER_LIMITS)
+        _, config = read_payload_file(
+            io.BytesIO(image),
+            BOOT_CONFIG_FILE,
+            max_bytes=_MAX_BOOT_CONFIG_BYTES,
+            kind=BOOTLOADER_RUNTIME,
+            image_limits=_BOOTLOADER_LIMITS,
+        )
+        value = json.loads(config)
         pems = value.get("os_publisher_keys") if isinstance(value, dict) else None
         if not isinstance(pems, list) or not pems or not all(isinstance(p, str) for p in pems):
             raise UpdateFailedError("the boot configuration pins no OS-publisher key")
