@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,23 @@ def test_attestation_issues_a_24h_client_certificate(harness: Harness, world: Wo
     [record] = world.records(chip.device_id)
     assert (record.result, record.reason, record.cert_serial) == ("ok", "ok", outcome.serial)
     assert record.tenant_id == tenant_id
+
+
+def test_the_insecure_no_sandbox_claim_is_stored_on_the_attestation_record(harness: Harness, world: World) -> None:
+    chip = world.device()
+    harness.attest(chip.eat(harness.challenge(chip)))
+    nonce = harness.challenge(chip)
+    harness.attest(chip.eat(nonce, claims=replace(chip.claims(nonce), insecure_no_sandbox=True)))
+    first, second = world.records(chip.device_id)
+    assert (first.insecure_no_sandbox, second.insecure_no_sandbox) == (False, True)
+    # A refusal after the evidence was verified records it too; one before does not know it.
+    nonce = harness.challenge(chip)
+    stale = chip.eat(nonce, claims=replace(chip.claims(nonce), insecure_no_sandbox=True))
+    harness.attest(stale)
+    harness.refused(stale, FailureCode.NONCE_REPLAYED)
+    assert world.records(chip.device_id)[-1].insecure_no_sandbox is True
+    harness.refused(chip.eat_signed_by_other_key(harness.challenge(chip)), FailureCode.BAD_SIGNATURE)
+    assert world.records(chip.device_id)[-1].insecure_no_sandbox is None
 
 
 def test_openssl_rejects_the_certificate_under_another_tenant_ca(

@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--monitor-fd", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--app-store", type=Path)
+    parser.add_argument("--boot-config", type=Path)
+    parser.add_argument("--os-image", type=Path)
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args()
     state: Path = args.state_dir

@@ -38,7 +38,7 @@ def device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
     state_dir.save_credentials(b"", certificate_pem(CA_CERT))
     state_dir.save_state(OsState(device_id=device_id, tenant_id=TENANT))
     events = EventQueue(state_dir.events_path)
-    store = AppStore(dev / "flash" / "apps")
+    store = AppStore(dev / "apps")
     apps = AppManager(
         store, log_dir=state_dir.app_log_dir, data_dir=state_dir.app_data_dir, events=events,
         limits=AppLimits(stop_grace_s=3),

@@ -25,6 +25,7 @@ from bastion.images.capability import CapabilityClaims, CapabilityKind, build_ca
 from bastion.monitor.client import MonitorClient
 from bastion.os.config import DeviceConfig
 from bastion.os.exitcodes import EXIT_OK
+from bastion.os.paths import OsPaths
 from bastion.os.runtime import run
 from bastion.os.state import OsState, StateDir
 from bastion.os.updates.control import request_control, upload_control
@@ -73,7 +74,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 @dataclass
 class Running:
     state_dir: StateDir
-    flash: Path
+    apps: Path
     service: DevService
     work: Path
 
@@ -112,8 +113,7 @@ def running_os(tmp_path: Path, app_key: PrivateKey, *, capability: bool) -> Iter
         state_dir.save_credentials(b"", certificate_pem(service.ca))
         state_dir.save_state(OsState(device_id=DEVICE_ID, tenant_id=TENANT))
         state_dir.capability_path.write_bytes(service.capability())
-    flash = tmp_path / "flash"
-    flash.mkdir()
+    apps = tmp_path / "apps"
     config = DeviceConfig(
         service_url="http://service.test", app_signing_keys=(public_key_pem(app_key.public_key()).decode(),)
     )
@@ -132,7 +132,7 @@ def running_os(tmp_path: Path, app_key: PrivateKey, *, capability: bool) -> Iter
                     stop=stop,
                     clock=lambda: NOW,
                     transport=httpx.MockTransport(service),
-                    flash_dir=flash,
+                    paths=OsPaths(app_store=apps),
                 )
             )
         )
@@ -140,7 +140,7 @@ def running_os(tmp_path: Path, app_key: PrivateKey, *, capability: bool) -> Iter
         try:
             wait_for(lambda: state_dir.control_socket_path.exists() and bool(service.carried))
             wait_for(lambda: request_control(state_dir.control_socket_path, {"op": "status"})["attested"] is True)
-            yield Running(state_dir, flash, service, work)
+            yield Running(state_dir, apps, service, work)
         finally:
             stop.set()
             thread.join(30)
@@ -157,7 +157,7 @@ def test_in_development_mode_the_eat_carries_the_capability_and_cloud_apps_stay_
         check = device.call("update-check")
         assert check["result"] == "up-to-date"
         assert "development mode: 1 cloud app target(s) not taken" in str(check["detail"])
-        assert not (device.flash / "apps" / APP_A).exists()
+        assert not (device.apps / APP_A).exists()
         # The developer sideloads their own build, signed by their key.
         sideloaded = device.upload("sideload", build_app(tmp_path / "dev", DEV_KEY, APP_B, "0.1.0"))
         assert sideloaded["component_id"] == APP_B
@@ -169,7 +169,7 @@ def test_in_development_mode_the_eat_carries_the_capability_and_cloud_apps_stay_
         wait_for(lambda: len(device.service.carried) > attested)
         assert device.service.carried[-1] is None
         assert device.call("update-check")["result"] == "installed"
-        assert (device.flash / "apps" / APP_A / "current").is_symlink()
+        assert (device.apps / APP_A / "current").is_symlink()
         assert device.upload("sideload", build_app(tmp_path / "dev2", DEV_KEY, APP_B, "0.2.0"))["error"] == (
             "no_capability"
         )

@@ -58,9 +58,19 @@ def test_malformed_handoff_is_refused(data: bytes) -> None:
         decode_handoff(data)
 
 
+def test_handoff_carries_the_insecure_no_sandbox_option() -> None:
+    insecure = dataclasses.replace(CHIP.identity, insecure_no_sandbox=True)
+    assert decode_handoff(encode_handoff(insecure)).insecure_no_sandbox is True
+    # A supervisor that predates the option sends no field: the device is sandboxed.
+    message = cbor2.loads(bytes(encode_handoff(insecure)))
+    del message["insecure_no_sandbox"]
+    assert decode_handoff(cbor2.dumps(message)).insecure_no_sandbox is False
+
+
 def test_handoff_field_of_the_wrong_type_is_refused() -> None:
     message = cbor2.loads(bytes(encode_handoff(CHIP.identity)))
-    for name, bad in [("secboot", 1), ("counters", {"os": "1"}), ("chain", [b"x"]), ("dbgstat", 99)]:
+    bad_fields = [("secboot", 1), ("counters", {"os": "1"}), ("chain", [b"x"]), ("dbgstat", 99)]
+    for name, bad in [*bad_fields, ("insecure_no_sandbox", 1)]:
         with pytest.raises(HandoffError):
             decode_handoff(cbor2.dumps({**message, name: bad}))
 
@@ -104,6 +114,16 @@ def test_real_monitor_process_signs_and_exits_when_the_os_is_gone() -> None:
     assert process.stderr is not None
     cmdline = " ".join(process.args)  # type: ignore[arg-type]
     assert "PRIVATE KEY" not in cmdline
+    assert claims.insecure_no_sandbox is False
+
+
+def test_real_monitor_claims_insecure_no_sandbox_from_the_handoff() -> None:
+    handoff = bytes(encode_handoff(dataclasses.replace(CHIP.identity, insecure_no_sandbox=True)))
+    with monitor_process(handoff) as (_process, sock):
+        tls = public_key_bytes(generate_private_key().public_key())
+        token = MonitorClient(sock).sign_attestation(nonce=bytes(16), key_to_certify=tls, iat=1_772_366_400)
+    _, claims = decode_eat(token)
+    assert claims.insecure_no_sandbox is True
 
 
 def test_real_monitor_logs_ops_without_secrets() -> None:

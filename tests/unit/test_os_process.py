@@ -44,6 +44,7 @@ IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs")
 def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stand-in for an unpacked OS image: the device-side packages only."""
     root = tmp_path_factory.mktemp("image")
+    root.chmod(0o755)  # as boot unpacks an image: the sandboxed OS's uid reads it
     src = Path(bastion.__file__).parent
     (root / "bastion").mkdir()
     shutil.copy2(src / "__init__.py", root / "bastion" / "__init__.py")
@@ -173,7 +174,12 @@ def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Pa
     try:
         wait_for(lambda: read_state(dev).get("last_result") == "error")
         pid = processes.pid("os")
-        assert read_state(dev)["pid"] == pid
+        assert pid is not None
+        # The OS records its pid in its own pid namespace; the host's /proc names both.
+        status = Path(f"/proc/{pid}/status").read_text()
+        nspid = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[1:]
+        assert int(nspid[0]) == pid
+        assert int(nspid[-1]) == read_state(dev)["pid"]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         uds = chip.read_uds()
@@ -273,7 +279,7 @@ def test_real_boot_then_monitor_and_os_from_the_flashed_image(tmp_path: Path, se
     assert not runtime.is_relative_to(Path(bastion.__file__).parent.parent.resolve())
 
 
-def bastion_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def bastion_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", *args],
         check=False,
@@ -281,7 +287,54 @@ def bastion_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "COLUMNS": "300", **(env or {})},
     )
+
+
+#: A PATH without bubblewrap (nor setpriv).
+NO_BWRAP = {"PATH": "/nonexistent"}
+
+
+def test_cli_device_run_without_bubblewrap_stops_at_once_and_names_the_fix(tmp_path: Path) -> None:
+    dev, _ = flashed_device(tmp_path)
+    done = bastion_cli(
+        "device", "run", "--dir", str(dev), "--service", "http://127.0.0.1:9", cwd=tmp_path, env=NO_BWRAP
+    )
+    assert done.returncode == 1
+    assert "the sandbox needs bubblewrap (bwrap), which is missing" in done.stderr
+    assert "apt-get install bubblewrap" in done.stderr
+    assert "--insecure-no-sandbox" in done.stderr
+    assert "booting" not in done.stderr  # nothing started
+    assert not (dev / "os-state").exists()
+
+
+def test_cli_device_run_insecure_no_sandbox_is_the_way_round_and_is_attested(
+    tmp_path: Path, service: tuple[str, FakeService]
+) -> None:
+    from bastion.crypto.eat import decode_eat
+
+    url, fake = service
+    dev, fake.device_id = flashed_device(tmp_path)
+    args = ("device", "run", "--dir", str(dev), "--service", url, "--once")
+    done = bastion_cli(*args, "--insecure-no-sandbox", cwd=tmp_path, env=NO_BWRAP)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING: this device runs with --insecure-no-sandbox" in done.stderr
+    assert "(NOT sandboxed)" in done.stderr
+    _, claims = decode_eat(fake.requests[-1].content)
+    assert claims.insecure_no_sandbox is True  # the monitor says so in the evidence
+    # Remembered in the config partition: the next run is insecure too, and says so.
+    again = bastion_cli(*args, cwd=tmp_path, env=NO_BWRAP)
+    assert again.returncode == 0, again.stderr
+    assert "WARNING" in again.stderr
+    # Undone by provision --sandbox: the sandbox is required again, and used.
+    undo = bastion_cli("device", "provision", "--dir", str(dev), "--sandbox", cwd=tmp_path)
+    assert undo.returncode == 0, undo.stderr
+    assert bastion_cli(*args, cwd=tmp_path, env=NO_BWRAP).returncode == 1
+    sandboxed = bastion_cli(*args, cwd=tmp_path)
+    assert sandboxed.returncode == 0, sandboxed.stderr
+    assert "(sandboxed)" in sandboxed.stderr
+    _, claims = decode_eat(fake.requests[-1].content)
+    assert claims.insecure_no_sandbox is False
 
 
 def test_cli_device_run_once_json_and_remembered_service(tmp_path: Path, service: tuple[str, FakeService]) -> None:

@@ -50,6 +50,7 @@ def test_provision_pins_app_keys_once(
         "app_signing_keys": 1,  # the same key is not pinned twice
         "update_interval_s": 600.0,
         "app_updates": True,
+        "insecure_no_sandbox": False,
     }
     config = parse_config(Chip.open(dev).flash.read(Partition.CONFIG))
     assert config.app_signing_keys == (key.read_text(),)
@@ -57,6 +58,30 @@ def test_provision_pins_app_keys_once(
     code, _, err = run(monkeypatch, capsys, *args[:6])
     assert code == 1
     assert "not a P-256 public key" in err
+
+
+def test_provision_insecure_no_sandbox_is_loud_in_device_info_and_undone_by_sandbox(
+    dev: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["device", "provision", "--dir", str(dev), "--service", "http://svc:1"]
+    code, out, err = run(monkeypatch, capsys, *base, "--insecure-no-sandbox", "--json")
+    assert code == 0, err
+    assert json.loads(out)["insecure_no_sandbox"] is True
+    assert "WITHOUT sandboxes" in err
+    assert parse_config(Chip.open(dev).flash.read(Partition.CONFIG)).insecure_no_sandbox
+    code, out, err = run(monkeypatch, capsys, "device", "info", "--dir", str(dev))
+    assert code == 0, err
+    assert "INSECURE" in err
+    assert "OFF (--insecure-no-sandbox)" in out
+    code, out, err = run(monkeypatch, capsys, "device", "info", "--dir", str(dev), "--json")
+    assert json.loads(out)["insecure_no_sandbox"] is True
+    assert "INSECURE" in err  # loud in JSON mode too, on stderr
+    code, out, err = run(monkeypatch, capsys, "device", "provision", "--dir", str(dev), "--sandbox", "--json")
+    assert code == 0, err
+    assert json.loads(out)["insecure_no_sandbox"] is False
+    code, out, err = run(monkeypatch, capsys, "device", "info", "--dir", str(dev), "--json")
+    assert json.loads(out)["insecure_no_sandbox"] is False
+    assert "INSECURE" not in err
 
 
 def test_update_check_without_a_running_os(
@@ -84,6 +109,7 @@ def test_update_check_and_apps_talk_to_the_os(
     key = generate_private_key()
     img = tmp_path / "a.img"
     img.write_bytes(build_app(tmp_path / "build", key, APP_A, "1.0.0"))
+    # An old device's store, not moved to DEV/apps yet (its next boot does): `device apps` still reads it.
     AppStore(dev / "flash" / "apps").install(img, component_id=APP_A, version="1.0.0")
     try:
         code, out, err = run(monkeypatch, capsys, "device", "update-check", "--dir", str(dev), "--json")

@@ -20,6 +20,7 @@ from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.monitor.client import MonitorClient
 from bastion.os.config import DeviceConfig
 from bastion.os.exitcodes import EXIT_OK
+from bastion.os.paths import OsPaths
 from bastion.os.runtime import run
 from bastion.os.state import StateDir
 from bastion.os.updates.control import MAX_REQUEST_BYTES, ControlServer, request_control
@@ -80,8 +81,7 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
     repo.publish()
     service = GroupService(repo)
     state_dir = StateDir(tmp_path / "os-state")
-    flash = tmp_path / "flash"
-    flash.mkdir()
+    apps = tmp_path / "apps"
     config = DeviceConfig(
         service_url="http://service.test", app_signing_keys=(public_key_pem(app_key.public_key()).decode(),)
     )
@@ -100,13 +100,13 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
                     stop=stop,
                     clock=lambda: clock_now[0],
                     transport=httpx.MockTransport(service),
-                    flash_dir=flash,
+                    paths=OsPaths(app_store=apps),
                 )
             )
         )
         thread.start()
         try:
-            current = flash / "apps" / APP_A / "current"
+            current = apps / APP_A / "current"
             deadline = time.monotonic() + 20
             while not current.is_symlink() and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -1,11 +1,13 @@
 """A read-only description of an emulated device, for ``bastion device info``.
 
 It reads public state only (fuses, the DeviceID certificate, slot headers, the
-recovery record); it never reads the UDS and verifies nothing.
+recovery record, the config partition's ``insecure_no_sandbox`` option); it
+never reads the UDS and verifies nothing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import device_id_from_public_key
 from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
-from bastion.hw.flash import Slot
+from bastion.hw.flash import Partition, Slot
 from bastion.images.errors import ImageError
 from bastion.images.package import inspect_image, measure_stream
 
@@ -51,6 +53,8 @@ class DeviceInfo:
     trial_slot: str | None = None
     last_event: dict[str, Any] | None = None
     chip_model: str | None = None
+    #: The device runs its OS and apps without sandboxes (``--insecure-no-sandbox``).
+    insecure_no_sandbox: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
@@ -66,6 +70,7 @@ class DeviceInfo:
             "slots": [vars(s) for s in self.slots],
             "recovery": None if self.recovery is None else self.recovery.to_json(),
             "chip_model": self.chip_model,
+            "insecure_no_sandbox": self.insecure_no_sandbox,
         }
 
 
@@ -87,6 +92,15 @@ def _slot_info(chip: Chip, slot: Slot) -> SlotInfo:
     except (HwError, ImageError) as exc:
         return SlotInfo(slot.value, problem=str(exc))
     return SlotInfo(slot.value, header.version, header.security_version, measurement)
+
+
+def _insecure_no_sandbox(chip: Chip) -> bool:
+    """The config partition's ``insecure_no_sandbox`` (the OS's config format; only this key is read here)."""
+    try:
+        value = json.loads(chip.flash.read(Partition.CONFIG))
+    except (HwError, ValueError):
+        return False
+    return isinstance(value, dict) and value.get("insecure_no_sandbox") is True
 
 
 def describe_device(dev_dir: Path) -> DeviceInfo:
@@ -117,4 +131,5 @@ def describe_device(dev_dir: Path) -> DeviceInfo:
         trial_slot=None if boot_state.trial_slot is None else boot_state.trial_slot.value,
         last_event=None if boot_state.last_event is None else boot_state.last_event.to_json(),
         chip_model=_model_name(chip),
+        insecure_no_sandbox=_insecure_no_sandbox(chip),
     )

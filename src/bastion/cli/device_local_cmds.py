@@ -96,11 +96,17 @@ def info_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
         fail(f"no chip in {dev_dir}", hint="manufacture one with `bastion device manufacture`")
     except HwError as exc:
         fail(f"the device state is unreadable: {exc}")
+    if info.insecure_no_sandbox:
+        progress(
+            "WARNING: INSECURE: this device runs its OS and apps WITHOUT sandboxes (--insecure-no-sandbox); "
+            "its attestation evidence says so. Undo with `bastion device provision --dir DEV --sandbox`."
+        )
     if as_json:
         emit_object(info.to_json(), as_json=True)
         return
     rows: dict[str, object] = {
         "device_id": info.device_id,
+        "sandbox": "OFF (--insecure-no-sandbox)" if info.insecure_no_sandbox else "on",
         "lifecycle": info.lifecycle,
         "debug_locked": info.debug_locked,
         "counters": ", ".join(f"{k}={v}" for k, v in sorted(info.counters.items())) or "none",

@@ -2,10 +2,12 @@
 
 ``provision`` pins a tenant app-signing public key (and optionally the update
 interval) in the device's config partition; the device installs only apps that
-a pinned key signed. ``update-check`` asks the running OS, over its control
-socket ``DEV/os-state/control.sock``, to check for updates now and prints the
-summary. ``apps`` lists the apps on the device's flash and, if the OS runs,
-their processes and the sandbox layers each runs under.
+a pinned key signed. ``provision --insecure-no-sandbox`` (undone by ``--sandbox``) sets the device
+option that runs the OS and its apps without sandboxes. ``update-check`` asks the
+running OS, over its control socket ``DEV/os-state/control.sock``, to check for
+updates now and prints the summary. ``apps`` lists the apps in the device's app
+store (``DEV/apps``) and, if the OS runs, their processes (pids as the OS sees
+them, in its own pid namespace) and the sandbox layers each runs under.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _CONTROL_HINT = "start the device with `bastion device run --dir DEV` (the OS an
 
 
 @device_app.command("provision")
-def provision_cmd(
+def provision_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
     dev_dir: DevDirOption,
     app_key: Annotated[
         Path | None, typer.Option("--app-key", help="Tenant app-signing PUBLIC key (PEM) to pin on the device.")
@@ -40,6 +42,13 @@ def provision_cmd(
     service: Annotated[
         str | None, typer.Option("--service", help="Security Service URL, if the device has none yet.")
     ] = None,
+    insecure_no_sandbox: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure-no-sandbox/--sandbox",
+            help="INSECURE: run the OS and apps without sandboxes (attested); --sandbox undoes it.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Pin a tenant app-signing key (and update settings) in the device's config partition."""
@@ -49,7 +58,7 @@ def provision_cmd(
     from bastion.os.config import DeviceConfig, encode_config, parse_config
     from bastion.os.errors import ConfigError
 
-    if app_key is None and update_interval is None and service is None:
+    if app_key is None and update_interval is None and service is None and insecure_no_sandbox is None:
         fail("nothing to provision", hint="pass --app-key PUB.pem and/or --update-interval SECONDS")
     try:
         chip = Chip.open(dev_dir)
@@ -72,18 +81,23 @@ def provision_cmd(
         changes["app_signing_keys"] = _pin_key(app_key, current.app_signing_keys)
     if update_interval is not None:
         changes["update_interval_s"] = update_interval
+    if insecure_no_sandbox is not None:
+        changes["insecure_no_sandbox"] = insecure_no_sandbox
     try:
         config = parse_config(encode_config(dataclasses.replace(current, **changes)))  # validates every field
         chip.flash.write(Partition.CONFIG, encode_config(config))
     except ConfigError as exc:
         fail(str(exc))
     progress(f"provisioned {dev_dir}; a running OS picks this up at its next boot")
+    if config.insecure_no_sandbox:
+        progress("WARNING: --insecure-no-sandbox: this device will run its OS and apps WITHOUT sandboxes")
     emit_object(
         {
             "service_url": config.service_url,
             "app_signing_keys": len(config.app_signing_keys),
             "update_interval_s": config.update_interval_s,
             "app_updates": config.app_updates,
+            "insecure_no_sandbox": config.insecure_no_sandbox,
         },
         as_json=as_json,
         title="device provisioned",
@@ -159,8 +173,9 @@ def update_check_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None
 def apps_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
     """List the apps installed on the device (and, if its OS runs, their processes and sandbox layers)."""
     from bastion.os.apps.store import AppStore
+    from bastion.os.device_dir import readable_app_store
 
-    apps_dir = dev_dir / "flash" / "apps"
+    apps_dir = readable_app_store(dev_dir)
     installed = AppStore(apps_dir).installed() if apps_dir.is_dir() else []
     running: dict[str, dict[str, Any]] = {}
     if (dev_dir / _OS_STATE / "control.sock").exists():

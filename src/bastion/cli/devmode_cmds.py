@@ -222,12 +222,13 @@ def disable_development_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) 
 def _resolve(dev_dir: Path, ref: str) -> str:
     """A component ID, from an ID or an installed app's name."""
     from bastion.os.apps.store import AppStore
+    from bastion.os.device_dir import readable_app_store
 
     try:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    apps_dir = dev_dir / "flash" / "apps"
+    apps_dir = readable_app_store(dev_dir)
     installed = AppStore(apps_dir).installed() if apps_dir.is_dir() else []
     named = [a.component_id for a in installed if a.manifest.name == ref]
     if len(named) != 1:

@@ -22,6 +22,9 @@ boot slot             -70001     tstr "A" or "B"     (private, RFC 8392 < -65536
 rollback counters     -70002     {tstr: uint}        (private)
 installed apps        -70003     [{ "id": tstr, "version": tstr }] (private)
 key to certify        -70004     bstr, SEC1 uncompressed P-256 point (private)
+insecure no sandbox   -70006     true: the device runs its OS and apps without
+                                 sandboxes (``--insecure-no-sandbox``);
+                                 OPTIONAL, present only when true (private)
 device capability     -70010     bstr, 1..4096 bytes: the capability file the
                                  device runs under (``appDevelopment`` or
                                  ``fieldServicing``); OPTIONAL, absent when the
@@ -29,7 +32,10 @@ device capability     -70010     bstr, 1..4096 bytes: the capability file the
 ====================  =========  ==============================================
 
 Decoding is strict: the encoded claims set has a size bound, every claim above is
-type-checked, and any claim key not in this table is rejected.
+type-checked, and any claim key not in this table is rejected. Every claim is
+required except the optional ones, which are encoded only when set: an
+explicit ``false`` for "insecure no sandbox" is rejected, so that every
+accepted token is what :func:`encode_claims` writes for its claims.
 
 Decoded claims must also be in deterministic encoding (RFC 8949 section 4.2, as
 produced by :func:`encode_claims`): the decoder re-encodes what it read (the
@@ -121,6 +127,7 @@ CLAIM_BOOT_SLOT = -70001
 CLAIM_ROLLBACK_COUNTERS = -70002
 CLAIM_INSTALLED_APPS = -70003
 CLAIM_KEY_TO_CERTIFY = -70004
+CLAIM_INSECURE_NO_SANDBOX = -70006
 CLAIM_CAPABILITY = -70010
 _REQUIRED_CLAIMS = frozenset(
     {
@@ -139,7 +146,7 @@ _REQUIRED_CLAIMS = frozenset(
         CLAIM_KEY_TO_CERTIFY,
     }
 )
-_OPTIONAL_CLAIMS = frozenset({CLAIM_CAPABILITY})
+_OPTIONAL_CLAIMS = frozenset({CLAIM_INSECURE_NO_SANDBOX, CLAIM_CAPABILITY})
 _KNOWN_CLAIMS = _REQUIRED_CLAIMS | _OPTIONAL_CLAIMS
 
 
@@ -178,7 +185,12 @@ class InstalledApp:
 
 @dataclass(frozen=True)
 class EatClaims:
-    """The claims of a Bastion EAT."""
+    """The claims of a Bastion EAT.
+
+    ``insecure_no_sandbox`` is true when the device runs its OS and apps
+    without their sandboxes (the service may refuse such a device a
+    production certificate).
+    """
 
     nonce: bytes
     ueid: bytes
@@ -192,6 +204,7 @@ class EatClaims:
     key_to_certify: bytes
     iat: int
     installed_apps: tuple[InstalledApp, ...] = field(default_factory=tuple)
+    insecure_no_sandbox: bool = False
     #: The device capability file the device runs under, or None (development mode is off).
     capability: bytes | None = None
 
@@ -222,6 +235,8 @@ def encode_claims(claims: EatClaims) -> bytes:
         CLAIM_INSTALLED_APPS: [{"id": a.component_id, "version": a.version} for a in claims.installed_apps],
         CLAIM_KEY_TO_CERTIFY: claims.key_to_certify,
     }
+    if claims.insecure_no_sandbox:
+        claims_map[CLAIM_INSECURE_NO_SANDBOX] = True
     if claims.capability is not None:
         claims_map[CLAIM_CAPABILITY] = claims.capability
     return cbor2.dumps(claims_map, canonical=True)
@@ -325,6 +340,10 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
     if not measurements:
         raise MalformedInput("measurements must not be empty")
     apps = _array(claims_map[CLAIM_INSTALLED_APPS], "installed apps", max_len=MAX_INSTALLED_APPS)
+    # Optional claims are present only when set: one meaning per token (an explicit false is refused).
+    insecure = CLAIM_INSECURE_NO_SANDBOX in claims_map
+    if insecure and claims_map[CLAIM_INSECURE_NO_SANDBOX] is not True:
+        raise MalformedInput("insecure no sandbox, when present, must be true")
     capability = claims_map.get(CLAIM_CAPABILITY)
     if capability is not None:
         capability = _bstr(capability, "device capability", min_len=1, max_len=MAX_CAPABILITY_BYTES)
@@ -341,6 +360,7 @@ def _claims_from_map(claims_map: dict[Any, Any], bodies: list[Any], *, verify_ke
         key_to_certify=key,
         iat=_uint(claims_map[CLAIM_IAT], "iat"),
         installed_apps=tuple(_decode_app(a) for a in apps),
+        insecure_no_sandbox=insecure,
         capability=capability,
     )
 

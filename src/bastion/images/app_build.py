@@ -20,7 +20,7 @@ Example::
     result = build_app_image(Path("examples/apps/hello"), Path("hello.img"), key, version="1.0.0")
     with result.path.open("rb") as f:
         verify_image(f, [key.public_key()])
-    manifest = unpack_app_payload(result.path, Path("DEV/flash/apps/<id>/1.0.0"))
+    manifest = unpack_app_payload(result.path, Path("DEV/apps/<id>/1.0.0"))
 """
 
 from __future__ import annotations

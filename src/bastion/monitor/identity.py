@@ -48,6 +48,8 @@ class MonitorIdentity:
         dev_dir: the device directory (flash, fuses, staging), or None: then
             the A/B operations are refused.
         trial: the OS runs from a trial slot that must confirm.
+        insecure_no_sandbox: the device runs its OS and apps without sandboxes
+            (the device option from the config partition); claimed in every EAT.
     """
 
     alias_key: keys.PrivateKey
@@ -62,6 +64,7 @@ class MonitorIdentity:
     dbgstat: DebugStatus
     dev_dir: str | None = None
     trial: bool = False
+    insecure_no_sandbox: bool = False
 
     @property
     def ueid(self) -> bytes:
@@ -112,6 +115,7 @@ def encode_handoff(identity: MonitorIdentity) -> bytearray:
         "dbgstat": int(identity.dbgstat),
         "dev_dir": identity.dev_dir,
         "trial": identity.trial,
+        "insecure_no_sandbox": identity.insecure_no_sandbox,
     }
     return bytearray(cbor2.dumps(message, canonical=True))
 
@@ -170,6 +174,7 @@ def decode_handoff(data: bytes | bytearray) -> MonitorIdentity:
         dbgstat=dbgstat,
         dev_dir=None if message.get("dev_dir") is None else _field(message, "dev_dir", str),
         trial=_field(message, "trial", bool),
+        insecure_no_sandbox="insecure_no_sandbox" in message and _field(message, "insecure_no_sandbox", bool),
     )
     identity.check_consistent()
     return identity

@@ -135,6 +135,7 @@ class MonitorServer:
             key_to_certify=key_to_certify,
             iat=iat,
             installed_apps=apps,
+            insecure_no_sandbox=ident.insecure_no_sandbox,
             capability=capability,
         )
         token = sign_eat(claims, ident.alias_key, x5chain=list(ident.cert_chain))

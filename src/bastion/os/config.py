@@ -6,13 +6,19 @@ partition (``DEV/flash/config.bin``) and written by ``bastion device run --servi
     {"service_url": "http://127.0.0.1:8443", "ca_file": null,
      "retry_initial_s": 5, "retry_max_s": 300,
      "app_signing_keys": ["-----BEGIN PUBLIC KEY-----\n..."],
-     "update_interval_s": 72000, "app_updates": true}
+     "update_interval_s": 72000, "app_updates": true,
+     "insecure_no_sandbox": false}
 
 Only ``service_url`` is required. ``ca_file`` names a PEM bundle used to verify
 the service over HTTPS. ``app_signing_keys`` are the tenant app-signing keys
 pinned by ``bastion device provision``: the only keys whose apps the device
 installs. ``update_interval_s`` is the time between update checks (20 h by
 default); ``app_updates: false`` makes the device skip app targets.
+``insecure_no_sandbox: true`` (``bastion device provision --insecure-no-sandbox``,
+or ``device run --insecure-no-sandbox``) runs the OS and its apps without their
+sandboxes: the only way round a host without bubblewrap. It is written only by
+the host CLI (the OS cannot write this partition), printed at every boot, shown
+by ``device info`` and claimed in the attestation evidence.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class DeviceConfig:
         app_signing_keys: pinned tenant app-signing keys, PEM (``bastion device provision``).
         update_interval_s: time between update checks.
         app_updates: install app targets (False: skip them whatever the group offers).
+        insecure_no_sandbox: run the OS and its apps without sandboxes (loud, attested).
     """
 
     service_url: str
@@ -106,6 +113,7 @@ class DeviceConfig:
     app_signing_keys: tuple[str, ...] = ()
     update_interval_s: float = DEFAULT_UPDATE_INTERVAL_S
     app_updates: bool = True
+    insecure_no_sandbox: bool = False
 
 
 def app_public_keys(config: DeviceConfig) -> tuple[PublicKey, ...]:
@@ -138,7 +146,15 @@ def _update_fields(value: dict[str, Any]) -> dict[str, Any]:
     app_updates = value.get("app_updates", True)
     if not isinstance(app_updates, bool):
         raise ConfigError("app_updates must be true or false")
-    return {"app_signing_keys": tuple(keys), "update_interval_s": float(interval), "app_updates": app_updates}
+    insecure = value.get("insecure_no_sandbox", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError("insecure_no_sandbox must be true or false")
+    return {
+        "app_signing_keys": tuple(keys),
+        "update_interval_s": float(interval),
+        "app_updates": app_updates,
+        "insecure_no_sandbox": insecure,
+    }
 
 
 def _check_url(url: object) -> str:
@@ -220,4 +236,6 @@ def encode_config(config: DeviceConfig) -> bytes:
         value["update_interval_s"] = config.update_interval_s
     if not config.app_updates:
         value["app_updates"] = False
+    if config.insecure_no_sandbox:
+        value["insecure_no_sandbox"] = True
     return json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"

@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError               the device config is missing, unreadable or invalid
     ├── StateError                the OS state directory cannot be read or written
     ├── MonitorFailedError        the monitor could not be reached or refused (fatal)
+    ├── SandboxUnavailableError   a program or kernel feature a sandbox needs is missing
     ├── LocalApiRefusedError      a local device API request (development mode, sideloading,
     │                             app start/stop/logs) was refused: ``reason``
     └── AttestationError          an attestation attempt failed (retried with backoff)
@@ -25,6 +26,7 @@ __all__ = [
     "DeviceOsError",
     "LocalApiRefusedError",
     "MonitorFailedError",
+    "SandboxUnavailableError",
     "ServiceProtocolError",
     "ServiceUnreachableError",
     "StateError",
@@ -45,6 +47,20 @@ class StateError(DeviceOsError):
 
 class MonitorFailedError(DeviceOsError):
     """The security monitor could not serve a request; the OS cannot attest without it."""
+
+
+class SandboxUnavailableError(DeviceOsError):
+    """A program or kernel feature that a sandbox needs is missing; nothing runs without it.
+
+    Attributes:
+        missing: what is missing (``bwrap``, ``setpriv``, ...).
+        fix: what to do about it (a command to run), for the CLI's hint.
+    """
+
+    def __init__(self, missing: str, fix: str) -> None:
+        super().__init__(f"the sandbox needs {missing}, which is missing")
+        self.missing = missing
+        self.fix = fix
 
 
 class LocalApiRefusedError(DeviceOsError):

@@ -3,13 +3,19 @@
 Started by ``bastion device run`` as ``python -m bastion.os`` from the unpacked OS
 image, with argv::
 
-    --monitor-fd N     inherited end of the socketpair to the monitor
-    --state-dir PATH   the OS's own persistent directory (DEV/os-state)
-    --config PATH      the device config (service URL, CA file)
-    --once             attest once and exit (0 on success)
+    --monitor-fd N       inherited end of the socketpair to the monitor
+    --state-dir PATH     the OS's own persistent directory (DEV/os-state)
+    --config PATH        the device config partition, read-only (service URL, CA file)
+    --app-store PATH     the app store (DEV/apps); with it the update agent and app manager run
+    --boot-config PATH   the bootloader partition, read-only (pinned OS-publisher keys)
+    --os-image PATH      the running OS image, read-only (the base of a delta update)
+    --periph-dir PATH    the emulated peripherals (DEV/periph: the chip model, their state)
+    --once               attest once and exit (0 on success)
 
-Nothing secret is passed: the OS has no path to the UDS and never holds the
-Alias key; it asks the monitor to sign.
+Every path is explicit (:class:`bastion.os.paths.OsPaths`): the OS runs in a
+mount namespace without ``DEV/chip`` and ``DEV/flash`` and derives no path
+from another. Nothing secret is passed: the OS has no path to the UDS and
+never holds the Alias key; it asks the monitor to sign.
 
 Exit status: 0 ok, 2 attestation failed (``--once``), 3 monitor failure,
 4 config or state error.
@@ -51,6 +57,7 @@ from bastion.os.errors import (
     StateError,
 )
 from bastion.os.exitcodes import EXIT_ATTESTATION, EXIT_CONFIG, EXIT_MONITOR, EXIT_OK, EXIT_REBOOT
+from bastion.os.paths import OsPaths
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import OsState, StateDir
 
@@ -213,12 +220,12 @@ def run(
     stop: threading.Event,
     clock: Callable[[], dt.datetime] = utcnow,
     transport: httpx.BaseTransport | None = None,
-    flash_dir: Path | None = None,
+    paths: OsPaths | None = None,
 ) -> int:
     """Run the OS jobs; returns the exit status.
 
     ``clock`` and ``transport`` are injected so tests drive time and the network.
-    With ``flash_dir`` (the directory of the config partition) and without
+    With ``paths`` (the app store and the read-only boot files) and without
     ``once``, the update agent and the app manager run too
     (:mod:`bastion.os.updates.system`); the OS then exits with ``EXIT_REBOOT``
     once an OS update is armed.
@@ -250,7 +257,7 @@ def run(
             return EXIT_OK if job.state.last_result == "ok" else EXIT_ATTESTATION
         scheduler = Scheduler(clock=clock, stop=stop)
         scheduler.add(ATTESTATION_JOB, job, first_at=clock())  # attest at every boot
-        if flash_dir is None:
+        if paths is None:
             scheduler.run()
         else:
             return _run_with_updates(
@@ -262,7 +269,7 @@ def run(
                 config=config,
                 device_id=device_id,
                 key=key,
-                flash_dir=flash_dir,
+                paths=paths,
                 stop=stop,
                 clock=clock,
             )
@@ -280,7 +287,7 @@ def _run_with_updates(
     config: DeviceConfig,
     device_id: str,
     key: PrivateKey,
-    flash_dir: Path,
+    paths: OsPaths,
     stop: threading.Event,
     clock: Callable[[], dt.datetime],
 ) -> int:
@@ -294,7 +301,7 @@ def _run_with_updates(
             monitor=monitor,
             device_id=device_id,
             device_key=key,
-            flash_dir=flash_dir,
+            paths=paths,
             stop=stop,
         )
         system.start(clock())
@@ -330,8 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monitor-fd", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--app-store", type=Path)
+    parser.add_argument("--boot-config", type=Path)
+    parser.add_argument("--os-image", type=Path)
+    parser.add_argument("--periph-dir", type=Path)
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
+    paths = (
+        None
+        if args.app_store is None
+        else OsPaths(args.app_store, args.boot_config, args.os_image, periph_dir=args.periph_dir)
+    )
     try:
         state_dir = StateDir(args.state_dir)
     except StateError as exc:
@@ -355,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             config=load_config(args.config),
             once=args.once,
             stop=stop,
-            flash_dir=args.config.parent,  # the config partition lives in DEV/flash
+            paths=paths,
         )
     except MonitorFailedError as exc:
         _log.error("%s", exc)

@@ -200,6 +200,9 @@ class Attestation(Base):
     os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     os_measurement: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The EAT claimed the device runs without sandboxes (``--insecure-no-sandbox``); None when
+    #: the evidence was not read (migration 0003_insecure_no_sandbox).
+    insecure_no_sandbox: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 # --- fleet model (migration 0002_fleet) -------------------------------------------

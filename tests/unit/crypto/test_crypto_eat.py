@@ -226,7 +226,24 @@ def test_profile_constants_are_the_documented_ones() -> None:
     assert eat.CLAIM_ROLLBACK_COUNTERS == -70002
     assert eat.CLAIM_INSTALLED_APPS == -70003
     assert eat.CLAIM_KEY_TO_CERTIFY == -70004
+    assert eat.CLAIM_INSECURE_NO_SANDBOX == -70006
     assert eat.CONTENT_FORMAT_CBOR == 60
+
+
+def test_insecure_no_sandbox_is_claimed_only_when_true() -> None:
+    insecure = _claims(insecure_no_sandbox=True)
+    claims_map = cbor2.loads(encode_claims(insecure))
+    assert claims_map[-70006] is True
+    assert decode_claims(encode_claims(insecure)) == insecure
+    assert -70006 not in cbor2.loads(encode_claims(_claims()))
+    assert decode_claims(encode_claims(_claims())).insecure_no_sandbox is False
+
+
+@pytest.mark.parametrize("value", [False, 1, 0, "true", None, b"\x01"])
+def test_insecure_no_sandbox_other_than_true_is_refused(value: object) -> None:
+    data = cbor2.dumps(_claims_map() | {-70006: value}, canonical=True)
+    with pytest.raises(MalformedInput, match="insecure no sandbox"):
+        decode_claims(data)
 
 
 # --- property tests -----------------------------------------------------------------
@@ -237,7 +254,7 @@ _values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-_CLAIM_KEYS = sorted(_claims_map())
+_CLAIM_KEYS = sorted({*_claims_map(), eat.CLAIM_INSECURE_NO_SANDBOX})
 
 
 @settings(max_examples=400, database=None, deadline=None)

@@ -1,6 +1,6 @@
 """The app store on flash: versions side by side, one ``current`` link per app.
 
-Layout (``DEV/flash/apps/``)::
+Layout (``DEV/apps/``)::
 
     <component_id>/
         1.0.0/            an unpacked, verified app (app_manifest.json first)
@@ -18,7 +18,7 @@ and the other installed apps (:mod:`bastion.os.apps.claims`): its peripherals
 must exist and be free, and a real-time app gets a free real-time core.
 
 Example:
-    >>> store = AppStore(pathlib.Path("DEV/flash/apps"))           # doctest: +SKIP
+    >>> store = AppStore(pathlib.Path("DEV/apps"))           # doctest: +SKIP
     >>> app = store.install(verified_image, component_id=cid, version="1.1.0")  # doctest: +SKIP
     >>> [a.version for a in store.installed()]                      # doctest: +SKIP
     ['1.1.0']
@@ -107,7 +107,7 @@ class AppStore:
     """The apps on flash.
 
     Args:
-        root: ``DEV/flash/apps``; created 0700 if missing.
+        root: ``DEV/apps``; created 0700 if missing.
         keep_versions: versions kept per app (at least 1).
         model: the chip model (its peripherals and real-time cores).
     """

@@ -56,7 +56,7 @@ class RunningOs:
         security_version: its security version.
         boot_slot: ``"A"`` or ``"B"``.
         measurement: hex SHA-256 of its image package, if known.
-        image_path: the flash file holding it (the delta base), if readable.
+        image_path: its slot image, read-only, as the supervisor gave it (the delta base), if any.
     """
 
     version: str
@@ -76,19 +76,23 @@ class StagedOs:
     delta_error: str | None = None
 
 
-def pinned_os_keys(flash_dir: Path) -> tuple[PublicKey, ...]:
+def pinned_os_keys(boot_config: Path | None) -> tuple[PublicKey, ...]:
     """The OS-publisher keys of the boot configuration in the bootloader partition.
 
     The ROM checked this partition against the fuses at boot; here it is read
     again only to check images before they are handed to the monitor (which
-    checks them once more). The layout is :mod:`bastion.boot.config`'s, decoded
+    checks them once more). ``boot_config`` is the partition file as the boot
+    supervisor bound it into the OS's namespace (read-only, outside any
+    ``flash/`` path). The layout is :mod:`bastion.boot.config`'s, decoded
     here because the OS image does not ship ``bastion.boot``.
 
     Raises:
-        UpdateFailedError: the partition is unreadable or does not verify.
+        UpdateFailedError: no partition was given, or it is unreadable or does not verify.
     """
+    if boot_config is None:
+        raise UpdateFailedError("the OS was not given the bootloader partition")
     try:
-        with (flash_dir / f"{Partition.BOOTLOADER.value}.bin").open("rb") as handle:
+        with boot_config.open("rb") as handle:
             data = handle.read(PARTITION_SIZES[Partition.BOOTLOADER] + 1)
         magic, key_length = _BL_PREFIX.unpack_from(data)
         if magic != _BL_MAGIC or key_length != _SEC1_KEY_BYTES:

@@ -27,8 +27,7 @@ from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey, PublicKey
 from bastion.hw.chipmodel import DEFAULT_MODEL, get_model
 from bastion.hw.errors import HwError
-from bastion.hw.flash import Slot
-from bastion.hw.peripherals import PERIPH_DIRNAME, Board
+from bastion.hw.peripherals import Board
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.apps.manager import AppManager
@@ -40,6 +39,7 @@ from bastion.os.config import DeviceConfig, app_public_keys
 from bastion.os.devmode.capability import DevelopmentMode
 from bastion.os.devmode.local_api import LocalApi
 from bastion.os.errors import AttestationRefusedError
+from bastion.os.paths import OsPaths
 from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
@@ -51,10 +51,8 @@ from bastion.os.updates.os_update import RunningOs, pinned_os_keys
 from bastion.os.updates.pointer import GroupStore
 from bastion.os.updates.reporter import StatusReporter
 
-__all__ = ["APPS_DIRNAME", "UPDATES_JOB", "UpdateSystem", "load_board", "running_os"]
+__all__ = ["UPDATES_JOB", "UpdateSystem", "load_board", "running_os"]
 
-#: The app store directory, under the flash directory.
-APPS_DIRNAME = "apps"
 UPDATES_JOB = "updates"
 APPS_JOB = "apps"
 #: How long the update job waits while the device has not attested yet (it is rescheduled on success).
@@ -63,8 +61,14 @@ WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 _log = logging.getLogger("bastion.os.updates")
 
 
-def load_board(directory: Path) -> Board:
-    """The peripherals the boot process prepared; the default chip model if they are unreadable."""
+def load_board(directory: Path | None) -> Board:
+    """The peripherals the boot process prepared; the default chip model if they are unreadable.
+
+    Without a directory (the boot process gave none) apps find every peripheral unavailable.
+    """
+    if directory is None:
+        _log.warning("no peripheral directory: apps will find their peripherals unavailable")
+        return Board(Path("/nonexistent/periph"), get_model(DEFAULT_MODEL))
     try:
         return Board.load(directory)
     except HwError as exc:
@@ -76,8 +80,11 @@ def _wall_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
-    """The running OS: versions and slot from the monitor, measurement from the Alias cert's DiceTcbInfo."""
+def running_os(monitor: MonitorClient, os_image: Path | None) -> RunningOs:
+    """The running OS: versions and slot from the monitor, measurement from the Alias cert's DiceTcbInfo.
+
+    ``os_image`` is the booted slot's image as the supervisor bound it (the delta base), if any.
+    """
     boot = monitor.read_counters()
     measurement: str | None = None
     try:
@@ -85,11 +92,7 @@ def running_os(monitor: MonitorClient, flash_dir: Path) -> RunningOs:
         measurement = fwids[-1].digest.hex() if fwids else None
     except CryptoError:
         measurement = None
-    try:
-        image: Path | None = flash_dir / f"{Slot(boot.boot_slot).flash_partition.value}.bin"
-    except ValueError:
-        image = None
-    return RunningOs(boot.os_version, boot.os_security_version, boot.boot_slot, measurement, image)
+    return RunningOs(boot.os_version, boot.os_security_version, boot.boot_slot, measurement, os_image)
 
 
 @dataclass
@@ -146,7 +149,7 @@ class UpdateSystem:
         monitor: MonitorClient,
         device_id: str,
         device_key: PrivateKey,
-        flash_dir: Path,
+        paths: OsPaths,
         stop: threading.Event,
         insecure_no_sandbox: bool = False,
     ) -> UpdateSystem:
@@ -159,8 +162,8 @@ class UpdateSystem:
             ConfigError: a pinned app key is invalid.
         """
         events = EventQueue(state_dir.events_path)
-        board = load_board(state_dir.path.parent / PERIPH_DIRNAME)
-        store = AppStore(flash_dir / APPS_DIRNAME, model=board.model)
+        board = load_board(paths.periph_dir)
+        store = AppStore(paths.app_store, model=board.model)
         services = AppServices()  # each area adds its OS service here, one line each
         peripherals = PeripheralService(board)
         services.add(peripherals)
@@ -191,8 +194,8 @@ class UpdateSystem:
                 iat_path=state_dir.path / "report-iat",
             ),
             app_keys=pinned,
-            os_keys=lambda: pinned_os_keys(flash_dir),
-            running=running_os(monitor, flash_dir),
+            os_keys=lambda: pinned_os_keys(paths.boot_config),
+            running=running_os(monitor, paths.os_image),
             device_id=device_id,
             settings=AgentSettings(
                 interval=dt.timedelta(seconds=config.update_interval_s), app_updates=config.app_updates
@@ -264,7 +267,7 @@ class UpdateSystem:
             return now + WAIT_FOR_ATTESTATION
         try:
             return self.agent.job(now)
-        except OSError as exc:  # the state directory or flash failed: keep the OS (and its apps) running
+        except OSError as exc:  # the state directory or app store failed: keep the OS (and its apps) running
             _log.error("update check failed locally: %s", exc)
             return now + self.agent.settings.retry
 

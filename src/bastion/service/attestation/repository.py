@@ -155,6 +155,7 @@ _ATTESTATION_COLUMNS = (
     "os_version",
     "os_measurement",
     "cert_serial",
+    "insecure_no_sandbox",
 )
 
 

@@ -267,6 +267,7 @@ def _attest_verified(
                 os_version=os_version,
                 os_measurement=evidence.os_measurement,
                 cert_serial=serial,
+                insecure_no_sandbox=evidence.claims.insecure_no_sandbox,
             )
             tx.commit()
         except AttestationFailure as failure:
@@ -339,6 +340,7 @@ def _write_failure(
         os_version=evidence.os_version[:MAX_VERSION_CHARS] if evidence is not None else None,
         os_measurement=evidence.os_measurement if evidence is not None else None,
         cert_serial=None,
+        insecure_no_sandbox=evidence.claims.insecure_no_sandbox if evidence is not None else None,
     )
     if tenant_id is not None and authenticated:
         repository.mark_device_failed(tx, device_id, at=now, reason=failure.code.value)

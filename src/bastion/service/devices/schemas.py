@@ -47,6 +47,8 @@ class AttestationOut(BaseModel):
     os_version: str | None
     os_measurement: str | None
     cert_serial: str | None
+    #: The device claimed it runs without sandboxes; None: the evidence was not read.
+    insecure_no_sandbox: bool | None = None
 
 
 class UpdateEventOut(BaseModel):

@@ -1,11 +1,8 @@
 """Device capabilities: issued capability files, and the capability a device attests under.
 
 Revision ID: 0004_capabilities
-Revises: 0002_fleet
+Revises: 0003_insecure_no_sandbox
 Create Date: 2026-12-20
-
-Numbered 0004 so that another 0003 can land first: at merge, set ``down_revision``
-to the newest revision before this one (nothing else here depends on it).
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_capabilities"
-down_revision = "0002_fleet"
+down_revision = "0003_insecure_no_sandbox"
 branch_labels = None
 depends_on = None
 
