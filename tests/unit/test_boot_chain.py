@@ -399,5 +399,5 @@ def test_a_vendor_with_a_legacy_bootloader_names_reprovisioning(world: World, tm
 def test_the_os_reads_its_pinned_keys_out_of_the_bootloader_archive(world: World, dev: Path) -> None:
     from bastion.os.updates.os_update import pinned_os_keys
 
-    keys = pinned_os_keys(dev / "flash")
+    keys = pinned_os_keys(dev / "flash" / "bootloader.bin")  # the partition file, as the OS is given it
     assert [public_key_bytes(k) for k in keys] == [public_key_bytes(world.os_key.public_key())]

@@ -243,7 +243,7 @@ print(json.dumps(out))
 
 
 def _booted(tmp_path: Path) -> tuple[Path, Path]:
-    from bastion.boot.bootloader import boot_device
+    from bastion.boot import boot_device
 
     dev, _ = flashed_device(tmp_path)
     Chip.open(dev).flash.write(Partition.CONFIG, encode_config(DeviceConfig(service_url="http://127.0.0.1:9")))
