@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--app-store", type=Path)
     parser.add_argument("--boot-config", type=Path)
     parser.add_argument("--os-image", type=Path)
+    parser.add_argument("--periph-dir", type=Path)
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args()
     state: Path = args.state_dir

@@ -137,7 +137,7 @@ def test_corrupt_fuses(chip: Chip) -> None:
 
 def test_fuse_write_leaves_no_temp_files(chip: Chip) -> None:
     chip.fuses.burn_counter("os", 1)
-    assert sorted(p.name for p in chip.chip_dir.iterdir()) == ["fuses.json", "fuses.json.lock", "uds"]
+    assert sorted(p.name for p in chip.chip_dir.iterdir()) == ["fuses.json", "fuses.json.lock", "model.json", "uds"]
 
 
 def test_flash_read_write(chip: Chip) -> None:

@@ -35,6 +35,8 @@ from _sandbox_support import KEY, NOW, Device, install_app, make_device
 
 from bastion.hw.chip import Chip
 from bastion.hw.flash import Partition
+from bastion.hw.peripherals import Board, periph_dir
+from bastion.hw.uart import UartBridge
 from bastion.images.app_build import build_app_image
 from bastion.os.appservices.device import capability_services
 from bastion.os.appservices.services import AppServices
@@ -177,6 +179,8 @@ class World:
     dev: Path
     device: Device
     listeners: Listeners
+    uart: UartBridge
+    uart_app_end: socket.socket
     secrets: dict[str, str]
     before: dict[str, str]
     after: dict[str, str] = field(default_factory=dict)
@@ -270,6 +274,13 @@ def _make_world(root: Path) -> World:
     victim_storage.mkdir(mode=0o700, parents=True)
     (victim_storage / "secret.txt").write_bytes(os.urandom(32))
     install_app(root / "build", device.store, VICTIM, VICTIM_CODE, capabilities={"MutableStorage": {"SizeKB": 8}})
+    board = Board.prepare(periph_dir(dev), chip.model())
+    board.gpio.open(8, "output", 1, owner=VICTIM)  # the victim's LED, and a UART it has open
+    board.adc.set("ADC-CONTROLLER-0", 0, 1234)
+    board.i2c.attach("ISU2", 0x48, b"victim")
+    uart_os_end, uart_app_end = socket.socketpair()
+    uart = UartBridge(board.uart_socket("ISU0"), uart_os_end)
+    uart.start()
     listeners = Listeners.open()
     context = [
         "--dev", str(dev), "--os-pid", str(os.getpid()), "--victim", VICTIM,
@@ -287,8 +298,8 @@ def _make_world(root: Path) -> World:
         "victim_secret": _sha((victim_storage / "secret.txt").read_bytes()),
         "fuses": _sha((dev / "chip" / "fuses.json").read_bytes()),
     }
-    watched = (dev / "chip", dev / "flash", victim_storage, dev / "os-state" / "device-key.pem")
-    return World(dev, device, listeners, secrets, _hash_tree(*watched))
+    watched = (dev / "chip", dev / "flash", victim_storage, dev / "os-state" / "device-key.pem", periph_dir(dev))
+    return World(dev, device, listeners, uart, uart_app_end, secrets, _hash_tree(*watched))
 
 
 def _run(world: World) -> None:
@@ -332,7 +343,13 @@ def _run(world: World) -> None:
     world.notes["left_in_namespaces"] = {cid: pids_in_namespace(ns) for cid, ns in world.namespaces.items()}
     world.reached = world.listeners.reached()
     victim_storage = device.manager.storage_dir(VICTIM)
-    watched = (world.dev / "chip", world.dev / "flash", victim_storage, world.dev / "os-state" / "device-key.pem")
+    watched = (
+        world.dev / "chip",
+        world.dev / "flash",
+        victim_storage,
+        world.dev / "os-state" / "device-key.pem",
+        periph_dir(world.dev),
+    )
     world.after = _hash_tree(*watched)
 
 
@@ -346,6 +363,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         made.device.manager.stop_all()
         made.listeners.close()
+        made.uart.close()
+        made.uart_app_end.close()
 
 
 # --- the attacks that do not end the app (one start) -------------------------------------------------
@@ -383,6 +402,12 @@ def test_no_secret_reached_any_app_log(world: World) -> None:
 
 def test_no_connection_reached_the_host(world: World) -> None:
     assert world.reached == []
+
+
+def test_no_app_reached_the_peripherals_behind_the_os(world: World) -> None:
+    for name in ("periph_state_files", "periph_uart_socket"):
+        assert set(world.outcome(name)["detail"]["errors"].values()) <= {"FileNotFoundError", "PermissionError"}
+    assert (world.uart.to_app, world.uart.to_clients) == (0, 0)  # nothing was injected into the victim's line
 
 
 def test_every_safe_attack_ran_and_the_app_finished(world: World) -> None:

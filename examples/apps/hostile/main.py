@@ -27,7 +27,7 @@ from attacks import ATTACKS, Context, Outcome, report
 
 # The order of the imports is the order of the safe run: the applibs attacks last,
 # because a broken server would take the OS's answers away from what follows.
-from attacks import files, procs, network, kernel, system, resources, record, applibs_abuse  # noqa: F401, I001
+from attacks import files, procs, network, kernel, system, resources, record, peripherals, applibs_abuse  # noqa: F401, I001
 
 
 def run(name: str, ctx: Context) -> Outcome:

@@ -25,6 +25,7 @@ from bastion.crypto.dice import derive_key_pair
 from bastion.crypto.keys import device_id_from_public_key, public_key_bytes
 from bastion.hw.atomic import fsync_dir, remove_tree
 from bastion.hw.chip import Chip
+from bastion.hw.chipmodel import DEFAULT_MODEL
 from bastion.hw.errors import HwError
 from bastion.hw.flash import BootState, Partition, Slot
 from bastion.hw.fuses import Lifecycle
@@ -35,11 +36,13 @@ from bastion.images.package import ImageHeader, measure_stream
 __all__ = ["FlashOutcome", "flash_os", "manufacture_device"]
 
 
-def manufacture_device(dev_dir: Path, vendor: Vendor, *, now: dt.datetime, trng: Trng | None = None) -> str:
-    """Manufacture a secured chip in ``dev_dir`` and return its device ID.
+def manufacture_device(
+    dev_dir: Path, vendor: Vendor, *, now: dt.datetime, trng: Trng | None = None, model: str = DEFAULT_MODEL
+) -> str:
+    """Manufacture a secured chip of ``model`` in ``dev_dir`` and return its device ID.
 
     Raises:
-        ManufactureError: ``dev_dir`` already holds a chip or is not empty.
+        ManufactureError: ``dev_dir`` already holds a chip or is not empty, or the model is unknown.
     """
     if Chip.exists(dev_dir):
         raise ManufactureError(f"{dev_dir} already holds a chip")
@@ -48,7 +51,7 @@ def manufacture_device(dev_dir: Path, vendor: Vendor, *, now: dt.datetime, trng:
     dev_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = dev_dir.parent / f".{dev_dir.name}.{secrets.token_hex(4)}.manufacturing"
     try:
-        chip = Chip.manufacture(staging, trng=trng)
+        chip = Chip.manufacture(staging, trng=trng, model=model)
         device_key = derive_key_pair(chip.read_uds()).public_key()
         cert = certs.issue_device_id_cert(vendor.ca_key, vendor.ca_cert, device_key, now=now)
         chip.store_device_id_cert(certs.certificate_der(cert))

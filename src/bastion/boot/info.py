@@ -52,6 +52,7 @@ class DeviceInfo:
     recovery: RecoveryState | None
     trial_slot: str | None = None
     last_event: dict[str, Any] | None = None
+    chip_model: str | None = None
     #: The device runs its OS and apps without sandboxes (``--insecure-no-sandbox``).
     insecure_no_sandbox: bool = False
 
@@ -68,8 +69,16 @@ class DeviceInfo:
             "last_event": self.last_event,
             "slots": [vars(s) for s in self.slots],
             "recovery": None if self.recovery is None else self.recovery.to_json(),
+            "chip_model": self.chip_model,
             "insecure_no_sandbox": self.insecure_no_sandbox,
         }
+
+
+def _model_name(chip: Chip) -> str | None:
+    try:
+        return chip.model().name
+    except HwError:
+        return None
 
 
 def _slot_info(chip: Chip, slot: Slot) -> SlotInfo:
@@ -121,5 +130,6 @@ def describe_device(dev_dir: Path) -> DeviceInfo:
         recovery=read_recovery(dev_dir),
         trial_slot=None if boot_state.trial_slot is None else boot_state.trial_slot.value,
         last_event=None if boot_state.last_event is None else boot_state.last_event.to_json(),
+        chip_model=_model_name(chip),
         insecure_no_sandbox=_insecure_no_sandbox(chip),
     )

@@ -191,12 +191,14 @@ def prepare_os_launch(
     chip = Chip(dev_dir)
     boot_config = chip.flash.path(Partition.BOOTLOADER)
     os_image = chip.flash.path(Slot(boot_slot).flash_partition)
+    periph = periph_dir(dev_dir).absolute()
 
     def os_argv(config_file: str, boot_file: str | None, image_file: str | None) -> list[str]:
         argv = [sys.executable, "-P", "-m", "bastion.os", "--monitor-fd", str(monitor_fd)]
         argv += ["--state-dir", str(state_dir), "--config", config_file, "--app-store", str(app_store)]
         argv += [] if boot_file is None else ["--boot-config", boot_file]
         argv += [] if image_file is None else ["--os-image", image_file]
+        argv += ["--periph-dir", str(periph)] if periph.is_dir() else []  # bound at its own path
         return [*argv, *(["--once"] if once else [])]
 
     if config is not None and config.insecure_no_sandbox:
@@ -204,7 +206,6 @@ def prepare_os_launch(
         return OsLaunch(argv, (monitor_fd,), dict(env), state_dir, 0, sandboxed=False)
     as_root = os.geteuid() == 0
     bwrap, setpriv = find_tools(as_root=as_root)
-    periph = periph_dir(dev_dir).absolute()
     ca_file = Path(config.ca_file) if config is not None and config.ca_file else None
     policy = OsSandboxPolicy(
         runtime_dir=runtime_dir.resolve(),

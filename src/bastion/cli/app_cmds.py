@@ -96,18 +96,31 @@ def _report_manifest_errors(exc: ManifestError, app_dir: Path) -> NoReturn:
 @app_app.command("validate")
 def validate_cmd(
     app_dir: Annotated[Path, typer.Argument(help="The app directory (with app_manifest.json).")],
+    model: Annotated[
+        str, typer.Option("--model", help="Chip model whose peripherals the manifest must name.")
+    ] = "mt3620-emu",
     as_json: JsonOption = False,
 ) -> None:
-    """Validate an app's manifest and report every error with its JSON path."""
+    """Validate an app's manifest (and its peripherals against a chip model); report every error with its JSON path."""
     import json
     import sys
 
+    from bastion.hw.chipmodel import get_model
+    from bastion.hw.errors import UnknownPeripheralError
     from bastion.images.app_build import load_app_manifest
     from bastion.images.errors import ImageBuildError
-    from bastion.images.manifest import ManifestError
+    from bastion.images.manifest import ManifestError, ManifestIssue
+    from bastion.os.apps.claims import peripheral_issues
 
     try:
+        chip_model = get_model(model)
+    except UnknownPeripheralError as exc:
+        fail(str(exc), hint="see `bastion device manufacture --help` for the models")
+    try:
         manifest = load_app_manifest(app_dir)
+        issues = peripheral_issues(manifest, chip_model)
+        if issues:
+            raise ManifestError([ManifestIssue(path, message) for path, message in issues])
     except ImageBuildError as exc:
         fail(str(exc), hint="an app directory holds app_manifest.json at its root")
     except ManifestError as exc:

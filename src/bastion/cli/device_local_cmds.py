@@ -21,6 +21,9 @@ DevDirOption = Annotated[Path, typer.Option("--dir", help="The device directory.
 def manufacture_cmd(
     dev_dir: DevDirOption,
     vendor_dir: Annotated[Path, typer.Option("--vendor", help="Vendor directory.")] = DEFAULT_VENDOR_DIR,
+    model: Annotated[
+        str, typer.Option("--model", help="Chip model (peripherals, real-time cores): mt3620-emu or tiny-emu.")
+    ] = "mt3620-emu",
     as_json: JsonOption = False,
 ) -> None:
     """Manufacture an emulated chip: UDS, fuses, vendor-endorsed DeviceID, bootloader."""
@@ -34,12 +37,14 @@ def manufacture_cmd(
         fail(str(exc), hint=f"run `bastion vendor init --dir {vendor_dir}` first")
     progress(f"manufacturing a chip in {dev_dir}")
     try:
-        device_id = manufacture_device(dev_dir, vendor, now=dt.datetime.now(dt.UTC))
+        device_id = manufacture_device(dev_dir, vendor, now=dt.datetime.now(dt.UTC), model=model)
     except ManufactureError as exc:
         fail(str(exc), hint="each device needs its own, new --dir")
     except OSError as exc:
         fail(f"cannot write {dev_dir}: {exc.strerror}")
-    emit_object({"device_id": device_id, "dir": str(dev_dir)}, as_json=as_json, title="device manufactured")
+    emit_object(
+        {"device_id": device_id, "dir": str(dev_dir), "model": model}, as_json=as_json, title="device manufactured"
+    )
 
 
 @device_app.command("flash")
@@ -106,6 +111,7 @@ def info_cmd(dev_dir: DevDirOption, as_json: JsonOption = False) -> None:
         "debug_locked": info.debug_locked,
         "counters": ", ".join(f"{k}={v}" for k, v in sorted(info.counters.items())) or "none",
         "active_slot": info.active_slot,
+        "chip_model": info.chip_model or "unreadable",
     }
     for slot in info.slots:
         if slot.problem:

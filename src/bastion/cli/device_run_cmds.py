@@ -68,7 +68,15 @@ from bastion.os.sandbox.os_process import DEFAULT_OS_UID, OsCredentials, find_to
 from bastion.os.state import StateDir
 from bastion.os.updates.events import EventQueue
 
-__all__ = ["EXIT_TRIAL_TIMEOUT", "MAX_BOOTS_PER_RUN", "DeviceProcesses", "child_env", "os_state_dir", "run_cmd"]
+__all__ = [
+    "EXIT_TRIAL_TIMEOUT",
+    "MAX_BOOTS_PER_RUN",
+    "DeviceProcesses",
+    "child_env",
+    "os_state_dir",
+    "prepare_peripherals",
+    "run_cmd",
+]
 
 #: Environment variables a child may inherit; everything else is dropped.
 ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME")
@@ -91,6 +99,21 @@ EXIT_TRIAL_TIMEOUT = 124
 #: Bound on boots in one ``device run`` (reboots asked by the OS, failed or timed-out
 #: trials), so an OS that keeps asking to reboot cannot loop for ever.
 MAX_BOOTS_PER_RUN = 8
+
+
+def prepare_peripherals(dev_dir: Path, *, owner_uid: int | None = None) -> None:
+    """Power the emulated peripherals on for a boot: ``DEV/periph`` with the chip's model, apps' pins reset.
+
+    The OS cannot read the chip's model (``chip/`` is out of its reach); it reads
+    ``DEV/periph/board.json``. A failure here is reported and the boot goes on
+    (apps that use peripherals will find them unavailable).
+    """
+    from bastion.hw.peripherals import Board, periph_dir
+
+    try:
+        Board.prepare(periph_dir(dev_dir), Chip(dev_dir).model(), owner_uid=owner_uid)
+    except (HwError, OSError) as exc:
+        progress(f"the peripherals are not available this boot: {exc}")
 
 
 def child_env(pythonpath: Path) -> dict[str, str]:
@@ -215,6 +238,7 @@ class DeviceProcesses:
         """
         config = self._device_config()
         insecure = config is not None and config.insecure_no_sandbox
+        prepare_peripherals(self.dev_dir)  # before the OS's sandbox is built: it binds DEV/periph
         os_end, monitor_end = socket.socketpair()
         try:
             launch = self._prepare_os(result, config, os_end.fileno())

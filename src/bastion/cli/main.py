@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "bastion.cli.device_local_cmds",
     "bastion.cli.device_run_cmds",
     "bastion.cli.device_update_cmds",
+    "bastion.cli.device_periph_cmds",
     "bastion.cli.fleet_cmds",
     "bastion.cli.os_cmds",
     "bastion.cli.service_cmds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,25 @@ def read_json(path: Path, *, max_bytes: int = MAX_STATE_FILE_BYTES) -> dict[str,
 def write_json(path: Path, value: dict[str, Any]) -> None:
     """Write a JSON object atomically (sorted keys, so the file is deterministic)."""
     atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+
+
+@contextlib.contextmanager
+def locked_dir(directory: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on a directory itself (needs only read access to it).
+
+    The peripheral files are written by the OS (an unprivileged user) and by
+    tools outside (often root); a lock on the directory needs no lock file that
+    one of them might not be able to open.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ Layout of ``DEV``::
     chip/uds                   32 random bytes, 0600 (the Unique Device Secret)
     chip/fuses.json            the fuse bank (see bastion.hw.fuses)
     chip/device_id_cert.der    the vendor-endorsed DeviceID certificate (write-once)
+    chip/model.json            the chip model (see bastion.hw.chipmodel), written at manufacture;
+                               a chip without one is the default model
     flash/<partition>.bin      flash partitions (see bastion.hw.flash)
     flash/bootstate.json       the active OS slot
 
@@ -24,17 +26,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bastion.hw._statefile import read_json, write_json
 from bastion.hw.atomic import atomic_write_bytes
-from bastion.hw.errors import ChipExistsError, ChipNotFoundError, FuseWriteError, StateCorruptError
+from bastion.hw.chipmodel import DEFAULT_MODEL, ChipModel, get_model
+from bastion.hw.errors import (
+    ChipExistsError,
+    ChipNotFoundError,
+    FuseWriteError,
+    StateCorruptError,
+    UnknownPeripheralError,
+)
 from bastion.hw.flash import Flash
 from bastion.hw.fuses import FuseBank
 from bastion.hw.trng import OsTrng, Trng
 
-__all__ = ["MAX_DEVICE_ID_CERT_BYTES", "UDS_SIZE", "Chip"]
+__all__ = ["MAX_DEVICE_ID_CERT_BYTES", "MODEL_FILE", "UDS_SIZE", "Chip"]
 
 UDS_SIZE = 32
 #: Bound on the stored DeviceID certificate.
 MAX_DEVICE_ID_CERT_BYTES = 16 * 1024
+#: The chip model record, under ``chip/``.
+MODEL_FILE = "model.json"
+MAX_MODEL_FILE_BYTES = 1024
 
 
 class Chip:
@@ -65,14 +78,16 @@ class Chip:
         return cls(dev_dir, trng=trng)
 
     @classmethod
-    def manufacture(cls, dev_dir: Path, *, trng: Trng | None = None) -> Chip:
-        """Create a blank chip: a fresh UDS from the TRNG, blank fuses, erased flash.
+    def manufacture(cls, dev_dir: Path, *, trng: Trng | None = None, model: str = DEFAULT_MODEL) -> Chip:
+        """Create a blank chip of ``model``: a fresh UDS from the TRNG, blank fuses, erased flash.
 
         Raises:
             ChipExistsError: ``dev_dir`` already holds a chip.
+            UnknownPeripheralError: there is no such chip model.
         """
         if cls.exists(dev_dir):
             raise ChipExistsError(f"{dev_dir} already holds a chip")
+        get_model(model)
         chip = cls(dev_dir, trng=trng)
         chip.chip_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         uds = chip.trng.read(UDS_SIZE)
@@ -80,6 +95,7 @@ class Chip:
             raise StateCorruptError("the TRNG returned too few bytes")
         FuseBank.create(chip.fuses.path)
         Flash.create(chip.flash.flash_dir)
+        write_json(chip.chip_dir / MODEL_FILE, {"model": model})
         atomic_write_bytes(chip.chip_dir / "uds", uds, mode=0o600)
         return chip
 
@@ -97,6 +113,23 @@ class Chip:
         if len(uds) != UDS_SIZE:
             raise StateCorruptError("the UDS has the wrong size")
         return uds
+
+    def model(self) -> ChipModel:
+        """The chip's model, as recorded at manufacture (the default model if none was).
+
+        Raises:
+            StateCorruptError: the record is unreadable or names an unknown model.
+        """
+        path = self.chip_dir / MODEL_FILE
+        if not path.exists():
+            return get_model(DEFAULT_MODEL)
+        name = read_json(path, max_bytes=MAX_MODEL_FILE_BYTES).get("model")
+        if not isinstance(name, str):
+            raise StateCorruptError(f"{MODEL_FILE} names no model")
+        try:
+            return get_model(name)
+        except UnknownPeripheralError as exc:
+            raise StateCorruptError(f"{MODEL_FILE}: {exc}") from exc
 
     @property
     def _cert_path(self) -> Path:

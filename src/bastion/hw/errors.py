@@ -13,6 +13,9 @@ The tree::
     ├── FlashError                flash partitions and the boot state
     │   ├── PartitionEmptyError   reading a partition that holds nothing
     │   └── PartitionSizeError    data larger than the partition
+    ├── PeripheralError           the emulated peripherals (DEV/periph)
+    │   ├── UnknownPeripheralError  no such chip model, peripheral, channel or name
+    │   └── BusError              nothing answers at an I2C address or SPI chip select
     └── StateCorruptError         a state file (fuses, boot state, UDS, cert) is
                                   unreadable, malformed or over its size bound
 
@@ -22,6 +25,7 @@ Messages name the file or fuse concerned; none carries secret material.
 from __future__ import annotations
 
 __all__ = [
+    "BusError",
     "ChipError",
     "ChipExistsError",
     "ChipNotFoundError",
@@ -32,7 +36,9 @@ __all__ = [
     "HwError",
     "PartitionEmptyError",
     "PartitionSizeError",
+    "PeripheralError",
     "StateCorruptError",
+    "UnknownPeripheralError",
 ]
 
 
@@ -74,6 +80,18 @@ class PartitionEmptyError(FlashError):
 
 class PartitionSizeError(FlashError):
     """The data does not fit in the partition."""
+
+
+class PeripheralError(HwError):
+    """A peripheral operation was refused."""
+
+
+class UnknownPeripheralError(PeripheralError):
+    """The chip (model) has no such peripheral, channel, hardware-definition name or model."""
+
+
+class BusError(PeripheralError):
+    """No device answers at the I2C address or SPI chip select."""
 
 
 class StateCorruptError(HwError):

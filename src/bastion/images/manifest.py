@@ -321,6 +321,27 @@ class _Checker:
                     )
         return Capabilities(**fields)
 
+    def realtime_rules(self, value: Any, path: str) -> None:
+        """Azure Sphere's rules for a real-time app: only peripherals (by raw value) and partner apps."""
+        if not isinstance(value, _Object):
+            return
+        for key, item in value.items():
+            sub = _key_path(path, key)
+            if key in schema.CAPABILITY_NAMES and key not in schema.REALTIME_CAPABILITIES:
+                self.bad(
+                    sub,
+                    f"a {schema.REALTIME_TYPE} app cannot declare {key} "
+                    "(it gets only its peripherals and AllowedApplicationConnections)",
+                )
+            elif key in schema.PERIPHERAL_CAPABILITIES and isinstance(item, list):
+                for index, entry in enumerate(item[: schema.MAX_LIST_ITEMS]):
+                    if isinstance(entry, str) and entry.startswith("$"):
+                        self.bad(
+                            f"{sub}[{index}]",
+                            f"a {schema.REALTIME_TYPE} app names peripherals by raw value, "
+                            f"not a hardware-definition name ({_show(entry)})",
+                        )
+
     def manifest(self, value: Any) -> AppManifest | None:
         top = self.obj(value, "$", _TOP_KEYS)
         if top is None:
@@ -354,8 +375,11 @@ class _Checker:
         cmd_args: tuple[str, ...] = ()
         if "CmdArgs" in top:
             cmd_args = self.items(top["CmdArgs"], "$.CmdArgs", schema.MAX_CMD_ARGS, self.cmd_arg, unique=False)
+        application_type = "Default"
         if "ApplicationType" in top and top["ApplicationType"] not in schema.APPLICATION_TYPES:
             self.bad("$.ApplicationType", f"{_show(top['ApplicationType'])} is not one of {schema.APPLICATION_TYPES}")
+        elif "ApplicationType" in top:
+            application_type = str(top["ApplicationType"])
         version = None
         if "Version" in top:
             version = self.string(
@@ -366,6 +390,8 @@ class _Checker:
                 what="a semantic version (e.g. 1.2.3)",
             )
         capabilities = self.capabilities(top.get("Capabilities", _pairs([])), "$.Capabilities")
+        if application_type == schema.REALTIME_TYPE:
+            self.realtime_rules(top.get("Capabilities"), "$.Capabilities")
         if self.issues or name is None or component_id is None or entry_point is None:
             return None
         return AppManifest(
@@ -373,6 +399,7 @@ class _Checker:
             component_id=component_id,
             entry_point=entry_point,
             cmd_args=cmd_args,
+            application_type=application_type,
             version=version,
             capabilities=capabilities,
             raw=dict(top),

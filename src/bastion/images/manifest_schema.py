@@ -44,6 +44,8 @@ __all__ = [
     "PERIPHERAL_CAPABILITIES",
     "PERIPHERAL_NAME_PATTERN",
     "POWER_CONTROLS",
+    "REALTIME_CAPABILITIES",
+    "REALTIME_TYPE",
     "SCHEMA_VERSION",
     "VERSION_PATTERN",
     "schema_file_text",
@@ -67,7 +69,9 @@ MAX_CMD_ARG_LENGTH: Final = 256
 #: ``Version``: a semantic version, as in the image header.
 MAX_VERSION_LENGTH: Final = 64
 VERSION_PATTERN: Final = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
-APPLICATION_TYPES: Final = ("Default",)
+#: ``Default`` runs on the application core; ``RealTimeCapable`` on a real-time core.
+APPLICATION_TYPES: Final = ("Default", "RealTimeCapable")
+REALTIME_TYPE: Final = "RealTimeCapable"
 #: ``AllowedConnections``: host names (RFC 1123, optionally ``*.``-wildcarded) or IPv4 addresses.
 MAX_CONNECTIONS: Final = 100
 MAX_HOSTNAME_LENGTH: Final = 253
@@ -80,15 +84,18 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_PATTERN: Final = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
 #: Any other capability list (ports, app connections, peripherals) holds at most this many items.
 MAX_LIST_ITEMS: Final = 64
-#: Peripherals are named (``$SAMPLE_LED``, as Azure Sphere's hardware definitions) or numbered.
+#: Peripherals are numbered (GPIO 8), raw names (``ISU0``, ``ADC-CONTROLLER-0``), or
+#: hardware-definition names (``$SAMPLE_LED``, identifiers as in Azure Sphere's headers).
 MAX_PERIPHERAL_NAME_LENGTH: Final = 64
-PERIPHERAL_NAME_PATTERN: Final = r"^\$?[A-Za-z_][A-Za-z0-9_]{0,62}$"
+PERIPHERAL_NAME_PATTERN: Final = r"^(\$[A-Za-z_][A-Za-z0-9_]{0,62}|[A-Za-z_][A-Za-z0-9_-]{0,62})$"
 MAX_PERIPHERAL_INDEX: Final = 1023
 #: ``MutableStorage.SizeKB``: 1 KiB .. 64 MiB.
 MAX_MUTABLE_STORAGE_KB: Final = 64 * 1024
 POWER_CONTROLS: Final = ("ForcePowerDown", "ForceReboot", "SetPowerProfile")
 PERIPHERAL_CAPABILITIES: Final = ("Gpio", "Uart", "I2cMaster", "SpiMaster", "Adc", "Pwm")
 BOOL_CAPABILITIES: Final = ("CertStore", "SystemTime", "SoftwareUpdateDeferral", "SystemEventNotifications")
+#: What a ``RealTimeCapable`` app may declare (Azure Sphere: its peripherals and its partners).
+REALTIME_CAPABILITIES: Final = (*PERIPHERAL_CAPABILITIES, "AllowedApplicationConnections")
 #: Every capability name, exactly as Azure Sphere spells it.
 CAPABILITY_NAMES: Final = (
     "AllowedConnections",
@@ -168,6 +175,18 @@ MANIFEST_JSON_SCHEMA: Final[dict[str, Any]] = {
         "ApplicationType": {"enum": list(APPLICATION_TYPES)},
         "Version": {"type": "string", "maxLength": MAX_VERSION_LENGTH, "pattern": VERSION_PATTERN},
         "Capabilities": _CAPABILITIES,
+    },
+    # A real-time app declares only its peripherals (by raw value) and its partner apps.
+    "if": {"properties": {"ApplicationType": {"const": REALTIME_TYPE}}, "required": ["ApplicationType"]},
+    "then": {
+        "properties": {
+            "Capabilities": {
+                "propertyNames": {"enum": list(REALTIME_CAPABILITIES)},
+                "properties": {
+                    name: {"items": {"not": {"type": "string", "pattern": "^\\$"}}} for name in PERIPHERAL_CAPABILITIES
+                },
+            }
+        }
     },
 }
 

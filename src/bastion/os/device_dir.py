@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bastion.hw.peripherals import PERIPH_DIRNAME, periph_dir
+
 __all__ = [
     "APP_STORE_DIRNAME",
     "LEGACY_APP_STORE",
@@ -36,7 +38,6 @@ __all__ = [
 
 OS_STATE_DIRNAME = "os-state"
 APP_STORE_DIRNAME = "apps"
-PERIPH_DIRNAME = "periph"
 #: Where the app store was before the OS lost sight of the flash directory.
 LEGACY_APP_STORE = Path("flash") / "apps"
 
@@ -49,11 +50,6 @@ def os_state_dir(dev_dir: Path) -> Path:
 def app_store_dir(dev_dir: Path) -> Path:
     """The app store."""
     return dev_dir / APP_STORE_DIRNAME
-
-
-def periph_dir(dev_dir: Path) -> Path:
-    """The emulated peripherals' directory (it may not exist)."""
-    return dev_dir / PERIPH_DIRNAME
 
 
 def migrate_app_store(dev_dir: Path) -> bool:

@@ -7,6 +7,7 @@ the supervisor names each one on the OS's command line (:func:`bastion.os.runtim
     --app-store PATH     the app store directory, read-write (DEV/apps)
     --boot-config PATH   the bootloader partition, read-only: the pinned OS-publisher keys
     --os-image PATH      the running OS image, read-only: the base of a delta update
+    --periph-dir PATH    the emulated peripherals, read-write (DEV/periph)
 
 Example:
     >>> OsPaths(app_store=Path("/d/apps")).os_image is None
@@ -31,8 +32,11 @@ class OsPaths:
             if given; without it every OS update is refused.
         os_image: the image of the running OS (the delta base), if given;
             without it OS updates download the full image.
+        periph_dir: the emulated peripherals (``DEV/periph``: the chip model and
+            the peripheral state), if given; without it apps find none.
     """
 
     app_store: Path
     boot_config: Path | None = None
     os_image: Path | None = None
+    periph_dir: Path | None = None

@@ -9,6 +9,7 @@ image, with argv::
     --app-store PATH     the app store (DEV/apps); with it the update agent and app manager run
     --boot-config PATH   the bootloader partition, read-only (pinned OS-publisher keys)
     --os-image PATH      the running OS image, read-only (the base of a delta update)
+    --periph-dir PATH    the emulated peripherals (DEV/periph: the chip model, their state)
     --once               attest once and exit (0 on success)
 
 Every path is explicit (:class:`bastion.os.paths.OsPaths`): the OS runs in a
@@ -344,9 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-store", type=Path)
     parser.add_argument("--boot-config", type=Path)
     parser.add_argument("--os-image", type=Path)
+    parser.add_argument("--periph-dir", type=Path)
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
-    paths = None if args.app_store is None else OsPaths(args.app_store, args.boot_config, args.os_image)
+    paths = (
+        None
+        if args.app_store is None
+        else OsPaths(args.app_store, args.boot_config, args.os_image, periph_dir=args.periph_dir)
+    )
     try:
         state_dir = StateDir(args.state_dir)
     except StateError as exc:

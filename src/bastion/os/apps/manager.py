@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.os.apps.claims import is_realtime
 from bastion.os.apps.launch import INSECURE_LAYERS, AppLauncher, RunningApp, describe_exit
 from bastion.os.apps.store import AppStore, InstalledApp
+from bastion.os.appservices.services import notify_app_stopped
 from bastion.os.appservices.watchdog import WATCHDOG_EVENT, WatchdogService
 from bastion.os.sandbox.errors import SandboxError, SandboxUnavailableError
 from bastion.os.sandbox.policy import SandboxLimits, app_uid
@@ -109,6 +111,7 @@ class AppProcess:
         app: the installed version it runs.
         run: the current start (process tree, applibs server, sandbox record), if running.
         layers: the sandbox layers of the last start (kept after it stops).
+        core: the real-time core of a real-time app.
     """
 
     app: InstalledApp
@@ -118,6 +121,8 @@ class AppProcess:
     restart_at: dt.datetime | None = None
     failures: list[str] = field(default_factory=list)
     layers: dict[str, Any] = field(default_factory=dict)
+    #: The real-time core a ``RealTimeCapable`` app runs on (``None``: the application core).
+    core: int | None = None
 
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
@@ -168,6 +173,7 @@ class AppManager:
         self.limits = limits or AppLimits()
         self._python = python
         self._clock = clock
+        self._services: Mapping[type, object] = services or {}
         self._apps: dict[str, AppProcess] = {}
         self._lock = threading.RLock()
         self.launcher = AppLauncher(
@@ -210,6 +216,14 @@ class AppManager:
 
     def _spawn(self, record: AppProcess, now: dt.datetime) -> None:
         app = record.app
+        if is_realtime(app.manifest):
+            record.core = self.store.core_of(app.component_id)
+            if record.core is None:  # more real-time apps than cores (the install would refuse this now)
+                record.run, record.restart_at = None, None
+                record.layers = {"sandbox": "not started", "missing": "a free real-time core"}
+                self._record(now, "app_failed", app, "no free real-time core for this real-time app")
+                _log.error("app %s not started: no free real-time core", app.component_id)
+                return
         try:
             argv = app_command(app, python=self._python)
             self.storage_dir(app.component_id).mkdir(mode=0o700, exist_ok=True)
@@ -280,6 +294,7 @@ class AppManager:
         survivors = run.tree.stop(self.limits.stop_grace_s)
         record.layers = run.session.layers()
         run.close()
+        notify_app_stopped(self._services, record.app.component_id)
         if survivors:
             detail = f"{len(survivors)} processes outlived the app's stop and were killed"
             self._record(self._clock(), "sandbox_violation", record.app, detail)
@@ -384,7 +399,10 @@ class AppManager:
                 return {}
             if record.run is not None:
                 record.layers = record.run.session.layers()
-            return dict(record.layers)
+            layers = dict(record.layers)
+            if record.core is not None:
+                layers["realtime_core"] = record.core
+            return layers
 
     def all_layers(self) -> dict[str, dict[str, Any]]:
         """Component ID -> sandbox layers of every app the manager has started (or tried to)."""

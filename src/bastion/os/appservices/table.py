@@ -10,7 +10,7 @@ from __future__ import annotations
 from bastion.os.appservices import application as application_ops
 from bastion.os.appservices import certstore as certstore_ops
 from bastion.os.appservices import channel as channel_ops
-from bastion.os.appservices import core, network, sandbox_ops
+from bastion.os.appservices import core, network, peripherals, sandbox_ops
 from bastion.os.appservices import power as power_ops
 from bastion.os.appservices import rtc as rtc_ops
 from bastion.os.appservices import storage as storage_ops
@@ -48,4 +48,5 @@ OPERATIONS: dict[str, Operation] = build_table(
     rtc_ops.OPERATIONS,
     certstore_ops.OPERATIONS,
     watchdog_ops.OPERATIONS,
+    peripherals.OPERATIONS,
 )

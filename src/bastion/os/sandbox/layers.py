@@ -36,11 +36,13 @@ def _landlock(value: object) -> str:
 
 
 def summarize(layers: Mapping[str, Any]) -> str:
-    """The layers as one short line."""
+    """The layers as one short line (a real-time app's core first: ``rt-core=0``)."""
+    core = layers.get("realtime_core")
+    prefix = f"rt-core={core} " if isinstance(core, int) and not isinstance(core, bool) else ""
     kind = str(layers.get("sandbox", "unknown"))
     if kind != "bubblewrap":
         missing = layers.get("missing")
-        return (f"{kind}: {missing}" if missing else kind)[:MAX_SUMMARY_CHARS]
+        return (prefix + (f"{kind}: {missing}" if missing else kind))[:MAX_SUMMARY_CHARS]
     parts = [f"bwrap uid={layers.get('uid')}", "ns=" + ",".join(str(n) for n in layers.get("namespaces", []))]
     filters = layers.get("seccomp_filters")
     parts.append("seccomp" if filters is None or filters else "seccomp=NOT-LOADED")
@@ -55,4 +57,4 @@ def summarize(layers: Mapping[str, Any]) -> str:
             parts.append(f"as={limits['address_space_bytes'] // _MIB}M")
         if "nofile" in limits:
             parts.append(f"nofile={limits['nofile']}")
-    return " ".join(parts)[:MAX_SUMMARY_CHARS]
+    return (prefix + " ".join(parts))[:MAX_SUMMARY_CHARS]

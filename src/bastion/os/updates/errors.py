@@ -7,7 +7,7 @@ They extend the OS's tree (:mod:`bastion.os.errors`)::
         ├── UpdateRefusedError       the repository or an image failed a check; never retried
         │                            for the same target (``reason``: rollback, freeze,
         │                            mix-and-match, hash, length, signature, component,
-        │                            version, tuf, bad-pointer)
+        │                            version, tuf, bad-pointer, peripheral, core)
         ├── UpdateUnavailableError   transient: transport failed, timed out, HTTP error;
         │                            retried at the next check
         └── UpdateFailedError        a local step failed: unpack, staging, the monitor
@@ -38,7 +38,9 @@ class UpdateRefusedError(UpdateError):
 
     Attributes:
         reason: ``rollback``, ``freeze``, ``mix-and-match``, ``hash``, ``length``,
-            ``signature``, ``component``, ``version``, ``tuf`` or ``bad-pointer``.
+            ``signature``, ``component``, ``version``, ``tuf``, ``bad-pointer``,
+            ``peripheral`` (an app's peripheral is unknown or held by another app) or
+            ``core`` (no free real-time core).
     """
 
     def __init__(self, reason: str, message: str) -> None:

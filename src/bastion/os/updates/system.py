@@ -25,6 +25,9 @@ import httpx
 from bastion.crypto.certs import certificate_der, load_certificate_der, load_certificate_pem, tcb_info_from_cert
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey, PublicKey
+from bastion.hw.chipmodel import DEFAULT_MODEL, get_model
+from bastion.hw.errors import HwError
+from bastion.hw.peripherals import Board
 from bastion.images.manifest import AppManifest
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
@@ -32,6 +35,7 @@ from bastion.os.apps.manager import AppManager
 from bastion.os.apps.store import AppStore
 from bastion.os.appservices.clock import utcnow
 from bastion.os.appservices.device import CapabilityServices, capability_services
+from bastion.os.appservices.peripherals import PeripheralService
 from bastion.os.appservices.power import PowerService
 from bastion.os.appservices.services import AppServices
 from bastion.os.attestation import DeviceCredential
@@ -53,7 +57,7 @@ from bastion.os.updates.os_update import RunningOs, pinned_os_keys
 from bastion.os.updates.pointer import GroupStore
 from bastion.os.updates.reporter import StatusReporter
 
-__all__ = ["UPDATES_JOB", "UpdateSystem", "running_os"]
+__all__ = ["UPDATES_JOB", "UpdateSystem", "load_board", "running_os"]
 
 UPDATES_JOB = "updates"
 APPS_JOB = "apps"
@@ -75,6 +79,21 @@ def _cert_not_before(state_dir: StateDir) -> dt.datetime | None:
         return load_certificate_pem(pem).not_valid_before_utc if pem is not None else None
     except (CryptoError, StateError):
         return None
+
+
+def load_board(directory: Path | None) -> Board:
+    """The peripherals the boot process prepared; the default chip model if they are unreadable.
+
+    Without a directory (the boot process gave none) apps find every peripheral unavailable.
+    """
+    if directory is None:
+        _log.warning("no peripheral directory: apps will find their peripherals unavailable")
+        return Board(Path("/nonexistent/periph"), get_model(DEFAULT_MODEL))
+    try:
+        return Board.load(directory)
+    except HwError as exc:
+        _log.error("peripheral state unreadable (%s); using the default chip model", exc)
+        return Board(directory, get_model(DEFAULT_MODEL))
 
 
 def _wall_clock() -> dt.datetime:
@@ -145,6 +164,8 @@ class UpdateSystem:
         self.capabilities: CapabilityServices | None = None
         #: The connection broker (its TLS tunnels close with the OS).
         self.network: NetworkService | None = None
+        #: The chip's peripherals as apps reach them (an applibs service).
+        self.peripherals: PeripheralService | None = None
 
     @classmethod
     def build(
@@ -170,11 +191,14 @@ class UpdateSystem:
             ConfigError: a pinned app key is invalid.
         """
         events = EventQueue(state_dir.events_path)
-        store = AppStore(paths.app_store)
+        board = load_board(paths.periph_dir)
+        store = AppStore(paths.app_store, model=board.model)
         services = AppServices()  # each area adds its OS service here, one line each
         services.add(DeviceCredentialsService(state_dir, clock=_wall_clock))
         network = NetworkService(NetworkSettings())
         services.add(network)
+        peripherals = PeripheralService(board)
+        services.add(peripherals)
         apps = AppManager(
             store,
             log_dir=state_dir.app_log_dir,
@@ -233,6 +257,7 @@ class UpdateSystem:
         agent.development = lambda: dev.development(now=system._now())
         system.services, system.power, system.capabilities = services, caps.power, caps
         system.network = network
+        system.peripherals = peripherals
         return system
 
     def _now(self) -> dt.datetime:
@@ -373,3 +398,5 @@ class UpdateSystem:
             self.capabilities.close()
         if self.network is not None:
             self.network.close()
+        if self.peripherals is not None:
+            self.peripherals.close()
