@@ -27,10 +27,10 @@ from bastion.hw.peripherals import Board
 from bastion.hw.uart import connect_uart
 from bastion.images.manifest import validate_manifest
 from bastion.os.appservices.peripherals import PeripheralService
-from bastion.os.appservices.registry import AppContext, Operation, Reply
+from bastion.os.appservices.registry import AppContext, Operation
 from bastion.os.appservices.server import AppServer
 from bastion.os.appservices.services import AppServices
-from bastion.os.appservices.table import OPERATIONS, build_table
+from bastion.os.appservices.table import OPERATIONS
 
 
 @dataclass
@@ -328,14 +328,9 @@ def test_pwm_state_is_observable(device: Device, as_app: Any) -> None:
 # -- real-time apps ------------------------------------------------------------------------
 
 
-def _os_only(ctx: AppContext, args: object) -> Reply:
-    del ctx, args
-    return Reply({})
-
-
 def test_realtime_app_uses_its_peripherals_but_nothing_else(device: Device) -> None:
-    table = build_table(tuple(OPERATIONS.values()), (Operation("net.connect", _os_only, capability=None),))
-    app = device.app({"Gpio": [10], "Adc": ["ADC-CONTROLLER-0"]}, app_type="RealTimeCapable", table=table)
+    assert OPERATIONS["net.connect"].realtime is False  # the real table's network op
+    app = device.app({"Gpio": [10], "Adc": ["ADC-CONTROLLER-0"]}, app_type="RealTimeCapable")
     app.client.call("gpio.open", {"id": 10, "mode": "output", "value": 1})
     app.client.call("gpio.set", {"id": 10, "value": 0})
     assert app.client.call("adc.open", {"id": "ADC-CONTROLLER-0"})["channels"] == 8

@@ -38,6 +38,7 @@ from bastion.hw.flash import Partition
 from bastion.hw.peripherals import Board, periph_dir
 from bastion.hw.uart import UartBridge
 from bastion.images.app_build import build_app_image
+from bastion.os.appservices.denials import MAX_RECORDED_DENIALS
 from bastion.os.appservices.device import capability_services
 from bastion.os.appservices.services import AppServices
 from bastion.os.appservices.table import OPERATIONS
@@ -429,6 +430,8 @@ def test_every_op_without_its_capability_is_denied_naming_it_and_recorded(world:
     outcome = world.outcome("applibs_no_capability")
     assert outcome["detail"]["named"] == CAPABILITY_OPS
     denied = world.events(component("safe"), "app_denied")
+    # The per-start bound must leave room to record each of these one by one (else they are only counted).
+    assert len(CAPABILITY_OPS) + 8 <= MAX_RECORDED_DENIALS
     for op, capability in CAPABILITY_OPS.items():
         assert any(d.startswith(f"{capability}: {op}:") for d in denied), (op, denied)
 

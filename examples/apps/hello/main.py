@@ -8,6 +8,11 @@ depend on the device directory. Output goes to stdout only.
     python main.py [--beats N] [--interval SECONDS]
 
 ``--beats N`` stops after N heartbeats (default: run until stopped).
+
+On a Bastion device it first asks the OS, through applibs, for a connection to
+``example.com:443``. Its manifest lists no ``AllowedConnections``, so the OS
+refuses (and records the refusal); the app prints the refusal and carries on.
+Its sandbox has no route out, so asking the OS is the only way to the network.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import time
 from pathlib import Path
 
 MANIFEST = Path(__file__).resolve().parent / "app_manifest.json"
+#: A host the manifest does not list: the OS must refuse it.
+UNLISTED_HOST = ("example.com", 443)
 MAX_MANIFEST_BYTES = 64 * 1024
 
 
@@ -33,6 +40,25 @@ def app_version() -> str:
     return version if isinstance(version, str) else "unknown"
 
 
+def probe_network() -> str | None:
+    """Ask the OS for a host the manifest does not list; describe the answer (None off-device)."""
+    try:
+        from bastion.applibs import networking
+        from bastion.applibs.errors import ApplibsError, NotConnectedError, PermissionDeniedError
+    except ImportError:
+        return None
+    host, port = UNLISTED_HOST
+    try:
+        networking.connect(host, port).close()
+    except NotConnectedError:
+        return None
+    except PermissionDeniedError as exc:
+        return f"the OS refused {host}:{port} ({exc.capability}): {exc}"
+    except ApplibsError as exc:
+        return f"the OS did not connect {host}:{port}: {exc}"
+    return f"the OS connected {host}:{port}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print ``hello <version> heartbeat <n>`` once per interval."""
     parser = argparse.ArgumentParser(description="Bastion sample app")
@@ -40,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between heartbeats")
     args = parser.parse_args(argv)
     version = app_version()
+    outcome = probe_network()
+    if outcome is not None:
+        sys.stdout.write(f"hello {version}: {outcome}\n")
     beat = 0
     while args.beats <= 0 or beat < args.beats:
         beat += 1

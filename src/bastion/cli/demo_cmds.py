@@ -166,8 +166,11 @@ def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
     log = device_dir / "os-state" / "apps" / f"{app['component_id']}.log"
     line = wait_for("a heartbeat", lambda: next((x for x in _lines(log) if "heartbeat" in x), None))
     console.print(f"app {app['component_id']} {app['version']} says: {line}")
+    console.print(f"its sandbox: {app.get('layers', '')}")
 
-    _step(12, "Publish OS 1.1.0: the device writes it to the other slot, trial-boots it and confirms it")
+    _refused_host(stack, device_dir, device_id, log)
+
+    _step(13, "Publish OS 1.1.0: the device writes it to the other slot, trial-boots it and confirms it")
     stack.bastion(
         "os",
         "build",
@@ -188,7 +191,7 @@ def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
         f"running OS 1.1.0 from slot {info['active_slot']}; anti-rollback counter os = {info['counters']['os']}"
     )
 
-    _step(13, "Publish a broken OS 1.2.0 (its runtime fails at start): the device rolls back by itself")
+    _step(14, "Publish a broken OS 1.2.0 (its runtime fails at start): the device rolls back by itself")
     broken = root / "os-1.2.0.img"
     stack.bastion(
         "os", "build", "--version", "1.2.0", "--security-version", "3", "--key", os_key, "-o", str(broken),
@@ -201,8 +204,18 @@ def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
     info = stack.bastion_json("device", "info", "--dir", str(device_dir))
     console.print(f"back on OS 1.1.0 in slot {info['active_slot']}; counter os = {info['counters']['os']} (not raised)")
 
-    _step(14, "The device's update history, as the service recorded it")
+    _step(15, "The device's update history, as the service recorded it")
     console.print(stack.bastion("device", "show-deployment-status", device_id).stdout.rstrip())
+
+
+def _refused_host(stack: LocalStack, device_dir: Path, device_id: str, log: Path) -> None:
+    """Step 12: the sandboxed app is refused a host its manifest does not list, and the refusal is recorded."""
+    _step(12, "The app asks for example.com, which its manifest does not list: the OS refuses and records it")
+    refusal = wait_for("the refusal", lambda: next((x for x in _lines(log) if "refused example.com" in x), None))
+    console.print(f"app log: {refusal}")
+    _check(stack, device_dir)  # a check-in carries the queued events to the service
+    wait_for("the refusal to reach the service", lambda: "app_denied" in _history_kinds(stack, device_id))
+    console.print("the service's device history holds the app_denied security event")
 
 
 def _check(stack: LocalStack, device_dir: Path) -> None:

@@ -54,9 +54,7 @@ def read_device_key(ctx: Context) -> Outcome:
 def read_guessed_paths(ctx: Context) -> Outcome:
     """Absolute paths an attacker would try without knowing the layout."""
     del ctx
-    return try_each(
-        [(f"read {p}", lambda p=p: read_file(p) if not os.path.isdir(p) else _listing(p)) for p in GUESSES]
-    )
+    return try_each([(f"read {p}", lambda p=p: read_file(p) if not os.path.isdir(p) else _listing(p)) for p in GUESSES])
 
 
 def _proc_pids() -> list[str]:

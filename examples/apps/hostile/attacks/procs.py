@@ -179,4 +179,3 @@ def daemons(ctx: Context) -> Outcome:
     report({"attack": "daemons", "blocked": None, "how": "spawned; the OS must kill them at stop", "detail": pids})
     while True:
         time.sleep(60)
-

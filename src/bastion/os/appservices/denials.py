@@ -26,8 +26,9 @@ __all__ = ["DENIED_EVENT", "MAX_RECORDED_DENIALS", "DenialBudget"]
 
 #: The event kind of a refused request.
 DENIED_EVENT = "app_denied"
-#: Distinct refusals one app start records one by one.
-MAX_RECORDED_DENIALS = 32
+#: Distinct refusals one app start records one by one: room for one per capability op of the
+#: table (43 today) and more, still a quarter of the event queue.
+MAX_RECORDED_DENIALS = 64
 #: How the choke point words a request for an op that is not in the table.
 _UNKNOWN_OP = ": no such operation"
 
