@@ -70,6 +70,7 @@ def serve_app(
     settings: NetworkSettings | None = None,
     resolver: Resolver | None = None,
     credentials: DeviceCredentialsService | None = None,
+    extra_services: tuple[object, ...] = (),
 ) -> Iterator[ServedApp]:
     """Serve an app with ``capabilities``; applibs' process connection is its client end."""
     records: list[tuple[str, str]] = []
@@ -77,6 +78,8 @@ def serve_app(
     services: dict[type, object] = {NetworkService: net}
     if credentials is not None:
         services[DeviceCredentialsService] = credentials
+    for service in extra_services:
+        services[type(service)] = service
     ctx = AppContext(
         component_id=CID,
         version="1.0.0",

@@ -21,8 +21,9 @@ import pytest
 from _net_world import CID, OTHER_TENANT, TENANT, recv_exactly, serve_app
 
 from _tls_pki import LOOPBACK, Ca, TlsServer, device_state, new_ca, server_credentials
-from bastion.applibs import _wire, networking
+from bastion.applibs import _wire, certstore, networking
 from bastion.applibs.errors import InvalidArgumentError, PermissionDeniedError, QuotaExceededError, RequestError
+from bastion.os.appservices.certstore import CertStoreService
 from bastion.os.credentials import DeviceCredentialsService
 from bastion.os.netbroker.broker import NetworkSettings
 from bastion.os.state import StateDir
@@ -229,3 +230,28 @@ def test_stopping_the_os_closes_the_tunnels(tmp_path: Path, monkeypatch: pytest.
             assert app.net.tunnels.active(CID) == 0
             with pytest.raises(RequestError, match="stopping"):
                 networking.tls_connect("localhost", world.server.port, ca_pem=world.broker_ca.pem)
+
+
+def test_server_roots_from_the_apps_cert_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+    store = CertStoreService(tmp_path / "certstore")
+    caps = _caps(CertStore=True)
+    with serve_app(
+        tmp_path, caps, monkeypatch=monkeypatch, credentials=world.credentials, extra_services=(store,)
+    ) as app:
+        with pytest.raises(InvalidArgumentError, match="CertStore holds no root CA"):
+            networking.tls_connect("localhost", world.server.port)
+        certstore.install_root_ca_certificate("broker", world.broker_ca.pem.decode())
+        with networking.tls_connect("localhost", world.server.port) as tls:  # no ca_pem: the stored root
+            assert recv_exactly(tls, 6) == b"hello "
+        # The request's own CA still wins over the store.
+        with pytest.raises(RequestError, match="does not verify"):
+            networking.tls_connect("localhost", world.server.port, ca_pem=new_ca("other").pem)
+        assert app.denials() == []
+
+
+def test_without_a_ca_or_cert_store_it_says_what_is_missing(tmp_path: Path, monkeypatch, world: World) -> None:
+    with (
+        serve_app(tmp_path, _caps(), monkeypatch=monkeypatch, credentials=world.credentials),
+        pytest.raises(InvalidArgumentError, match="ca_pem_b64, or CertStore"),
+    ):
+        networking.tls_connect("localhost", world.server.port)

@@ -87,12 +87,13 @@ def bind_udp(port: int) -> socket.socket:
     return _one_socket("net.bind_udp", {"port": port})
 
 
-def tls_connect(host: str, port: int, *, ca_pem: bytes | str) -> socket.socket:
+def tls_connect(host: str, port: int, *, ca_pem: bytes | str | None = None) -> socket.socket:
     """A TLS connection to ``host:port`` that the OS authenticates with the device certificate.
 
     The OS does the TLS (mutual: it presents the device certificate of the
     tenant named by DeviceAuthentication, and verifies the server against
-    ``ca_pem`` and ``host``). The app gets the plaintext end; the device key
+    ``host`` and ``ca_pem``, or, when ``ca_pem`` is None, the root CAs the app
+    installed in its CertStore). The app gets the plaintext end; the device key
     never enters the app. Closing the socket closes the TLS connection.
 
     Raises:
@@ -101,6 +102,8 @@ def tls_connect(host: str, port: int, *, ca_pem: bytes | str) -> socket.socket:
         RequestError: no device certificate yet, the handshake failed, or the
             app has as many TLS connections open as it may.
     """
-    pem = ca_pem.encode("ascii") if isinstance(ca_pem, str) else ca_pem
-    args = {"host": host, "port": port, "ca_pem_b64": base64.b64encode(pem).decode("ascii")}
+    args: dict[str, Any] = {"host": host, "port": port}
+    if ca_pem is not None:
+        pem = ca_pem.encode("ascii") if isinstance(ca_pem, str) else ca_pem
+        args["ca_pem_b64"] = base64.b64encode(pem).decode("ascii")
     return _one_socket("net.tls_connect", args)

@@ -15,7 +15,8 @@ Host matching follows Azure Sphere (:mod:`bastion.os.netbroker.rules`); every
 refusal names its capability and is recorded as ``app_denied`` by the choke
 point. ``DeviceAuthentication`` holds a tenant ID: the OS refuses it unless the
 device attested to that tenant. The server is verified against the CA PEM the
-app sends (``ca_pem_b64``). The device key never leaves the OS.
+app sends (``ca_pem_b64``) or, without one, against the root CAs the app keeps
+in its CertStore (capability ``CertStore``). The device key never leaves the OS.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import socket
 
 from bastion.images.manifest_schema import MAX_HOSTNAME_LENGTH
+from bastion.os.appservices.certstore import CertStoreService
 from bastion.os.appservices.registry import (
     AppContext,
     Args,
@@ -92,6 +94,18 @@ def _bind_udp(ctx: AppContext, args: Args) -> Reply:
     return _hand_over(sock, port, peer=False)
 
 
+def _server_roots(ctx: AppContext, args: Args, net: NetworkService) -> bytes:
+    """The CAs that verify the server: the request's PEM, else the app's CertStore roots."""
+    if "ca_pem_b64" in args:
+        return arg_b64(args, "ca_pem", max_bytes=net.settings.max_ca_pem_bytes)
+    if not ctx.capabilities.cert_store:
+        raise BadRequestError("net.tls_connect needs the CA that verifies the server (ca_pem_b64, or CertStore)")
+    roots = ctx.service(CertStoreService).roots(ctx.component_id)
+    if not roots:
+        raise BadRequestError("the app's CertStore holds no root CA to verify the server with")
+    return b"\n".join(roots)
+
+
 def _tls_connect(ctx: AppContext, args: Args) -> Reply:
     host, port = _host_port(args)
     net = ctx.service(NetworkService)
@@ -107,9 +121,7 @@ def _tls_connect(ctx: AppContext, args: Args) -> Reply:
             f"DeviceAuthentication names tenant {wanted}, but this device belongs to another tenant",
             capability=DEVICE_AUTH_CAPABILITY,
         )
-    if "ca_pem_b64" not in args:
-        raise BadRequestError("net.tls_connect needs the CA that verifies the server (ca_pem_b64)")
-    context = tls_client_context(arg_b64(args, "ca_pem", max_bytes=net.settings.max_ca_pem_bytes))
+    context = tls_client_context(_server_roots(ctx, args, net))
     try:
         creds.load_into(context)
     except CredentialsError as exc:

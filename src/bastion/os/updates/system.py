@@ -194,7 +194,7 @@ class UpdateSystem:
         board = load_board(paths.periph_dir)
         store = AppStore(paths.app_store, model=board.model)
         services = AppServices()  # each area adds its OS service here, one line each
-        services.add(DeviceCredentialsService(state_dir, clock=_wall_clock))
+        services.add(DeviceCredentialsService(state_dir, clock=clock or utcnow))
         network = NetworkService(NetworkSettings())
         services.add(network)
         peripherals = PeripheralService(board)
