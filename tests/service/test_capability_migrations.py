@@ -8,12 +8,13 @@ from alembic import command
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from test_fleet_migrations import empty_engine
+from test_svc_migrations import script_head
 
 from bastion.service.db import alembic_config
 
 __all__ = ["empty_engine"]
 
-HEAD = "0004_capabilities"
+HEAD = script_head()
 NEW_DEVICE_COLUMNS = {"capability_id", "capability_kind", "group_before_development"}
 
 
