@@ -194,9 +194,18 @@ class AppProcessTree:
         while survivors and time.monotonic() < deadline:
             time.sleep(0.01)
             survivors = self.members()
+        if not survivors:
+            return []
+        self._kill()
         for pid in survivors:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        # SIGKILL is not instant: a process tearing down (an io_uring ring, a big address space)
+        # stays visible for a while. Wait for the kill to land, so that a stop that returns has
+        # left nothing behind.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while self.members() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return survivors
 
 
