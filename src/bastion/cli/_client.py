@@ -21,7 +21,15 @@ import httpx
 from bastion.cli.output import CliError
 from bastion.service.config import write_private_file
 
-__all__ = ["OperatorConfig", "Page", "ServiceClient", "config_path", "load_config", "save_config"]
+__all__ = [
+    "SERVICE_MAX_ROWS",
+    "OperatorConfig",
+    "Page",
+    "ServiceClient",
+    "config_path",
+    "load_config",
+    "save_config",
+]
 
 #: Seconds to wait for the service (connect and each read).
 HTTP_TIMEOUT_S = 30.0
@@ -31,6 +39,8 @@ MAX_CONFIG_BYTES = 64 * 1024
 PAGE_ROWS = 500
 #: Rows a list command fetches at most when no ``--limit`` is given (then it says it stopped).
 MAX_LIST_ROWS = 100_000
+#: The most rows the service returns for one list request (``Limits.list_max_page_size``).
+SERVICE_MAX_ROWS = 5000
 
 _HINTS = {
     401: "your token was refused; run `bastion login --url URL` and paste a valid token at the prompt",
@@ -202,6 +212,16 @@ class ServiceClient:
         if not isinstance(got, list):
             raise CliError(f"the service answered {path} with something other than a list")
         return Page(rows=got[:want], offset=0, more=len(got) > want)
+
+    def get_bounded(self, path: str, params: Mapping[str, str] | None = None, *, bound: int = SERVICE_MAX_ROWS) -> Page:
+        """Fetch a list that the service bounds at ``bound`` rows and does not page.
+
+        :attr:`Page.more` is set when the answer reached that bound (it may be cut).
+        """
+        got = self.get_json(path, **(params or {}))
+        if not isinstance(got, list):
+            raise CliError(f"the service answered {path} with something other than a list")
+        return Page(rows=got, offset=0, more=len(got) >= bound)
 
     @staticmethod
     def _error(response: httpx.Response) -> CliError:

@@ -94,13 +94,24 @@ def emit_table(
     console.print(table)
 
 
-def emit_cut_note(*, shown: int, offset: int, more: bool, what: str, pages: bool = True) -> None:
-    """Say on stderr that a list was cut, and how to see the rest (stdout stays clean for ``--json``)."""
+def emit_cut_note(
+    *, shown: int, offset: int, more: bool, what: str, pages: bool = True, hint: str | None = None
+) -> None:
+    """Say on stderr that a list was cut, and how to see the rest (stdout stays clean for ``--json``).
+
+    Args:
+        shown: rows printed.
+        offset: rows skipped before them.
+        more: whether the list goes on.
+        what: the rows' noun, e.g. ``"devices"``.
+        pages: the command takes ``--offset`` (else only ``--limit``).
+        hint: what to do instead of the default advice.
+    """
     if not more:
         return
-    if pages:
+    if hint is None and pages:
         hint = f"more exist: add --offset {offset + shown} (and --limit N) to see the next ones"
-    else:
+    elif hint is None:
         hint = f"more exist: ask for more with --limit {max(2 * shown, 1)}"
     first = offset + 1 if shown else offset
     err_console.print(f"[yellow]note:[/yellow] output cut: {what} {first}-{offset + shown} shown; {hint}")
