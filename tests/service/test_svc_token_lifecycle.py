@@ -38,6 +38,8 @@ def test_new_tokens_expire_after_the_default_lifetime(
 ) -> None:
     minted = _mint(client, tenant.admin_token)
     assert dt.datetime.fromisoformat(minted["expires_at"]) == clock() + AuthLimits().token_default_lifetime
+    who = client.get("/api/v1/whoami", headers=bearer(minted["token"])).json()
+    assert who["expires_at"] == minted["expires_at"]
 
 
 def test_an_expired_token_is_401_naming_the_expiry_and_bastion_login(

@@ -19,8 +19,11 @@ import typer
 from bastion.cli.apps import app
 from bastion.cli.main import _register, main
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "bastion"
-_HINT_RE = re.compile(r"`bastion ([^`]*)`")
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "bastion"
+_HINT_RE = re.compile(r"`bastion ([^`\n]*)`")
+#: A command line in a shell block of the docs (up to a comment).
+_DOC_LINE_RE = re.compile(r"^\s*bastion ([^\n#]*)", re.MULTILINE)
 
 USAGE_ERRORS = [
     ["nosuch"],
@@ -117,6 +120,19 @@ def test_every_bastion_hint_in_the_source_names_a_real_command() -> None:
         hints.update(_HINT_RE.findall(path.read_text(encoding="utf-8")))
     checked = [h for h in sorted(hints) if "{" not in h]  # f-string templates are filled at run time
     assert len(checked) > 40, "the hint extraction found too few hints; is SRC right?"
+    problems = [f"{h!r}: {p}" for h in checked if (p := _check_hint(root, h)) is not None]
+    assert problems == []
+
+
+def test_every_bastion_command_in_the_readme_and_docs_exists() -> None:
+    _register()
+    root = typer.main.get_command(app)
+    hints: set[str] = set()
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        hints.update(h.strip() for h in _HINT_RE.findall(text) + _DOC_LINE_RE.findall(text))
+    checked = [h for h in sorted(hints) if h and "{" not in h]
+    assert len(checked) > 20
     problems = [f"{h!r}: {p}" for h in checked if (p := _check_hint(root, h)) is not None]
     assert problems == []
 

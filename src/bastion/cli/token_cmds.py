@@ -107,9 +107,10 @@ def login_cmd(
     with ServiceClient(config) as client:
         who = client.get_json("/whoami")
     path = save_config(config)
+    expiry = f"; the token expires at {who['expires_at']}" if who.get("expires_at") else ""
     console.print(
         f"logged in to {config.url} as tenant [bold]{who['tenant_name']}[/bold] "
-        f"({who['tenant_id']}), role {who['role']}; saved to {path}"
+        f"({who['tenant_id']}), role {who['role']}; saved to {path}{expiry}"
     )
 
 

@@ -35,7 +35,13 @@ def _out(token: ApiToken, now: dt.datetime) -> TokenOut:
 
 @router.get("/whoami")
 def whoami(who: ReaderDep) -> WhoAmI:
-    return WhoAmI(tenant_id=who.tenant_id, tenant_name=who.tenant_name, token_id=who.token_id, role=who.role)
+    return WhoAmI(
+        tenant_id=who.tenant_id,
+        tenant_name=who.tenant_name,
+        token_id=who.token_id,
+        role=who.role,
+        expires_at=who.expires_at,
+    )
 
 
 @router.post("/tokens", status_code=201)

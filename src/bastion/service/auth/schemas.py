@@ -21,6 +21,7 @@ class WhoAmI(BaseModel):
     tenant_name: str
     token_id: str
     role: str
+    expires_at: dt.datetime | None = None
 
 
 class TokenCreate(BaseModel):

@@ -48,6 +48,8 @@ class Principal:
     tenant_name: str
     token_id: str
     role: str
+    #: When the token stops working (None: a token from before expiry existed).
+    expires_at: dt.datetime | None = None
 
     @property
     def actor(self) -> str:
@@ -140,7 +142,13 @@ def _authenticate(
         if refused.stale is not None:
             _audit_stale_use(session, refused.stale, refused.reason, now=now, target=target, limits=limits)
         raise refused.error from None
-    return Principal(tenant_id=token.tenant_id, tenant_name=tenant_name, token_id=token.id, role=token.role)
+    return Principal(
+        tenant_id=token.tenant_id,
+        tenant_name=tenant_name,
+        token_id=token.id,
+        role=token.role,
+        expires_at=token.expires_at,
+    )
 
 
 def authorize(
