@@ -163,3 +163,15 @@ def test_audit_says_when_cut(operator: dict[str, str]) -> None:
     assert "--limit 4" in cut.stderr
     whole = invoke("audit", "--json")
     assert "cut" not in whole.stderr
+
+
+def test_service_auth_failures_shows_the_counted_failures(operator: dict[str, str]) -> None:
+    forged = "bst_" + operator["token_id"] + "_" + "A" * 43
+    for _ in range(3):
+        with pytest.raises(CliError):
+            invoke("login", "--url", operator["url"], stdin=forged)
+    rows = as_json("service", "auth-failures")
+    assert [(r["reason"], r["count"]) for r in rows] == [("wrong_secret", 3)]
+    assert "A" * 43 not in invoke("service", "auth-failures").stdout
+    # The tenant's own audit view holds none of it.
+    assert all(e["outcome"] != "denied" for e in as_json("audit"))
