@@ -281,7 +281,7 @@ def stack_setup(stack: LocalStack, count: int) -> Setup:
     real_id = stack.bastion_json("device", "info", "--dir", str(device_dir))["device_id"]
     url = stack.start_service()
     try:
-        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
         stack.bastion("os", "publish", str(os_image))
         import httpx
 

@@ -52,7 +52,7 @@ def setup(stack: LocalStack) -> str:
     tenant = stack.bastion_json("tenant", "create", "bench")
     url = stack.start_service()
     try:
-        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
         stack.bastion("product", "create", "widget")
         image = stack.root / "os.img"
         key = str(stack.vendor_dir / "os-signing.key")

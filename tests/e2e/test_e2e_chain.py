@@ -56,8 +56,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         tenant_a = stack.bastion_json("tenant", "create", "tenant-a")
         tenant_b = stack.bastion_json("tenant", "create", "tenant-b")
-        stack.bastion("login", "--url", url, "--token", tenant_a["token"], operator="a")
-        stack.bastion("login", "--url", url, "--token", tenant_b["token"], operator="b")
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant_a["token"], operator="a")
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant_b["token"], operator="b")
         os_v1 = stack.root / "os-1.0.0.img"
         stack.bastion(
             "os", "build", "--version", "1.0.0", "--key", str(stack.vendor_dir / "os-signing.key"), "-o", str(os_v1)

@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack
     url = stack.start_service()
     try:
         tenant = stack.bastion_json("tenant", "create", "acme")
-        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
         yield stack, url
     finally:
         stack.stop_devices()

@@ -191,7 +191,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         for operator, name in (("a", "tenant-a"), ("b", "tenant-b")):
             tenant = stack.bastion_json("tenant", "create", name)
-            stack.bastion("login", "--url", url, "--token", tenant["token"], operator=operator)
+            stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"], operator=operator)
         os_image = root / "os-1.0.0.img"
         stack.bastion(
             "os", "build", "--version", "1.0.0", "--key", str(stack.vendor_dir / "os-signing.key"), "-o", str(os_image)

@@ -127,7 +127,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     url = stack.start_service()
     try:
         tenant = stack.bastion_json("tenant", "create", "acme")
-        stack.bastion("login", "--url", url, "--token", tenant["token"])
+        stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
         keys = stack.root / "keys"
         stack.bastion("keys", "create", "-o", str(keys), "--name", "acme-apps")
         stack.bastion("keys", "register", str(keys / "acme-apps.pub.pem"))

@@ -40,12 +40,12 @@ def logged_in(
     monkeypatch.setenv("COLUMNS", "250")
     _register()
     created = json.loads(run("tenant", "create", "acme", "--json"))
-    run("login", "--url", live_url, "--token", created["token"])
+    run("login", "--url", live_url, stdin=created["token"])
     return str(created["tenant_id"])
 
 
-def run(*args: str) -> str:
-    result = CliRunner().invoke(cli_app, list(args), catch_exceptions=True)
+def run(*args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(cli_app, list(args), input=stdin, catch_exceptions=True)
     if isinstance(result.exception, CliError):
         raise result.exception
     assert result.exit_code == 0, (result.output, result.exception)

@@ -26,11 +26,11 @@ def logged_in(tmp_path: Path, settings: Settings, live_url: str, monkeypatch: py
     monkeypatch.setenv("COLUMNS", "250")
     _register()
     token = json.loads(run("tenant", "create", "acme", "--json"))["token"]
-    run("login", "--url", live_url, "--token", token)
+    run("login", "--url", live_url, stdin=token)
 
 
-def run(*args: str) -> str:
-    result = CliRunner().invoke(cli_app, list(args), catch_exceptions=True)
+def run(*args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(cli_app, list(args), input=stdin, catch_exceptions=True)
     if isinstance(result.exception, CliError):
         raise result.exception
     assert result.exit_code == 0, (result.output, result.exception)

@@ -39,9 +39,9 @@ def cli_env(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch)
     return config
 
 
-def run(*args: str) -> str:
-    """Run a CLI command in-process; return stdout, or raise the CliError it failed with."""
-    result = CliRunner().invoke(cli_app, list(args), catch_exceptions=True)
+def run(*args: str, stdin: str | None = None) -> str:
+    """Run a CLI command in-process (``stdin`` piped in); return stdout, or raise the CliError it failed with."""
+    result = CliRunner().invoke(cli_app, list(args), input=stdin, catch_exceptions=True)
     if isinstance(result.exception, CliError):
         raise result.exception
     assert result.exit_code == 0, (result.output, result.exception)
@@ -54,7 +54,7 @@ def _new_tenant(name: str = "acme") -> dict[str, str]:
 
 def test_login_writes_0600_config_and_never_prints_the_token(cli_env: Path, live_url: str) -> None:
     tenant = _new_tenant()
-    result = CliRunner().invoke(cli_app, ["login", "--url", live_url, "--token", tenant["token"]])
+    result = CliRunner().invoke(cli_app, ["login", "--url", live_url], input=tenant["token"] + "\n")
     assert result.exit_code == 0, result.output
     assert tenant["token"] not in result.output
     assert "acme" in result.stdout
@@ -70,7 +70,7 @@ def test_login_honours_xdg_config_home(
     tenant = _new_tenant()
     monkeypatch.delenv("BASTION_CONFIG")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    run("login", "--url", live_url, "--token", tenant["token"])
+    run("login", "--url", live_url, stdin=tenant["token"])
     path = tmp_path / "xdg" / "bastion" / "config.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(run("device", "list", "--json")) == []
@@ -78,7 +78,7 @@ def test_login_honours_xdg_config_home(
 
 def test_login_with_a_bad_token_fails_and_saves_nothing(cli_env: Path, live_url: str) -> None:
     with pytest.raises(CliError) as failure:
-        run("login", "--url", live_url, "--token", "bst_" + "0" * 32 + "_" + "A" * 43)
+        run("login", "--url", live_url, stdin="bst_" + "0" * 32 + "_" + "A" * 43)
     assert "HTTP 401" in failure.value.message
     assert "A" * 43 not in failure.value.message
     assert failure.value.hint is not None
@@ -103,7 +103,7 @@ def test_unreachable_service(cli_env: Path) -> None:
 
 def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
     tenant = _new_tenant()
-    run("login", "--url", live_url, "--token", tenant["token"])
+    run("login", "--url", live_url, stdin=tenant["token"])
 
     claimed = json.loads(run("device", "claim", DEVICE, "--json"))
     assert claimed["device_id"] == DEVICE
@@ -147,7 +147,7 @@ def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
     assert actions[:5] == ["os_image.publish", "os_image.publish", "token.create", "device.revoke", "device.claim"]
 
     # A reader cannot claim: the CLI shows the service's reason and a hint.
-    run("login", "--url", live_url, "--token", reader["token"])
+    run("login", "--url", live_url, stdin=reader["token"])
     with pytest.raises(CliError) as failure:
         run("device", "claim", "d" * 64)
     assert "contributor" in failure.value.message

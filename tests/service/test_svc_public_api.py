@@ -11,6 +11,20 @@ EXPECTED = {
     "bastion.service.ca.service": ["CA_KEY_CACHE_SIZE", "create_tenant_ca", "load_signing_ca", "tenant_ca_pem"],
     "bastion.service.vendors.service": ["TrustResult", "list_vendors", "trust_vendor", "trusted_vendor_certs"],
     "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
+    "bastion.service.auth.limits": [
+        "DEFAULT_AUTH_LIMITS",
+        "MAX_TOKEN_LIFETIME_DAYS",
+        "AuthLimits",
+        "AuthLimitsDep",
+        "get_auth_limits",
+    ],
+    "bastion.service.auth.failures": [
+        "REASONS",
+        "count_auth_failures",
+        "list_auth_failures",
+        "record_auth_failure",
+        "window_start",
+    ],
     "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
     "bastion.service.config": ["Limits", "Settings", "load_or_create_master_key", "write_private_file"],
     "bastion.service.web": [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from bastion.service.auth.limits import AuthLimits
 from bastion.service.tenants.service import CreatedTenant
-from conftest import TestClient, bearer
+from conftest import T0, TestClient, bearer
 
 
 def test_healthz(client: TestClient) -> None:
@@ -20,4 +21,5 @@ def test_whoami(client: TestClient, tenant: CreatedTenant) -> None:
         "tenant_name": "acme",
         "token_id": tenant.admin_token_id,
         "role": "admin",
+        "expires_at": (T0 + AuthLimits().token_default_lifetime).isoformat().replace("+00:00", "Z"),
     }

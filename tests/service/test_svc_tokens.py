@@ -61,3 +61,34 @@ def test_role_order() -> None:
     assert not role_allows("reader", "contributor")
     assert not role_allows("contributor", "admin")
     assert not role_allows("superuser", "reader")
+
+
+def test_parse_token_raises_only_unauthenticated_on_any_text() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=200), st.from_regex(r"bst_[0-9a-f]{32}_[A-Za-z0-9_-]{40,46}", fullmatch=True)))
+    def check(raw: str) -> None:
+        try:
+            token_id, digest = parse_token(raw)
+        except Unauthenticated:
+            return
+        assert len(token_id) == 32
+        assert len(digest) == 32
+
+    check()
+
+
+def test_fuzz_token_harness_seeds_replay() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "fuzz" / "harnesses" / "fuzz_token.py"
+    spec = importlib.util.spec_from_file_location("fuzz_token", path)
+    assert spec is not None
+    assert spec.loader is not None
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    for seed in [*harness.SEEDS, b"", b"\xff\xfe", b"9999999d", b"x" * 5000]:
+        harness.test_one_input(seed)

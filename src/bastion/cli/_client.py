@@ -21,20 +21,43 @@ import httpx
 from bastion.cli.output import CliError
 from bastion.service.config import write_private_file
 
-__all__ = ["OperatorConfig", "ServiceClient", "config_path", "load_config", "save_config"]
+__all__ = [
+    "SERVICE_MAX_ROWS",
+    "OperatorConfig",
+    "Page",
+    "ServiceClient",
+    "config_path",
+    "load_config",
+    "save_config",
+]
 
 #: Seconds to wait for the service (connect and each read).
 HTTP_TIMEOUT_S = 30.0
 #: Bound on the config file we read.
 MAX_CONFIG_BYTES = 64 * 1024
+#: Rows asked for per request when a list command pages through a list.
+PAGE_ROWS = 500
+#: Rows a list command fetches at most when no ``--limit`` is given (then it says it stopped).
+MAX_LIST_ROWS = 100_000
+#: The most rows the service returns for one list request (``Limits.list_max_page_size``).
+SERVICE_MAX_ROWS = 5000
 
 _HINTS = {
-    401: "your token was refused; run `bastion login --url URL --token TOKEN` with a valid token",
+    401: "your token was refused; run `bastion login --url URL` and paste a valid token at the prompt",
     403: "ask a tenant admin for a token with the needed role (`bastion token create --role ...`)",
     404: "check the ID; devices of other tenants are not visible",
     409: "nothing to do: it already exists",
     413: "the upload is larger than the service accepts",
 }
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of a list, from ``offset``; ``more`` says whether the list goes on past them."""
+
+    rows: list[Any]
+    offset: int
+    more: bool
 
 
 def config_path() -> Path:
@@ -75,7 +98,9 @@ def load_config() -> OperatorConfig:
         with path.open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise CliError("you are not logged in", hint="run `bastion login --url URL --token TOKEN`") from None
+        raise CliError(
+            "you are not logged in", hint="run `bastion login --url URL` (it prompts for the token)"
+        ) from None
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -146,6 +171,57 @@ class ServiceClient:
     def post_json(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """POST a JSON body (or none) and return the JSON answer."""
         return self.request("POST", path, json_body=body).json()
+
+    def get_pages(
+        self,
+        path: str,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        page_rows: int = PAGE_ROWS,
+        max_rows: int = MAX_LIST_ROWS,
+        **params: Any,
+    ) -> Page:
+        """Fetch a list that pages with ``limit``/``offset``: ``limit`` rows from ``offset``, or all of them.
+
+        Without ``limit`` it fetches page after page up to ``max_rows``. Either way
+        :attr:`Page.more` tells whether rows remain past the last one returned.
+        """
+        want = max_rows if limit is None else limit
+        rows: list[Any] = []
+        cursor = offset
+        while len(rows) < want:
+            ask = min(page_rows, want - len(rows))
+            got = self.get_json(path, limit=ask, offset=cursor, **params)
+            if not isinstance(got, list):
+                raise CliError(f"the service answered {path} with something other than a list")
+            rows.extend(got)
+            cursor += len(got)
+            if len(got) < ask:
+                return Page(rows=rows, offset=offset, more=False)
+        more = bool(self.get_json(path, limit=1, offset=cursor, **params))
+        return Page(rows=rows, offset=offset, more=more)
+
+    def get_capped(self, path: str, *, limit: int | None, default: int, **params: Any) -> Page:
+        """Fetch a list that takes only ``limit`` (newest first): ``limit`` rows, or ``default``.
+
+        It asks for one row more than it shows, to tell whether the list was cut.
+        """
+        want = limit or default
+        got = self.get_json(path, limit=want + 1, **params)
+        if not isinstance(got, list):
+            raise CliError(f"the service answered {path} with something other than a list")
+        return Page(rows=got[:want], offset=0, more=len(got) > want)
+
+    def get_bounded(self, path: str, params: Mapping[str, str] | None = None, *, bound: int = SERVICE_MAX_ROWS) -> Page:
+        """Fetch a list that the service bounds at ``bound`` rows and does not page.
+
+        :attr:`Page.more` is set when the answer reached that bound (it may be cut).
+        """
+        got = self.get_json(path, **(params or {}))
+        if not isinstance(got, list):
+            raise CliError(f"the service answered {path} with something other than a list")
+        return Page(rows=got, offset=0, more=len(got) >= bound)
 
     @staticmethod
     def _error(response: httpx.Response) -> CliError:

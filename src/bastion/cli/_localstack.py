@@ -123,12 +123,18 @@ class LocalStack:
         return [sys.executable, "-m", "bastion.cli.main", *args]
 
     def bastion(
-        self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S, operator: str = "default"
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT_S,
+        operator: str = "default",
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one ``bastion`` command to completion and return its output."""
+        """Run one ``bastion`` command to completion and return its output; ``stdin`` is piped in."""
         result = subprocess.run(
             self.command(*args),
             env=self.env(operator=operator),
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

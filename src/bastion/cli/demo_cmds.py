@@ -84,7 +84,7 @@ def _run(stack: LocalStack) -> None:
 
     _step(3, "Create a tenant and log in with its first admin token")
     tenant = stack.bastion_json("tenant", "create", "demo-tenant")
-    stack.bastion("login", "--url", url, "--token", tenant["token"])
+    stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
     console.print(f"tenant {tenant['tenant_id']} created; token stored in {stack.env()['BASTION_CONFIG']} (0600)")
 
     _step(4, "Build OS 1.0.0 from the real device runtime and publish it as known-good")

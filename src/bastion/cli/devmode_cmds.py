@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from bastion.cli.apps import device_app
-from bastion.cli.output import JsonOption, emit_object, emit_table, fail, progress
+from bastion.cli.output import JsonOption, emit_cut_note, emit_object, emit_table, fail, progress
 
 __all__ = [
     "capability_issue_cmd",
@@ -48,6 +48,8 @@ _OS_STATE = "os-state"
 _RUN_HINT = "start the device with `bastion device run --dir DEV` (the local device API is its control socket)"
 _ENABLE_HINT = "install a capability with `bastion device enable-development --dir DEV --file CAP` (or --service)"
 _CAPABILITY_COLUMNS = ("id", "kind", "issued_at", "expires_at", "revoked_at", "group_id")
+#: Capabilities the service lists per device (CapabilityPolicy.list_rows); at this many the list may be cut.
+CAPABILITY_LIST_ROWS = 100
 
 capability_app = typer.Typer(
     help="Device capability files (appDevelopment, fieldServicing): issue, list, revoke (operator).",
@@ -315,8 +317,11 @@ def capability_list_cmd(
     from bastion.cli._client import ServiceClient
 
     with ServiceClient.from_saved_login() as client:
-        rows = client.get_json(f"/devices/{device_id}/capabilities")
-    emit_table(rows, _CAPABILITY_COLUMNS, as_json=as_json, title="capabilities")
+        page = client.get_bounded(f"/devices/{device_id}/capabilities", bound=CAPABILITY_LIST_ROWS)
+    emit_table(page.rows, _CAPABILITY_COLUMNS, as_json=as_json, title="capabilities")
+    emit_cut_note(
+        shown=len(page.rows), offset=0, more=page.more, what="capabilities", hint="the service lists a bounded number"
+    )
 
 
 @capability_app.command("revoke")

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from bastion.cli._client import ServiceClient
+from bastion.cli._client import SERVICE_MAX_ROWS, ServiceClient
 from bastion.cli.apps import deployment_app, device_app, device_group_app, image_app, keys_app, os_app, product_app
-from bastion.cli.output import JsonOption, emit_object, emit_table, err_console, fail
+from bastion.cli.output import JsonOption, emit_cut_note, emit_object, emit_table, err_console, fail
 
 __all__ = [
     "assign_cmd",
@@ -44,6 +44,11 @@ __all__ = [
     "product_show_cmd",
     "show_deployment_status_cmd",
 ]
+
+#: App images shown without --limit (newest first).
+IMAGE_DEFAULT_ROWS = 500
+#: What to do when a list the service does not page reached its bound.
+_BOUNDED_HINT = f"the service lists at most {SERVICE_MAX_ROWS}; narrow the list"
 
 #: Read size while uploading an image.
 UPLOAD_CHUNK_BYTES = 256 * 1024
@@ -134,8 +139,9 @@ def product_create_cmd(
 def product_list_cmd(as_json: JsonOption = False) -> None:
     """List your tenant's products."""
     with _client() as client:
-        products = client.get_json("/products")
-    emit_table(products, PRODUCT_COLUMNS, as_json=as_json, title="products")
+        page = client.get_bounded("/products")
+    emit_table(page.rows, PRODUCT_COLUMNS, as_json=as_json, title="products")
+    emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="products", hint=_BOUNDED_HINT)
 
 
 @product_app.command("show")
@@ -180,8 +186,9 @@ def group_list_cmd(
 ) -> None:
     """List your tenant's device groups."""
     with _client() as client:
-        groups = client.get_json("/device-groups", **({"product": product} if product else {}))
-    emit_table([_group_row(g) for g in groups], ("product_id", *GROUP_COLUMNS), as_json=as_json, title="groups")
+        page = client.get_bounded("/device-groups", {"product": product} if product else None)
+    emit_table([_group_row(g) for g in page.rows], ("product_id", *GROUP_COLUMNS), as_json=as_json, title="groups")
+    emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="groups", hint=_BOUNDED_HINT + " (--product)")
 
 
 @device_group_app.command("show")
@@ -301,8 +308,9 @@ def keys_register_cmd(
 def keys_list_cmd(as_json: JsonOption = False) -> None:
     """List the app-signing keys registered for your tenant."""
     with _client() as client:
-        keys = client.get_json("/app-signing-keys")
-    emit_table(keys, KEY_COLUMNS, as_json=as_json, title="app-signing keys")
+        page = client.get_bounded("/app-signing-keys")
+    emit_table(page.rows, KEY_COLUMNS, as_json=as_json, title="app-signing keys")
+    emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="keys", hint=_BOUNDED_HINT)
 
 
 @image_app.command("add")
@@ -317,11 +325,17 @@ def image_add_cmd(
 
 
 @image_app.command("list")
-def image_list_cmd(as_json: JsonOption = False) -> None:
+def image_list_cmd(
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=SERVICE_MAX_ROWS - 1, help="How many images (newest first).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """List your tenant's app images, newest first."""
     with _client() as client:
-        images = client.get_json("/app-images")
-    emit_table(images, IMAGE_COLUMNS, as_json=as_json, title="app images")
+        page = client.get_capped("/app-images", limit=limit, default=IMAGE_DEFAULT_ROWS)
+    emit_table(page.rows, IMAGE_COLUMNS, as_json=as_json, title="app images")
+    emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="images", pages=False)
 
 
 def _emit_deployment(deployment: dict[str, Any], *, as_json: bool, title: str) -> None:
@@ -355,8 +369,9 @@ def deployment_list_cmd(
 ) -> None:
     """List deployments, newest first."""
     with _client() as client:
-        rows = client.get_json("/deployments", **({"group": group} if group else {}))
-    emit_table(rows, DEPLOYMENT_COLUMNS, as_json=as_json, title="deployments")
+        page = client.get_bounded("/deployments", {"group": group} if group else None)
+    emit_table(page.rows, DEPLOYMENT_COLUMNS, as_json=as_json, title="deployments")
+    emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="deployments", hint=_BOUNDED_HINT + " (--group)")
 
 
 @deployment_app.command("show")

@@ -6,9 +6,10 @@ import importlib
 import sys
 
 import click
+import typer
 
 from bastion.cli.apps import app
-from bastion.cli.output import CliError, report_error
+from bastion.cli.output import CliError, err_console, report_error
 
 __all__ = ["main"]
 
@@ -20,6 +21,7 @@ _COMMAND_MODULES = (
     "bastion.cli.device_update_cmds",
     "bastion.cli.device_periph_cmds",
     "bastion.cli.fleet_cmds",
+    "bastion.cli.token_cmds",
     "bastion.cli.os_cmds",
     "bastion.cli.service_cmds",
     "bastion.cli.tuf_cmds",
@@ -40,8 +42,43 @@ def _register() -> None:
                 raise
 
 
+#: Exit status of a usage error (unknown command, missing argument, bad option), as click uses.
+USAGE_EXIT = 2
+
+
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """Click's exception class ``name``, from click and from the copy that typer >= 0.29 vendors.
+
+    Typer 0.29 raises the classes of its own ``typer._click`` copy, which do not
+    derive from click's; both are caught so that no usage error ends in a traceback.
+    """
+    found: list[type[Exception]] = [getattr(click.exceptions, name)]
+    for probe in (typer.BadParameter, typer.Abort):
+        found.extend(c for c in probe.__mro__ if c.__name__ == name and issubclass(c, Exception))
+    return tuple(dict.fromkeys(found))
+
+
+_USAGE_ERRORS = _click_classes("UsageError")
+_CLICK_ERRORS = _click_classes("ClickException")
+_ABORTS = _click_classes("Abort")
+
+
+def _usage_line(exc: Exception) -> str:
+    """One line: what was wrong, and the ``--help`` of the command that was being parsed."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "bastion"
+    hint = f"see `{path} --help`"
+    if "--token" in message and path.endswith("login"):
+        hint = "the token is never an argument: `bastion login --url URL` prompts for it, or pipe it with --token-stdin"
+    return f"error: {' '.join(str(message).split())} ({hint})"
+
+
 def main() -> None:
-    """Run the CLI; library errors surface as one line with a hint, never a traceback."""
+    """Run the CLI; errors surface as one line (with a hint), never a traceback.
+
+    Usage errors (an unknown command, a missing argument, a bad option) exit 2.
+    """
     _register()
     try:
         result = app(standalone_mode=False)
@@ -51,10 +88,16 @@ def main() -> None:
     except CliError as error:
         report_error(error)
         sys.exit(error.exit_code)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined] # a bare group: its help is the answer
+            sys.exit(USAGE_EXIT)
+        err_console.print(_usage_line(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(USAGE_EXIT)
+    except _CLICK_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined] # every ClickException has show()
+        sys.exit(getattr(exc, "exit_code", 1))
+    except _ABORTS:
         sys.exit(130)
 
 

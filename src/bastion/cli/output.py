@@ -22,7 +22,10 @@ from bastion.crypto.keys import PrivateKey
 __all__ = [
     "CliError",
     "JsonOption",
+    "LimitOption",
+    "OffsetOption",
     "console",
+    "emit_cut_note",
     "emit_object",
     "emit_table",
     "fail",
@@ -34,6 +37,10 @@ console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LimitOption = Annotated[
+    int | None, typer.Option("--limit", min=1, max=100_000, help="Show at most this many rows (default: all).")
+]
+OffsetOption = Annotated[int, typer.Option("--offset", min=0, max=10**9, help="Skip this many rows first.")]
 
 
 class CliError(Exception):
@@ -85,6 +92,29 @@ def emit_table(
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(_jsonable(row.get(c))) for c in columns))
     console.print(table)
+
+
+def emit_cut_note(
+    *, shown: int, offset: int, more: bool, what: str, pages: bool = True, hint: str | None = None
+) -> None:
+    """Say on stderr that a list was cut, and how to see the rest (stdout stays clean for ``--json``).
+
+    Args:
+        shown: rows printed.
+        offset: rows skipped before them.
+        more: whether the list goes on.
+        what: the rows' noun, e.g. ``"devices"``.
+        pages: the command takes ``--offset`` (else only ``--limit``).
+        hint: what to do instead of the default advice.
+    """
+    if not more:
+        return
+    if hint is None and pages:
+        hint = f"more exist: add --offset {offset + shown} (and --limit N) to see the next ones"
+    elif hint is None:
+        hint = f"more exist: ask for more with --limit {max(2 * shown, 1)}"
+    first = offset + 1 if shown else offset
+    err_console.print(f"[yellow]note:[/yellow] output cut: {what} {first}-{offset + shown} shown; {hint}")
 
 
 def load_signing_key(path: Path, *, hint: str) -> PrivateKey:

@@ -16,17 +16,31 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion.cli.apps import service_app, tenant_app
-from bastion.cli.output import CliError, JsonOption, console, emit_object, emit_table, err_console, fail, progress
+from bastion.cli.output import (
+    CliError,
+    JsonOption,
+    LimitOption,
+    OffsetOption,
+    console,
+    emit_cut_note,
+    emit_object,
+    emit_table,
+    err_console,
+    fail,
+    progress,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from bastion.service.config import Settings
 
-__all__ = ["run_cmd", "tenant_create_cmd", "trust_vendor_cmd", "vendors_cmd"]
+__all__ = ["auth_failures_cmd", "run_cmd", "tenant_create_cmd", "trust_vendor_cmd", "vendors_cmd"]
 
 #: Bound on a vendor CA file we read.
 MAX_VENDOR_PEM_BYTES = 64 * 1024
+#: Rows a local list shows when no --limit is given.
+MAX_LOCAL_ROWS = 10_000
 #: Default listen backlog: a reboot storm opens many connections at once.
 DEFAULT_BACKLOG = 4096
 
@@ -151,10 +165,14 @@ def tenant_create_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Create a tenant with its CA and first admin token (on the service host). Prints the token once."""
+    from bastion.service.auth.limits import AuthLimits
     from bastion.service.tenants.service import create_tenant
 
     with _local_admin() as (settings, session):
-        created = create_tenant(session, name, master_key=settings.master_key, now=dt.datetime.now(dt.UTC))
+        token_limits = AuthLimits.from_env()  # a ConfigError becomes a CliError in _local_admin
+        created = create_tenant(
+            session, name, master_key=settings.master_key, now=dt.datetime.now(dt.UTC), token_limits=token_limits
+        )
     emit_object(
         {
             "tenant_id": created.tenant_id,
@@ -166,6 +184,33 @@ def tenant_create_cmd(
         title="tenant created",
     )
     err_console.print(
-        "[yellow]warning:[/yellow] this admin token is shown only once; store it now "
-        "(e.g. `bastion login --url URL --token TOKEN`)."
+        "[yellow]warning:[/yellow] this admin token is shown only once; store it now, then "
+        "log in with it: `bastion login --url URL` prompts for it (or pipe it with --token-stdin)."
     )
+
+
+@service_app.command("auth-failures")
+def auth_failures_cmd(limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False) -> None:
+    """Show the service-wide log of failed operator authentication, newest window first.
+
+    Failed authentications are counted per time window and reason here, never
+    written into a tenant's audit log (an outsider could flood it).
+    """
+    from bastion.service.auth.failures import count_auth_failures, list_auth_failures
+
+    with _local_admin() as (_settings, session):
+        total = count_auth_failures(session)
+        rows = [
+            {
+                "window_start": f.window_start,
+                "reason": f.reason,
+                "count": f.count,
+                "first_at": f.first_at,
+                "last_at": f.last_at,
+                "last_target": f.last_target,
+            }
+            for f in list_auth_failures(session, limit=limit or MAX_LOCAL_ROWS, offset=offset)
+        ]
+    columns = ("window_start", "reason", "count", "last_at", "last_target")
+    emit_table(rows, columns, as_json=as_json, title="failed authentication (service-wide)")
+    emit_cut_note(shown=len(rows), offset=offset, more=offset + len(rows) < total, what="windows")

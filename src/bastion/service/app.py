@@ -34,6 +34,7 @@ from bastion.service.attestation.fastpath import OPENAPI_PATHS as DEVICE_OPENAPI
 from bastion.service.attestation.fastpath import DeviceEndpoints
 from bastion.service.audit.endpoints import router as audit_router
 from bastion.service.auth.endpoints import router as auth_router
+from bastion.service.auth.limits import AuthLimits
 from bastion.service.ca.endpoints import router as ca_router
 from bastion.service.capabilities.endpoints import router as capabilities_router
 from bastion.service.config import Settings
@@ -186,4 +187,6 @@ def create_app(
 
 def create_app_from_env() -> ServiceApp:
     """App factory for uvicorn workers: settings from the environment, schema assumed migrated."""
-    return create_app(Settings.from_env(), migrate_on_startup=False, tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S)
+    app = create_app(Settings.from_env(), migrate_on_startup=False, tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S)
+    app.state.auth_limits = AuthLimits.from_env()
+    return app

@@ -85,6 +85,10 @@ class ApiToken(Base):
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the token stops working; None only for tokens minted before 0006_token_expiry.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Who revoked it (an audit actor, e.g. ``token:<id>``).
+    revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class AuditEvent(Base):
@@ -358,3 +362,27 @@ class DeviceCapability(Base):
     issued_by: Mapped[str] = mapped_column(String(100))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+# --- operator token expiry, failed authentication (migration 0006_token_expiry) ---
+
+
+class AuthFailure(Base):
+    """Failed operator authentications, counted per time window and reason (service-wide).
+
+    A failed authentication proves nothing about who sent it, so it is not
+    written into any tenant's audit view (an outsider could flood it by
+    presenting a tenant's public token id). One row per (window, reason) is
+    counted up instead; old windows are pruned, so the table stays bounded.
+    """
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (UniqueConstraint("window_start", "reason", name="uq_auth_failures_window_reason"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    reason: Mapped[str] = mapped_column(String(32))  # an Unauthenticated error code
+    count: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_target: Mapped[str] = mapped_column(String(200))  # e.g. "GET /api/v1/whoami"

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.service.audit.service import record
+from bastion.service.auth.limits import DEFAULT_AUTH_LIMITS, AuthLimits
 from bastion.service.auth.service import issue_token
 from bastion.service.ca.service import create_tenant_ca
 from bastion.service.errors import InvalidRequest, TenantExists
@@ -34,9 +35,17 @@ class CreatedTenant:
 
 
 def create_tenant(
-    session: Session, name: str, *, master_key: bytes, now: dt.datetime, actor: str = LOCAL_ACTOR
+    session: Session,
+    name: str,
+    *,
+    master_key: bytes,
+    now: dt.datetime,
+    actor: str = LOCAL_ACTOR,
+    token_limits: AuthLimits = DEFAULT_AUTH_LIMITS,
 ) -> CreatedTenant:
     """Create a tenant, its CA (sealed under ``master_key``) and its first admin token; commit.
+
+    The admin token expires after ``token_limits.token_default_lifetime``.
 
     Raises:
         InvalidRequest: the name is not 1-100 of ``A-Z a-z 0-9 . _ -`` starting alphanumeric.
@@ -54,7 +63,7 @@ def create_tenant(
     session.add(tenant)
     session.flush()
     create_tenant_ca(session, tenant.id, name, master_key=master_key, now=now)
-    minted = issue_token(session, tenant.id, name="first admin", role="admin", now=now)
+    minted = issue_token(session, tenant.id, name="first admin", role="admin", now=now, limits=token_limits)
     record(
         session,
         now=now,
