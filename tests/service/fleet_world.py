@@ -26,6 +26,7 @@ from bastion.service.ca.service import load_signing_ca
 from bastion.service.config import Settings
 from bastion.service.models import Device
 from bastion.service.tuf import TargetSpec
+from bastion.service.vendors.os_keys import trust_os_publisher
 from conftest import TestClient, bearer
 
 APP_COMPONENT = str(uuid.UUID(int=0xA11))
@@ -67,6 +68,13 @@ def os_image(key: PrivateKey, version: str, *, security_version: int = 1) -> byt
         security_version=security_version,
         payload=payload,
     )
+
+
+def trust_os_key(sessions: sessionmaker[Session], key: PrivateKey) -> PrivateKey:
+    """Trust ``key`` service-wide as an OS-publisher key (idempotent); return it."""
+    with sessions() as session:
+        trust_os_publisher(session, public_pem(key).encode(), name="test OS publisher", now=dt.datetime.now(dt.UTC))
+    return key
 
 
 def public_pem(key: PrivateKey) -> str:
@@ -173,8 +181,8 @@ OCTET = {"Content-Type": "application/octet-stream"}
 class Fleet:
     """One tenant's product, an app key, and helpers over the HTTP API."""
 
-    def __init__(self, client: TestClient, token: str) -> None:
-        self.client, self.token = client, token
+    def __init__(self, client: TestClient, token: str, sessions: sessionmaker[Session] | None = None) -> None:
+        self.client, self.token, self.sessions = client, token, sessions
         self.key = generate_private_key()
         self.call("POST", "/app-signing-keys", json={"name": "release", "public_key_pem": public_pem(self.key)})
         product = self.call("POST", "/products", json={"name": "Lamp"}).json()
@@ -191,6 +199,9 @@ class Fleet:
         return dict(r.json())
 
     def os(self, key: PrivateKey, version: str, feed: str = "retail") -> dict[str, Any]:
+        """Publish an OS image signed by ``key`` (trusted first as an OS-publisher key, with ``sessions``)."""
+        if self.sessions is not None:
+            trust_os_key(self.sessions, key)
         r = self.call("POST", "/os-images", params={"feed": feed}, content=os_image(key, version), headers=OCTET)
         assert r.status_code == 201, r.text
         return dict(r.json())
