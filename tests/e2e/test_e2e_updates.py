@@ -124,6 +124,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # A short trial bound keeps a hung trial OS from stalling the suite.
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir), "--trial-timeout", "30")
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     url = stack.start_service()
     try:
         tenant = stack.bastion_json("tenant", "create", "acme")

@@ -54,9 +54,7 @@ def test_publish_stores_the_image_and_defaults_to_retail(
     # A retail image reaches both feeds.
     for name in ("Development", "Production", "Production OS Evaluation"):
         assert _os_target(publisher, fleet.groups[name]) == expected
-    r = fleet.call(
-        "POST", "/os-images", params={"feed": "beta"}, content=os_image(key, "1.0.1"), headers=OCTET
-    )
+    r = fleet.call("POST", "/os-images", params={"feed": "beta"}, content=os_image(key, "1.0.1"), headers=OCTET)
     assert (r.status_code, r.json()["error"]) == (400, "invalid_feed")
 
 

@@ -39,7 +39,12 @@ def test_deployment_and_os_publish_reach_the_group_repository(
     fleet = Fleet(client, tenant.admin_token, session_factory)
     production = fleet.groups["Production"]
     assert _targets(client, production) == {}
-    r = fleet.call("POST", "/os-images", content=os_image(trust_os_key(session_factory, generate_private_key()), "1.0.0"), headers=OCTET)
+    r = fleet.call(
+        "POST",
+        "/os-images",
+        content=os_image(trust_os_key(session_factory, generate_private_key()), "1.0.0"),
+        headers=OCTET,
+    )
     assert r.status_code == 201, r.text
     image = fleet.app("1.0.0")
     assert fleet.deploy(production, str(image["id"])).status_code == 201

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography import x509
+from fleet_world import trust_os_key
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,8 +25,6 @@ from bastion.service.errors import SealedKeyError
 from bastion.service.models import TenantCA
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
-from fleet_world import trust_os_key
-
 
 #: The OS-publisher key the images of these tests are signed with (trusted by the ``os_key`` fixture).
 OS_KEY = generate_private_key()

@@ -104,7 +104,9 @@ def revoke_cmd(
 
 @service_app.command("trust-os-publisher")
 def trust_os_publisher_cmd(
-    key_pem: Annotated[Path, typer.Argument(help="The OS publisher's public key (PEM), e.g. VENDOR/os-signing.pub.pem.")],
+    key_pem: Annotated[
+        Path, typer.Argument(help="The OS publisher's public key (PEM), e.g. VENDOR/os-signing.pub.pem.")
+    ],
     name: Annotated[str | None, typer.Option("--name", help="A label for this publisher key.")] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -144,11 +144,18 @@ def _verified_header(
             (``bad_image_signature``), or a payload that is truncated, too long
             or has another digest than the signed one (``damaged_image``).
     """
-    limits = ImageLimits() if settings is None else ImageLimits(max_payload_bytes=settings.limits.max_image_upload_bytes)
+    limits = (
+        ImageLimits() if settings is None else ImageLimits(max_payload_bytes=settings.limits.max_image_upload_bytes)
+    )
 
     def refuse(detail: str, message: str, code: str, cause: Exception | None = None) -> NoReturn:
         record_denied(
-            session, now=now, tenant_id=who.tenant_id, actor=who.actor, action="os_image.publish", target=target,
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="os_image.publish",
+            target=target,
             detail=detail,
         )
         raise InvalidImage(message, code=code) from cause
