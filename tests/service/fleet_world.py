@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,13 +90,21 @@ class FakePublisher:
     """An in-memory TUF publisher: remembers the last target set of each group."""
 
     published: dict[str, list[TargetSpec]] = field(default_factory=dict)
+    customs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
 
     def publish_group(
-        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+        self,
+        settings: Settings,
+        group_id: str,
+        targets: Sequence[TargetSpec],
+        *,
+        now: dt.datetime,
+        custom: Mapping[str, Any] | None = None,
     ) -> None:
         self.calls += 1
         self.published[group_id] = list(targets)
+        self.customs[group_id] = dict(custom or {})
 
     def group_root(self, settings: Settings, group_id: str) -> bytes:
         return f'{{"fake-root": "{group_id}"}}'.encode()
