@@ -73,7 +73,9 @@ def publish_os_image(
         publisher: the TUF publisher.
 
     Raises:
-        InvalidImage: not an image package, or not an OS image.
+        InvalidImage: not an image package, not an OS image, not signed by a
+            trusted OS-publisher key, or damaged (see :func:`_verified_header`;
+            each refusal is audited).
         InvalidRequest: unknown feed.
         DuplicateOsImage: the same measurement is already published for this tenant.
     """
