@@ -265,6 +265,7 @@ def stack_setup(stack: LocalStack, count: int) -> Setup:
     """Vendor, trusted CA, tenant, a published OS and ``count`` claimed simulated devices."""
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     tenant = stack.bastion_json("tenant", "create", "bench")
     os_image = stack.root / "os.img"
     stack.bastion(

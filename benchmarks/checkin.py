@@ -49,6 +49,7 @@ async def memory(scope, receive, send):
 def setup(stack: LocalStack) -> str:
     """A tenant with a product (five groups with TUF repositories) and a published OS."""
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     tenant = stack.bastion_json("tenant", "create", "bench")
     url = stack.start_service()
     try:

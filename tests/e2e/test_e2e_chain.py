@@ -52,6 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     stack = LocalStack(tmp_path_factory.mktemp("e2e"))
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     url = stack.start_service()
     try:
         tenant_a = stack.bastion_json("tenant", "create", "tenant-a")

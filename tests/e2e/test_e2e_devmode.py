@@ -39,6 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack
     stack = LocalStack(tmp_path_factory.mktemp("e2e-devmode"))
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     url = stack.start_service()
     try:
         tenant = stack.bastion_json("tenant", "create", "acme")

@@ -185,6 +185,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     stack = LocalStack(root / "stack")
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir))
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     url = stack.start_service()
     broker: Mosquitto | None = None
     subscriber: Subscriber | None = None

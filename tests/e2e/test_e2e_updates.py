@@ -124,6 +124,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # A short trial bound keeps a hung trial OS from stalling the suite.
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir), "--trial-timeout", "30")
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"))
     url = stack.start_service()
     try:
         tenant = stack.bastion_json("tenant", "create", "acme")
@@ -250,3 +251,33 @@ def test_4_broken_os_rolls_back_by_itself(world: World, device: RunningDevice) -
     assert again.get("result") != "reboot", again
     status = world.stack.bastion_json("device", "show-deployment-status", device.device_id)
     assert json.dumps(status).count("1.1.0") >= 1
+
+
+def test_5_a_closed_window_applies_at_the_next_check_in(world: World, device: RunningDevice) -> None:
+    """Issue 7: a group's window change reaches the running device without a new attestation."""
+    opens = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)).strftime("%H:%M")
+    world.stack.bastion("device-group", "update", GROUP, "--window-start", opens, "--window-minutes", "60")
+    world.deploy(world.build_app("3.0.0"))
+    summary = device.update_check()
+    assert summary.get("result") == "maintenance_window", summary
+    assert not any(a.get("version") == "3.0.0" for a in device.apps())
+    world.stack.bastion("device-group", "update", GROUP, "--no-window")
+    summary = device.update_check()
+    assert summary.get("result") == "installed", summary
+    wait_for("app v3 running", lambda: any(a.get("version") == "3.0.0" for a in device.apps()))
+
+
+def test_6_a_revoked_os_fails_the_next_attestation(world: World, device: RunningDevice) -> None:
+    """Issue 7: `bastion os revoke`; the device running it is refused at its next attestation (a reboot)."""
+    revoked = world.stack.bastion_json("os", "revoke", "1.1.0")
+    assert [i["version"] for i in revoked] == ["1.1.0"]
+    device.stop()
+    device.process = world.stack.start_device(device.dev)
+
+    def refused() -> dict[str, Any] | None:
+        shown = world.stack.bastion_json("device", "show", device.device_id)
+        attestations = shown.get("attestations") or []
+        return attestations[0] if attestations and attestations[0].get("reason") == "os_revoked" else None
+
+    last = wait_for("the attestation refused with os_revoked", refused)
+    assert last["result"] == "failed"

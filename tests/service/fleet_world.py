@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from bastion.service.ca.service import load_signing_ca
 from bastion.service.config import Settings
 from bastion.service.models import Device
 from bastion.service.tuf import TargetSpec
+from bastion.service.vendors.os_keys import trust_os_publisher
 from conftest import TestClient, bearer
 
 APP_COMPONENT = str(uuid.UUID(int=0xA11))
@@ -69,6 +70,13 @@ def os_image(key: PrivateKey, version: str, *, security_version: int = 1) -> byt
     )
 
 
+def trust_os_key(sessions: sessionmaker[Session], key: PrivateKey) -> PrivateKey:
+    """Trust ``key`` service-wide as an OS-publisher key (idempotent); return it."""
+    with sessions() as session:
+        trust_os_publisher(session, public_pem(key).encode(), name="test OS publisher", now=dt.datetime.now(dt.UTC))
+    return key
+
+
 def public_pem(key: PrivateKey) -> str:
     return public_key_pem(key.public_key()).decode()
 
@@ -82,13 +90,21 @@ class FakePublisher:
     """An in-memory TUF publisher: remembers the last target set of each group."""
 
     published: dict[str, list[TargetSpec]] = field(default_factory=dict)
+    customs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
 
     def publish_group(
-        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+        self,
+        settings: Settings,
+        group_id: str,
+        targets: Sequence[TargetSpec],
+        *,
+        now: dt.datetime,
+        custom: Mapping[str, Any] | None = None,
     ) -> None:
         self.calls += 1
         self.published[group_id] = list(targets)
+        self.customs[group_id] = dict(custom or {})
 
     def group_root(self, settings: Settings, group_id: str) -> bytes:
         return f'{{"fake-root": "{group_id}"}}'.encode()
@@ -173,8 +189,8 @@ OCTET = {"Content-Type": "application/octet-stream"}
 class Fleet:
     """One tenant's product, an app key, and helpers over the HTTP API."""
 
-    def __init__(self, client: TestClient, token: str) -> None:
-        self.client, self.token = client, token
+    def __init__(self, client: TestClient, token: str, sessions: sessionmaker[Session] | None = None) -> None:
+        self.client, self.token, self.sessions = client, token, sessions
         self.key = generate_private_key()
         self.call("POST", "/app-signing-keys", json={"name": "release", "public_key_pem": public_pem(self.key)})
         product = self.call("POST", "/products", json={"name": "Lamp"}).json()
@@ -191,6 +207,9 @@ class Fleet:
         return dict(r.json())
 
     def os(self, key: PrivateKey, version: str, feed: str = "retail") -> dict[str, Any]:
+        """Publish an OS image signed by ``key`` (trusted first as an OS-publisher key, with ``sessions``)."""
+        if self.sessions is not None:
+            trust_os_key(self.sessions, key)
         r = self.call("POST", "/os-images", params={"feed": feed}, content=os_image(key, version), headers=OCTET)
         assert r.status_code == 201, r.text
         return dict(r.json())

@@ -108,6 +108,9 @@ def test_fleet_cli_end_to_end(tmp_path: Path) -> None:
     assert str(deployment["id"]) in run("deployment", "list", "--group", "Lamp/Field Test")
 
     os_key = generate_private_key()
+    os_pub = tmp_path / "os-signing.pub.pem"
+    os_pub.write_bytes(public_key_pem(os_key.public_key()))
+    run("service", "trust-os-publisher", str(os_pub), "--name", "Lamp OS")
     for version, feed in (("1.0.0", "retail"), ("1.1.0", "retail-eval")):
         path = tmp_path / f"os-{version}.img"
         path.write_bytes(os_image(os_key, version))

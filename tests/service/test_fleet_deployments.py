@@ -35,8 +35,10 @@ def publisher(app: FastAPI) -> FakePublisher:
 
 
 @pytest.fixture
-def fleet(client: TestClient, tenant: CreatedTenant, publisher: FakePublisher) -> Fleet:
-    return Fleet(client, tenant.admin_token)
+def fleet(
+    client: TestClient, tenant: CreatedTenant, publisher: FakePublisher, session_factory: sessionmaker[Session]
+) -> Fleet:
+    return Fleet(client, tenant.admin_token, session_factory)
 
 
 def test_targets_follow_the_group_policy(fleet: Fleet, publisher: FakePublisher) -> None:

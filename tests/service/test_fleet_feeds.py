@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from fleet_world import OCTET, OS_COMPONENT, FakePublisher, Fleet, os_image
+from fleet_world import OCTET, OS_COMPONENT, FakePublisher, Fleet, os_image, trust_os_key
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,8 +29,10 @@ def publisher(app: FastAPI) -> FakePublisher:
 
 
 @pytest.fixture
-def fleet(client: TestClient, tenant: CreatedTenant, publisher: FakePublisher) -> Fleet:
-    return Fleet(client, tenant.admin_token)
+def fleet(
+    client: TestClient, tenant: CreatedTenant, publisher: FakePublisher, session_factory: sessionmaker[Session]
+) -> Fleet:
+    return Fleet(client, tenant.admin_token, session_factory)
 
 
 def _os_target(publisher: FakePublisher, group: str) -> list[str]:
@@ -38,9 +40,10 @@ def _os_target(publisher: FakePublisher, group: str) -> list[str]:
 
 
 def test_publish_stores_the_image_and_defaults_to_retail(
-    fleet: Fleet, publisher: FakePublisher, settings: Settings
+    fleet: Fleet, publisher: FakePublisher, settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    data = os_image(generate_private_key(), "1.0.0")
+    key = trust_os_key(session_factory, generate_private_key())
+    data = os_image(key, "1.0.0")
     r = fleet.call("POST", "/os-images", content=data, headers=OCTET)
     assert r.status_code == 201, r.text
     image = r.json()
@@ -51,9 +54,7 @@ def test_publish_stores_the_image_and_defaults_to_retail(
     # A retail image reaches both feeds.
     for name in ("Development", "Production", "Production OS Evaluation"):
         assert _os_target(publisher, fleet.groups[name]) == expected
-    r = fleet.call(
-        "POST", "/os-images", params={"feed": "beta"}, content=os_image(generate_private_key(), "1.0.1"), headers=OCTET
-    )
+    r = fleet.call("POST", "/os-images", params={"feed": "beta"}, content=os_image(key, "1.0.1"), headers=OCTET)
     assert (r.status_code, r.json()["error"]) == (400, "invalid_feed")
 
 

@@ -133,9 +133,18 @@ def test_group_update_changes_policy_feed_and_window(api: Callable[..., Any], pu
         json={"maintenance_window": {"start": "23:00", "duration_minutes": 120}},
     )
     assert r.json()["maintenance_window"] == {"start": "23:00", "duration_minutes": 120}
-    assert publisher.calls == calls + 1  # a window does not change targets
+    # A window travels signed in the group's targets metadata: republished, so running devices see it.
+    assert publisher.calls == calls + 2
+    window = {"start": "23:00", "duration_minutes": 120}
+    assert publisher.customs[field_test["id"]] == {
+        "bastion": {"maintenance_window": window, "update_policy": "NoUpdates"}
+    }
     r = api("PATCH", "/device-groups/Lamp/Field Test", json={"maintenance_window": None})
     assert r.json()["maintenance_window"] is None
+    assert publisher.calls == calls + 3
+    assert publisher.customs[field_test["id"]]["bastion"]["maintenance_window"] is None
+    api("PATCH", "/device-groups/Lamp/Field Test", json={"maintenance_window": None})
+    assert publisher.calls == calls + 3  # no change, no republish
     r = api("PATCH", "/device-groups/Lamp/Field Test", json={"update_policy": "Always"})
     assert r.json()["error"] == "invalid_policy"
     assert api("GET", f"/device-groups/{field_test['id']}").json()["update_policy"] == "NoUpdates"

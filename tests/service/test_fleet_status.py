@@ -23,9 +23,9 @@ COSE = {"Content-Type": "application/cose"}
 
 
 @pytest.fixture
-def fleet(app: FastAPI, client: TestClient, tenant: CreatedTenant) -> Fleet:
+def fleet(app: FastAPI, client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session]) -> Fleet:
     app.state.tuf_publisher = FakePublisher()
-    return Fleet(client, tenant.admin_token)
+    return Fleet(client, tenant.admin_token, session_factory)
 
 
 def _post(client: TestClient, body: bytes) -> tuple[int, str]:

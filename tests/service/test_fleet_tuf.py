@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from fleet_world import APP_COMPONENT, OCTET, OS_COMPONENT, Fleet, make_status_device, os_image
+from fleet_world import APP_COMPONENT, OCTET, OS_COMPONENT, Fleet, make_status_device, os_image, trust_os_key
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.keys import generate_private_key
@@ -36,10 +36,15 @@ def test_deployment_and_os_publish_reach_the_group_repository(
     master_key: bytes,
     clock: FakeClock,
 ) -> None:
-    fleet = Fleet(client, tenant.admin_token)
+    fleet = Fleet(client, tenant.admin_token, session_factory)
     production = fleet.groups["Production"]
     assert _targets(client, production) == {}
-    r = fleet.call("POST", "/os-images", content=os_image(generate_private_key(), "1.0.0"), headers=OCTET)
+    r = fleet.call(
+        "POST",
+        "/os-images",
+        content=os_image(trust_os_key(session_factory, generate_private_key()), "1.0.0"),
+        headers=OCTET,
+    )
     assert r.status_code == 201, r.text
     image = fleet.app("1.0.0")
     assert fleet.deploy(production, str(image["id"])).status_code == 201

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography import x509
+from fleet_world import trust_os_key
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,15 @@ from bastion.service.models import TenantCA
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
 
+#: The OS-publisher key the images of these tests are signed with (trusted by the ``os_key`` fixture).
+OS_KEY = generate_private_key()
+
+
+@pytest.fixture
+def os_key(session_factory: sessionmaker[Session]) -> None:
+    """Trust :data:`OS_KEY` as an OS-publisher key."""
+    trust_os_key(session_factory, OS_KEY)
+
 
 def _image(image_type: ImageType = ImageType.OS, version: str = "1.0.0", payload: bytes = b"os payload") -> bytes:
     out = io.BytesIO()
@@ -35,7 +45,7 @@ def _image(image_type: ImageType = ImageType.OS, version: str = "1.0.0", payload
         component_id=str(uuid.UUID(int=7)),
         version=version,
         security_version=3,
-        key=generate_private_key(),
+        key=OS_KEY,
     )
     return out.getvalue()
 
@@ -84,6 +94,7 @@ def test_sealed_key_moved_to_another_tenant_does_not_open(
         load_signing_ca(session, b.tenant_id, master_key)
 
 
+@pytest.mark.usefixtures("os_key")
 def test_publish_os_image(client: TestClient, tenant: CreatedTenant, clock: FakeClock) -> None:
     blob = _image(version="1.2.3")
     r = client.post(
@@ -107,6 +118,7 @@ def test_publish_os_image(client: TestClient, tenant: CreatedTenant, clock: Fake
     assert dup.json()["error"] == "duplicate_os_image"
 
 
+@pytest.mark.usefixtures("os_key")
 def test_streamed_upload_without_length(client: TestClient, tenant: CreatedTenant) -> None:
     blob = _image()
 

@@ -18,7 +18,7 @@ from bastion.cli.apps import app as cli_app
 from bastion.cli.main import _register
 from bastion.cli.output import CliError
 from bastion.crypto.certs import make_ca
-from bastion.crypto.keys import generate_private_key
+from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.images.package import ImageType, build_image
 from bastion.service.config import Settings
 from conftest import FakeClock
@@ -128,6 +128,10 @@ def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
     assert reader["token"].startswith("bst_")
 
     image = tmp_path / "os.img"
+    os_key = generate_private_key()
+    os_pub = tmp_path / "os-signing.pub.pem"
+    os_pub.write_bytes(public_key_pem(os_key.public_key()))
+    run("service", "trust-os-publisher", str(os_pub))
     with image.open("wb") as out:
         build_image(
             out,
@@ -136,7 +140,7 @@ def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
             component_id=str(uuid.uuid4()),
             version="2.0.0",
             security_version=1,
-            key=generate_private_key(),
+            key=os_key,
         )
     published = json.loads(run("os", "publish", str(image), "--json"))
     assert published["version"] == "2.0.0"

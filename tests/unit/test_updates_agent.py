@@ -499,3 +499,37 @@ def test_unreachable_repository_is_transient(rig: Rig) -> None:
     summary = rig.agent.check(NOW)
     assert summary.result == "unavailable"
     assert summary.next_check_at == (NOW + dt.timedelta(minutes=10)).isoformat()
+
+
+def test_a_window_signed_into_the_group_metadata_applies_at_the_next_check(tmp_path: Path) -> None:
+    """Issue 7: a group's window change reaches a running device at its next check-in, not its next attestation."""
+    rig = make_rig(tmp_path)  # the attestation answer said: any time
+    rig.agent.on_attested(NOW)
+    rig.publish_app(APP_A, "1.0.0")
+    closed = {"start": "22:00", "duration_minutes": 120}
+    rig.repo.targets.signed.unrecognized_fields["custom"] = {
+        "bastion": {"maintenance_window": closed, "update_policy": "UpdateAll"}
+    }
+    rig.repo.publish()
+    summary = rig.agent.check(NOW)  # 03:00: closed by the signed window
+    assert summary.result == "maintenance_window"
+    assert summary.next_check_at == "2026-03-02T22:00:00+00:00"
+    assert rig.target_requests(APP_A) == 0
+    # The group removes its window: the next check installs, though the pointer never changed.
+    rig.repo.targets.signed.unrecognized_fields["custom"] = {
+        "bastion": {"maintenance_window": None, "update_policy": "UpdateAll"}
+    }
+    rig.repo.publish()
+    assert rig.agent.check(NOW).result == "installed"
+    rig.apps.stop_all()
+
+
+def test_a_malformed_signed_window_is_refused(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.agent.on_attested(NOW)
+    rig.publish_app(APP_A, "1.0.0")
+    rig.repo.targets.signed.unrecognized_fields["custom"] = {"bastion": {"maintenance_window": {"start": "9"}}}
+    rig.repo.publish()
+    summary = rig.agent.check(NOW)
+    assert summary.result == "refused"
+    assert rig.target_requests(APP_A) == 0

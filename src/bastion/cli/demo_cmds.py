@@ -79,6 +79,7 @@ def _run(stack: LocalStack) -> None:
 
     _step(2, "Start the Security Service on loopback (SQLite) and trust the vendor CA")
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"), "--name", "Demo Silicon")
+    stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"), "--name", "Demo OS")
     url = stack.start_service()
     console.print(f"service at {url} (log: {stack.service_log})")
 

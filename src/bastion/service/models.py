@@ -136,6 +136,10 @@ class OsImage(Base):
     feed: Mapped[str] = mapped_column(String(16), server_default="retail")
     #: When a retail-eval image was promoted to retail too (None: not promoted).
     promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The OS-publisher key that signed it (migration 0010_image_integrity; None: published before).
+    signer_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Who revoked it (migration 0010_image_integrity).
+    revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class Device(Base):
@@ -386,3 +390,22 @@ class AuthFailure(Base):
     first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_target: Mapped[str] = mapped_column(String(200))  # e.g. "GET /api/v1/whoami"
+
+
+# --- image integrity (migration 0010_image_integrity) ----------------------------
+
+
+class OsPublisherKey(Base):
+    """A public key of an OS publisher, trusted service-wide to sign OS images (issue 7, section 5).
+
+    ``POST /os-images`` verifies every package against these keys before the
+    image becomes known-good; the private half never reaches the service.
+    """
+
+    __tablename__ = "os_publisher_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256 of the SEC1 public key
+    name: Mapped[str] = mapped_column(String(200))
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(100))

@@ -100,6 +100,8 @@ SYSTEM_RO_PATHS = (
     "/lib",
     "/lib64",
     "/bin",
+    # ctypes.util.find_library runs /sbin/ldconfig -p: without it pyseccomp cannot find libseccomp.
+    "/sbin",
     "/etc/ssl",
     "/etc/resolv.conf",
     "/etc/hosts",

@@ -93,7 +93,8 @@ def load_libseccomp() -> Any:
     """
     try:
         import pyseccomp  # type: ignore[import-untyped]
-    except (ImportError, OSError, AttributeError) as exc:  # AttributeError: a libseccomp too old for its symbols
+    # AttributeError: a libseccomp too old for its symbols; RuntimeError: pyseccomp found no libseccomp at all.
+    except (ImportError, OSError, AttributeError, RuntimeError) as exc:
         raise SandboxUnavailableError(
             "libseccomp (libseccomp.so.2) or its Python binding pyseccomp cannot be loaded",
             "apt-get install libseccomp2 && pip install pyseccomp",

@@ -7,7 +7,8 @@ the control socket. One check:
 1. refresh the group's TUF metadata (:mod:`~bastion.os.updates.tuf_client`);
 2. pick what is new: per app the newest version above the installed one; the
    newest OS above the running one; never a target refused or rolled back before;
-3. honour the maintenance window, tell the apps (``update_pending``; when one hears it
+3. honour the maintenance window (the one signed into the group's targets
+   metadata, so a change applies at the next check-in), tell the apps (``update_pending``; when one hears it
    and may defer, they get ``AgentSettings.update_notice`` to answer) and honour their deferral
    (:mod:`~bastion.os.updates.policy`), before downloading anything; then
    ``update_ready`` (:mod:`bastion.os.appservices.sysevent`);
@@ -45,7 +46,7 @@ from bastion.os.updates.errors import UpdateError, UpdateFailedError, UpdateRefu
 from bastion.os.updates.events import EventQueue
 from bastion.os.updates.fetcher import CachingFetcher
 from bastion.os.updates.os_update import RunningOs, stage_os_update
-from bastion.os.updates.pointer import GroupStore, UpdatePointer
+from bastion.os.updates.pointer import GroupStore, MaintenanceWindow, UpdatePointer, signed_window
 from bastion.os.updates.policy import decide, remaining_deferral, requested_deferral
 from bastion.os.updates.reporter import DeviceStatus, StatusReporter
 from bastion.os.updates.tuf_client import GroupRepository, Target, TufLimits
@@ -397,6 +398,9 @@ class UpdateAgent:
             repo = self._repository(pointer)
             repo.refresh()
             plan = self._plan(repo.targets())
+            # The window in force is the one signed into the group's targets metadata:
+            # a change reaches the device at this check-in, not at its next attestation.
+            window = signed_window(repo.group_custom(), pointer.maintenance_window)
         except UpdateUnavailableError as exc:
             summary.result, summary.detail = "unavailable", str(exc)
             _log.info("update check: %s", exc)
@@ -410,7 +414,7 @@ class UpdateAgent:
         if not plan.apps and plan.os is None:
             self._settle()
             return
-        if not self._may_install(pointer, plan, summary, now):
+        if not self._may_install(window, plan, summary, now):
             return
         self._install_apps(repo, plan.apps, summary, now)
         if plan.os is not None:
@@ -430,7 +434,9 @@ class UpdateAgent:
             if self.sysevents is not None:
                 self.sysevents.settle()
 
-    def _may_install(self, pointer: UpdatePointer, plan: _Plan, summary: CheckSummary, now: dt.datetime) -> bool:
+    def _may_install(
+        self, window: MaintenanceWindow | None, plan: _Plan, summary: CheckSummary, now: dt.datetime
+    ) -> bool:
         """Window, notice to the apps, deferral (see :mod:`~bastion.os.updates.policy`); False = not now."""
         installed = self.store.installed()
         requested = requested_deferral(installed, self.sysevents.requests() if self.sysevents else {}, now)
@@ -439,7 +445,7 @@ class UpdateAgent:
         )
         decision = decide(
             now,
-            window=pointer.maintenance_window,
+            window=window,
             requested_until=requested[0] if requested else None,
             deferral_started=started,
         )

@@ -11,6 +11,9 @@ first use, over the attested TLS session) and is stored once in
 ``DEV/os-state/tuf/<group_id>/root.json``; every later root comes only through
 TUF root rotation, which ngclient verifies. The current pointer (group, base
 path, maintenance window; not the root) is kept in ``DEV/os-state/tuf/group.json``.
+The window in force is the one the group's signed TUF targets metadata carries
+(:func:`signed_window`), read after every refresh; the pointer's window is the
+fallback for a repository that carries none.
 
 Example:
     >>> p = parse_update_pointer({"group_id": "g1", "tuf_base": "/tuf/g1", "root": "e30="})
@@ -25,6 +28,7 @@ import binascii
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ __all__ = [
     "MaintenanceWindow",
     "UpdatePointer",
     "parse_update_pointer",
+    "signed_window",
 ]
 
 #: Bound on the first root metadata handed over at attestation (same as ngclient's root bound).
@@ -112,6 +117,23 @@ class MaintenanceWindow:
             return now
         opening = self._opening_on(now.astimezone(dt.UTC).date())
         return opening if opening > now else opening + dt.timedelta(days=1)
+
+
+def signed_window(custom: Mapping[str, Any], fallback: MaintenanceWindow | None) -> MaintenanceWindow | None:
+    """The maintenance window the group's signed targets metadata carries, else ``fallback``.
+
+    The service signs ``{"bastion": {"maintenance_window": {...} | null, ...}}``
+    into the group's targets role (docs/updates.md), so the device sees a
+    changed window at its next check-in; ``fallback`` (the window of the last
+    attestation answer) serves a repository published before it did.
+
+    Raises:
+        UpdateRefusedError: (``bad-pointer``) the signed window is malformed.
+    """
+    settings = custom.get("bastion")
+    if not isinstance(settings, dict) or "maintenance_window" not in settings:
+        return fallback
+    return MaintenanceWindow.parse(settings["maintenance_window"])
 
 
 @dataclass(frozen=True)

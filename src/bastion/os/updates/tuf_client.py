@@ -146,6 +146,7 @@ class GroupRepository:
     ) -> None:
         self._limits = limits or TufLimits()
         self._dir = metadata_dir
+        self._local: Metadata[Targets] | None = None
         base = base_url.rstrip("/")
         self._updater = _guard(
             lambda: Updater(
@@ -165,7 +166,27 @@ class GroupRepository:
             UpdateRefusedError: the metadata failed a check (rollback, freeze, ...).
             UpdateUnavailableError: the repository could not be reached.
         """
+        self._local = None
         _guard(self._updater.refresh)
+
+    def _verified_targets(self) -> Metadata[Targets]:
+        # ngclient persists targets.json only after verifying it; it offers no listing API.
+        if self._local is None:
+            self._local = _guard(lambda: Metadata[Targets].from_bytes((self._dir / "targets.json").read_bytes()))
+        return self._local
+
+    def group_custom(self) -> dict[str, Any]:
+        """The group-wide ``custom`` object of the refreshed targets role (``{}`` if it has none).
+
+        The service signs the group's update settings (maintenance window,
+        update policy) into it, so they are as fresh and as trustworthy as the
+        targets themselves.
+
+        Raises:
+            UpdateRefusedError: the stored targets metadata does not load.
+        """
+        value = self._verified_targets().signed.unrecognized_fields.get("custom")
+        return value if isinstance(value, dict) else {}
 
     def targets(self) -> list[Target]:
         """The targets of the refreshed top-level targets role, each looked up through ngclient.
@@ -173,8 +194,7 @@ class GroupRepository:
         Raises:
             UpdateRefusedError: too many targets, or a lookup failed a check.
         """
-        # ngclient persists targets.json only after verifying it; it offers no listing API.
-        local = _guard(lambda: Metadata[Targets].from_bytes((self._dir / "targets.json").read_bytes()))
+        local = self._verified_targets()
         paths = sorted(local.signed.targets)
         if len(paths) > self._limits.max_targets:
             raise UpdateRefusedError("length", f"the repository lists more than {self._limits.max_targets} targets")

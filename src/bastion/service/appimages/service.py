@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -61,32 +61,52 @@ def add_app_image(
         Conflict: the same image, or another one with the same component and version (``duplicate_app_image``).
     """
     limits = ImageLimits(max_payload_bytes=max_bytes)
+    target = f"app_image:{sha256}"
+
+    def refuse(error: InvalidRequest, detail: str) -> NoReturn:
+        # Every refused upload is on the record (issue 7, section 5), then raised.
+        record_denied(
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="app_image.add",
+            target=target,
+            detail=detail,
+        )
+        raise error
+
     try:
         header = inspect_image(stream, limits=limits)
     except ImageError as exc:
-        raise InvalidImage(f"not a Bastion image package: {exc}") from exc
+        refuse(InvalidImage(f"not a Bastion image package: {exc}"), "not an image package")
     if header.image_type is not ImageType.APP:
-        raise InvalidImage(
-            f"this is an image of type {header.image_type.value!r}; 'image add' takes app images "
-            "(publish OS images with 'bastion os publish')"
+        refuse(
+            InvalidImage(
+                f"this is an image of type {header.image_type.value!r}; 'image add' takes app images "
+                "(publish OS images with 'bastion os publish')"
+            ),
+            f"image type {header.image_type.value}",
         )
     keys = tenant_app_keys(session, who.tenant_id)
     signer = header.signer.hex()
     key = keys.get(signer)
     if key is None:
-        raise InvalidRequest(
-            f"the image is signed by key {signer[:16]}…, which is not registered for your tenant; "
-            "register its public half with 'bastion keys register KEY.pub.pem'",
-            code="unknown_signer",
+        refuse(
+            InvalidRequest(
+                f"the image is signed by key {signer[:16]}…, which is not registered for your tenant; "
+                "register its public half with 'bastion keys register KEY.pub.pem'",
+                code="unknown_signer",
+            ),
+            f"unknown signer {signer}",
         )
     stream.seek(0)
     try:
         verify_image(stream, [key], limits=limits)
     except ImageSignatureError as exc:
-        raise InvalidImage(f"the image signature does not verify: {exc}") from exc
+        refuse(InvalidImage(f"the image signature does not verify: {exc}"), "bad signature")
     except ImageError as exc:
-        raise InvalidImage(f"the image is damaged: {exc}") from exc
-    target = f"app_image:{sha256}"
+        refuse(InvalidImage(f"the image is damaged: {exc}"), f"damaged: {exc}")
     dup = session.scalar(
         select(AppImage.id).where(
             AppImage.tenant_id == who.tenant_id,

@@ -229,7 +229,10 @@ def update_group(
     now: dt.datetime,
     publisher: Publisher,
 ) -> DeviceGroup:
-    """Change a group's policy, feed or window; republish when its targets change; commit.
+    """Change a group's policy, feed or window; republish (targets and signed settings); commit.
+
+    Every change republishes: the window and policy travel in the group's signed
+    targets metadata, so running devices see them at their next check-in.
 
     Raises:
         InvalidRequest: bad policy, feed or window.
@@ -247,7 +250,6 @@ def update_group(
         if feed != group.os_feed:
             changes.append(f"feed={group.os_feed}->{feed}")
             group.os_feed = feed
-    targets_changed = bool(changes)
     if change.set_window:
         start, minutes = parse_window(change.window_start, change.window_minutes)
         if (start, minutes) != (group.window_start, group.window_minutes):
@@ -257,8 +259,7 @@ def update_group(
         return group
     group.updated_at = now
     session.flush()
-    if targets_changed:
-        republish(session, settings, group, now=now, publisher=publisher)
+    republish(session, settings, group, now=now, publisher=publisher)
     record(
         session,
         now=now,

@@ -1,7 +1,8 @@
 """What a device group's TUF repository holds, and the one seam to the TUF slice.
 
-Every change that alters a group's targets (deployment created, OS published or
-promoted on its feed, policy or feed changed) calls :func:`republish`, which
+Every change that alters a group's targets or update settings (deployment
+created, OS published, promoted or revoked on its feed, policy, feed or
+maintenance window changed) calls :func:`republish`, which
 computes the group's :class:`~bastion.service.tuf.TargetSpec` list (docs/updates.md
 "Fleet model") and hands it to a :class:`Publisher`. The real publisher is
 :mod:`bastion.service.tuf`; tests may pass an in-memory one with the same methods.
@@ -16,7 +17,7 @@ import base64
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
@@ -43,6 +44,7 @@ __all__ = [
     "app_target_path",
     "blob_store",
     "get_publisher",
+    "group_custom",
     "newest_os_images",
     "os_target_path",
     "republish",
@@ -59,9 +61,15 @@ class Publisher(Protocol):
     """What the fleet needs from the TUF slice."""
 
     def publish_group(
-        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+        self,
+        settings: Settings,
+        group_id: str,
+        targets: Sequence[TargetSpec],
+        *,
+        now: dt.datetime,
+        custom: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write the group's repository for exactly ``targets`` (idempotent)."""
+        """Write the group's repository for exactly ``targets`` and the group-wide ``custom`` (idempotent)."""
 
     def group_root(self, settings: Settings, group_id: str) -> bytes:
         """Return the group's ``1.root.json``."""
@@ -71,9 +79,15 @@ class TufPublisher:
     """The real publisher: :mod:`bastion.service.tuf`."""
 
     def publish_group(
-        self, settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
+        self,
+        settings: Settings,
+        group_id: str,
+        targets: Sequence[TargetSpec],
+        *,
+        now: dt.datetime,
+        custom: Mapping[str, Any] | None = None,
     ) -> None:
-        tuf.publish_group(settings, group_id, targets, now=now)
+        tuf.publish_group(settings, group_id, targets, now=now, custom=custom)
 
     def group_root(self, settings: Settings, group_id: str) -> bytes:
         return tuf.group_root(settings, group_id)
@@ -178,6 +192,22 @@ def targets_for_group(
     return targets
 
 
+def group_custom(group: DeviceGroup) -> dict[str, Any]:
+    """The group's update settings, signed into its targets role's ``custom`` (docs/updates.md).
+
+    ``{"bastion": {"maintenance_window": {"start": "HH:MM", "duration_minutes": n} | None,
+    "update_policy": "UpdateAll" | ...}}``. Devices read the window from here after
+    every TUF refresh, so a change takes effect at their next check-in rather
+    than at their next attestation (issue 7, section 2).
+    """
+    window = (
+        {"start": group.window_start, "duration_minutes": group.window_minutes}
+        if group.window_start is not None and group.window_minutes is not None
+        else None
+    )
+    return {"bastion": {"maintenance_window": window, "update_policy": group.update_policy}}
+
+
 def republish(
     session: Session,
     settings: Settings,
@@ -187,9 +217,9 @@ def republish(
     publisher: Publisher,
     limits: FleetLimits = DEFAULT_FLEET_LIMITS,
 ) -> list[TargetSpec]:
-    """Publish the group's current targets to its TUF repository; return them."""
+    """Publish the group's current targets and update settings to its TUF repository; return the targets."""
     targets = targets_for_group(session, group, settings, limits=limits)
-    publisher.publish_group(settings, group.id, targets, now=now)
+    publisher.publish_group(settings, group.id, targets, now=now, custom=group_custom(group))
     return targets
 
 

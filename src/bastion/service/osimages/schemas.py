@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["OsImageOut", "PromoteRequest"]
+__all__ = ["OsImageOut", "OsRevokeOut", "PromoteRequest"]
 
 
 class OsImageOut(BaseModel):
@@ -23,7 +23,15 @@ class OsImageOut(BaseModel):
     revoked_at: dt.datetime | None
     feed: str
     promoted_at: dt.datetime | None
+    signer_key_id: str | None = None
+    revoked_by: str | None = None
 
 
 class PromoteRequest(BaseModel):
     image: str = Field(max_length=100, description="version or measurement (hex SHA-256)")
+
+
+class OsRevokeOut(BaseModel):
+    """The images a revocation took off (every image of the tenant with that version or measurement)."""
+
+    revoked: list[OsImageOut]

@@ -1,13 +1,19 @@
 """Publishing known-good OS images (per tenant reference values) on OS feeds, and promoting them.
 
 The measurement is the SHA-256 of the whole package file, the same value
-DICE measures on the device. The service does not check the publisher
-signature (devices do, against their pinned key); it records which exact
-images this tenant vouches for, keeps the file in the blob store (the TUF
-repositories serve it), and republishes the groups whose OS target changes.
+DICE measures on the device. Before an image becomes known-good the service
+verifies it completely (issue 7, section 5): its header signature against the
+service's trusted OS-publisher keys (:mod:`bastion.service.vendors.os_keys`)
+and its payload against the signed digest and size. Devices check the
+signature again against their pinned key. The service then records which
+exact images this tenant vouches for, keeps the file in the blob store (the
+TUF repositories serve it), and republishes the groups whose OS target changes.
+Every refused upload is an audit event (``os_image.publish``, denied).
 
 Every published image, on any feed, is known-good for attestation until
-revoked; the feed only decides which groups are offered it as an update.
+revoked (:func:`revoke_os_image`); the feed only decides which groups are
+offered it as an update. A revoked image leaves every feed at once, and a
+device that measures it fails its next attestation with ``os_revoked``.
 """
 
 from __future__ import annotations
@@ -15,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.images.errors import ImageError
-from bastion.images.package import ImageType, inspect_image
+from bastion.images.errors import ImageError, ImageSignatureError
+from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_image, verify_image
 from bastion.service.audit.service import record, record_denied
 from bastion.service.auth.service import Principal
 from bastion.service.blobs.store import BlobStore, BlobTooLargeError
@@ -31,8 +37,9 @@ from bastion.service.errors import Conflict, DuplicateOsImage, InvalidImage, Inv
 from bastion.service.fleet.policy import OsFeed, parse_feed
 from bastion.service.fleet.targets import Publisher, blob_store, republish_feeds
 from bastion.service.models import OsImage
+from bastion.service.vendors.os_keys import os_publisher_key
 
-__all__ = ["list_os_images", "promote_os_image", "publish_os_image"]
+__all__ = ["list_os_images", "promote_os_image", "publish_os_image", "revoke_os_image"]
 
 _MEASUREMENT = re.compile(r"[0-9a-f]{64}")
 
@@ -66,20 +73,15 @@ def publish_os_image(
         publisher: the TUF publisher.
 
     Raises:
-        InvalidImage: not an image package, or not an OS image.
+        InvalidImage: not an image package, not an OS image, not signed by a
+            trusted OS-publisher key, or damaged (see :func:`_verified_header`;
+            each refusal is audited).
         InvalidRequest: unknown feed.
         DuplicateOsImage: the same measurement is already published for this tenant.
     """
     os_feed = parse_feed(feed)
-    try:
-        header = inspect_image(stream)
-    except ImageError as exc:
-        raise InvalidImage(f"not a Bastion image package: {exc}") from exc
-    if header.image_type is not ImageType.OS:
-        raise InvalidImage(
-            f"this is an image of type {header.image_type.value!r}; only 'os' images can be published here"
-        )
     target = f"os_image:{measurement}"
+    header = _verified_header(session, who, stream, target, settings=settings, now=now)
     duplicate = session.scalar(
         select(OsImage.id).where(OsImage.tenant_id == who.tenant_id, OsImage.measurement == measurement)
     )
@@ -96,6 +98,7 @@ def publish_os_image(
         size=size,
         published_at=now,
         feed=os_feed.value,
+        signer_key_id=header.signer.hex(),
     )
     session.add(image)
     try:
@@ -125,6 +128,82 @@ def publish_os_image(
     return image
 
 
+def _verified_header(
+    session: Session,
+    who: Principal,
+    stream: BinaryIO,
+    target: str,
+    *,
+    settings: Settings | None,
+    now: dt.datetime,
+) -> ImageHeader:
+    """Parse and fully verify an uploaded OS package; a refusal is audited (denied) and raised.
+
+    Raises:
+        InvalidImage: not an image package (``invalid_image``), not an OS image
+            (``invalid_image``), signed by a key that is no trusted OS publisher's
+            (``unknown_os_publisher``), a signature that does not verify
+            (``bad_image_signature``), or a payload that is truncated, too long
+            or has another digest than the signed one (``damaged_image``).
+    """
+    limits = (
+        ImageLimits() if settings is None else ImageLimits(max_payload_bytes=settings.limits.max_image_upload_bytes)
+    )
+
+    def refuse(detail: str, message: str, code: str, cause: Exception | None = None) -> NoReturn:
+        record_denied(
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="os_image.publish",
+            target=target,
+            detail=detail,
+        )
+        raise InvalidImage(message, code=code) from cause
+
+    try:
+        header = inspect_image(stream, limits=limits)
+    except ImageError as exc:
+        refuse("not an image package", f"not a Bastion image package: {exc}", "invalid_image", exc)
+    if header.image_type is not ImageType.OS:
+        refuse(
+            f"image type {header.image_type.value}",
+            f"this is an image of type {header.image_type.value!r}; only 'os' images can be published here",
+            "invalid_image",
+        )
+    signer = header.signer.hex()
+    key = os_publisher_key(session, signer)
+    if key is None:
+        refuse(
+            f"unknown OS publisher key {signer}",
+            f"the image is signed by key {signer[:16]}…, which is not a trusted OS-publisher key; the service "
+            "operator trusts one with 'bastion service trust-os-publisher os-signing.pub.pem' "
+            "(list them with 'bastion service os-publishers')",
+            "unknown_os_publisher",
+        )
+    stream.seek(0)
+    try:
+        verify_image(stream, [key], limits=limits)
+    except ImageSignatureError as exc:
+        refuse(
+            "bad signature",
+            f"the image signature does not verify against OS-publisher key {signer[:16]}…: {exc}; "
+            "rebuild it with 'bastion os build --key os-signing.key'",
+            "bad_image_signature",
+            exc,
+        )
+    except ImageError as exc:
+        refuse(
+            f"damaged: {exc}",
+            f"the image is damaged ({exc}); upload the file exactly as 'bastion os build' wrote it",
+            "damaged_image",
+            exc,
+        )
+    stream.seek(0)
+    return header
+
+
 def _store(store: BlobStore, stream: BinaryIO, measurement: str, size: int, limit: int) -> None:
     stream.seek(0)
     try:
@@ -150,16 +229,29 @@ def _deny_duplicate(
     raise DuplicateOsImage("this OS image is already published as known-good for your tenant") from cause
 
 
-def list_os_images(session: Session, who: Principal, *, limit: int) -> Sequence[OsImage]:
-    """The caller's known-good OS images, newest first."""
-    query = select(OsImage).where(OsImage.tenant_id == who.tenant_id).order_by(OsImage.id.desc()).limit(limit)
+def list_os_images(session: Session, who: Principal, *, limit: int, offset: int = 0) -> Sequence[OsImage]:
+    """The caller's OS images (known-good and revoked), newest first, one page."""
+    query = (
+        select(OsImage)
+        .where(OsImage.tenant_id == who.tenant_id)
+        .order_by(OsImage.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     return session.scalars(query).all()
+
+
+def _ref_column(ref: str) -> tuple[Any, str]:
+    """The column a reference names (measurement if it is hex SHA-256, else version) and its value."""
+    ref = ref.strip()
+    if _MEASUREMENT.fullmatch(ref.lower()):
+        return OsImage.measurement, ref.lower()
+    return OsImage.version, ref
 
 
 def _find(session: Session, who: Principal, ref: str) -> OsImage:
     ref = ref.strip()
-    column = OsImage.measurement if _MEASUREMENT.fullmatch(ref.lower()) else OsImage.version
-    value = ref.lower() if column is OsImage.measurement else ref
+    column, value = _ref_column(ref)
     rows = session.scalars(
         select(OsImage).where(OsImage.tenant_id == who.tenant_id, column == value, OsImage.revoked_at.is_(None))
     ).all()
@@ -209,3 +301,55 @@ def promote_os_image(
     )
     session.commit()
     return image
+
+
+def revoke_os_image(
+    session: Session,
+    who: Principal,
+    ref: str,
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    publisher: Publisher,
+) -> list[OsImage]:
+    """Revoke the caller's OS images named by version or measurement; republish both feeds; commit.
+
+    A version names every image of the tenant with that version. A revoked
+    image is no longer known-good: a device that measures it fails its next
+    attestation with ``os_revoked`` (the attestation success write re-checks
+    the image's standing atomically, so no cache outlives the revocation), and
+    it leaves every group's TUF targets. Revocation is final; publish a fixed
+    image under a new version.
+
+    Raises:
+        NotFound: no such image in the caller's tenant.
+        Conflict: every image it names is revoked already (``already_revoked``).
+    """
+    column, value = _ref_column(ref)
+    rows = session.scalars(
+        select(OsImage).where(OsImage.tenant_id == who.tenant_id, column == value).order_by(OsImage.id)
+    ).all()
+    shown = ref.strip()[:64]
+    if not rows:
+        raise NotFound(f"no published OS image {shown!r} in your tenant; list them with 'bastion os list'")
+    live = [row for row in rows if row.revoked_at is None]
+    if not live:
+        raise Conflict(f"OS image {shown!r} is revoked already", code="already_revoked")
+    for image in live:
+        image.revoked_at, image.revoked_by = now, who.actor
+    session.flush()
+    groups = republish_feeds(
+        session, settings, who.tenant_id, [OsFeed.RETAIL, OsFeed.RETAIL_EVAL], now=now, publisher=publisher
+    )
+    for image in live:
+        record(
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="os_image.revoke",
+            target=f"os_image:{image.measurement}",
+            detail=f"version={image.version} groups={groups}",
+        )
+    session.commit()
+    return live

@@ -265,6 +265,7 @@ def _advance(
     *,
     now: dt.datetime,
     new_targets: dict[str, TargetFile] | None,
+    new_custom: dict[str, Any] | None = None,
     bump_root: bool = False,
     bump_snapshot: bool = False,
 ) -> RepositoryState:
@@ -279,7 +280,8 @@ def _advance(
         _write(directory, f"{version}.root.json", root, signers["root"])
     if new_targets is not None:
         t_version = state.targets.signed.version + 1 if state else 1
-        targets = Metadata(Targets(t_version, None, now + TARGETS_LIFETIME, new_targets))
+        extra = {"custom": new_custom} if new_custom else None
+        targets = Metadata(Targets(t_version, None, now + TARGETS_LIFETIME, new_targets, unrecognized_fields=extra))
         t_data = _write(directory, f"{t_version}.targets.json", targets, signers["targets"])
         meta = {"targets.json": _meta_file(t_version, t_data)}
     elif state is not None:
@@ -300,13 +302,42 @@ def _advance(
     return RepositoryState(root, targets, snapshot, timestamp)
 
 
-def publish_group(
-    settings: Settings, group_id: str, targets: Sequence[TargetSpec], *, now: dt.datetime
-) -> PublishResult:
-    """Publish ``targets`` as the complete target set of a group.
+def _group_custom(custom: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The group-wide ``custom`` value of the targets role, checked and bounded (``{}``: none)."""
+    if not custom:
+        return {}
+    try:
+        custom_json = json.dumps(dict(custom), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTarget("the group's custom value is not a JSON object") from exc
+    if len(custom_json) > MAX_CUSTOM_BYTES:
+        raise InvalidTarget(f"the group's custom value is larger than {MAX_CUSTOM_BYTES} bytes")
+    loaded: dict[str, Any] = json.loads(custom_json)
+    return loaded
 
-    Creates the repository on first use. When the target set equals the
-    current one, nothing is written (``changed`` is False).
+
+def _current_custom(targets: Targets) -> dict[str, Any]:
+    """The group-wide ``custom`` value a targets role carries (``{}``: none)."""
+    value = targets.unrecognized_fields.get("custom")
+    return value if isinstance(value, dict) else {}
+
+
+def publish_group(
+    settings: Settings,
+    group_id: str,
+    targets: Sequence[TargetSpec],
+    *,
+    now: dt.datetime,
+    custom: Mapping[str, Any] | None = None,
+) -> PublishResult:
+    """Publish ``targets`` as the complete target set of a group, with the group-wide ``custom`` value.
+
+    ``custom`` (a JSON object of at most ``MAX_CUSTOM_BYTES``) is signed into
+    the targets role's own ``custom`` field: the fleet carries the group's
+    update settings there (maintenance window, update policy) so that a change
+    reaches devices at their next check-in. Creates the repository on first
+    use. When the target set and ``custom`` equal the current ones, nothing is
+    written (``changed`` is False).
 
     Raises:
         InvalidGroupId: ``group_id`` is not a lowercase UUID string.
@@ -317,6 +348,7 @@ def publish_group(
     validate_group_id(group_id)
     now = _utc(now)
     files = _target_files(targets)
+    group_custom = _group_custom(custom)
     store = BlobStore(settings.home / "blobs")
     for spec in targets:  # before the lock and before creating anything
         check_blob(store, spec.blob_sha256, spec.length)
@@ -331,13 +363,15 @@ def publish_group(
             signers = load_signers(settings, group_id, root.signed)
         else:
             state = load_state(settings, group_id)
-            if state.targets.signed.targets == files:
+            if state.targets.signed.targets == files and _current_custom(state.targets.signed) == group_custom:
                 return state.result(group_id, changed=False)
             root, signers = state.root, load_signers(settings, group_id, state.root.signed)
         served = targets_dir(settings, group_id)
         for spec in targets:
             place_target(store, served / served_target_name(spec.path, spec.blob_sha256), spec.blob_sha256, spec.length)
-        new_state = _advance(settings, group_id, root, state, signers, now=now, new_targets=files)
+        new_state = _advance(
+            settings, group_id, root, state, signers, now=now, new_targets=files, new_custom=group_custom
+        )
         return new_state.result(group_id, changed=True)
 
 
@@ -381,6 +415,7 @@ def refresh_group(settings: Settings, group_id: str, *, now: dt.datetime) -> boo
             signers,
             now=now,
             new_targets=dict(state.targets.signed.targets) if aging["targets"] else None,
+            new_custom=_current_custom(state.targets.signed),
             bump_root=aging["root"],
             bump_snapshot=aging["snapshot"],
         )
