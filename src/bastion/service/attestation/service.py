@@ -256,6 +256,15 @@ def _attest_verified(
             if not updated:
                 caches.forget_standing(device_id, evidence.os_measurement)
                 raise _changed_standing(tx, evidence)
+            repository.insert_device_certificate(
+                tx,
+                ca_id=ca.ca_id,
+                tenant_id=standing.tenant_id,
+                device_id=device_id,
+                serial=serial,
+                issued_at=now,
+                not_after=not_after,
+            )
             repository.insert_attestation(
                 tx,
                 at=now,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
+from bastion.service.ca.crl import publish_tenant_crls
 from bastion.service.devices import service
 from bastion.service.devices.schemas import AttestationOut, ClaimRequest, DeviceDetail, DeviceOut, UpdateEventOut
 from bastion.service.devicestatus.service import update_history
@@ -48,5 +49,8 @@ def show(
 
 
 @router.post("/devices/{device_id}/revoke")
-def revoke(device_id: str, who: ContributorDep, session: SessionDep, now: NowDep) -> DeviceOut:
-    return DeviceOut.model_validate(service.revoke_device(session, who, device_id, now=now))
+def revoke(device_id: str, who: ContributorDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> DeviceOut:
+    out = DeviceOut.model_validate(service.revoke_device(session, who, device_id, now=now))
+    # Commit first, then publish what is derived: the revocation is on the CRL at once.
+    publish_tenant_crls(session, who.tenant_id, master_key=settings.master_key, now=now)
+    return out
