@@ -36,6 +36,7 @@ from bastion.crypto.errors import CertificateError, InvalidSignature, MalformedI
 from bastion.crypto.keys import PrivateKey
 
 __all__ = [
+    "MAX_CRLS_IN_BUNDLE",
     "MAX_CRL_BYTES",
     "MAX_CRL_ENTRIES",
     "REASONS",
@@ -44,6 +45,7 @@ __all__ = [
     "crl_der",
     "crl_pem",
     "load_crl",
+    "load_crl_bundle",
     "verify_crl",
 ]
 
@@ -51,6 +53,8 @@ __all__ = [
 MAX_CRL_BYTES = 4 * 1024 * 1024
 #: Most revoked entries one CRL may carry (build and load).
 MAX_CRL_ENTRIES = 50_000
+#: Most CRLs in one PEM bundle (a tenant trusts at most a few CAs at once).
+MAX_CRLS_IN_BUNDLE = 8
 
 #: The RFC 5280 CRLReason values Bastion uses, by the name stored with a revocation.
 REASONS: dict[str, x509.ReasonFlags] = {
@@ -63,6 +67,7 @@ REASONS: dict[str, x509.ReasonFlags] = {
 }
 
 _PEM_BEGIN = b"-----BEGIN X509 CRL-----"
+_PEM_END = b"-----END X509 CRL-----"
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,30 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     except ValueError as exc:
         raise MalformedInput("not a well-formed X.509 CRL") from exc
     return crl
+
+
+def load_crl_bundle(data: bytes) -> list[x509.CertificateRevocationList]:
+    """Load every CRL of a PEM bundle (what ``GET /ca/crl`` serves), bounded.
+
+    Raises:
+        MalformedInput: too large, no CRL, more than :data:`MAX_CRLS_IN_BUNDLE`,
+            an unterminated block, or a CRL that does not load (:func:`load_crl`).
+    """
+    if len(data) > MAX_CRL_BYTES:
+        raise MalformedInput(f"a CRL bundle is at most {MAX_CRL_BYTES} bytes")
+    crls: list[x509.CertificateRevocationList] = []
+    start = data.find(_PEM_BEGIN)
+    while start != -1:
+        end = data.find(_PEM_END, start)
+        if end == -1:
+            raise MalformedInput("a PEM CRL block has no END line")
+        if len(crls) >= MAX_CRLS_IN_BUNDLE:
+            raise MalformedInput(f"a CRL bundle holds at most {MAX_CRLS_IN_BUNDLE} CRLs")
+        crls.append(load_crl(data[start : end + len(_PEM_END)] + b"\n"))
+        start = data.find(_PEM_BEGIN, end)
+    if not crls:
+        raise MalformedInput("no PEM CRL in the bundle")
+    return crls
 
 
 def verify_crl(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, *, now: dt.datetime) -> None:

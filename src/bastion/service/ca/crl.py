@@ -136,7 +136,8 @@ def _needs_publish(ca: TenantCA, *, now: dt.datetime, policy: CrlPolicy, session
             select(
                 exists().where(
                     DeviceCertificate.ca_id == ca.id,
-                    DeviceCertificate.revoked_at > ca.crl_this_update,
+                    # >=: a revocation in the same instant as the signature may have missed it.
+                    DeviceCertificate.revoked_at >= ca.crl_this_update,
                 )
             )
         )
