@@ -8,6 +8,7 @@ bundle, no CRL), and its certificates no longer verify against the bundle.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_ca_crl import attest, crl_bundle, openssl_verify, serial_of
+from test_capabilities_api import assign, issue, product
+from test_capabilities_api import attest as attest_with
 
 from bastion.service.models import AuditEvent, DeviceCertificate
 from bastion.service.tenants.service import CreatedTenant
@@ -145,3 +148,26 @@ def test_emergency_rotation_with_no_overlap_retires_the_old_ca_at_once(
     new_cert = attest(client, chip)["certificate"]
     ok = openssl_verify(tmp_path, bundle, new_cert, at=clock())
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_overlap_keeps_capabilities_of_the_old_ca_and_the_device_gets_the_whole_bundle(
+    client: TestClient, world: World, clock: FakeClock
+) -> None:
+    admin = world.tenant.admin_token
+    product(client, admin)
+    chip = world.device()
+    assign(client, admin, chip.device_id, "widget/Field Test")
+    capability = base64.b64decode(issue(client, admin, chip.device_id).json()["capability"])  # signed by the old CA
+    assert client.post("/api/v1/ca/rotate", json={"overlap_hours": 48}, headers=bearer(admin)).status_code == 201
+    answer = attest_with(client, chip, capability, clock)
+    assert answer.status_code == 200, answer.text
+    _, bundle = bundle_certs(client, admin)
+    chain = [x509.load_pem_x509_certificate(p.encode()) for p in answer.json()["ca_chain"]]
+    assert chain == bundle  # signing CA first, then the CA in its overlap
+    # After the overlap the old CA's capability no longer verifies: it must be reissued.
+    clock.advance(dt.timedelta(hours=48, seconds=31))  # past the overlap and the signing-CA cache TTL
+    refused = attest_with(client, chip, capability, clock)
+    assert refused.status_code == 403
+    assert refused.json()["error"].startswith("capability_")
+    fresh = base64.b64decode(issue(client, admin, chip.device_id).json()["capability"])
+    assert attest_with(client, chip, fresh, clock).status_code == 200

@@ -29,7 +29,12 @@ EXPECTED = {
         "publish_tenant_crls",
         "refresh_all_crls",
     ],
-    "bastion.service.ca.revocation": ["device_certificates", "revoke_device_certificates", "revoked_entries"],
+    "bastion.service.ca.revocation": [
+        "certificate_revoked",
+        "device_certificates",
+        "revoke_device_certificates",
+        "revoked_entries",
+    ],
     "bastion.service.ca.rotation": [
         "DEFAULT_OVERLAP",
         "MAX_OVERLAP",

@@ -24,7 +24,7 @@ from bastion.crypto.crl import REASONS, RevokedEntry
 from bastion.service.errors import InvalidRequest
 from bastion.service.models import DeviceCertificate
 
-__all__ = ["device_certificates", "revoke_device_certificates", "revoked_entries"]
+__all__ = ["certificate_revoked", "device_certificates", "revoke_device_certificates", "revoked_entries"]
 
 
 def revoke_device_certificates(
@@ -92,3 +92,16 @@ def device_certificates(
     if device_id is not None:
         query = query.where(DeviceCertificate.device_id == device_id)
     return session.scalars(query.order_by(DeviceCertificate.id.desc()).limit(limit).offset(offset)).all()
+
+
+def certificate_revoked(session: Session, device_id: str, serial_number: int) -> bool:
+    """Whether the certificate with this serial, issued to ``device_id``, has been revoked.
+
+    A certificate not on record (issued before certificates were recorded) counts as not revoked.
+    """
+    revoked_at = session.scalar(
+        select(DeviceCertificate.revoked_at)
+        .where(DeviceCertificate.device_id == device_id, DeviceCertificate.serial == format(serial_number, "x"))
+        .limit(1)
+    )
+    return revoked_at is not None
