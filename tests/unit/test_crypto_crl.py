@@ -129,6 +129,24 @@ def test_bundle_loads_each_crl_and_is_bounded() -> None:
         load_crl_bundle(one * (MAX_CRLS_IN_BUNDLE + 1))
 
 
+ASSETS = Path(__file__).parent / "assets" / "crl"
+
+
+def test_regression_unknown_crl_version_is_malformed_input() -> None:
+    """Found by fuzz/harnesses/fuzz_crl.py: cryptography raised x509.InvalidVersion (not a ValueError)."""
+    data = (ASSETS / "invalid-version.pem").read_bytes()
+    with pytest.raises(MalformedInput, match="unknown version"):
+        load_crl(data)
+    with pytest.raises(MalformedInput, match="unknown version"):
+        load_crl_bundle(data)
+
+
+def test_regression_issuer_attribute_of_the_wrong_type_is_malformed_input() -> None:
+    """Found by fuzz/harnesses/fuzz_crl.py: cryptography raised TypeError building the issuer Name."""
+    with pytest.raises(MalformedInput, match="not a well-formed"):
+        load_crl((ASSETS / "bitstring-name.der").read_bytes())
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600))
 def test_load_raises_only_malformed_input(data: bytes) -> None:

@@ -150,7 +150,11 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
                 raise MalformedInput(f"a CRL holds at most {MAX_CRL_ENTRIES} entries")
             _ = entry.serial_number, entry.revocation_date_utc, list(entry.extensions)
         _ = crl.issuer, crl.last_update_utc, crl.next_update_utc, list(crl.extensions)
-    except ValueError as exc:
+    except x509.InvalidVersion as exc:  # not a ValueError (found by fuzz/harnesses/fuzz_crl.py)
+        raise MalformedInput("the CRL has an unknown version (RFC 5280 5.1.2.1: v2)") from exc
+    except (ValueError, TypeError) as exc:
+        # TypeError: cryptography builds the issuer Name lazily and raises it for an
+        # attribute of the wrong ASN.1 type (found by fuzz/harnesses/fuzz_crl.py).
         raise MalformedInput("not a well-formed X.509 CRL") from exc
     return crl
 
