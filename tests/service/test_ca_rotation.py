@@ -64,6 +64,7 @@ def test_rotation_overlap_then_retirement(client: TestClient, world: World, cloc
     bundle, [new_ca, still_old] = bundle_certs(client, token)
     assert still_old.subject == old_ca.subject
     assert new_ca.public_key() != old_ca.public_key()
+    assert new_ca.subject != old_ca.subject  # each generation has its own name ("... 2")
     new_cert = attest(client, chip)["certificate"]
     assert issuer_of(new_cert) == new_ca.subject
     assert issuer_of(old_cert) == old_ca.subject

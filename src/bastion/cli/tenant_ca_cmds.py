@@ -51,11 +51,21 @@ def _trust_bundle(client: ServiceClient) -> list[x509.Certificate]:
     return certs[:_MAX_BUNDLE_CERTS]
 
 
+def _same_key_id(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """The CRL's authority key identifier names the CA's key (RFC 5280 5.2.1), if both carry one."""
+    try:
+        aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return True
+    return aki is None or aki == ski
+
+
 def _check(crls: list[x509.CertificateRevocationList], cas: list[x509.Certificate]) -> None:
     """Every CRL must be signed by one of the tenant's CAs and be current (fail closed)."""
     now = dt.datetime.now(dt.UTC)
     for crl in crls:
-        issuer = next((ca for ca in cas if ca.subject == crl.issuer), None)
+        issuer = next((ca for ca in cas if ca.subject == crl.issuer and _same_key_id(crl, ca)), None)
         if issuer is None:
             fail("a downloaded CRL was not issued by any of your tenant's CAs", hint="run 'bastion tenant download-ca'")
         try:

@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.crypto.certs import DEVICE_CERT_LIFETIME
@@ -85,7 +85,10 @@ def rotate_tenant_ca(
     if tenant is None:  # pragma: no cover - the principal's tenant exists
         raise NotFound("no such tenant")
     current.retire_at = now + overlap
-    successor = create_tenant_ca(session, who.tenant_id, tenant.name, master_key=master_key, now=now)
+    generation = 1 + int(session.scalar(select(func.count()).where(TenantCA.tenant_id == who.tenant_id)) or 0)
+    successor = create_tenant_ca(
+        session, who.tenant_id, tenant.name, master_key=master_key, now=now, generation=generation
+    )
     session.flush()
     record(
         session,

@@ -56,12 +56,26 @@ def _aad(tenant_id: str) -> bytes:
     return f"bastion:tenant-ca:{tenant_id}".encode()
 
 
+#: Longest common name RFC 5280 (ub-common-name) allows.
+_MAX_CN = 64
+
+
+def _ca_common_name(tenant_name: str, generation: int) -> str:
+    """``Bastion tenant CA <name>``; a successor adds `` <generation>`` so each CA has its own subject."""
+    suffix = f" {generation}" if generation > 1 else ""
+    return f"Bastion tenant CA {tenant_name}"[: _MAX_CN - len(suffix)] + suffix
+
+
 def create_tenant_ca(
-    session: Session, tenant_id: str, tenant_name: str, *, master_key: bytes, now: dt.datetime
+    session: Session, tenant_id: str, tenant_name: str, *, master_key: bytes, now: dt.datetime, generation: int = 1
 ) -> TenantCA:
-    """Create the tenant's CA and add its row (sealed key) to the session; no commit."""
+    """Create the tenant's CA and add its row (sealed key) to the session; no commit.
+
+    ``generation`` is 1 for the tenant's first CA and counts up with each
+    rotation; it makes each successor's subject distinct from its predecessor's.
+    """
     key = generate_private_key()
-    cert = make_ca(f"Bastion tenant CA {tenant_name}", key, now=now, lifetime=CA_LIFETIME, organization=tenant_id)
+    cert = make_ca(_ca_common_name(tenant_name, generation), key, now=now, lifetime=CA_LIFETIME, organization=tenant_id)
     row = TenantCA(
         tenant_id=tenant_id,
         cert_pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
