@@ -7,6 +7,7 @@ CA's CRL at once, and ``openssl verify -crl_check`` with that CRL refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import subprocess
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.crl import load_crl, load_crl_bundle, verify_crl
-from bastion.service.ca.refresh import refresh_crls_once
+from bastion.service.ca.refresh import crl_refresher, refresh_crls_once
 from bastion.service.ca.revocation import revoke_device_certificates
 from bastion.service.errors import InvalidRequest
 from bastion.service.models import AuditEvent, DeviceCertificate, TenantCA
@@ -239,3 +240,24 @@ def test_revoked_certificates_past_expiry_leave_the_crl(
     with session_factory() as session:  # the record itself stays
         [row] = session.scalars(select(DeviceCertificate)).all()
         assert row.revocation_reason == "privilege_withdrawn"
+
+
+def test_the_background_task_signs_missing_crls(
+    world: World, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    async def run() -> None:
+        async with crl_refresher(session_factory, master_key, clock, interval_s=0.01):
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                with session_factory() as session:
+                    if session.scalar(select(TenantCA.crl_der)) is not None:
+                        return
+            raise AssertionError("the CRL refresh task signed nothing")
+
+    asyncio.run(run())
+    with session_factory() as session:
+        [row] = session.scalars(select(TenantCA)).all()
+        assert row.crl_number == 1
+        assert row.crl_next_update == clock() + dt.timedelta(hours=24)
+        assert row.crl_der is not None
+        verify_crl(load_crl(row.crl_der), x509.load_pem_x509_certificate(row.cert_pem.encode()), now=clock())
