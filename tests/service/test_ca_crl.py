@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.crypto.crl import load_crl, load_crl_bundle, verify_crl
 from bastion.service.ca.refresh import crl_refresher, refresh_crls_once
 from bastion.service.ca.revocation import revoke_device_certificates
-from bastion.service.errors import InvalidRequest
+from bastion.service.devices import endpoints as device_endpoints
+from bastion.service.errors import InvalidRequest, SealedKeyError
 from bastion.service.models import AuditEvent, DeviceCertificate, TenantCA
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, bearer
@@ -261,3 +262,34 @@ def test_the_background_task_signs_missing_crls(
         assert row.crl_next_update == clock() + dt.timedelta(hours=24)
         assert row.crl_der is not None
         verify_crl(load_crl(row.crl_der), x509.load_pem_x509_certificate(row.cert_pem.encode()), now=clock())
+
+
+def test_a_failed_publish_after_a_revocation_keeps_the_revocation_and_the_task_catches_up(
+    client: TestClient,
+    world: World,
+    *,
+    clock: FakeClock,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = world.tenant.admin_token
+    chip = world.device()
+    issued = attest(client, chip)
+    crl_bundle(client, token)
+
+    def broken(*_args: object, **_kwargs: object) -> int:
+        raise SealedKeyError("simulated: the CA key does not open")
+
+    monkeypatch.setattr(device_endpoints, "publish_tenant_crls", broken)
+    clock.advance(dt.timedelta(seconds=1))
+    answer = client.post(f"/api/v1/devices/{chip.device_id}/revoke", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["revoked_at"] is not None
+    with session_factory() as session:
+        [stored] = session.scalars(select(TenantCA.crl_der)).all()
+    assert stored is not None
+    assert len(list(load_crl(stored))) == 0  # not yet on the CRL
+    assert refresh_crls_once(session_factory, master_key, now=clock() + dt.timedelta(seconds=1)) == 1
+    [crl] = crl_bundle(client, token)
+    assert {e.serial_number for e in crl} == {serial_of(issued["certificate"])}
