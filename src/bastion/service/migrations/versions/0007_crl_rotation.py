@@ -45,7 +45,15 @@ def upgrade() -> None:
         sa.Column("revocation_reason", sa.String(32), nullable=True),
     )
     op.create_index("ix_device_certificates_device_id", "device_certificates", ["device_id"])
-    op.create_index("ix_device_certificates_ca_revoked", "device_certificates", ["ca_id", "revoked_at"])
+    # Partial: the hot-path insert (revoked_at NULL) does not touch it; the CRL query reads it.
+    revoked = sa.text("revoked_at IS NOT NULL")
+    op.create_index(
+        "ix_device_certificates_ca_revoked",
+        "device_certificates",
+        ["ca_id"],
+        sqlite_where=revoked,
+        postgresql_where=revoked,
+    )
 
 
 def downgrade() -> None:
