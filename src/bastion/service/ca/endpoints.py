@@ -32,13 +32,25 @@ router = APIRouter(tags=["ca"])
 _MAX_ID = 2**31 - 1
 
 
-@router.get("/ca", response_class=Response)
+@router.get(
+    "/ca",
+    response_class=Response,
+    responses={200: {"description": "PEM bundle of CA certificates", "content": {"application/x-pem-file": {}}}},
+)
 def get_ca(who: ReaderDep, session: SessionDep, now: NowDep) -> Response:
     """The trust bundle: every CA of the tenant that is not retired, signing CA first (PEM)."""
     return Response(trust_bundle_pem(session, who.tenant_id, now=now), media_type="application/x-pem-file")
 
 
-@router.get("/ca/crl", response_class=Response)
+_CRL_CONTENT: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "PEM bundle of CRLs, or one DER CRL",
+        "content": {"application/x-pem-file": {}, "application/pkix-crl": {}},
+    }
+}
+
+
+@router.get("/ca/crl", response_class=Response, responses=_CRL_CONTENT)
 def get_crl(
     who: ReaderDep,
     *,
