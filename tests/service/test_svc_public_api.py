@@ -8,7 +8,41 @@ import pytest
 
 EXPECTED = {
     "bastion.service.app": ["API_PREFIX", "create_app", "create_app_from_env", "status_for"],
-    "bastion.service.ca.service": ["CA_KEY_CACHE_SIZE", "create_tenant_ca", "load_signing_ca", "tenant_ca_pem"],
+    "bastion.service.ca.service": [
+        "CA_KEY_CACHE_SIZE",
+        "SigningKey",
+        "ca_state",
+        "create_tenant_ca",
+        "load_ca_key",
+        "load_signing_ca",
+        "load_signing_key",
+        "tenant_ca_pem",
+        "trust_bundle_pem",
+        "trusted_cas",
+    ],
+    "bastion.service.ca.crl": [
+        "DEFAULT_CRL_POLICY",
+        "CrlPolicy",
+        "PublishedCrl",
+        "current_crls",
+        "publish_crl",
+        "publish_tenant_crls",
+        "refresh_all_crls",
+    ],
+    "bastion.service.ca.revocation": [
+        "certificate_revoked",
+        "device_certificates",
+        "revoke_device_certificates",
+        "revoked_entries",
+    ],
+    "bastion.service.ca.rotation": [
+        "DEFAULT_OVERLAP",
+        "MAX_OVERLAP",
+        "MAX_TRUSTED_CAS",
+        "RotationResult",
+        "list_authorities",
+        "rotate_tenant_ca",
+    ],
     "bastion.service.vendors.service": ["TrustResult", "list_vendors", "trust_vendor", "trusted_vendor_certs"],
     "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
     "bastion.service.auth.limits": [

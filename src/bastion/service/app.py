@@ -36,6 +36,7 @@ from bastion.service.audit.endpoints import router as audit_router
 from bastion.service.auth.endpoints import router as auth_router
 from bastion.service.auth.limits import AuthLimits
 from bastion.service.ca.endpoints import router as ca_router
+from bastion.service.ca.refresh import CRL_REFRESH_INTERVAL_S, crl_refresher
 from bastion.service.capabilities.endpoints import router as capabilities_router
 from bastion.service.config import Settings
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
@@ -64,6 +65,7 @@ _STATUS: dict[type[errors.ServiceError], int] = {
     errors.Conflict: 409,
     errors.SealedKeyError: 500,
     errors.ConfigError: 500,
+    errors.CrlTooLarge: 503,
 }
 
 
@@ -129,6 +131,7 @@ def create_app(
     clock: Callable[[], dt.datetime] | None = None,
     migrate_on_startup: bool = True,
     tuf_refresh_interval_s: float | None = None,
+    crl_refresh_interval_s: float | None = None,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -137,6 +140,7 @@ def create_app(
         clock: returns the current UTC time; defaults to the system clock.
         migrate_on_startup: run ``alembic upgrade head`` before serving.
         tuf_refresh_interval_s: period of the TUF refresh task; ``None`` (tests) disables it.
+        crl_refresh_interval_s: period of the CRL refresh task; ``None`` (tests) disables it.
     """
 
     @asynccontextmanager
@@ -147,7 +151,10 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         try:
-            async with tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s):
+            async with (
+                tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),
+                crl_refresher(app.state.sessionmaker, settings.master_key, app.state.clock, crl_refresh_interval_s),
+            ):
                 yield
         finally:
             engine.dispose()
@@ -162,6 +169,8 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock or utc_now
     device_endpoints = DeviceEndpoints(app.state)
+    # The CA rotation endpoint drops this process's cached signing CA (ADR 0012).
+    app.state.attestation_caches = device_endpoints.caches
     app.fast_paths = {API_PREFIX + path: handler for path, handler in device_endpoints.paths.items()}
     app.extra_openapi_paths = {API_PREFIX + path: item for path, item in DEVICE_OPENAPI_PATHS.items()}
     app.add_middleware(
@@ -187,6 +196,11 @@ def create_app(
 
 def create_app_from_env() -> ServiceApp:
     """App factory for uvicorn workers: settings from the environment, schema assumed migrated."""
-    app = create_app(Settings.from_env(), migrate_on_startup=False, tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S)
+    app = create_app(
+        Settings.from_env(),
+        migrate_on_startup=False,
+        tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S,
+        crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
+    )
     app.state.auth_limits = AuthLimits.from_env()
     return app

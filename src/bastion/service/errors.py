@@ -20,7 +20,8 @@ The tree::
     │   ├── AlreadyClaimed
     │   ├── DuplicateOsImage
     │   └── TenantExists
-    └── SealedKeyError         a sealed CA key does not open under the master key
+    ├── SealedKeyError         a sealed CA key does not open under the master key
+    └── CrlTooLarge            more revoked certificates than one CRL may list (503)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "AlreadyClaimed",
     "ConfigError",
     "Conflict",
+    "CrlTooLarge",
     "DuplicateOsImage",
     "Forbidden",
     "InvalidDeviceId",
@@ -136,3 +138,9 @@ class SealedKeyError(ServiceError):
     """A sealed key does not open: wrong master key, or the row was tampered with."""
 
     code = "sealed_key_error"
+
+
+class CrlTooLarge(ServiceError):  # noqa: N818 - reads as the condition, like PayloadTooLarge
+    """More revoked, unexpired certificates than one CRL may list; the previous CRL stays published."""
+
+    code = "crl_too_large"

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -71,6 +72,18 @@ class TenantCA(Base):
     not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: When a successor superseded it, the end of the overlap: from then on the
+    #: CA is retired (out of the trust bundle, no CRL). None: not superseded
+    #: (migration 0007_crl_rotation; docs/adr/0012-tenant-ca-lifecycle.md).
+    retire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The number of the last CRL this CA signed (RFC 5280 5.2.3: increases monotonically).
+    crl_number: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    #: The CA's current signed CRL (DER), published from committed state; None before the first.
+    crl_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: The current CRL's thisUpdate: a revocation after it makes the CRL stale.
+    crl_this_update: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The current CRL's nextUpdate: it is re-signed well before this.
+    crl_next_update: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ApiToken(Base):
@@ -409,3 +422,41 @@ class OsPublisherKey(Base):
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(100))
+
+
+# --- device certificates and CRLs (migration 0007_crl_rotation) -------------------
+
+
+class DeviceCertificate(Base):
+    """A device certificate a tenant CA issued (one row per successful attestation).
+
+    Written in the attestation's own write transaction, so a certificate is on
+    record exactly when the device got it. No foreign keys: the insert is on the
+    hot path, and the row must outlive the device's claim (an unclaimed device
+    has no ``devices`` row, but its unexpired certificates still go on the CRL).
+    """
+
+    __tablename__ = "device_certificates"
+    __table_args__ = (
+        Index("ix_device_certificates_device_id", "device_id"),
+        # Partial: only revoked rows are indexed (the CRL query), so the insert on
+        # the attestation hot path writes one index, not two.
+        Index(
+            "ix_device_certificates_ca_revoked",
+            "ca_id",
+            sqlite_where=text("revoked_at IS NOT NULL"),
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    ca_id: Mapped[int] = mapped_column(Integer)  # tenant_cas.id of the issuer
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    device_id: Mapped[str] = mapped_column(String(64))
+    serial: Mapped[str] = mapped_column(String(40))  # lowercase hex, at most 159 bits
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: When it was put on its CA's CRL; None = not revoked.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The RFC 5280 CRLReason it carries there (e.g. "privilege_withdrawn").
+    revocation_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)

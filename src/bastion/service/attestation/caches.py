@@ -28,7 +28,7 @@ from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey
 from bastion.service.attestation import repository
 from bastion.service.attestation.verifier import ChainCache
-from bastion.service.ca.service import load_signing_ca
+from bastion.service.ca.service import load_signing_key, trusted_cas
 
 __all__ = ["CACHE_TTL", "STANDING_CACHE_ENTRIES", "AttestationCaches", "SigningCA", "load_trust_anchors"]
 
@@ -40,12 +40,26 @@ STANDING_CACHE_ENTRIES = 16_384
 
 @dataclass(frozen=True)
 class SigningCA:
-    """A tenant CA ready to sign, with its PEM for the ``ca_chain`` answer."""
+    """A tenant CA ready to sign, with its PEM for the ``ca_chain`` answer and its row id
+    (recorded with each certificate it issues, for its CRL).
+
+    ``older`` are the tenant's other trusted CAs (in a rotation's overlap, ADR 0012):
+    capability files they signed still verify, and the ``ca_chain`` answer lists
+    them after the signing CA, so the device trusts the same bundle as everyone else.
+    """
 
     key: PrivateKey
     cert: x509.Certificate
     pem: str
     loaded_at: dt.datetime
+    ca_id: int
+    older: tuple[x509.Certificate, ...] = ()
+    older_pems: tuple[str, ...] = ()
+
+    @property
+    def chain_pems(self) -> tuple[str, ...]:
+        """The ``ca_chain`` answer: the signing CA, then the older trusted CAs."""
+        return (self.pem, *self.older_pems)
 
 
 def load_trust_anchors(conn: Connection) -> tuple[x509.Certificate, ...]:
@@ -65,9 +79,19 @@ def load_trust_anchors(conn: Connection) -> tuple[x509.Certificate, ...]:
 
 def _load_signing_ca(conn: Connection, tenant_id: str, master_key: bytes, now: dt.datetime) -> SigningCA:
     with Session(bind=conn) as session:
-        key, cert = load_signing_ca(session, tenant_id, master_key)
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    return SigningCA(key=key, cert=cert, pem=pem, loaded_at=now)
+        signing = load_signing_key(session, tenant_id, master_key)
+        older_pems = tuple(row.cert_pem for row in trusted_cas(session, tenant_id, now=now) if row.id != signing.ca_id)
+    older = tuple(certs.load_certificate_pem(p.encode("ascii")) for p in older_pems)
+    pem = signing.cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return SigningCA(
+        key=signing.key,
+        cert=signing.cert,
+        pem=pem,
+        loaded_at=now,
+        ca_id=signing.ca_id,
+        older=older,
+        older_pems=older_pems,
+    )
 
 
 @dataclass
@@ -115,6 +139,11 @@ class AttestationCaches:
         with self._lock:
             self._signing[tenant_id] = loaded
         return loaded
+
+    def forget_signing_ca(self, tenant_id: str) -> None:
+        """Drop the tenant's cached signing CA (after a rotation), so the successor signs next."""
+        with self._lock:
+            self._signing.pop(tenant_id, None)
 
     def good_standing(self, device_id: str, os_measurement: str, now: dt.datetime) -> repository.DeviceStanding | None:
         """A good standing read within the TTL, or None."""

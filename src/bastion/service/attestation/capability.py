@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -93,6 +94,7 @@ def check_capability(
     tenant_id: str,
     tenant_ca: x509.Certificate,
     now: dt.datetime,
+    older_cas: Sequence[x509.Certificate] = (),
 ) -> PresentedCapability | AttestationFailure:
     """Verify the capability an authenticated device presented.
 
@@ -102,16 +104,18 @@ def check_capability(
         device_id: the attested device.
         tenant_id: the tenant that claimed it.
         tenant_ca: the tenant CA certificate whose key signs capabilities.
+        older_cas: the tenant's other trusted CAs (a rotation's overlap): what they signed still verifies.
         now: the verification time.
 
     Returns:
         The capability, or the refusal (the caller records and raises it).
     """
-    ca_key = tenant_ca.public_key()
-    if not isinstance(ca_key, ec.EllipticCurvePublicKey):  # pragma: no cover - tenant CAs are P-256
+    ca_keys = [ca.public_key() for ca in (tenant_ca, *older_cas)]
+    trusted = [key for key in ca_keys if isinstance(key, ec.EllipticCurvePublicKey)]
+    if not trusted:  # pragma: no cover - tenant CAs are P-256
         return _fail(FailureCode.CAPABILITY_UNTRUSTED, "the tenant CA key is not P-256", device_id)
     try:
-        capability = verify_capability(data, trusted_keys=[ca_key], device_id=device_id, tenant_id=tenant_id, now=now)
+        capability = verify_capability(data, trusted_keys=trusted, device_id=device_id, tenant_id=tenant_id, now=now)
     except CapabilityError as exc:
         code = _CODES.get(exc.reason, FailureCode.CAPABILITY_MALFORMED)
         return _fail(code, f"the device capability was refused: {exc}", device_id)

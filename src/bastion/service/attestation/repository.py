@@ -34,7 +34,7 @@ from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.expression import ClauseElement
 
 from bastion.service.db import SQLITE_BUSY_TIMEOUT_MS
-from bastion.service.models import Attestation, Challenge, Device, OsImage, VendorCA
+from bastion.service.models import Attestation, Challenge, Device, DeviceCertificate, OsImage, VendorCA
 
 __all__ = [
     "DeviceStanding",
@@ -43,6 +43,7 @@ __all__ = [
     "device_standing",
     "device_tenant",
     "insert_attestation",
+    "insert_device_certificate",
     "mark_device_failed",
     "mark_device_ok",
     "prune_consumed_nonces",
@@ -54,6 +55,7 @@ _devices = cast(Table, Device.__table__)
 _os_images = cast(Table, OsImage.__table__)
 _attestations = cast(Table, Attestation.__table__)
 _vendor_cas = cast(Table, VendorCA.__table__)
+_device_certificates = cast(Table, DeviceCertificate.__table__)
 
 _VENDOR_PEMS = select(_vendor_cas.c.cert_pem)
 # INSERT ... ON CONFLICT (nonce) DO NOTHING RETURNING nonce: a conflict is a
@@ -157,6 +159,10 @@ _ATTESTATION_COLUMNS = (
     "cert_serial",
     "insecure_no_sandbox",
 )
+
+_INSERT_DEVICE_CERTIFICATE = insert(_device_certificates)
+#: The columns a device certificate record is inserted with (``id`` is generated, not revoked yet).
+_DEVICE_CERTIFICATE_COLUMNS = ("ca_id", "tenant_id", "device_id", "serial", "issued_at", "not_after")
 
 
 @dataclass(frozen=True)
@@ -388,3 +394,10 @@ def mark_device_failed(tx: WriteTransaction, device_id: str, *, at: dt.datetime,
 def insert_attestation(tx: WriteTransaction, **values: Any) -> None:
     """Append an attestation record (every column but ``id``)."""
     tx.execute(_INSERT_ATTESTATION, values, column_keys=_ATTESTATION_COLUMNS)
+
+
+def insert_device_certificate(tx: WriteTransaction, **values: Any) -> None:
+    """Record an issued device certificate (``ca_id``, ``tenant_id``, ``device_id``, ``serial``,
+    ``issued_at``, ``not_after``), in the attestation's own transaction, so that a revocation
+    committed later finds it (ADR 0012)."""
+    tx.execute(_INSERT_DEVICE_CERTIFICATE, values, column_keys=_DEVICE_CERTIFICATE_COLUMNS)

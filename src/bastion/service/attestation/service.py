@@ -210,6 +210,7 @@ def _attest_verified(
                 device_id=device_id,
                 tenant_id=standing.tenant_id,
                 tenant_ca=ca.cert,
+                older_cas=ca.older,
                 now=now,
             )
             if isinstance(presented, AttestationFailure):
@@ -256,6 +257,15 @@ def _attest_verified(
             if not updated:
                 caches.forget_standing(device_id, evidence.os_measurement)
                 raise _changed_standing(tx, evidence)
+            repository.insert_device_certificate(
+                tx,
+                ca_id=ca.ca_id,
+                tenant_id=standing.tenant_id,
+                device_id=device_id,
+                serial=serial,
+                issued_at=now,
+                not_after=not_after,
+            )
             repository.insert_attestation(
                 tx,
                 at=now,
@@ -279,7 +289,7 @@ def _attest_verified(
         tenant_id=standing.tenant_id,
         certificate=cert,
         certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        ca_chain_pem=(ca.pem,),
+        ca_chain_pem=ca.chain_pems,
         not_after=not_after,
         serial=serial,
         os_version=os_version,

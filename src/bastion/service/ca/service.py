@@ -4,6 +4,11 @@ The sealed key's associated data is the tenant id, so a sealed key copied to
 another tenant's row does not open. Decrypted keys are cached per process in
 a small bounded LRU keyed by (tenant id, CA row id, master-key fingerprint).
 
+A tenant may hold several CAs after a rotation (docs/adr/0012-tenant-ca-lifecycle.md):
+the *signing* CA is the newest one; an older CA whose ``retire_at`` has not
+passed is still *trusted* (in the bundle ``GET /ca`` serves, and it keeps a
+CRL); after ``retire_at`` it is *retired*.
+
 Example (attestation slice)::
 
     key, cert = load_signing_ca(session, tenant_id, settings.master_key)
@@ -15,10 +20,12 @@ import datetime as dt
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from bastion.crypto.aead import open_sealed, seal
@@ -28,7 +35,18 @@ from bastion.crypto.keys import PrivateKey, generate_private_key, load_private_k
 from bastion.service.errors import NotFound, SealedKeyError
 from bastion.service.models import TenantCA
 
-__all__ = ["CA_KEY_CACHE_SIZE", "create_tenant_ca", "load_signing_ca", "tenant_ca_pem"]
+__all__ = [
+    "CA_KEY_CACHE_SIZE",
+    "SigningKey",
+    "ca_state",
+    "create_tenant_ca",
+    "load_ca_key",
+    "load_signing_ca",
+    "load_signing_key",
+    "tenant_ca_pem",
+    "trust_bundle_pem",
+    "trusted_cas",
+]
 
 #: How many decrypted tenant CA keys one process keeps.
 CA_KEY_CACHE_SIZE = 256
@@ -38,12 +56,26 @@ def _aad(tenant_id: str) -> bytes:
     return f"bastion:tenant-ca:{tenant_id}".encode()
 
 
+#: Longest common name RFC 5280 (ub-common-name) allows.
+_MAX_CN = 64
+
+
+def _ca_common_name(tenant_name: str, generation: int) -> str:
+    """``Bastion tenant CA <name>``; a successor adds `` <generation>`` so each CA has its own subject."""
+    suffix = f" {generation}" if generation > 1 else ""
+    return f"Bastion tenant CA {tenant_name}"[: _MAX_CN - len(suffix)] + suffix
+
+
 def create_tenant_ca(
-    session: Session, tenant_id: str, tenant_name: str, *, master_key: bytes, now: dt.datetime
+    session: Session, tenant_id: str, tenant_name: str, *, master_key: bytes, now: dt.datetime, generation: int = 1
 ) -> TenantCA:
-    """Create the tenant's CA and add its row (sealed key) to the session; no commit."""
+    """Create the tenant's CA and add its row (sealed key) to the session; no commit.
+
+    ``generation`` is 1 for the tenant's first CA and counts up with each
+    rotation; it makes each successor's subject distinct from its predecessor's.
+    """
     key = generate_private_key()
-    cert = make_ca(f"Bastion tenant CA {tenant_name}", key, now=now, lifetime=CA_LIFETIME, organization=tenant_id)
+    cert = make_ca(_ca_common_name(tenant_name, generation), key, now=now, lifetime=CA_LIFETIME, organization=tenant_id)
     row = TenantCA(
         tenant_id=tenant_id,
         cert_pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
@@ -101,8 +133,38 @@ class _KeyCache:
 _cache = _KeyCache(CA_KEY_CACHE_SIZE)
 
 
-def load_signing_ca(session: Session, tenant_id: str, master_key: bytes) -> tuple[PrivateKey, x509.Certificate]:
-    """Return the tenant's active CA private key and certificate, for issuing device certs.
+@dataclass(frozen=True)
+class SigningKey:
+    """A tenant CA ready to sign: its row id (recorded with what it issues), key and certificate."""
+
+    ca_id: int
+    key: PrivateKey
+    cert: x509.Certificate
+
+
+def load_ca_key(row: TenantCA, master_key: bytes) -> SigningKey:
+    """Unseal one tenant CA row (any state; the CRL of a superseded CA is signed with it too).
+
+    Raises:
+        SealedKeyError: the sealed key does not open under ``master_key`` (fails closed).
+    """
+    cache_key = (row.tenant_id, row.id, hashlib.sha256(master_key).digest())
+    cached = _cache.get(cache_key)
+    if cached is not None:
+        return SigningKey(row.id, *cached)
+    try:
+        key = load_private_key_pem(open_sealed(master_key, row.sealed_key, aad=_aad(row.tenant_id)))
+        cert = load_certificate_pem(row.cert_pem.encode("ascii"))
+    except CryptoError as exc:
+        raise SealedKeyError("the tenant CA key does not open under this master key") from exc
+    if cert.public_key() != key.public_key():
+        raise SealedKeyError("the tenant CA key does not match its certificate")
+    _cache.put(cache_key, (key, cert))
+    return SigningKey(row.id, key, cert)
+
+
+def load_signing_key(session: Session, tenant_id: str, master_key: bytes) -> SigningKey:
+    """Return the tenant's signing CA (the newest active one), unsealed, with its row id.
 
     Raises:
         NotFound: the tenant has no active CA.
@@ -111,16 +173,50 @@ def load_signing_ca(session: Session, tenant_id: str, master_key: bytes) -> tupl
     row = session.scalars(_active_ca_query(tenant_id)).first()
     if row is None:
         raise NotFound("this tenant has no active CA")
-    cache_key = (tenant_id, row.id, hashlib.sha256(master_key).digest())
-    cached = _cache.get(cache_key)
-    if cached is not None:
-        return cached
-    try:
-        key = load_private_key_pem(open_sealed(master_key, row.sealed_key, aad=_aad(tenant_id)))
-        cert = load_certificate_pem(row.cert_pem.encode("ascii"))
-    except CryptoError as exc:
-        raise SealedKeyError("the tenant CA key does not open under this master key") from exc
-    if cert.public_key() != key.public_key():
-        raise SealedKeyError("the tenant CA key does not match its certificate")
-    _cache.put(cache_key, (key, cert))
-    return key, cert
+    return load_ca_key(row, master_key)
+
+
+def load_signing_ca(session: Session, tenant_id: str, master_key: bytes) -> tuple[PrivateKey, x509.Certificate]:
+    """Return the tenant's active CA private key and certificate, for issuing device certs.
+
+    Raises:
+        NotFound: the tenant has no active CA.
+        SealedKeyError: the sealed key does not open under ``master_key`` (fails closed).
+    """
+    signing = load_signing_key(session, tenant_id, master_key)
+    return signing.key, signing.cert
+
+
+def trusted_cas(session: Session, tenant_id: str, *, now: dt.datetime) -> Sequence[TenantCA]:
+    """The tenant's CAs that are not retired at ``now``, newest (the signing CA) first."""
+    return session.scalars(
+        select(TenantCA)
+        .where(
+            TenantCA.tenant_id == tenant_id,
+            TenantCA.active.is_(True),
+            or_(TenantCA.retire_at.is_(None), TenantCA.retire_at > now),
+        )
+        .order_by(TenantCA.id.desc())
+    ).all()
+
+
+def trust_bundle_pem(session: Session, tenant_id: str, *, now: dt.datetime) -> str:
+    """The PEM bundle of every trusted tenant CA, signing CA first (``GET /ca``).
+
+    During a rotation's overlap it holds the successor and the CA it supersedes,
+    so relying parties accept certificates from either.
+
+    Raises:
+        NotFound: the tenant has no trusted CA.
+    """
+    rows = trusted_cas(session, tenant_id, now=now)
+    if not rows:
+        raise NotFound("this tenant has no active CA")
+    return "".join(row.cert_pem if row.cert_pem.endswith("\n") else row.cert_pem + "\n" for row in rows)
+
+
+def ca_state(row: TenantCA, signing_id: int | None, *, now: dt.datetime) -> str:
+    """``signing``, ``retiring`` (superseded, in its overlap) or ``retired``."""
+    if not row.active or (row.retire_at is not None and row.retire_at <= now):
+        return "retired"
+    return "signing" if row.id == signing_id else "retiring"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
+from bastion.service.ca.crl import publish_tenant_crls
 from bastion.service.devices import service
 from bastion.service.devices.schemas import AttestationOut, ClaimRequest, DeviceDetail, DeviceOut, UpdateEventOut
 from bastion.service.devicestatus.service import update_history
+from bastion.service.errors import ServiceError
 from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["devices"])
+_log = logging.getLogger(__name__)
 
 
 @router.post("/devices/claim", status_code=201)
@@ -48,5 +52,11 @@ def show(
 
 
 @router.post("/devices/{device_id}/revoke")
-def revoke(device_id: str, who: ContributorDep, session: SessionDep, now: NowDep) -> DeviceOut:
-    return DeviceOut.model_validate(service.revoke_device(session, who, device_id, now=now))
+def revoke(device_id: str, who: ContributorDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> DeviceOut:
+    out = DeviceOut.model_validate(service.revoke_device(session, who, device_id, now=now))
+    # Commit first, then publish what is derived: the revocation is on the CRL at once.
+    try:
+        publish_tenant_crls(session, who.tenant_id, master_key=settings.master_key, now=now)
+    except ServiceError as exc:  # the revocation is committed; the CRL refresh task re-signs within a minute
+        _log.warning("CRL publish after a revocation failed: %s (%s)", exc.detail, exc.code)
+    return out

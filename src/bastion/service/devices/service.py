@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bastion.service.audit.service import record, record_denied
 from bastion.service.auth.service import Principal
+from bastion.service.ca.revocation import revoke_device_certificates
 from bastion.service.devices import repository
 from bastion.service.errors import AlreadyClaimed, InvalidDeviceId, NotFound
 from bastion.service.models import Attestation, Device
@@ -132,7 +133,11 @@ def recent_attestations(session: Session, who: Principal, device_id: str, *, lim
 
 
 def revoke_device(session: Session, who: Principal, device_id: str, *, now: dt.datetime) -> Device:
-    """Revoke a device: it gets no more certificates. Idempotent; audited; commit.
+    """Revoke a device: it gets no more certificates, and its unexpired ones go on the CRL. Idempotent; audited; commit.
+
+    The caller publishes the tenant's CRLs after this commit
+    (:func:`bastion.service.ca.crl.publish_tenant_crls`; the CRL refresh task
+    catches up if that is lost).
 
     Raises:
         InvalidDeviceId: malformed device ID.
@@ -142,6 +147,7 @@ def revoke_device(session: Session, who: Principal, device_id: str, *, now: dt.d
     already = device.revoked_at is not None
     if not already:
         device.revoked_at = now
+    revoke_device_certificates(session, who.tenant_id, device_id, reason="privilege_withdrawn", now=now)
     record(
         session,
         now=now,

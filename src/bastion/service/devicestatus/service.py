@@ -33,11 +33,13 @@ from bastion.crypto.certs import device_cert_uri, load_certificate_der, load_cer
 from bastion.crypto.cose import Sign1Message, decode_sign1, verify_sign1
 from bastion.crypto.errors import CertificateError, CryptoError
 from bastion.service.audit.service import record_denied
+from bastion.service.ca.revocation import certificate_revoked
+from bastion.service.ca.service import trusted_cas
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
 from bastion.service.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
 from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
-from bastion.service.models import Device, DeviceUpdateEvent, DeviceUpdateStatus, TenantCA
+from bastion.service.models import Device, DeviceUpdateEvent, DeviceUpdateStatus
 
 __all__ = ["accept_report", "device_status", "update_history"]
 
@@ -72,8 +74,8 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
     except CryptoError as exc:
         raise _malformed("the x5chain certificate does not parse") from exc
     tenant_id, device_id = _identity(cert)
-    pems = session.scalars(select(TenantCA.cert_pem).where(TenantCA.tenant_id == tenant_id)).all()
-    anchors = [load_certificate_pem(pem.encode("ascii")) for pem in pems]
+    # Only the tenant's trusted CAs: a retired one (ADR 0012) no longer vouches for anything.
+    anchors = [load_certificate_pem(row.cert_pem.encode("ascii")) for row in trusted_cas(session, tenant_id, now=now)]
     try:
         verify_chain([cert], anchors, now=now)
     except CertificateError as exc:
@@ -92,6 +94,10 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
         verify_sign1(message, key)
     except CryptoError as exc:
         raise Forbidden("the report signature does not verify", code="bad_signature") from exc
+    if certificate_revoked(session, device_id, cert.serial_number):
+        raise Forbidden(
+            "the device certificate has been revoked (it is on the tenant CA's CRL)", code="certificate_revoked"
+        )
     return tenant_id, device_id
 
 
