@@ -18,6 +18,7 @@ from bastion.crypto.certs import load_certificate_der
 from bastion.crypto.cose import decode_sign1
 from bastion.crypto.errors import MalformedInput
 from bastion.images.capability import decode_capability
+from bastion.images.delta import DeltaError, DeltaMethod, apply_delta
 from bastion.images.errors import CapabilityError, ImageArchiveError
 from bastion.images.os_payload import OS_RUNTIME, OsManifest
 from bastion.os.updates.events import EventQueue
@@ -124,6 +125,26 @@ def test_os_manifest_field_of_the_wrong_type_is_refused(field: str, value: objec
     good = json.loads(OsManifest(version="1.0.0", security_version=1, files={"a": "00"}).to_json())
     with pytest.raises(ImageArchiveError):
         OsManifest.from_json(json.dumps({**good, field: value}).encode())
+
+
+# --- delta OS update patches ------------------------------------------------------------
+
+
+def test_hdiffpatch_patch_that_exits_its_process_is_a_delta_error(tmp_path: Path) -> None:
+    # detools' C library called exit() on this patch: in-process it ended the update agent.
+    data = (REGRESSIONS / "delta" / "hdiffpatch-exits-the-process").read_bytes()
+    assert DeltaMethod(list(DeltaMethod)[data[0] % len(DeltaMethod)]) is DeltaMethod.DETOOLS_HDIFFPATCH
+    (tmp_path / "old").write_bytes(bytes(8192))
+    (tmp_path / "patch").write_bytes(data[1:])
+    with pytest.raises(DeltaError, match="hdiffpatch patch is malformed"):
+        apply_delta(
+            tmp_path / "old",
+            tmp_path / "patch",
+            tmp_path / "out",
+            method=DeltaMethod.DETOOLS_HDIFFPATCH,
+            expected_sha256="0" * 64,
+        )
+    assert not (tmp_path / "out").exists()
 
 
 # --- capability files ----------------------------------------------------------------------
