@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from bastion.crypto.certs import load_certificate_der
 from bastion.crypto.cose import decode_sign1
 from bastion.crypto.errors import MalformedInput
+from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
 from bastion.images.capability import decode_capability
 from bastion.images.delta import DeltaError, DeltaMethod, apply_delta
 from bastion.images.errors import CapabilityError, ImageArchiveError
@@ -97,6 +99,19 @@ def test_bad_x5chain_is_malformed_evidence_not_a_crash(name: str) -> None:
     with pytest.raises(AttestationFailure) as exc:
         verify_evidence(token, trust_anchors=[vendor_ca], now=now)
     assert exc.value.code is FailureCode.MALFORMED_EVIDENCE
+
+
+# --- PEM keys (app-signing keys, developer keys, publisher keys) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "loader"),
+    [("private-pem-unknown-key-type", load_private_key_pem), ("public-pem-unknown-curve", load_public_key_pem)],
+)
+def test_pem_key_of_an_unknown_type_or_curve_is_malformed(name: str, loader: Callable[[bytes], object]) -> None:
+    # cryptography raises UnsupportedAlgorithm (no ValueError) for these: a 500 on POST of an app-signing key.
+    with pytest.raises(MalformedInput):
+        loader((REGRESSIONS / "keys" / name).read_bytes())
 
 
 # --- the OS manifest inside OS and bootloader images --------------------------------------
