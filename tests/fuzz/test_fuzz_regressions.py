@@ -23,7 +23,9 @@ from bastion.images.capability import decode_capability
 from bastion.images.delta import DeltaError, DeltaMethod, apply_delta
 from bastion.images.errors import CapabilityError, ImageArchiveError
 from bastion.images.os_payload import OS_RUNTIME, OsManifest
+from bastion.os.updates.errors import UpdateRefusedError
 from bastion.os.updates.events import EventQueue
+from bastion.os.updates.pointer import parse_update_pointer
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.attestation.verifier import verify_evidence
 from bastion.service.devicestatus.report import ReportError, parse_report
@@ -160,6 +162,23 @@ def test_hdiffpatch_patch_that_exits_its_process_is_a_delta_error(tmp_path: Path
             expected_sha256="0" * 64,
         )
     assert not (tmp_path / "out").exists()
+
+
+# --- the updates pointer in the attestation answer (device side) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("group-id-ends-in-newline", "group_id"),
+        ("tuf-base-ends-in-newline", "tuf_base"),
+        ("window-start-in-arabic-indic-digits", "maintenance_window.start"),
+    ],
+)
+def test_updates_pointer_with_a_trailing_newline_or_non_ascii_digits_is_refused(name: str, field: str) -> None:
+    value = json.loads((REGRESSIONS / "update_pointer" / name).read_bytes())
+    with pytest.raises(UpdateRefusedError, match=field.replace(".", r"\.")):
+        parse_update_pointer(value)
 
 
 # --- capability files ----------------------------------------------------------------------
