@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion.crypto.certs import load_certificate_der
+from bastion.boot.config import BootConfig
+from bastion.boot.errors import BootConfigError
+from bastion.crypto.certs import decode_tcb_info, load_certificate_der
 from bastion.crypto.cose import decode_sign1
 from bastion.crypto.errors import MalformedInput
 from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
@@ -103,6 +105,15 @@ def test_bad_x5chain_is_malformed_evidence_not_a_crash(name: str) -> None:
     assert exc.value.code is FailureCode.MALFORMED_EVIDENCE
 
 
+# --- DiceTcbInfo (inside the Alias certificate) --------------------------------------------
+
+
+def test_tcb_info_with_a_length_over_an_index_is_malformed() -> None:
+    # pyasn1 raised OverflowError for this nine-byte length: through the Alias cert, a 500 on POST /attestation.
+    with pytest.raises(MalformedInput, match="not a DER DiceTcbInfo"):
+        decode_tcb_info((REGRESSIONS / "tcb_info" / "length-over-an-index").read_bytes())
+
+
 # --- PEM keys (app-signing keys, developer keys, publisher keys) ----------------------------
 
 
@@ -179,6 +190,15 @@ def test_updates_pointer_with_a_trailing_newline_or_non_ascii_digits_is_refused(
     value = json.loads((REGRESSIONS / "update_pointer" / name).read_bytes())
     with pytest.raises(UpdateRefusedError, match=field.replace(".", r"\.")):
         parse_update_pointer(value)
+
+
+# --- the bootloader's boot-config.json ------------------------------------------------------
+
+
+def test_boot_config_key_with_a_lone_surrogate_is_a_boot_config_error() -> None:
+    data = (REGRESSIONS / "boot_config" / "key-with-a-lone-surrogate").read_bytes()[1:]  # after the selector byte
+    with pytest.raises(BootConfigError, match="not a P-256 public key"):
+        BootConfig.from_json(data)
 
 
 # --- capability files ----------------------------------------------------------------------
