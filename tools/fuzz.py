@@ -21,6 +21,7 @@ Examples::
     python tools/fuzz.py --seconds 5 --only cose eat   # two harnesses, briefly
     python tools/fuzz.py --list
     python tools/fuzz.py --json --seconds 20           # a machine-readable summary
+    python tools/fuzz.py --harness path/to/fuzz_x.py   # a harness file from elsewhere
 
 Exit status: 0 when no harness found anything, 1 when one did, 2 on a usage error.
 """
@@ -46,8 +47,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_DIR = ROOT / "fuzz" / "harnesses"
-CORPUS_DIR = ROOT / "fuzz" / "corpus"
-REGRESSION_DIR = ROOT / "fuzz" / "regressions"
 #: Default time per harness (``make fuzz`` passes FUZZ_SECONDS).
 DEFAULT_SECONDS = 60
 #: libFuzzer bounds for one input: seconds, resident memory, and the default input size.
@@ -58,7 +57,8 @@ DEFAULT_MAX_LEN = 16 * 1024
 GRACE_S = 60
 #: Bound on distinct findings one child records (each also costs a file).
 MAX_FINDINGS = 32
-_FINDING_LINE = re.compile(r"^BASTION-FUZZ-FINDING (\S+) (\S+) (.*)$")
+#: How much of a child's output (its tail) the parent reads back.
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 _EXECS_LINE = re.compile(r"^(?:Done (\d+) runs|#(\d+)\s)")
 _LIBFUZZER_ARTIFACT = re.compile(r"^(crash|timeout|oom|leak|slow-unit)-")
 
@@ -114,19 +114,19 @@ def load_harness(path: Path) -> ModuleType:
     return module
 
 
-def saved_inputs(name: str) -> list[Path]:
-    """Seed files and saved regression inputs of one harness, sorted."""
+def saved_inputs(name: str, fuzz_dir: Path = ROOT / "fuzz") -> list[Path]:
+    """Seed files (``corpus/<name>/``) and saved regression inputs (``regressions/<name>/``) of a harness, sorted."""
     files: list[Path] = []
-    for base in (CORPUS_DIR / name, REGRESSION_DIR / name):
+    for base in (fuzz_dir / "corpus" / name, fuzz_dir / "regressions" / name):
         if base.is_dir():
             files.extend(p for p in sorted(base.iterdir()) if p.is_file() and not p.name.startswith("."))
     return files
 
 
-def all_inputs(module: ModuleType, name: str) -> list[tuple[str, bytes]]:
+def all_inputs(module: ModuleType, name: str, fuzz_dir: Path = ROOT / "fuzz") -> list[tuple[str, bytes]]:
     """(label, bytes) for every in-module seed and every saved input of a harness."""
     inputs = [(f"SEEDS[{i}]", bytes(seed)) for i, seed in enumerate(getattr(module, "SEEDS", []))]
-    inputs.extend((str(p.relative_to(ROOT)), p.read_bytes()) for p in saved_inputs(name))
+    inputs.extend((str(p), p.read_bytes()) for p in saved_inputs(name, fuzz_dir))
     return inputs
 
 
@@ -150,7 +150,7 @@ def _child(path: Path, seconds: int, out_dir: Path, work_dir: Path, seed_dir: Pa
         module = load_harness(path)
     target = module.test_one_input
     seen: set[str] = set()
-    for label, data in all_inputs(module, name):
+    for label, data in all_inputs(module, name, path.parent.parent):
         (seed_dir / hashlib.sha1(data).hexdigest()).write_bytes(data)  # noqa: S324 - a file name, not security
         del label
 
@@ -166,7 +166,7 @@ def _child(path: Path, seconds: int, out_dir: Path, work_dir: Path, seed_dir: Pa
             artifact = out_dir / f"finding-{name}-{digest}"
             artifact.write_bytes(data)
             (out_dir / f"finding-{name}-{digest}.txt").write_text(
-                "".join(traceback.format_exception(exc)), encoding="utf-8"
+                f"signature: {signature}\n" + "".join(traceback.format_exception(exc)), encoding="utf-8"
             )
             print(f"BASTION-FUZZ-FINDING {signature} {artifact} {str(exc)[:200]!r}", file=sys.stderr, flush=True)
 
@@ -195,10 +195,11 @@ def _parse_child_output(text: str, out_dir: Path, name: str) -> tuple[int, list[
     for line in text.splitlines():
         if match := _EXECS_LINE.match(line):
             execs = max(execs, int(match.group(1) or match.group(2)))
-        elif match := _FINDING_LINE.match(line):
-            findings.append(Finding("exception", match.group(1), match.group(2)))
     for artifact in sorted(out_dir.iterdir()):
-        if _LIBFUZZER_ARTIFACT.match(artifact.name):
+        if artifact.name.startswith("finding-") and artifact.suffix == ".txt":
+            signature = artifact.read_text(encoding="utf-8").partition("\n")[0].removeprefix("signature: ")
+            findings.append(Finding("exception", signature, str(artifact.with_suffix(""))))
+        elif _LIBFUZZER_ARTIFACT.match(artifact.name):
             kind = artifact.name.split("-", 1)[0]
             kept = artifact.with_name(f"{kind}-{name}-{artifact.name.split('-', 1)[1]}")
             artifact.rename(kept)
@@ -218,15 +219,16 @@ def run_harness(path: Path, *, seconds: int, out_dir: Path, log: Path | None = N
         cmd += ["--out", str(raw_dir), "--work", str(work_dir), "--seed-dir", str(seed_dir)]
         env = dict(os.environ, PYTHONHASHSEED="0")
         started = time.monotonic()
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, errors="replace", timeout=seconds + GRACE_S, env=env, check=False
-            )
-            output, code = proc.stdout + proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            output = (exc.stdout or "") + (exc.stderr or "") if isinstance(exc.stdout, str) else ""
-            code = -9
+        output_path = Path(tmp, "output.log")  # a file, not a pipe: a chatty harness cannot fill memory
+        with output_path.open("wb") as output_file:
+            try:
+                code = subprocess.run(
+                    cmd, stdout=output_file, stderr=subprocess.STDOUT, timeout=seconds + GRACE_S, env=env, check=False
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = -9
         elapsed = time.monotonic() - started
+        output = output_path.read_bytes()[-MAX_OUTPUT_BYTES:].decode("utf-8", errors="replace")
         if log is not None:
             log.write_text(output, encoding="utf-8")
         execs, findings = _parse_child_output(output, raw_dir, name)
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Bastion's atheris fuzz harnesses.")
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", DEFAULT_SECONDS)))
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these harnesses (e.g. cose eat)")
+    parser.add_argument("--harness", nargs="+", type=Path, metavar="FILE", help="run these harness files instead")
     parser.add_argument("--out", type=Path, default=ROOT / "fuzz" / "out", help="where findings are written")
     parser.add_argument("--list", action="store_true", help="list the harnesses and their seed counts")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of a table")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         _child(args.child, args.seconds, args.out, args.work, args.seed_dir)
         return 0  # pragma: no cover - atheris.Fuzz() exits the process
-    harnesses = discover()
+    harnesses = [p.resolve() for p in args.harness] if args.harness else discover()
     if args.only:
         wanted = set(args.only)
         unknown = wanted - {harness_name(p) for p in harnesses}
@@ -296,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         harnesses = [p for p in harnesses if harness_name(p) in wanted]
     if args.list:
         for path in harnesses:
-            saved = len(saved_inputs(harness_name(path)))
-            print(f"{harness_name(path):<22} {path.relative_to(ROOT)}  saved inputs: {saved}")
+            saved = len(saved_inputs(harness_name(path), path.parent.parent))
+            print(f"{harness_name(path):<22} {path}  saved inputs: {saved}")
         return 0
     results = []
     for path in harnesses:

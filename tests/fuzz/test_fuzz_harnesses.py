@@ -36,6 +36,9 @@ REQUIRED = {
     "status_report",  # status reports, service side
     "event_queue",  # status reports, device side (the event queue they carry)
     "capability",  # device capability files
+    "monitor",  # the security monitor's request frames (from the less trusted OS)
+    "update_pointer",  # the updates pointer in the attestation answer (device side)
+    "boot_config",  # the bootloader's boot-config.json and partition layout
 }
 
 

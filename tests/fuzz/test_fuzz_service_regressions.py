@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TestClient, bearer
-
 from bastion.service.tenants.service import CreatedTenant
+from conftest import TestClient, bearer
 
 REGRESSIONS = Path(__file__).resolve().parents[2] / "fuzz" / "regressions"
 
