@@ -480,9 +480,10 @@ def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
     key algorithm (``UnsupportedAlgorithm``), an EC point off its curve
     (``ValueError``), an extension that appears twice (``DuplicateExtension``,
     which RFC 5280 section 4.2 forbids), a subject or issuer Name that does not
-    parse (``ValueError``, or ``TypeError`` for an attribute of the wrong ASN.1 type). Reading them here turns each into a
-    :class:`MalformedInput` at the boundary, before any caller relies on them
-    (found by fuzz/harnesses/fuzz_x5chain.py).
+    parse (``ValueError``, or ``TypeError`` for an attribute of the wrong ASN.1
+    type). Reading them here turns each into a :class:`MalformedInput` at the
+    boundary, before any caller relies on them (found by
+    fuzz/harnesses/fuzz_x5chain.py).
     """
     try:
         cert.public_key()
