@@ -6,6 +6,8 @@ the harness key) read it, and an OS image's manifest is read without unpacking
 
 Documented errors: :class:`ImageFormatError`, :class:`ImageSignatureError`,
 :class:`ImagePayloadError`, and :class:`ImageArchiveError` for the archive inside.
+Also checked: an accepted version is one spelling of a semantic version (ASCII,
+no trailing newline), which the service and the device compare and look up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from _images_common import APP_COMPONENT, PUBLIC, package, tar
 from bastion.images.errors import ImageArchiveError, ImageFormatError, ImagePayloadError, ImageSignatureError
 from bastion.images.os_payload import OsManifest, read_os_manifest
 from bastion.images.package import ImageLimits, ImageType, inspect_image, verify_image
+from bastion.images.semver import semver_key
 
 _LIMITS = ImageLimits(max_header_bytes=4096, max_payload_bytes=64 * 1024, chunk_size=4096)
 _MAIN = b"print('hello')\n"
@@ -36,6 +39,9 @@ def test_one_input(data: bytes) -> None:
         header = inspect_image(io.BytesIO(data), limits=_LIMITS)
     except ImageFormatError:
         return
+    if not (header.version.isascii() and header.version.isprintable()):
+        raise RuntimeError(f"the image header accepted the version {header.version!r}")
+    semver_key(header.version)  # raises ValueError (a finding) if the two version parsers disagree
     try:
         if header.image_type is ImageType.OS:
             read_os_manifest(io.BytesIO(data), image_limits=_LIMITS)

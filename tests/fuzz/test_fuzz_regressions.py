@@ -8,6 +8,7 @@ each is pinned to the error and ``reason`` the parser now documents for it.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import struct
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from bastion.crypto.errors import MalformedInput
 from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
 from bastion.images.capability import decode_capability
 from bastion.images.delta import DeltaError, DeltaMethod, apply_delta
-from bastion.images.errors import CapabilityError, ImageArchiveError
+from bastion.images.errors import CapabilityError, ImageArchiveError, ImageFormatError
 from bastion.images.os_payload import OS_RUNTIME, OsManifest
+from bastion.images.package import inspect_image
+from bastion.images.semver import semver_key
 from bastion.os.updates.errors import UpdateRefusedError
 from bastion.os.updates.events import EventQueue
 from bastion.os.updates.pointer import parse_update_pointer
@@ -125,6 +128,22 @@ def test_pem_key_of_an_unknown_type_or_curve_is_malformed(name: str, loader: Cal
     # cryptography raises UnsupportedAlgorithm (no ValueError) for these: a 500 on POST of an app-signing key.
     with pytest.raises(MalformedInput):
         loader((REGRESSIONS / "keys" / name).read_bytes())
+
+
+# --- image package headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["version-ends-in-newline", "version-with-an-arabic-indic-zero"])
+def test_image_version_in_a_second_spelling_is_refused(name: str) -> None:
+    # Both were accepted: "1.0.0\n" through re.match's "$", "1\u0660.0.0" through \d.
+    with pytest.raises(ImageFormatError, match="is not a semantic version"):
+        inspect_image(io.BytesIO((REGRESSIONS / "image" / name).read_bytes()))
+
+
+@pytest.mark.parametrize("version", ["1.0.0\n", "1\u0660.0.0", "\u0661.0.0", "1.0.\u0669"])
+def test_semver_key_takes_ascii_digits_only(version: str) -> None:
+    with pytest.raises(ValueError, match="not a semantic version"):
+        semver_key(version)
 
 
 # --- the OS manifest inside OS and bootloader images --------------------------------------
