@@ -11,8 +11,8 @@ Documented error: :class:`DeltaError`.
 detools-hdiffpatch patches are applied in a child interpreter (its C library
 exits the process on some malformed patches: the first finding of this
 harness), so they are not fuzzed here, where each would cost a process start;
-fuzz/regressions/delta/ keeps the patch that showed it, and a test pins that it
-is contained.
+tests/fuzz/data/hdiffpatch-exits-the-process keeps the patch that showed it, and
+tests/fuzz/test_fuzz_regressions.py pins that it is contained.
 """
 
 from __future__ import annotations
@@ -32,14 +32,11 @@ _OLD_PATH, _NEW_PATH, _PATCH, _OUT = (_DIR / n for n in ("old.img", "new.img", "
 _OLD_PATH.write_bytes(_OLD)
 _NEW_PATH.write_bytes(_NEW)
 _EXPECTED = hashlib.sha256(_NEW).hexdigest()
-#: The selector byte of the regression input (fuzz/regressions/delta/), when hdiffpatch was the list's third method.
-_HDIFFPATCH = 0x02
 
 
 def _seed(index: int) -> bytes:
     make_delta(_OLD_PATH, _NEW_PATH, _PATCH, method=_METHODS[index], limits=_LIMITS)
-    selector = index if index != _HDIFFPATCH else index + len(_METHODS)
-    return bytes([selector]) + _PATCH.read_bytes()
+    return bytes([index]) + _PATCH.read_bytes()
 
 
 SEEDS: list[bytes] = [_seed(i) for i in range(len(_METHODS))]
@@ -50,8 +47,7 @@ def test_one_input(data: bytes) -> None:
     """Apply ``data[1:]`` to the old image with the method ``data[0]`` selects."""
     if not data:
         return
-    # _HDIFFPATCH: the saved regression input, contained in a child process.
-    method = DeltaMethod.DETOOLS_HDIFFPATCH if data[0] == _HDIFFPATCH else _METHODS[data[0] % len(_METHODS)]
+    method = _METHODS[data[0] % len(_METHODS)]
     _PATCH.write_bytes(data[1:])
     _OUT.unlink(missing_ok=True)
     try:
