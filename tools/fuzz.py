@@ -137,22 +137,21 @@ def _signature(exc: BaseException) -> str:
     """Exception type plus the innermost frame inside Bastion (or the innermost frame at all)."""
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if "/bastion/" in f.filename or "/fuzz/harnesses/" in f.filename]
-    frame = (ours or frames or [None])[-1]
-    where = "?" if frame is None else f"{Path(frame.filename).name}:{frame.lineno}"
+    chosen = ours or list(frames)
+    where = f"{Path(chosen[-1].filename).name}:{chosen[-1].lineno}" if chosen else "?"
     return f"{type(exc).__name__}@{where}"
 
 
 def _child(path: Path, seconds: int, out_dir: Path, work_dir: Path, seed_dir: Path) -> None:
-    import atheris  # type: ignore[import-not-found]  # only the child needs it
+    import atheris  # only the child needs it
 
     name = harness_name(path)
     with atheris.instrument_imports(include=["bastion"]):
         module = load_harness(path)
     target = module.test_one_input
     seen: set[str] = set()
-    for label, data in all_inputs(module, name, path.parent.parent):
+    for _label, data in all_inputs(module, name, path.parent.parent):
         (seed_dir / hashlib.sha1(data).hexdigest()).write_bytes(data)  # noqa: S324 - a file name, not security
-        del label
 
     def one_input(data: bytes) -> None:
         try:
