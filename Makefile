@@ -42,3 +42,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .bastion-demo .mypy_cache .pytest_cache .ruff_cache
+
+# Fuzzing: every fuzz/harnesses/fuzz_*.py under atheris, FUZZ_SECONDS each, one at a time
+# (exec counts and findings per harness; findings land in fuzz/out/). CI runs each briefly
+# through tests/fuzz/test_fuzz_harnesses.py.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) tools/fuzz.py --seconds $(FUZZ_SECONDS)

@@ -140,7 +140,7 @@ class BootConfig:
             raise BootConfigError("trial_timeout_s is out of range", check="config")
         try:
             parsed = tuple(load_public_key_pem(k.encode()) for k in keys if isinstance(k, str))
-        except CryptoError as exc:
+        except (CryptoError, UnicodeEncodeError) as exc:  # JSON may carry a lone surrogate (fuzz_boot_config)
             raise BootConfigError("a pinned OS key is not a P-256 public key", check="config") from exc
         if len(parsed) != len(keys):
             raise BootConfigError("a pinned OS key is not a PEM string", check="config")

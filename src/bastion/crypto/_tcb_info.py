@@ -213,7 +213,8 @@ def _decode_tcb_info_cached(der: bytes) -> TcbInfo:
                 for item in (asn1["fwids"] if asn1["fwids"].isValue else ())
             ),
         )
-    except (PyAsn1Error, ValueError, TypeError, LookupError, RecursionError) as exc:
+    # OverflowError: pyasn1 reads a length too large for an index (fuzz/harnesses/fuzz_tcb_info.py).
+    except (PyAsn1Error, ValueError, TypeError, LookupError, RecursionError, OverflowError) as exc:
         raise MalformedInput("not a DER DiceTcbInfo") from exc
     if rest:
         raise MalformedInput("trailing bytes after DiceTcbInfo")

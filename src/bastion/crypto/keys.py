@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -96,7 +97,7 @@ def load_private_key_pem(data: bytes) -> PrivateKey:
         raise MalformedInput(f"private key PEM is larger than {MAX_PEM_BYTES} bytes")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # an unknown key type or curve (fuzz_keys)
         raise MalformedInput("not a PEM private key (or it is password-protected)") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise MalformedInput("private key is not a P-256 key")
@@ -113,7 +114,7 @@ def load_public_key_pem(data: bytes) -> PublicKey:
         raise MalformedInput(f"public key PEM is larger than {MAX_PEM_BYTES} bytes")
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # an unknown key type or curve (fuzz_keys)
         raise MalformedInput("not a PEM public key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise MalformedInput("public key is not a P-256 key")

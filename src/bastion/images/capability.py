@@ -82,8 +82,10 @@ _FIELDS = frozenset({"v", "id", "kind", "device_id", "tenant_id", "developer_key
 _DEVICE_ID = re.compile(r"[0-9a-f]{64}")
 _KEY_POINT_BYTES = 65
 _KID_BYTES = 32
-#: Largest accepted time value (fits a signed 64-bit column).
-_MAX_TIME = 2**63 - 1
+#: Largest accepted time value: 9999-12-31T23:59:59Z, the last second a datetime
+#: can show (a larger ``exp`` once decoded and then raised OverflowError wherever
+#: the file was shown: fuzz/harnesses/fuzz_capability.py). It fits a signed 64-bit column.
+_MAX_TIME = 253_402_300_799
 
 
 class CapabilityKind(enum.StrEnum):

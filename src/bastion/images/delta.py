@@ -12,7 +12,9 @@ image size, declared output size, zstd window), streams the rebuilt image into
 a temp file while hashing it, and renames it into place only when its SHA-256
 equals ``expected_sha256``: it never leaves a partial or wrong output. The
 caller then verifies the image's publisher signature as for a full download,
-and falls back to the full image if anything fails.
+and falls back to the full image if anything fails. An hdiffpatch patch is
+applied in a child interpreter, because its C library exits the process on some
+malformed patches.
 
 Example::
 
@@ -30,6 +32,9 @@ import hmac
 import io
 import lzma
 import re
+import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +68,7 @@ _ZSTD_MIN_WINDOW_LOG = 10
 _BSDIFF_MAGIC = b"BSDIFF40"
 _BSDIFF_HEADER = 32
 _BSDIFF_CONTROL_ENTRY = 24
+_OLD_LENGTH = struct.Struct(">Q")
 
 
 class DeltaError(ImageError):
@@ -89,6 +95,8 @@ class DeltaLimits:
     max_output_bytes: int = ImageLimits().max_package_bytes
     max_patch_bytes: int = 64 * 1024 * 1024
     chunk_size: int = 1024 * 1024
+    #: Bound on the child process that applies an hdiffpatch patch (see _apply_hdiffpatch_isolated).
+    isolated_apply_timeout_s: float = 120.0
 
     @property
     def max_window_bytes(self) -> int:
@@ -264,7 +272,43 @@ def _apply_detools(old: bytes, patch: bytes, out: _BoundedHashingWriter, limits:
         raise DeltaError("detools patch is neither hdiffpatch nor sequential")
     if to_size > limits.max_output_bytes:
         raise DeltaError("detools patch declares an output over its bound")
-    detools.apply_patch(io.BytesIO(old), io.BytesIO(patch), out)
+    if kind == detools.apply.PATCH_TYPE_HDIFFPATCH:
+        _apply_hdiffpatch_isolated(old, patch, out, limits)
+    else:
+        detools.apply_patch(io.BytesIO(old), io.BytesIO(patch), out)
+
+
+#: The child that applies an hdiffpatch patch: old and patch on stdin (u64 length of
+#: old first), the rebuilt image on stdout, at most the bound given in argv.
+_HDIFFPATCH_CHILD = """
+import io, struct, sys
+import detools
+data = sys.stdin.buffer.read()
+(size,) = struct.unpack(">Q", data[:8])
+out = io.BytesIO()
+detools.apply_patch(io.BytesIO(data[8 : 8 + size]), io.BytesIO(data[8 + size :]), out)
+sys.stdout.buffer.write(out.getbuffer()[: int(sys.argv[1]) + 1])
+"""
+
+
+def _apply_hdiffpatch_isolated(old: bytes, patch: bytes, out: _BoundedHashingWriter, limits: DeltaLimits) -> None:
+    # detools' hdiffpatch C library calls exit() on some malformed patches (found by
+    # fuzz/harnesses/fuzz_delta.py): in-process, one hostile patch from the service or a
+    # mirror would end the update agent at every check-in. A child interpreter contains it.
+    cmd = [sys.executable, "-I", "-c", _HDIFFPATCH_CHILD, str(limits.max_output_bytes)]
+    try:
+        result = subprocess.run(
+            cmd,
+            input=_OLD_LENGTH.pack(len(old)) + old + patch,
+            capture_output=True,
+            timeout=limits.isolated_apply_timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DeltaError(f"the hdiffpatch patch did not apply within {limits.isolated_apply_timeout_s} s") from exc
+    if result.returncode != 0:
+        raise DeltaError("the detools-hdiffpatch patch is malformed or does not fit the old image")
+    out.write(result.stdout)
 
 
 _APPLIERS: dict[DeltaMethod, Callable[[bytes, bytes, _BoundedHashingWriter, DeltaLimits], None]] = {

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from bastion.images._archive import PayloadReader, checked_members, extract_member, install_payload, tar_errors
 from bastion.images._archive import check_member_name as _check_name
 from bastion.images.errors import ImageArchiveError
-from bastion.images.package import ImageHeader, ImageLimits, ImageType, inspect_image
+from bastion.images.package import MAX_SECURITY_VERSION, ImageHeader, ImageLimits, ImageType, inspect_image
 
 __all__ = [
     "BOOTLOADER_RUNTIME",
@@ -133,7 +133,7 @@ class OsManifest:
             manifest = cls(
                 version=value["version"],
                 security_version=value["security_version"],
-                files=dict(value["files"]),
+                files=value["files"],
                 fault=value["fault"],
                 entry=value["entry"],
                 name=value["name"],
@@ -141,8 +141,21 @@ class OsManifest:
             )
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise ImageArchiveError("OS manifest is malformed") from exc
-        if manifest.format != 1 or not all(isinstance(v, str) for v in manifest.files.values()):
+        # Every field has the type the dataclass declares, checked before it is used
+        # (an unhashable ``fault`` or a text ``security_version`` once got through:
+        # fuzz/harnesses/fuzz_os_manifest.py).
+        if type(manifest.format) is not int or manifest.format != 1:
             raise ImageArchiveError("OS manifest is not format 1")
+        if not isinstance(manifest.version, str) or not isinstance(manifest.name, str):
+            raise ImageArchiveError("OS manifest version and name must be strings")
+        if not isinstance(manifest.entry, str) or not (manifest.fault is None or isinstance(manifest.fault, str)):
+            raise ImageArchiveError("OS manifest entry and fault must be strings")
+        if type(manifest.security_version) is not int or not 0 <= manifest.security_version <= MAX_SECURITY_VERSION:
+            raise ImageArchiveError("OS manifest security_version must be an integer in 0..2**32-1")
+        if not isinstance(manifest.files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in manifest.files.items()
+        ):
+            raise ImageArchiveError("OS manifest files must map paths to SHA-256 hex strings")
         if manifest.fault is not None and manifest.fault not in FAULTS:
             raise ImageArchiveError("OS manifest names an unknown fault")
         if (manifest.name, manifest.entry) != (kind.name, kind.entry):

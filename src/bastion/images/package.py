@@ -86,7 +86,10 @@ _PREFIX = struct.Struct(">8sHI")
 MAX_VERSION_LENGTH = 64
 MAX_SECURITY_VERSION = 2**32 - 1
 _DIGEST_SIZE = 32
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+# Matched whole and in ASCII digits: with re.match and a final "$", "1.0.0\n" passed, and
+# \d took any Unicode digit ("1\u0660.0.0"), so one version had several spellings
+# (fuzz/harnesses/fuzz_image.py).
+_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 _FIELDS = frozenset(
     {
         "magic",
@@ -176,7 +179,7 @@ def _check_identity(component_id: object, version: object) -> str | None:
         return "component_id is not a lowercase canonical UUID"
     if not isinstance(version, str) or len(version) > MAX_VERSION_LENGTH:
         return "version is not a short string"
-    if not _SEMVER.match(version):
+    if not _SEMVER.fullmatch(version):
         return f"version {version!r} is not a semantic version"
     return None
 

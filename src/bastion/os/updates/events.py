@@ -36,6 +36,9 @@ MAX_DETAIL_CHARS = 200
 MAX_ID_CHARS = 64
 #: Bound on the queue file we read back.
 MAX_QUEUE_FILE_BYTES = MAX_QUEUED_EVENTS * 1024 + 1024
+#: Largest event time kept from the file (seconds since the epoch): the service's
+#: bound on a reported time, so that every event kept can be reported.
+MAX_EVENT_TIME = 2**37
 EVENT_KINDS = frozenset(
     {
         "app_installed",
@@ -80,13 +83,24 @@ class Event:
 
 
 def _event(value: object) -> Event | None:
+    """An event read back from the file, held to what :meth:`EventQueue.record` writes; None if it is not one.
+
+    The queue file may hold anything after a power cut or a bad flash block. An
+    event the service would refuse would block every later report (events leave
+    the queue only once a report carrying them is accepted), so only events in
+    the bounds the service accepts are kept (fuzz/harnesses/fuzz_event_queue.py).
+    """
     if not isinstance(value, dict):
         return None
     at, kind = value.get("at"), value.get("kind")
-    texts = [value.get(k, "") for k in ("component_id", "version", "detail")]
-    if not isinstance(at, int) or kind not in EVENT_KINDS or not all(isinstance(t, str) for t in texts):
+    component_id, version, detail = (value.get(k, "") for k in ("component_id", "version", "detail"))
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= MAX_EVENT_TIME:
         return None
-    return Event(at, str(kind), *(str(t) for t in texts))
+    if not isinstance(kind, str) or kind not in EVENT_KINDS:
+        return None
+    if not (isinstance(component_id, str) and isinstance(version, str) and isinstance(detail, str)):
+        return None
+    return Event(at, kind, component_id[:MAX_ID_CHARS], version[:MAX_ID_CHARS], detail[:MAX_DETAIL_CHARS])
 
 
 class EventQueue:
@@ -108,13 +122,13 @@ class EventQueue:
             with self._path.open("rb") as handle:
                 data = handle.read(MAX_QUEUE_FILE_BYTES + 1)
             value = json.loads(data) if len(data) <= MAX_QUEUE_FILE_BYTES else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
             return [], 0
         if not isinstance(value, dict) or not isinstance(value.get("events"), list):
             return [], 0
         events = [e for e in (_event(v) for v in value["events"]) if e is not None][-self._max :]
         dropped = value.get("dropped", 0)
-        return events, dropped if isinstance(dropped, int) else 0
+        return events, dropped if type(dropped) is int and dropped >= 0 else 0
 
     def _save(self) -> None:
         body = {"events": [e.to_json() for e in self._events], "dropped": self.dropped}

@@ -57,9 +57,11 @@ MAX_TUF_BASE_CHARS = 256
 MAX_WINDOW_MINUTES = 24 * 60
 GROUP_FILE = "group.json"
 ROOT_FILE = "root.json"
-_GROUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_TUF_BASE = re.compile(r"^/[A-Za-z0-9_./-]*$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Used with fullmatch: "$" alone also matches before a final newline, which then rode
+# into directory names and URLs (fuzz/harnesses/fuzz_update_pointer.py). ASCII digits only.
+_GROUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_TUF_BASE = re.compile(r"/[A-Za-z0-9_./-]*")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class MaintenanceWindow:
         if not isinstance(value, dict):
             raise UpdateRefusedError("bad-pointer", "maintenance_window must be an object or null")
         start, duration = value.get("start"), value.get("duration_minutes")
-        match = _HHMM.match(start) if isinstance(start, str) else None
+        match = _HHMM.fullmatch(start) if isinstance(start, str) else None
         if match is None:
             raise UpdateRefusedError("bad-pointer", "maintenance_window.start must be HH:MM")
         if isinstance(duration, bool) or not isinstance(duration, int) or not 1 <= duration <= MAX_WINDOW_MINUTES:
@@ -162,12 +164,12 @@ def parse_update_pointer(value: object, *, require_root: bool = True) -> UpdateP
     if not isinstance(value, dict):
         raise UpdateRefusedError("bad-pointer", "updates must be an object")
     group_id, base, root = value.get("group_id"), value.get("tuf_base"), value.get("root")
-    if not isinstance(group_id, str) or not _GROUP_ID.match(group_id):
+    if not isinstance(group_id, str) or not _GROUP_ID.fullmatch(group_id):
         raise UpdateRefusedError("bad-pointer", "updates.group_id is not a valid group id")
     if (
         not isinstance(base, str)
         or len(base) > MAX_TUF_BASE_CHARS
-        or not _TUF_BASE.match(base)
+        or not _TUF_BASE.fullmatch(base)
         or ".." in base.split("/")
     ):
         raise UpdateRefusedError("bad-pointer", "updates.tuf_base must be an absolute path on the service")
