@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
@@ -321,7 +322,7 @@ def tcb_info_from_cert(cert: x509.Certificate) -> TcbInfo:
         ext = cert.extensions.get_extension_for_oid(OID_TCG_DICE_TCB_INFO)
     except x509.ExtensionNotFound as exc:
         raise CertificateError("certificate has no DiceTcbInfo extension", reason="no_tcb_info") from exc
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:
         raise MalformedInput("certificate extensions do not parse") from exc
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - cryptography knows no TCG OIDs
@@ -354,7 +355,7 @@ def _describe(index: int | None, cert: x509.Certificate) -> _Where:
 def _check_extensions(where: _Where, cert: x509.Certificate) -> x509.Extensions:
     try:
         extensions = cert.extensions
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:
         raise CertificateError(f"{where}: extensions do not parse", reason="malformed") from exc
     for ext in extensions:
         if ext.critical and ext.oid not in _UNDERSTOOD_CRITICAL:
@@ -471,14 +472,41 @@ def verify_chain(
 # --- loading and encoding ------------------------------------------------------
 
 
+def _fully_parsed(cert: x509.Certificate) -> x509.Certificate:
+    """Decode the parts ``cryptography`` parses lazily, so that a bad one is refused on load.
+
+    ``cryptography`` decodes the public key and the extensions only when they
+    are first read, and raises exceptions of its own then: an unknown key
+    algorithm (``UnsupportedAlgorithm``), an EC point off its curve
+    (``ValueError``), an extension that appears twice (``DuplicateExtension``,
+    which RFC 5280 section 4.2 forbids). Reading them here turns each into a
+    :class:`MalformedInput` at the boundary, before any caller relies on them.
+    """
+    try:
+        cert.public_key()
+    except UnsupportedAlgorithm as exc:
+        raise MalformedInput("certificate public key uses an unsupported key type") from exc
+    except ValueError as exc:
+        raise MalformedInput("certificate public key is invalid (for example a point off its curve)") from exc
+    try:
+        _ = cert.extensions
+    except x509.DuplicateExtension as exc:
+        # RFC 5280 section 4.2: a certificate must not include more than one instance of an extension.
+        raise MalformedInput(f"certificate has a duplicate extension {exc.oid.dotted_string}") from exc
+    except ValueError as exc:
+        raise MalformedInput("certificate extensions do not parse") from exc
+    return cert
+
+
 def load_certificate_der(data: bytes) -> x509.Certificate:
     """Load a DER certificate (bounded). Raises MalformedInput."""
     if len(data) > MAX_CERT_BYTES:
         raise MalformedInput(f"certificate is larger than {MAX_CERT_BYTES} bytes")
     try:
-        return x509.load_der_x509_certificate(data)
+        cert = x509.load_der_x509_certificate(data)
     except ValueError as exc:
         raise MalformedInput("not a DER X.509 certificate") from exc
+    return _fully_parsed(cert)
 
 
 def load_certificate_pem(data: bytes) -> x509.Certificate:
@@ -486,9 +514,10 @@ def load_certificate_pem(data: bytes) -> x509.Certificate:
     if len(data) > MAX_CERT_PEM_BYTES:
         raise MalformedInput(f"certificate PEM is larger than {MAX_CERT_PEM_BYTES} bytes")
     try:
-        return x509.load_pem_x509_certificate(data)
+        cert = x509.load_pem_x509_certificate(data)
     except ValueError as exc:
         raise MalformedInput("not a PEM X.509 certificate") from exc
+    return _fully_parsed(cert)
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:

@@ -358,3 +358,22 @@ class DeviceCapability(Base):
     issued_by: Mapped[str] = mapped_column(String(100))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+# --- attestation appraisal (migration 0009_appraisal) ----------------------------
+
+
+class GroupAppraisalPolicy(Base):
+    """The appraisal rules a tenant relaxed for one device group (ADR 0014).
+
+    No row means every rule is enforced. A row with an empty list is kept after
+    the last relaxation is withdrawn, so the change history stays in the audit log.
+    """
+
+    __tablename__ = "group_appraisal_policies"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("device_groups.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    relaxed: Mapped[list[str]] = mapped_column(JSON)  # rule names, sorted (bastion.service.attestation.appraisal)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(100))
