@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "bastion.cli.devmode_cmds",
     # Last: its `os publish` and `device show` replace fleet_cmds' (a later registration wins).
     "bastion.cli.fleet_update_cmds",
+    "bastion.cli.appraisal_cmds",
 )
 
 

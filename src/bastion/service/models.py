@@ -366,8 +366,8 @@ class DeviceCapability(Base):
 class GroupAppraisalPolicy(Base):
     """The appraisal rules a tenant relaxed for one device group (ADR 0014).
 
-    No row means every rule is enforced. A row with an empty list is kept after
-    the last relaxation is withdrawn, so the change history stays in the audit log.
+    No row means every rule is enforced (withdrawing the last relaxation deletes
+    the row); the history of changes is in the audit log (``device_group.appraisal``).
     """
 
     __tablename__ = "group_appraisal_policies"
