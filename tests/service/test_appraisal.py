@@ -370,3 +370,29 @@ def test_appraisal_happens_at_each_attestation_not_from_a_cache(
     assert attest(client, chip, clock).status_code == 200
     clock.advance(dt.timedelta(seconds=1))
     refused(attest(client, chip, clock, secboot=False), 403, "secboot_off")
+
+
+def test_the_appraisal_modules_export_what_the_slices_rely_on() -> None:
+    from bastion.service.appraisal import service
+    from bastion.service.attestation import appraisal
+
+    assert sorted(appraisal.__all__) == [
+        "LOCKED_DEBUG_STATES",
+        "RELAXABLE_RULES",
+        "Finding",
+        "Rule",
+        "appraise",
+        "parse_rules",
+        "verdict",
+    ]
+    assert sorted(service.__all__) == [
+        "MAX_PAGE",
+        "MAX_RULE_NAMES",
+        "PolicyPage",
+        "PolicyView",
+        "get_policy",
+        "list_policies",
+        "parse_relaxed",
+        "set_policy",
+    ]
+    assert appraisal.Rule.SWVERSION not in appraisal.RELAXABLE_RULES

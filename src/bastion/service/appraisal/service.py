@@ -30,7 +30,16 @@ from bastion.service.errors import InvalidRequest
 from bastion.service.fleet.service import get_group_for
 from bastion.service.models import DeviceGroup, GroupAppraisalPolicy
 
-__all__ = ["MAX_PAGE", "PolicyPage", "PolicyView", "get_policy", "list_policies", "set_policy"]
+__all__ = [
+    "MAX_PAGE",
+    "MAX_RULE_NAMES",
+    "PolicyPage",
+    "PolicyView",
+    "get_policy",
+    "list_policies",
+    "parse_relaxed",
+    "set_policy",
+]
 
 #: Bound on one page of :func:`list_policies`.
 MAX_PAGE = 500
