@@ -133,7 +133,9 @@ def attest(
 
     The checks run in the documented order (docs/api.md): evidence (chain,
     signature, measurements), nonce (issued for this device, not expired, not
-    used), device, OS. On success the consumed nonce, the device update and the
+    used), device, OS, the capability if any, then the appraisal of the boot
+    claims (:mod:`bastion.service.attestation.appraisal`, relaxed per device
+    group). On success the consumed nonce, the device update and the
     attestation record are committed in one transaction. On an
     :class:`AttestationFailure` a failure record (and, once the evidence is
     authenticated, the device's last result and the nonce's consumption) is
