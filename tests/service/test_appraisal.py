@@ -376,23 +376,27 @@ def test_the_appraisal_modules_export_what_the_slices_rely_on() -> None:
     from bastion.service.appraisal import service
     from bastion.service.attestation import appraisal
 
-    assert sorted(appraisal.__all__) == [
-        "LOCKED_DEBUG_STATES",
-        "RELAXABLE_RULES",
-        "Finding",
-        "Rule",
-        "appraise",
-        "parse_rules",
-        "verdict",
-    ]
-    assert sorted(service.__all__) == [
-        "MAX_PAGE",
-        "MAX_RULE_NAMES",
-        "PolicyPage",
-        "PolicyView",
-        "get_policy",
-        "list_policies",
-        "parse_relaxed",
-        "set_policy",
-    ]
+    assert sorted(appraisal.__all__) == sorted(
+        [
+            "LOCKED_DEBUG_STATES",
+            "RELAXABLE_RULES",
+            "Finding",
+            "Rule",
+            "appraise",
+            "parse_rules",
+            "verdict",
+        ]
+    )
+    assert sorted(service.__all__) == sorted(
+        [
+            "MAX_PAGE",
+            "MAX_RULE_NAMES",
+            "PolicyPage",
+            "PolicyView",
+            "get_policy",
+            "list_policies",
+            "parse_relaxed",
+            "set_policy",
+        ]
+    )
     assert appraisal.Rule.SWVERSION not in appraisal.RELAXABLE_RULES
