@@ -139,16 +139,20 @@ def test_attestation_issues_a_24h_client_certificate(harness: Harness, world: Wo
 
 
 def test_the_insecure_no_sandbox_claim_is_stored_on_the_attestation_record(harness: Harness, world: World) -> None:
+    # Issue 7 (appraisal): a device that runs --insecure-no-sandbox is now refused
+    # (sandbox_disabled); the claim is still stored on the record of the refusal.
     chip = world.device()
     harness.attest(chip.eat(harness.challenge(chip)))
     nonce = harness.challenge(chip)
-    harness.attest(chip.eat(nonce, claims=replace(chip.claims(nonce), insecure_no_sandbox=True)))
+    harness.refused(
+        chip.eat(nonce, claims=replace(chip.claims(nonce), insecure_no_sandbox=True)), FailureCode.SANDBOX_DISABLED
+    )
     first, second = world.records(chip.device_id)
     assert (first.insecure_no_sandbox, second.insecure_no_sandbox) == (False, True)
     # A refusal after the evidence was verified records it too; one before does not know it.
     nonce = harness.challenge(chip)
     stale = chip.eat(nonce, claims=replace(chip.claims(nonce), insecure_no_sandbox=True))
-    harness.attest(stale)
+    harness.refused(stale, FailureCode.SANDBOX_DISABLED)
     harness.refused(stale, FailureCode.NONCE_REPLAYED)
     assert world.records(chip.device_id)[-1].insecure_no_sandbox is True
     harness.refused(chip.eat_signed_by_other_key(harness.challenge(chip)), FailureCode.BAD_SIGNATURE)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bastion.service import errors
 from bastion.service.appimages.endpoints import APP_UPLOAD_PATH
 from bastion.service.appimages.endpoints import router as appimages_router
+from bastion.service.appraisal.endpoints import router as appraisal_router
 from bastion.service.attestation.fastpath import OPENAPI_PATHS as DEVICE_OPENAPI_PATHS
 from bastion.service.attestation.fastpath import DeviceEndpoints
 from bastion.service.audit.endpoints import router as audit_router
@@ -189,6 +190,7 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(appraisal_router, prefix=API_PREFIX)
     # Static TUF files (no auth), served ahead of routing: added last, so the outermost middleware.
     app.add_middleware(TufStaticMiddleware, settings=settings)
     return app

@@ -460,3 +460,22 @@ class DeviceCertificate(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: The RFC 5280 CRLReason it carries there (e.g. "privilege_withdrawn").
     revocation_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+# --- attestation appraisal (migration 0009_appraisal) ----------------------------
+
+
+class GroupAppraisalPolicy(Base):
+    """The appraisal rules a tenant relaxed for one device group (ADR 0014).
+
+    No row means every rule is enforced (withdrawing the last relaxation deletes
+    the row); the history of changes is in the audit log (``device_group.appraisal``).
+    """
+
+    __tablename__ = "group_appraisal_policies"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("device_groups.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    relaxed: Mapped[list[str]] = mapped_column(JSON)  # rule names, sorted (bastion.service.attestation.appraisal)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(100))

@@ -44,6 +44,12 @@ class FailureCode(enum.StrEnum):
     CAPABILITY_WRONG_TENANT = "capability_wrong_tenant"
     CAPABILITY_EXPIRED = "capability_expired"
     CAPABILITY_REVOKED = "capability_revoked"
+    # Appraisal of what the evidence says about the boot (docs/api.md, "Appraisal"; ADR 0014).
+    SECBOOT_OFF = "secboot_off"
+    DEBUG_UNLOCKED = "debug_unlocked"
+    ROLLBACK_INCONSISTENT = "rollback_inconsistent"
+    SWVERSION_MISMATCH = "swversion_mismatch"
+    SANDBOX_DISABLED = "sandbox_disabled"
 
 
 class AttestationError(Exception):

@@ -34,7 +34,15 @@ from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.expression import ClauseElement
 
 from bastion.service.db import SQLITE_BUSY_TIMEOUT_MS
-from bastion.service.models import Attestation, Challenge, Device, DeviceCertificate, OsImage, VendorCA
+from bastion.service.models import (
+    Attestation,
+    Challenge,
+    Device,
+    DeviceCertificate,
+    GroupAppraisalPolicy,
+    OsImage,
+    VendorCA,
+)
 
 __all__ = [
     "DeviceStanding",
@@ -47,6 +55,7 @@ __all__ = [
     "mark_device_failed",
     "mark_device_ok",
     "prune_consumed_nonces",
+    "relaxed_rules",
     "vendor_ca_pems",
 ]
 
@@ -56,6 +65,7 @@ _os_images = cast(Table, OsImage.__table__)
 _attestations = cast(Table, Attestation.__table__)
 _vendor_cas = cast(Table, VendorCA.__table__)
 _device_certificates = cast(Table, DeviceCertificate.__table__)
+_appraisal_policies = cast(Table, GroupAppraisalPolicy.__table__)
 
 _VENDOR_PEMS = select(_vendor_cas.c.cert_pem)
 # INSERT ... ON CONFLICT (nonce) DO NOTHING RETURNING nonce: a conflict is a
@@ -80,7 +90,14 @@ _PRUNE_NONCES = delete(_challenges).where(
     )
 )
 _DEVICE_STANDING = (
-    select(_devices.c.tenant_id, _devices.c.revoked_at, _os_images.c.id, _os_images.c.version, _os_images.c.revoked_at)
+    select(
+        _devices.c.tenant_id,
+        _devices.c.revoked_at,
+        _os_images.c.id,
+        _os_images.c.version,
+        _os_images.c.revoked_at,
+        _os_images.c.security_version,
+    )
     .select_from(
         _devices.outerjoin(
             _os_images,
@@ -88,6 +105,20 @@ _DEVICE_STANDING = (
         )
     )
     .where(_devices.c.device_id == bindparam("device_id"))
+)
+_RELAXED_FOR_GROUP = select(_appraisal_policies.c.relaxed).where(
+    _appraisal_policies.c.group_id == bindparam("group_id")
+)
+_RELAXED_FOR_DEVICE = select(_appraisal_policies.c.relaxed).where(
+    _appraisal_policies.c.group_id
+    == select(
+        case(
+            (_devices.c.capability_kind == "appDevelopment", _devices.c.group_before_development),
+            else_=_devices.c.group_id,
+        )
+    )
+    .where(_devices.c.device_id == bindparam("device_id"))
+    .scalar_subquery()
 )
 _DEVICE_TENANT = select(_devices.c.tenant_id).where(_devices.c.device_id == bindparam("device_id"))
 # The success update re-checks, atomically with the write, everything the
@@ -174,6 +205,7 @@ class DeviceStanding:
     os_known: bool
     os_version: str | None
     os_revoked: bool
+    os_security_version: int | None = None
 
 
 def vendor_ca_pems(conn: Connection) -> list[str]:
@@ -201,14 +233,32 @@ def device_standing(
         row = source.execute(_DEVICE_STANDING, params).first()
     if row is None:
         return None
-    tenant_id, device_revoked_at, os_id, os_version, os_revoked_at = row
+    tenant_id, device_revoked_at, os_id, os_version, os_revoked_at, os_security_version = row
     return DeviceStanding(
         tenant_id=tenant_id,
         device_revoked=device_revoked_at is not None,
         os_known=os_id is not None,
         os_version=os_version,
         os_revoked=os_revoked_at is not None,
+        os_security_version=os_security_version,
     )
+
+
+def relaxed_rules(conn: Connection, device_id: str, *, development_group_id: str | None) -> list[str]:
+    """The appraisal rules relaxed for the group the device is in once this attestation succeeds.
+
+    That is ``development_group_id`` for a device attesting in development mode;
+    otherwise the device's group, or for a device leaving development mode the
+    group it returns to (as :func:`mark_device_ok` moves it). Read only when a
+    rule failed, so a good device's attestation never pays for it.
+    """
+    if development_group_id is not None:
+        row = conn.execute(_RELAXED_FOR_GROUP, {"group_id": development_group_id}).first()
+    else:
+        row = conn.execute(_RELAXED_FOR_DEVICE, {"device_id": device_id}).first()
+    if row is None or not isinstance(row[0], list):
+        return []
+    return [name for name in row[0] if isinstance(name, str)]
 
 
 class _Prepared:

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine
 
 from bastion.crypto import certs
 from bastion.service.attestation import repository
+from bastion.service.attestation.appraisal import Finding, appraise, parse_rules, verdict
 from bastion.service.attestation.caches import AttestationCaches
 from bastion.service.attestation.capability import PresentedCapability, check_capability
 from bastion.service.attestation.challenges import CONSUMED_NONCE_RETENTION, ChallengeKey, check_nonce
@@ -132,7 +133,9 @@ def attest(
 
     The checks run in the documented order (docs/api.md): evidence (chain,
     signature, measurements), nonce (issued for this device, not expired, not
-    used), device, OS. On success the consumed nonce, the device update and the
+    used), device, OS, the capability if any, then the appraisal of the boot
+    claims (:mod:`bastion.service.attestation.appraisal`, relaxed per device
+    group). On success the consumed nonce, the device update and the
     attestation record are committed in one transaction. On an
     :class:`AttestationFailure` a failure record (and, once the evidence is
     authenticated, the device's last result and the nonce's consumption) is
@@ -215,11 +218,12 @@ def _attest_verified(
             )
             if isinstance(presented, AttestationFailure):
                 standing = presented
+    capability = presented if isinstance(presented, PresentedCapability) else None
+    standing, relaxed_findings = _appraise(conn, evidence, standing, capability)
     if not isinstance(standing, AttestationFailure):
         cert = certs.issue_device_cert(
             ca.key, ca.cert, evidence.key_to_certify, tenant_id=standing.tenant_id, device_id=device_id, now=now
         )
-    capability = presented if isinstance(presented, PresentedCapability) else None
     with repository.WriteTransaction(conn) as tx:
         try:
             if prune_every > 0 and secrets.randbelow(prune_every) == 0:
@@ -273,7 +277,7 @@ def _attest_verified(
                 tenant_id=standing.tenant_id,
                 result="ok",
                 reason="ok",
-                detail=capability.describe() if capability is not None else "",
+                detail=_success_detail(capability, relaxed_findings)[:MAX_DETAIL_CHARS],
                 os_version=os_version,
                 os_measurement=evidence.os_measurement,
                 cert_serial=serial,
@@ -296,6 +300,38 @@ def _attest_verified(
         os_measurement=evidence.os_measurement,
         capability=capability,
     )
+
+
+def _appraise(
+    conn: Connection,
+    evidence: VerifiedEvidence,
+    standing: repository.DeviceStanding | AttestationFailure,
+    capability: PresentedCapability | None,
+) -> tuple[repository.DeviceStanding | AttestationFailure, tuple[Finding, ...]]:
+    """Appraise the boot claims of a device in good standing (ADR 0014), after its capability.
+
+    Returns:
+        The standing (or the refusal, which replaces it) and the findings the
+        device's group relaxed. The group's relaxations are read only when a
+        rule failed, so a good device's attestation never pays for them.
+    """
+    if isinstance(standing, AttestationFailure):
+        return standing, ()
+    development = capability is not None and capability.development
+    findings = appraise(evidence, os_security_version=standing.os_security_version, development=development)
+    if not findings:
+        return standing, ()
+    group_id = capability.group_id if capability is not None and capability.development else None
+    relaxed = parse_rules(repository.relaxed_rules(conn, evidence.device_id, development_group_id=group_id))
+    refusal = verdict(findings, relaxed=relaxed, device_id=evidence.device_id)
+    return (refusal, ()) if refusal is not None else (standing, findings)
+
+
+def _success_detail(capability: PresentedCapability | None, relaxed: tuple[Finding, ...]) -> str:
+    """The detail of a success record: the capability, and every rule the device's group relaxed."""
+    parts = [capability.describe()] if capability is not None else []
+    parts.extend(f"appraisal rule {f.rule.value} relaxed by the device group: {f.detail}" for f in relaxed)
+    return "; ".join(parts)
 
 
 def _changed_standing(tx: repository.WriteTransaction, evidence: VerifiedEvidence) -> AttestationFailure:

@@ -182,7 +182,11 @@ def _verify_dice_chain(
         alias = certs.load_certificate_der(alias_der)
         device_id_cert = certs.load_certificate_der(device_id_der)
     except CryptoError as exc:
-        raise _fail(FailureCode.MALFORMED_EVIDENCE, "x5chain holds a certificate that does not parse") from exc
+        raise _fail(
+            FailureCode.MALFORMED_EVIDENCE,
+            f"x5chain holds a certificate that does not parse ({exc}); the device must present the DeviceID "
+            "certificate from its silicon vendor and the Alias certificate its boot chain issued",
+        ) from exc
     device_key = _p256_key(device_id_cert, "DeviceID", None)
     device_id = keys.device_id_from_public_key(device_key)
     alias_key = _p256_key(alias, "Alias", device_id)
