@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from attest_world import World
+from claim_proof import claim_evidence, claim_with_evidence
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.models import AuditEvent
 from bastion.service.tenants.service import CreatedTenant
-from conftest import TestClient, bearer
+from conftest import FakeClock, TestClient, bearer
 
 DEVICE = "ab" * 32
 
@@ -66,7 +68,9 @@ def test_wrong_secret_for_a_real_token_id_is_audited_to_its_tenant(client: TestC
     assert "A" * 43 not in str(events)
 
 
-def test_roles(client: TestClient, tenant: CreatedTenant) -> None:
+def test_roles(
+    client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
     reader = _token(client, tenant.admin_token, "reader")
     contributor = _token(client, tenant.admin_token, "contributor")
 
@@ -81,9 +85,9 @@ def test_roles(client: TestClient, tenant: CreatedTenant) -> None:
     r = client.post("/api/v1/tokens", json={"name": "x", "role": "admin"}, headers=bearer(contributor))
     assert r.status_code == 403
     assert client.get("/api/v1/audit", headers=bearer(contributor)).status_code == 403
-    assert (
-        client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(contributor)).status_code == 201
-    )
+    chip = World.build(session_factory, tenant, clock()).device(claimed=False)
+    claimed = claim_with_evidence(client, contributor, claim_evidence(client, contributor, chip))
+    assert claimed.status_code == 201
 
     events = _audit(client, tenant.admin_token)
     denied = [(e["action"], e["target"]) for e in events if e["outcome"] == "denied"]
