@@ -89,10 +89,11 @@ def _deny(session: Session, who: Principal, device_id: str | None, detail: str, 
 def _refusal(session: Session, who: Principal, device_id: str) -> ClaimRefused | AlreadyClaimed | None:
     """Why ``device_id`` cannot be claimed by the caller now (None: it can)."""
     existing = devices_repository.get_device(session, device_id)
+    if existing is not None and existing.tenant_id == who.tenant_id:
+        return AlreadyClaimed(f"device {device_id} is already claimed by your tenant; see 'bastion device list'")
     if existing is not None:
-        where = "by your tenant" if existing.tenant_id == who.tenant_id else "by another tenant"
         return AlreadyClaimed(
-            f"device {device_id} is already claimed {where}; its owner must release it to you first "
+            f"device {device_id} is already claimed by another tenant; its owner must release it to you first "
             "('bastion device release ID --to TENANT'), then claim it with fresh proof"
         )
     last = repository.latest_event(session, device_id)
