@@ -14,8 +14,6 @@ from bastion.service.models import AuditEvent
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
 
-DEVICE = "ab" * 32
-
 
 def _token(client: TestClient, admin: str, role: str) -> str:
     r = client.post("/api/v1/tokens", json={"name": f"{role} bot", "role": role}, headers=bearer(admin))
@@ -77,7 +75,7 @@ def test_roles(
     assert client.get("/api/v1/whoami", headers=bearer(reader)).json()["role"] == "reader"
     assert client.get("/api/v1/devices", headers=bearer(reader)).status_code == 200
 
-    r = client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(reader))
+    r = client.post("/api/v1/devices/claim", json={"evidence": "AAAA"}, headers=bearer(reader))
     assert r.status_code == 403
     assert r.json()["error"] == "forbidden"
     assert "contributor" in r.json()["detail"]
