@@ -420,3 +420,10 @@ def test_history_pages(client: TestClient, world: World, session_factory: sessio
     assert [e["event"] for e in page] == ["claim", "unclaim"]
     with session_factory() as session:
         assert session.get(Device, chip.device_id) is None
+
+
+def test_unclaim_of_a_revoked_device_keeps_the_revocation_in_the_history(client: TestClient, world: World) -> None:
+    chip = world.device(revoked=True)
+    event = client.post(f"/api/v1/devices/{chip.device_id}/unclaim", headers=bearer(world.tenant.admin_token)).json()
+    assert event["detail"].startswith("revoked at ")
+    assert _audit(client, world.tenant.admin_token)[0]["detail"].startswith("revoked at ")

@@ -289,7 +289,10 @@ def _end_ownership(
     device = get_device_for(session, who, device_id, action=f"device.{event}", now=now)
     capabilities, _statuses = repository.delete_device_dependents(session, device_id)
     session.delete(device)
-    detail = f"capabilities removed: {', '.join(capabilities)}" if capabilities else ""
+    notes = [f"revoked at {device.revoked_at.isoformat()}"] if device.revoked_at is not None else []
+    if capabilities:
+        notes.append(f"capabilities removed: {', '.join(capabilities)}")
+    detail = "; ".join(notes)
     row = DeviceOwnershipEvent(
         device_id=device_id,
         tenant_id=who.tenant_id,
