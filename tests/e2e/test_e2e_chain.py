@@ -71,7 +71,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _claimed_device(world: World, name: str) -> tuple[Path, str]:
     dev, device_id = world.new_device(name)
-    world.stack.bastion("device", "claim", device_id, operator="a")
+    world.stack.bastion("device", "claim", "--dir", str(dev), operator="a")
     return dev, device_id
 
 
@@ -191,8 +191,13 @@ def test_tampered_os_image_does_not_boot(world: World) -> None:
 
 
 def test_tenant_b_cannot_read_or_change_tenant_a_device(world: World) -> None:
-    _, device_id = _claimed_device(world, "isolation")
-    for args in (("device", "show", device_id), ("device", "revoke", device_id), ("device", "claim", device_id)):
+    dev, device_id = _claimed_device(world, "isolation")
+    for args in (
+        ("device", "show", device_id),
+        ("device", "revoke", device_id),
+        ("device", "unclaim", device_id),
+        ("device", "claim", "--dir", str(dev)),  # B holds the device, yet A has not released it
+    ):
         result = world.stack.bastion(*args, operator="b", check=False)
         assert result.returncode != 0, args
     assert device_id not in {d["device_id"] for d in world.stack.bastion_json("device", "list", operator="b")}
@@ -203,3 +208,33 @@ def test_tenant_b_cannot_read_or_change_tenant_a_device(world: World) -> None:
             "SELECT count(*) FROM audit_events WHERE outcome = 'denied' AND target LIKE ?", (f"%{device_id}%",)
         ).fetchone()[0]
     assert denied >= 2
+
+
+def test_unclaim_release_and_transfer_with_fresh_proof(world: World) -> None:
+    """Issue 7 §1: unclaim stops the certificate; a transfer is a release plus the new owner's own proof."""
+    dev, device_id = _claimed_device(world, "transfer")
+    assert world.run_device(dev).returncode == 0
+    # Transfer without release: B holds the device, and still cannot take it.
+    early = world.stack.bastion("device", "claim", "--dir", str(dev), operator="b", check=False)
+    assert early.returncode != 0
+    assert "already claimed" in early.stdout + early.stderr
+    released = world.stack.bastion_json(
+        "device", "release", device_id, "--to", world.tenant_b["tenant_id"], operator="a"
+    )
+    assert released["event"] == "release"
+    # Between owners the device gets no certificate.
+    assert world.run_device(dev).returncode != 0
+    assert world.attestations(device_id)[-1] == ("failed", "device_unclaimed")
+    world.stack.bastion("os", "publish", str(world.os_v1), operator="b", check=False)
+    claimed = world.stack.bastion_json("device", "claim", "--dir", str(dev), operator="b")
+    assert claimed["tenant_id"] == world.tenant_b["tenant_id"]
+    assert world.run_device(dev).returncode == 0
+    state = json.loads((dev / "os-state" / "state.json").read_text())
+    assert state["tenant_id"] == world.tenant_b["tenant_id"]
+    history = world.stack.bastion_json("device", "ownership", device_id, operator="a")
+    assert [e["event"] for e in history] == ["release", "claim"]
+    assert "release" in world.stack.bastion("device", "ownership", device_id, operator="b").stdout
+    # B gives it up: no certificate for B any more either.
+    world.stack.bastion("device", "unclaim", device_id, operator="b")
+    assert world.run_device(dev).returncode != 0
+    assert world.attestations(device_id)[-1] == ("failed", "device_unclaimed")

@@ -79,7 +79,7 @@ def test_development_mode_story(stack: tuple[LocalStack, str]) -> None:
     pub = str(keys / "acme-apps.pub.pem")
     local.bastion("device", "provision", "--dir", str(dev), "--app-key", pub, "--service", url)
     device_id = local.bastion_json("device", "info", "--dir", str(dev))["device_id"]
-    local.bastion("device", "claim", device_id)
+    local.bastion("device", "claim", "--dir", str(dev))
     local.bastion("device", "assign", device_id, "--group", "widget/Field Test")
 
     def shown() -> dict[str, Any]:

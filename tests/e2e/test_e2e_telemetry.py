@@ -172,7 +172,7 @@ def _attested_device(stack: LocalStack, name: str, os_image: Path, url: str, ope
     stack.bastion("device", "manufacture", "--dir", str(dev), "--vendor", str(stack.vendor_dir))
     stack.bastion("device", "flash", "--dir", str(dev), "--os", str(os_image))
     device_id = stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
-    stack.bastion("device", "claim", device_id, operator=operator)
+    stack.bastion("device", "claim", "--dir", str(dev), operator=operator)
     result = stack.bastion("device", "run", "--dir", str(dev), "--service", url, "--once", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     tenant_id = json.loads((dev / "os-state" / "state.json").read_text())["tenant_id"]
@@ -374,7 +374,7 @@ def _deploy_on_a_running_device(world: World, operator: str, tenant_id: str, com
         "device", "provision", "--dir", str(dev), "--app-key", str(keys / "apps.pub.pem"), "--service", world.url
     )
     device_id = stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
-    stack.bastion("device", "claim", device_id, operator=operator)
+    stack.bastion("device", "claim", "--dir", str(dev), operator=operator)
     stack.bastion("device", "assign", device_id, "--group", "widget/Field Test", operator=operator)
     stack.start_device(dev)
     wait_for("the device's first attestation", lambda: stack.device_ready(dev, "1.0.0"))

@@ -111,7 +111,7 @@ class World:
             "device", "provision", "--dir", str(dev), "--app-key", str(self.app_pub), "--service", self.url
         )
         device_id = self.stack.bastion_json("device", "info", "--dir", str(dev))["device_id"]
-        self.stack.bastion("device", "claim", device_id)
+        self.stack.bastion("device", "claim", "--dir", str(dev))
         self.stack.bastion("device", "assign", device_id, "--group", GROUP)
         device = RunningDevice(self.stack, dev, device_id, self.stack.start_device(dev))
         wait_for("the device's first attestation", lambda: device.attested_on("1.0.0"))

@@ -39,6 +39,9 @@ REQUIRED = {
     "monitor",  # the security monitor's request frames (from the less trusted OS)
     "update_pointer",  # the updates pointer in the attestation answer (device side)
     "boot_config",  # the bootloader's boot-config.json and partition layout
+    "voucher",  # vendor ownership vouchers (claims)
+    "crl",  # tenant CA CRLs
+    "token",  # operator tokens and --expires
 }
 
 

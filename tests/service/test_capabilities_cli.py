@@ -52,12 +52,22 @@ def run(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
+def claim_by_voucher(tmp_path: Path, tenant_id: str, device_id: str) -> None:
+    """Claim in bulk, as a tenant claims the devices its vendor vouched for."""
+    voucher = tmp_path / f"voucher-{device_id[:8]}.cbor"
+    run("vendor", "voucher", "--dir", str(tmp_path / "vendor"), "--tenant", tenant_id, "--device", device_id,
+        "-o", str(voucher))  # fmt: skip
+    claimed = json.loads(run("device", "claim", "--voucher", str(voucher), "--json"))
+    assert [d["device_id"] for d in claimed["claimed"]] == [device_id]
+
+
 def test_issue_list_revoke_and_enable_development_offline(logged_in: str, tmp_path: Path) -> None:
     tenant_id = logged_in
     vendor = load_vendor(init_vendor(tmp_path / "vendor", now=NOW).root)
     dev = tmp_path / "dev"
     device_id = manufacture_device(dev, vendor, now=NOW)
-    run("device", "claim", device_id)
+    run("service", "trust-vendor", str(vendor.paths.ca_cert))
+    claim_by_voucher(tmp_path, tenant_id, device_id)
     run("product", "create", "widget")
     run("device", "assign", device_id, "--group", "widget/Field Test")
     developer = tmp_path / "dev.pub.pem"
@@ -100,7 +110,7 @@ def test_issue_list_revoke_and_enable_development_offline(logged_in: str, tmp_pa
     # A capability for another device is refused by the device, whatever the service says.
     other = tmp_path / "other"
     other_id = manufacture_device(other, vendor, now=NOW)
-    run("device", "claim", other_id)
+    claim_by_voucher(tmp_path, tenant_id, other_id)
     run("device", "capability", "issue", other_id, "--product", "widget",
         "--developer-key", str(developer), "-o", str(tmp_path / "other.cose"))  # fmt: skip
     with pytest.raises(CliError) as refused:

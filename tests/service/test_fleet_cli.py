@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from claim_proof import add_device_row
 from fleet_world import image_bytes, new_device_id, os_image
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from bastion.cli.apps import app as cli_app
@@ -15,6 +18,7 @@ from bastion.cli.main import _register
 from bastion.cli.output import CliError
 from bastion.crypto.keys import generate_private_key, private_key_pem, public_key_pem
 from bastion.service.config import Settings
+from bastion.service.models import Tenant
 
 
 @pytest.fixture
@@ -42,7 +46,7 @@ def run_json(*args: str) -> object:
 
 
 @pytest.mark.usefixtures("logged_in")
-def test_fleet_cli_end_to_end(tmp_path: Path) -> None:
+def test_fleet_cli_end_to_end(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
     key = generate_private_key()
     private, public = tmp_path / "release.pem", tmp_path / "release.pub.pem"
     private.write_bytes(private_key_pem(key))
@@ -125,7 +129,9 @@ def test_fleet_cli_end_to_end(tmp_path: Path) -> None:
     assert "already_on_feed" in twice.value.message
 
     device = new_device_id()
-    run("device", "claim", device)
+    with session_factory() as session:  # claimed (the claim flow has its own tests)
+        tenant_id = session.scalars(select(Tenant.id).where(Tenant.name == "acme")).one()
+    add_device_row(session_factory, tenant_id, device)
     assigned = run_json("device", "assign", device, "--group", "Lamp/Production")
     assert isinstance(assigned, dict)
     assert assigned["group_id"]

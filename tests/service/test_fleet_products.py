@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from claim_proof import add_device_row
 from fastapi import FastAPI
 from fleet_world import FakePublisher, new_device_id
 from sqlalchemy import select
@@ -161,9 +162,10 @@ def test_assign_device_and_tenant_isolation(
     client: TestClient,
     make_tenant: Callable[[str], CreatedTenant],
     session_factory: sessionmaker[Session],
+    tenant: CreatedTenant,
 ) -> None:
     device = new_device_id()
-    api("POST", "/devices/claim", json={"device_id": device})
+    add_device_row(session_factory, tenant.tenant_id, device)
     groups = api("POST", "/products", json={"name": "Lamp"}).json()["groups"]
     production = next(g for g in groups if g["name"] == "Production")
     r = api("POST", f"/devices/{device}/group", json={"group": "Lamp/Production"})
@@ -177,7 +179,7 @@ def test_assign_device_and_tenant_isolation(
         return client.request(method, "/api/v1" + path, headers=bearer(b.admin_token), **kw)
 
     b_device = new_device_id()
-    as_b("POST", "/devices/claim", json={"device_id": b_device})
+    add_device_row(session_factory, b.tenant_id, b_device)
     b_groups = as_b("POST", "/products", json={"name": "Bravo lamp"}).json()["groups"]
     # B cannot see A's product or group, nor put A's device in its group, nor its device in A's group.
     assert as_b("GET", f"/products/{production['product_id']}").status_code == 404

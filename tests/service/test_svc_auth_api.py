@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from attest_world import World
+from claim_proof import claim_evidence, claim_with_evidence
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.models import AuditEvent, AuthFailure
 from bastion.service.tenants.service import CreatedTenant
-from conftest import TestClient, bearer
-
-DEVICE = "ab" * 32
+from conftest import FakeClock, TestClient, bearer
 
 
 def _token(client: TestClient, admin: str, role: str) -> str:
@@ -80,14 +80,16 @@ def test_wrong_secret_for_a_real_token_id_stays_out_of_its_tenants_audit(
     assert "A" * 43 not in str(events)
 
 
-def test_roles(client: TestClient, tenant: CreatedTenant) -> None:
+def test_roles(
+    client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
     reader = _token(client, tenant.admin_token, "reader")
     contributor = _token(client, tenant.admin_token, "contributor")
 
     assert client.get("/api/v1/whoami", headers=bearer(reader)).json()["role"] == "reader"
     assert client.get("/api/v1/devices", headers=bearer(reader)).status_code == 200
 
-    r = client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(reader))
+    r = client.post("/api/v1/devices/claim", json={"evidence": "AAAA"}, headers=bearer(reader))
     assert r.status_code == 403
     assert r.json()["error"] == "forbidden"
     assert "contributor" in r.json()["detail"]
@@ -95,9 +97,9 @@ def test_roles(client: TestClient, tenant: CreatedTenant) -> None:
     r = client.post("/api/v1/tokens", json={"name": "x", "role": "admin"}, headers=bearer(contributor))
     assert r.status_code == 403
     assert client.get("/api/v1/audit", headers=bearer(contributor)).status_code == 403
-    assert (
-        client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(contributor)).status_code == 201
-    )
+    chip = World.build(session_factory, tenant, clock()).device(claimed=False)
+    claimed = claim_with_evidence(client, contributor, claim_evidence(client, contributor, chip))
+    assert claimed.status_code == 201
 
     events = _audit(client, tenant.admin_token)
     denied = [(e["action"], e["target"]) for e in events if e["outcome"] == "denied"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import json
 import stat
@@ -101,16 +102,32 @@ def test_unreachable_service(cli_env: Path) -> None:
         run("device", "list")
 
 
-def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
+def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    clock.now = dt.datetime.now(dt.UTC)  # the vendor signs the voucher with the real clock
     tenant = _new_tenant()
     run("login", "--url", live_url, stdin=tenant["token"])
 
-    claimed = json.loads(run("device", "claim", DEVICE, "--json"))
-    assert claimed["device_id"] == DEVICE
-    with pytest.raises(CliError, match="already claimed"):
+    # Bulk claim: the vendor signs a voucher for the tenant (the service trusts the vendor CA).
+    vendor_dir = tmp_path / "vendor"
+    run("vendor", "init", "--dir", str(vendor_dir))
+    run("service", "trust-vendor", str(vendor_dir / "ca.pem"))
+    voucher = tmp_path / "voucher.cbor"
+    signed = json.loads(
+        run("vendor", "voucher", "--dir", str(vendor_dir), "--tenant", tenant["tenant_id"],
+            "--device", DEVICE, "-o", str(voucher), "--json")
+    )  # fmt: skip
+    assert signed["devices"] == 1
+    claimed = json.loads(run("device", "claim", "--voucher", str(voucher), "--json"))
+    assert [d["device_id"] for d in claimed["claimed"]] == [DEVICE]
+    again = json.loads(run("device", "claim", "--voucher", str(voucher), "--json"))
+    assert [(r["device_id"], r["error"]) for r in again["refused"]] == [(DEVICE, "already_claimed")]
+    assert "already claimed" in again["refused"][0]["detail"]
+    with pytest.raises(CliError, match="a claim needs proof") as bare:
         run("device", "claim", DEVICE)
+    assert "bastion device claim --dir DEV" in str(bare.value.hint)
     with pytest.raises(CliError, match="64 lowercase hex"):
-        run("device", "claim", "xyz")
+        run("vendor", "voucher", "--dir", str(vendor_dir), "--tenant", tenant["tenant_id"], "--device", "xyz",
+            "-o", str(tmp_path / "bad.cbor"))  # fmt: skip
     assert [d["device_id"] for d in json.loads(run("device", "list", "--json"))] == [DEVICE]
     assert DEVICE in run("device", "list")
     shown = json.loads(run("device", "show", DEVICE, "--json"))
@@ -153,7 +170,7 @@ def test_operator_flow(cli_env: Path, live_url: str, tmp_path: Path) -> None:
     # A reader cannot claim: the CLI shows the service's reason and a hint.
     run("login", "--url", live_url, stdin=reader["token"])
     with pytest.raises(CliError) as failure:
-        run("device", "claim", "d" * 64)
+        run("device", "claim", "--voucher", str(voucher))
     assert "contributor" in failure.value.message
     assert "HTTP 403" in failure.value.message
 

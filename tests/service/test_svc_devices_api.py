@@ -1,4 +1,9 @@
-"""Device claim, list, show and revoke over HTTP, and tenant isolation."""
+"""Device claim, list, show and revoke over HTTP, and tenant isolation.
+
+Claims with proof and their attacks are in test_ownership_api.py; here devices
+are claimed through the real claim endpoint once (with evidence), and otherwise
+their rows are written directly.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
+from attest_world import World
+from claim_proof import claim_evidence, claim_with_evidence
 from sqlalchemy.orm import Session, sessionmaker
 
-from bastion.service.models import Attestation
+from bastion.service.models import Attestation, Device
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
 
@@ -16,39 +23,64 @@ DEVICE = "0123456789abcdef" * 4
 OTHER = "f" * 64
 
 
-def _claim(client: TestClient, token: str, device_id: str = DEVICE) -> dict[str, object]:
-    r = client.post("/api/v1/devices/claim", json={"device_id": device_id}, headers=bearer(token))
-    assert r.status_code == 201, r.text
-    return dict(r.json())
+@pytest.fixture
+def claim(session_factory: sessionmaker[Session], clock: FakeClock) -> Callable[..., None]:
+    """Write a claimed device's row directly (the claim flow is tested in test_ownership_api.py)."""
+
+    def _claim(tenant: CreatedTenant, device_id: str = DEVICE) -> None:
+        with session_factory() as session:
+            session.add(
+                Device(
+                    device_id=device_id,
+                    tenant_id=tenant.tenant_id,
+                    claimed_at=clock(),
+                    claimed_by=f"token:{tenant.admin_token_id}",
+                )
+            )
+            session.commit()
+
+    return _claim
 
 
 def _audit(client: TestClient, admin: str) -> list[dict[str, str]]:
     return list(client.get("/api/v1/audit", headers=bearer(admin)).json())
 
 
-def test_claim_records_who_and_when(client: TestClient, tenant: CreatedTenant, clock: FakeClock) -> None:
-    device = _claim(client, tenant.admin_token)
-    assert device["device_id"] == DEVICE
+def test_claim_records_who_and_when(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock
+) -> None:
+    world = World.build(session_factory, tenant, clock())
+    chip = world.device(claimed=False)
+    r = claim_with_evidence(client, tenant.admin_token, claim_evidence(client, tenant.admin_token, chip))
+    assert r.status_code == 201, r.text
+    device = r.json()
+    assert device["device_id"] == chip.device_id
     assert device["tenant_id"] == tenant.tenant_id
     assert device["claimed_by"] == f"token:{tenant.admin_token_id}"
     assert dt.datetime.fromisoformat(str(device["claimed_at"])) == clock()
     assert device["revoked_at"] is None
     assert device["last_result"] is None
     event = _audit(client, tenant.admin_token)[0]
-    assert (event["action"], event["target"], event["outcome"]) == ("device.claim", f"device:{DEVICE}", "ok")
+    assert (event["action"], event["target"], event["outcome"]) == ("device.claim", f"device:{chip.device_id}", "ok")
 
 
-def test_double_claim_is_409_for_anyone(client: TestClient, make_tenant: Callable[[str], CreatedTenant]) -> None:
+def test_double_claim_is_409_for_anyone(
+    client: TestClient,
+    session_factory: sessionmaker[Session],
+    make_tenant: Callable[[str], CreatedTenant],
+    clock: FakeClock,
+) -> None:
     a, b = make_tenant("a-corp"), make_tenant("b-corp")
-    _claim(client, a.admin_token)
-    again = client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(a.admin_token))
+    world = World.build(session_factory, a, clock())
+    chip = world.device()
+    again = claim_with_evidence(client, a.admin_token, claim_evidence(client, a.admin_token, chip))
     assert again.status_code == 409
     assert again.json()["error"] == "already_claimed"
-    theirs = client.post("/api/v1/devices/claim", json={"device_id": DEVICE}, headers=bearer(b.admin_token))
+    theirs = claim_with_evidence(client, b.admin_token, claim_evidence(client, b.admin_token, chip))
     assert theirs.status_code == 409
-    assert "claimed only once" in theirs.json()["detail"]
+    assert "release it to you first" in theirs.json()["detail"]
     # The device stays A's.
-    assert client.get(f"/api/v1/devices/{DEVICE}", headers=bearer(a.admin_token)).status_code == 200
+    assert client.get(f"/api/v1/devices/{chip.device_id}", headers=bearer(a.admin_token)).status_code == 200
     denied = [e for e in _audit(client, b.admin_token) if e["outcome"] == "denied"]
     assert denied[0]["action"] == "device.claim"
 
@@ -58,7 +90,7 @@ def test_double_claim_is_409_for_anyone(client: TestClient, make_tenant: Callabl
     ["", "abc", "A" * 64, "g" * 64, "0" * 63, "0" * 65, DEVICE.upper(), " " + DEVICE[1:]],
 )
 def test_bad_device_id_is_422_with_clear_detail(client: TestClient, tenant: CreatedTenant, bad: str) -> None:
-    r = client.post("/api/v1/devices/claim", json={"device_id": bad}, headers=bearer(tenant.admin_token))
+    r = client.post("/api/v1/devices/claim/challenge", json={"device_id": bad}, headers=bearer(tenant.admin_token))
     assert r.status_code == 422
     assert r.json()["error"] == "invalid_device_id"
     assert "64 lowercase hex characters" in r.json()["detail"]
@@ -71,11 +103,15 @@ def test_device_id_path_is_validated(client: TestClient, tenant: CreatedTenant) 
 
 
 def test_list_and_show(
-    client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session], clock: FakeClock
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+    claim: Callable[..., None],
 ) -> None:
-    _claim(client, tenant.admin_token, DEVICE)
+    claim(tenant, DEVICE)
     clock.advance(dt.timedelta(seconds=1))
-    _claim(client, tenant.admin_token, OTHER)
+    claim(tenant, OTHER)
     listed = client.get("/api/v1/devices", headers=bearer(tenant.admin_token)).json()
     assert [d["device_id"] for d in listed] == [DEVICE, OTHER]
     assert client.get("/api/v1/devices?limit=1", headers=bearer(tenant.admin_token)).json()[0]["device_id"] == DEVICE
@@ -108,8 +144,8 @@ def test_unknown_device_is_404(client: TestClient, tenant: CreatedTenant) -> Non
     assert r.json()["error"] == "not_found"
 
 
-def test_revoke(client: TestClient, tenant: CreatedTenant, clock: FakeClock) -> None:
-    _claim(client, tenant.admin_token)
+def test_revoke(client: TestClient, tenant: CreatedTenant, clock: FakeClock, claim: Callable[..., None]) -> None:
+    claim(tenant)
     r = client.post(f"/api/v1/devices/{DEVICE}/revoke", headers=bearer(tenant.admin_token))
     assert r.status_code == 200, r.text
     assert dt.datetime.fromisoformat(r.json()["revoked_at"]) == clock()
@@ -119,10 +155,10 @@ def test_revoke(client: TestClient, tenant: CreatedTenant, clock: FakeClock) -> 
 
 
 def test_tenant_b_cannot_read_or_change_tenant_a_device(
-    client: TestClient, make_tenant: Callable[[str], CreatedTenant]
+    client: TestClient, make_tenant: Callable[[str], CreatedTenant], claim: Callable[..., None]
 ) -> None:
     a, b = make_tenant("a-corp"), make_tenant("b-corp")
-    _claim(client, a.admin_token)
+    claim(a)
     missing = client.get(f"/api/v1/devices/{OTHER}", headers=bearer(b.admin_token))
 
     read = client.get(f"/api/v1/devices/{DEVICE}", headers=bearer(b.admin_token))

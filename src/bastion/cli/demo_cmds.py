@@ -95,11 +95,11 @@ def _run(stack: LocalStack) -> None:
     published = stack.bastion_json("os", "publish", str(os_image))
     console.print(f"OS {published['version']} published, measurement {published['measurement']}")
 
-    _step(5, "Manufacture a device, flash OS 1.0.0 and claim it")
+    _step(5, "Manufacture a device, flash OS 1.0.0 and claim it with proof (it signs a claim challenge)")
     stack.bastion("device", "manufacture", "--dir", str(device_dir), "--vendor", str(stack.vendor_dir))
     device_id = stack.bastion_json("device", "info", "--dir", str(device_dir))["device_id"]
     stack.bastion("device", "flash", "--dir", str(device_dir), "--os", str(os_image))
-    stack.bastion("device", "claim", device_id)
+    stack.bastion("device", "claim", "--dir", str(device_dir))
     console.print(f"device {device_id} manufactured, flashed and claimed")
 
     _step(6, "Boot the device: ROM -> bootloader -> monitor + OS processes; the OS attests")

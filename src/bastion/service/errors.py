@@ -15,6 +15,7 @@ The tree::
     ├── PayloadTooLarge        body larger than its named bound (413)
     ├── Unauthenticated        missing, malformed, unknown or revoked token (401)
     ├── Forbidden              token valid but its role is too low (403)
+    │   └── ClaimRefused       the proof of a claim (evidence, voucher) does not hold
     ├── NotFound               no such object for this tenant (404)
     ├── Conflict               the object already exists (409)
     │   ├── AlreadyClaimed
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyClaimed",
+    "ClaimRefused",
     "ConfigError",
     "Conflict",
     "CrlTooLarge",
@@ -144,3 +146,14 @@ class CrlTooLarge(ServiceError):  # noqa: N818 - reads as the condition, like Pa
     """More revoked, unexpired certificates than one CRL may list; the previous CRL stays published."""
 
     code = "crl_too_large"
+
+
+class ClaimRefused(Forbidden):
+    """A claim's proof does not hold: bad or foreign evidence, a stale challenge, a bad voucher.
+
+    The ``code`` names the check (``claim_challenge_invalid``, ``claim_challenge_expired``,
+    ``claim_challenge_replayed``, ``claim_evidence_invalid``, ``voucher_untrusted``,
+    ``voucher_wrong_tenant``, ``voucher_expired``, ``released_to_another_tenant``; docs/api.md).
+    """
+
+    code = "claim_refused"

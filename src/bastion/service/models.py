@@ -479,3 +479,35 @@ class GroupAppraisalPolicy(Base):
     relaxed: Mapped[list[str]] = mapped_column(JSON)  # rule names, sorted (bastion.service.attestation.appraisal)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_by: Mapped[str] = mapped_column(String(100))
+
+
+# --- device ownership history (migration 0005_ownership) --------------------------
+
+
+class DeviceOwnershipEvent(Base):
+    """One change of a device's owner: a claim (with its proof), an unclaim or a release to a tenant.
+
+    The ``devices`` row is the current owner; this table is the history, kept
+    after the row is gone. The latest event of a device says whether it is
+    released to one tenant (only that tenant may claim it next), and a claim's
+    ``voucher_id`` makes a voucher single use per device.
+    """
+
+    __tablename__ = "device_ownership_events"
+    __table_args__ = (Index("ix_device_ownership_events_device_id", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)  # the owner before/after
+    event: Mapped[str] = mapped_column(String(16))  # claim | unclaim | release
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(100))
+    #: How a claim was proven: "evidence" (a claim challenge) or "voucher"; None for unclaim/release.
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: The voucher a claim used (hex of its 16-byte ID).
+    voucher_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: The vendor CA that endorsed the device (evidence) or signed the voucher (hex SHA-256 of its DER).
+    vendor_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The tenant a release names; only it may claim the device next.
+    to_tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), nullable=True, index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")

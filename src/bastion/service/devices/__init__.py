@@ -1,1 +1,1 @@
-"""The fleet: device claim, list, show and revoke."""
+"""The fleet: device claim (with proof), unclaim, release, list, show and revoke."""

@@ -6,12 +6,76 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AttestationOut", "ClaimRequest", "DeviceDetail", "DeviceOut", "UpdateEventOut"]
+__all__ = [
+    "AttestationOut",
+    "ClaimChallengeOut",
+    "ClaimChallengeRequest",
+    "ClaimRequest",
+    "DeviceDetail",
+    "DeviceOut",
+    "OwnershipEventOut",
+    "RefusedDeviceOut",
+    "ReleaseRequest",
+    "UpdateEventOut",
+    "VoucherClaimOut",
+    "VoucherClaimRequest",
+]
+
+#: Bound on the base64 text of claim evidence (a 16 KiB EAT is 21,848 characters).
+MAX_EVIDENCE_B64 = 24 * 1024
+#: Bound on the base64 text of a voucher (a 40 KiB voucher is 54,614 characters).
+MAX_VOUCHER_B64 = 56 * 1024
+
+
+class ClaimChallengeRequest(BaseModel):
+    # Validated by the domain (clear detail); the bound here only caps the size.
+    device_id: str = Field(max_length=200)
+
+
+class ClaimChallengeOut(BaseModel):
+    device_id: str
+    tenant_id: str
+    #: base64url (no padding): the nonce the device signs its evidence over.
+    nonce: str
+    expires_at: dt.datetime
 
 
 class ClaimRequest(BaseModel):
-    # Validated by the domain (clear detail); the bound here only caps the size.
-    device_id: str = Field(max_length=200)
+    #: The device's attestation EAT over a claim challenge, base64url (padding optional).
+    evidence: str | None = Field(default=None, max_length=MAX_EVIDENCE_B64)
+    #: Refused: a claim by device ID alone is gone (kept so the answer can say what to do instead).
+    device_id: str | None = Field(default=None, max_length=200)
+
+
+class VoucherClaimRequest(BaseModel):
+    #: The vendor's ownership voucher (COSE_Sign1), base64 (standard or url alphabet).
+    voucher: str = Field(max_length=MAX_VOUCHER_B64)
+
+
+class RefusedDeviceOut(BaseModel):
+    device_id: str
+    error: str
+    detail: str
+
+
+class ReleaseRequest(BaseModel):
+    #: The tenant ID that may claim the device next.
+    to_tenant: str = Field(min_length=1, max_length=64)
+
+
+class OwnershipEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: dt.datetime
+    device_id: str
+    event: str
+    tenant_id: str
+    actor: str
+    method: str | None
+    voucher_id: str | None
+    vendor_fingerprint: str | None
+    to_tenant_id: str | None
+    detail: str
 
 
 class DeviceOut(BaseModel):
@@ -66,3 +130,9 @@ class DeviceDetail(DeviceOut):
     attestations: list[AttestationOut]
     #: The device's reported update events, newest first.
     update_history: list[UpdateEventOut] = []
+
+
+class VoucherClaimOut(BaseModel):
+    voucher_id: str
+    claimed: list[DeviceOut]
+    refused: list[RefusedDeviceOut]

@@ -1,4 +1,6 @@
-"""Fleet operations: claim, list, show and revoke, scoped to the caller's tenant.
+"""Fleet operations: list, show and revoke, scoped to the caller's tenant.
+
+Claims (with proof), unclaim and release live in :mod:`bastion.service.ownership`.
 
 Another tenant's device is reported exactly like a missing one (NotFound),
 and the attempt is audited as denied.
@@ -10,18 +12,16 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.service.audit.service import record, record_denied
 from bastion.service.auth.service import Principal
 from bastion.service.ca.revocation import revoke_device_certificates
 from bastion.service.devices import repository
-from bastion.service.errors import AlreadyClaimed, InvalidDeviceId, NotFound
+from bastion.service.errors import InvalidDeviceId, NotFound
 from bastion.service.models import Attestation, Device
 
 __all__ = [
-    "claim_device",
     "get_device_for",
     "list_devices",
     "recent_attestations",
@@ -47,56 +47,6 @@ def validate_device_id(device_id: str) -> str:
     return device_id
 
 
-def claim_device(session: Session, who: Principal, device_id: str, *, now: dt.datetime) -> Device:
-    """Claim a device for the caller's tenant, once, audited; commit.
-
-    Raises:
-        InvalidDeviceId: malformed device ID.
-        AlreadyClaimed: any tenant has claimed it already.
-    """
-    validate_device_id(device_id)
-    existing = repository.get_device(session, device_id)
-    if existing is not None:
-        _deny_claim(session, who, device_id, existing, now=now)
-    device = Device(device_id=device_id, tenant_id=who.tenant_id, claimed_at=now, claimed_by=who.actor)
-    session.add(device)
-    record(
-        session, now=now, tenant_id=who.tenant_id, actor=who.actor, action="device.claim", target=f"device:{device_id}"
-    )
-    try:
-        session.commit()
-    except IntegrityError as exc:  # a concurrent claim won the race
-        session.rollback()
-        existing = repository.get_device(session, device_id)
-        if existing is None:
-            raise
-        _deny_claim(session, who, device_id, existing, now=now, cause=exc)
-    return device
-
-
-def _deny_claim(
-    session: Session,
-    who: Principal,
-    device_id: str,
-    existing: Device,
-    *,
-    now: dt.datetime,
-    cause: Exception | None = None,
-) -> None:
-    mine = existing.tenant_id == who.tenant_id
-    record_denied(
-        session,
-        now=now,
-        tenant_id=who.tenant_id,
-        actor=who.actor,
-        action="device.claim",
-        target=f"device:{device_id}",
-        detail="already claimed by this tenant" if mine else "already claimed by another tenant",
-    )
-    where = "by your tenant" if mine else "by another tenant"
-    raise AlreadyClaimed(f"device {device_id} is already claimed {where}; a device can be claimed only once") from cause
-
-
 def get_device_for(session: Session, who: Principal, device_id: str, *, action: str, now: dt.datetime) -> Device:
     """Return the caller's device, or raise NotFound (auditing cross-tenant attempts).
 
@@ -118,7 +68,9 @@ def get_device_for(session: Session, who: Principal, device_id: str, *, action: 
         )
         device = None
     if device is None:
-        raise NotFound(f"no device {device_id} is claimed by your tenant; claim it first with 'bastion device claim'")
+        raise NotFound(
+            f"no device {device_id} is claimed by your tenant; claim it first with 'bastion device claim --dir DEV'"
+        )
     return device
 
 

@@ -1,0 +1,1 @@
+"""Device ownership: claims with proof (a claim challenge or a vendor voucher), unclaim, release, history."""
