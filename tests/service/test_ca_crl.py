@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,23 @@ def test_a_failed_publish_after_a_revocation_keeps_the_revocation_and_the_task_c
     assert refresh_crls_once(session_factory, master_key, now=clock() + dt.timedelta(seconds=1)) == 1
     [crl] = crl_bundle(client, token)
     assert {e.serial_number for e in crl} == {serial_of(issued["certificate"])}
+
+
+@pytest.mark.parametrize("how", ["unclaim", "release"])
+def test_unclaim_and_release_put_the_old_tenants_unexpired_certificates_on_its_crl(
+    client: TestClient, world: World, how: str, make_tenant: Callable[[str], CreatedTenant]
+) -> None:
+    second_tenant = make_tenant("receiver")
+    token = world.tenant.admin_token
+    chip = world.device()
+    issued = attest(client, chip)
+    body = {"to_tenant": second_tenant.tenant_id} if how == "release" else None
+    ended = client.post(f"/api/v1/devices/{chip.device_id}/{how}", json=body, headers=bearer(token))
+    assert ended.status_code == 200, ended.text
+
+    [crl] = crl_bundle(client, token)
+    entry = crl.get_revoked_certificate_by_serial_number(serial_of(issued["certificate"]))
+    assert entry is not None, "the old tenant's certificate must not outlive its ownership"
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is x509.ReasonFlags.affiliation_changed
+    history = client.get(f"/api/v1/devices/{chip.device_id}/ownership", headers=bearer(token)).json()
+    assert "1 unexpired certificate(s) revoked" in history[0]["detail"]
