@@ -52,6 +52,8 @@ class DownloadCredentialOut(BaseModel):
     device_id: str
     group_id: str
     expires_at: dt.datetime
+    #: Seconds from now until it expires (the device times it with its own monotonic clock).
+    expires_in_s: int
 
 
 @router.post(CREDENTIAL_PATH, response_model=DownloadCredentialOut)
@@ -78,5 +80,9 @@ async def download_credential(
         limits=eligibility.limits,
     )
     return DownloadCredentialOut(
-        credential=issued.credential, device_id=issued.device_id, group_id=issued.group_id, expires_at=issued.expires_at
+        credential=issued.credential,
+        device_id=issued.device_id,
+        group_id=issued.group_id,
+        expires_at=issued.expires_at,
+        expires_in_s=max(int((issued.expires_at - now).total_seconds()), 0),
     )

@@ -128,7 +128,9 @@ def issue_credential(
     device_id, iat = _request_fields(message.payload)
 
     def refuse(code: str, detail: str, why: str) -> NoReturn:
-        if refusals.admit((cert_device, "credential", code), now=now.timestamp()) is not None:
+        suppressed = refusals.admit((cert_device, "credential", code), now=now.timestamp())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last record)" if suppressed else ""
             record_denied(
                 session,
                 now=now,
@@ -136,7 +138,7 @@ def issue_credential(
                 actor=f"device:{cert_device}",
                 action="device.download_credential",
                 target=f"device:{cert_device}",
-                detail=why,
+                detail=why + more,
             )
         raise Forbidden(detail, code=code)
 
