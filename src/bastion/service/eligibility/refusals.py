@@ -28,7 +28,14 @@ from sqlalchemy.orm import Session
 from bastion.service.audit.service import record
 from bastion.service.eligibility.credential import CredentialError
 
-__all__ = ["MAX_REFUSAL_KEYS", "REFUSAL_WINDOW_S", "RefusalLog", "record_download_refusal", "refusal_key"]
+__all__ = [
+    "MAX_REFUSAL_KEYS",
+    "REFUSAL_WINDOW_S",
+    "RefusalLog",
+    "record_download_refusal",
+    "record_symlink_refusal",
+    "refusal_key",
+]
 
 #: At most one audit event per (device or "anonymous", reason) in this many seconds.
 REFUSAL_WINDOW_S = 60.0
@@ -93,5 +100,31 @@ def record_download_refusal(
             target=f"group:{group_id}",
             outcome="denied",
             detail=f"{error.reason}: {path[:120]}{more}",
+        )
+        session.commit()
+
+
+def record_symlink_refusal(
+    engine: Engine | None, *, group_id: str, path: str, now: dt.datetime, suppressed: int = 0
+) -> None:
+    """Log a symlink the TUF static server refused to follow and write a service-wide audit event.
+
+    A link in the tree means something other than the repository writer changed
+    it (the writer never makes one): the operator should look.
+    """
+    _log.warning("refused a symlink in the TUF tree: %s", path[:200])
+    if engine is None:
+        return
+    more = f" ({suppressed} more since the last record)" if suppressed else ""
+    with Session(engine) as session:
+        record(
+            session,
+            now=now,
+            tenant_id=None,
+            actor="tuf-static",
+            action="tuf.symlink_refused",
+            target=f"group:{group_id}",
+            outcome="denied",
+            detail=f"a symlink in the TUF tree was not followed: {path[:160]}{more}",
         )
         session.commit()

@@ -33,6 +33,7 @@ no-change check-in (a 404 probe for the next root and a conditional
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
@@ -58,7 +59,12 @@ from bastion.service.eligibility.credential import (
     credential_from_header,
     verify_credential,
 )
-from bastion.service.eligibility.refusals import RefusalLog, record_download_refusal, refusal_key
+from bastion.service.eligibility.refusals import (
+    RefusalLog,
+    record_download_refusal,
+    record_symlink_refusal,
+    refusal_key,
+)
 from bastion.service.tuf.errors import TufError
 from bastion.service.tuf.layout import is_metadata_name, is_served_target_path, tuf_root, validate_group_id
 from bastion.service.tuf.repository import MAX_METADATA_BYTES, TIMESTAMP_FILE
@@ -110,6 +116,7 @@ _REFUSAL = {
     "expired": (401, "download_credential_expired"),
     "wrong_group": (403, "download_credential_wrong_group"),
 }
+_NOT_NAMES = frozenset({"", ".", ".."})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: O_NONBLOCK: opening a FIFO planted in the tree must not hang the worker (it is then refused: not regular).
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -151,17 +158,26 @@ def open_beneath(base_fd: int, parts: list[str]) -> int | None:
 
     Returns:
         A descriptor of the file (the caller closes it), or ``None`` if any component
-        is missing, a symlink, or not a directory.
+        is missing, a symlink, not a directory, or not a plain name (empty, ``.``,
+        ``..``, or holding ``/`` or NUL).
     """
+    return _open_beneath(base_fd, parts)[0]
+
+
+def _open_beneath(base_fd: int, parts: list[str]) -> tuple[int | None, int]:
+    """:func:`open_beneath`, plus the ``errno`` of a failed open (``ELOOP``: a symlink was refused)."""
+    for name in parts:
+        if name in _NOT_NAMES or "/" in name or "\0" in name:
+            return None, errno.EINVAL
     fd = base_fd
     opened: list[int] = []
     try:
         for name in parts[:-1]:
             fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             opened.append(fd)
-        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
-    except OSError:
-        return None
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd), 0
+    except OSError as exc:
+        return None, exc.errno or 0
     finally:
         for each in opened:
             os.close(each)
@@ -268,14 +284,23 @@ class TufStaticApp:
         self._base_fd, self._base_version = fd, (st.st_dev, st.st_ino)
         return fd
 
-    def _open(self, group_id: str, parts: list[str]) -> int | None:
-        """Open ``<root>/<group_id>/<parts...>`` without following symlinks (see :func:`open_beneath`)."""
+    async def _open(self, group_id: str, parts: list[str]) -> int | None:
+        """Open ``<root>/<group_id>/<parts...>`` without following symlinks (see :func:`open_beneath`).
+
+        A refused symlink is logged and recorded (service-wide, once per window).
+        """
         base = self._base()
         if base < 0:
             return None
-        fd = open_beneath(base, [group_id, *parts])
-        if fd is None and self._base(recheck=True) != base:
-            fd = open_beneath(self._base_fd, [group_id, *parts])  # the root was replaced meanwhile
+        fd, err = _open_beneath(base, [group_id, *parts])
+        if fd is None and err == errno.ENOENT and self._base(recheck=True) != base:
+            fd, err = _open_beneath(self._base_fd, [group_id, *parts])  # the root was replaced meanwhile
+        if err == errno.ELOOP:
+            path = "/".join([group_id, *parts])
+            suppressed = self.refusals.admit(("tree", "symlink", group_id), now=self._clock().timestamp())
+            if suppressed is not None:
+                engine = getattr(self._state, "engine", None) if self._state is not None else None
+                await anyio.to_thread.run_sync(_record_symlink, engine, group_id, path, self._clock(), suppressed)
         return fd
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -317,7 +342,7 @@ class TufStaticApp:
         self, scope: Scope, receive: Receive, send: Send, group_id: str, name: str, *, head: bool
     ) -> bool:
         path = f"{group_id}/metadata/{name}"
-        fd = self._open(group_id, ["metadata", name])
+        fd = await self._open(group_id, ["metadata", name])
         if fd is None:
             return False
         response: _FdFileResponse | None = None
@@ -379,7 +404,7 @@ class TufStaticApp:
     ) -> bool:
         if not await self._authorized(scope, send, group_id, rest):
             return True
-        fd = self._open(group_id, ["targets", *rest.split("/")])
+        fd = await self._open(group_id, ["targets", *rest.split("/")])
         if fd is None:
             return False
         response: _FdFileResponse | None = None
@@ -464,3 +489,10 @@ def _record(  # noqa: PLR0917 - passed through anyio.to_thread.run_sync position
         record_download_refusal(engine, exc, group_id=group_id, path=path, now=now, suppressed=suppressed)
     except Exception:  # noqa: BLE001 - a failed audit write must not turn a refusal into a 500
         _log.exception("could not record a refused target download")
+
+
+def _record_symlink(engine: Any, group_id: str, path: str, now: dt.datetime, suppressed: int) -> None:
+    try:
+        record_symlink_refusal(engine, group_id=group_id, path=path, now=now, suppressed=suppressed)
+    except Exception:  # noqa: BLE001 - a failed audit write must not turn a 404 into a 500
+        _log.exception("could not record a refused symlink")
