@@ -250,3 +250,26 @@ def test_4_broken_os_rolls_back_by_itself(world: World, device: RunningDevice) -
     assert again.get("result") != "reboot", again
     status = world.stack.bastion_json("device", "show-deployment-status", device.device_id)
     assert json.dumps(status).count("1.1.0") >= 1
+
+
+def test_5_a_running_device_that_is_revoked_gets_no_more_images(world: World, device: RunningDevice) -> None:
+    """Update eligibility (docs/adr/0013): the download credential is refused, so the image never arrives.
+
+    The device keeps running; its TUF check-in still works (metadata is public) and
+    sees the new app, but the service refuses the credential that targets need. The
+    device holds no kept credential here: its OS process restarted at the rollback
+    above and downloaded nothing since, so the refusal is immediate (in general it
+    takes at most the 60 s a kept credential lives).
+    """
+    world.stack.bastion("device", "revoke", device.device_id)
+    world.deploy(world.build_app("3.0.0"))
+    summary = device.update_check()
+    assert summary.get("result") != "installed", summary
+    assert "device_revoked" in json.dumps(summary), (summary, device.os_log_tail())
+    assert not any(a.get("version") == "3.0.0" for a in device.apps())
+    assert any(a.get("version") == "2.0.0" for a in device.apps())  # what it runs keeps running
+    audit = world.stack.bastion_json("audit")
+    events = audit if isinstance(audit, list) else audit.get("events", [])
+    refused = [e for e in events if e.get("action") == "device.download_credential" and e.get("outcome") == "denied"]
+    assert refused, events[:5]
+    assert refused[0]["actor"] == f"device:{device.device_id}"
