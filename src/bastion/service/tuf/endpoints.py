@@ -38,6 +38,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,6 +73,7 @@ from bastion.service.tuf.repository import MAX_METADATA_BYTES, TIMESTAMP_FILE
 _log = logging.getLogger("bastion.service.tuf")
 
 __all__ = [
+    "BASE_RECHECK_S",
     "CACHE_MAX_BYTES",
     "CACHE_MAX_ENTRIES",
     "CACHE_MAX_FILE_BYTES",
@@ -101,6 +103,8 @@ CACHE_MAX_FILE_BYTES = 64 * 1024
 CACHE_MAX_BYTES = 32 * 1024 * 1024
 #: Bound on the number of metadata files whose ETag is kept in memory per worker.
 CACHE_MAX_ENTRIES = 65536
+#: A miss re-checks at most this often that the tree's root directory was not replaced.
+BASE_RECHECK_S = 1.0
 #: Bound on the ``If-None-Match`` header value we parse.
 MAX_IF_NONE_MATCH_CHARS = 2048
 
@@ -262,6 +266,7 @@ class TufStaticApp:
         self.refusals = RefusalLog()
         self._base_fd = -1
         self._base_version: tuple[int, int] | None = None
+        self._next_base_check = 0.0
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cached_bytes = 0
 
@@ -293,8 +298,12 @@ class TufStaticApp:
         if base < 0:
             return None
         fd, err = _open_beneath(base, [group_id, *parts])
-        if fd is None and err == errno.ENOENT and self._base(recheck=True) != base:
-            fd, err = _open_beneath(self._base_fd, [group_id, *parts])  # the root was replaced meanwhile
+        if fd is None and err == errno.ENOENT and time.monotonic() >= self._next_base_check:
+            # Was the root replaced meanwhile (a restore, a test)? Checked at most once a second:
+            # a missing file (the next-root probe) is the common case and must stay cheap.
+            self._next_base_check = time.monotonic() + BASE_RECHECK_S
+            if self._base(recheck=True) != base:
+                fd, err = _open_beneath(self._base_fd, [group_id, *parts])
         if err == errno.ELOOP:
             path = "/".join([group_id, *parts])
             suppressed = self.refusals.admit(("tree", "symlink", group_id), now=self._clock().timestamp())
