@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,54 @@ def test_0_stolen_tuf_keys_cannot_push_an_app(world: World) -> None:
         assert not any(a.get("version") == "9.9.9" for a in device.apps())
         refused = [e for e in _history(world, device.device_id) if e.get("kind") == "update_refused"]
         assert refused, "the refusal was reported to the service"
+    finally:
+        device.stop()
+        shutil.rmtree(device.dev, ignore_errors=True)
+
+
+def test_0b_a_running_device_that_is_revoked_gets_no_more_images(world: World) -> None:
+    """Update eligibility (docs/adr/0013): once revoked, the download credential is refused, so no image arrives.
+
+    The device keeps running; its TUF check-in still works (metadata is public)
+    and sees the new target, but targets need a credential and the service now
+    refuses it. (Its boot-time check downloaded test 0's rogue app with a
+    credential, in good standing, and refused it by signature.) Right after the
+    revocation the refusal is immediate here because the device keeps no credential
+    from that check long enough; in general it takes at most the 60 s one lives.
+    """
+    from bastion.service.blobs.store import BlobStore
+    from bastion.service.config import Settings
+    from bastion.service.tuf import TargetSpec, publish_group
+
+    device = world.start_device("revoked")
+    try:
+        wait_for("the boot-time check", (device.dev / "os-state" / "updates.json").exists)
+        world.stack.bastion("device", "revoke", device.device_id)
+        group = world.stack.bastion_json("device-group", "show", GROUP)
+        settings = Settings.from_env(world.stack.env())
+        # Something new in the group (test 0's way: a target straight into the repository).
+        image = world.build_app("9.9.10", key=world.stack.root / "rogue" / "rogue.key")
+        blob = BlobStore(settings.home / "blobs").put_bytes(image.read_bytes())
+        component = json.loads((EXAMPLE_APP / "app_manifest.json").read_text())["ComponentId"].lower()
+        spec = TargetSpec(
+            path=f"apps/{component}/9.9.10.img",
+            blob_sha256=blob.sha256,
+            length=blob.size,
+            custom={"bastion": {"image_type": "app", "component_id": component, "version": "9.9.10",
+                                "security_version": 1}},
+        )  # fmt: skip
+        publish_group(settings, group["id"], [spec], now=dt.datetime.now(dt.UTC))
+        time.sleep(46)  # outlive any credential kept from the boot-time check (60 s - 15 s margin)
+        summary = device.update_check()
+        assert "device_revoked" in json.dumps(summary), (summary, device.os_log_tail())
+        assert summary.get("result") != "installed", summary
+        # It never got the bytes: had it, it would have refused 9.9.10 by its signature.
+        refused = [e for e in _history(world, device.device_id) if e.get("version") == "9.9.10"]
+        assert refused == [], refused
+        events = world.stack.bastion_json("audit")
+        denied = [e for e in events if e.get("action") == "device.download_credential" and e.get("outcome") == "denied"]
+        assert denied, events[:5]
+        assert denied[0]["actor"] == f"device:{device.device_id}"
     finally:
         device.stop()
         shutil.rmtree(device.dev, ignore_errors=True)

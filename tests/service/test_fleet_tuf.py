@@ -7,6 +7,7 @@ import json
 
 from fleet_world import APP_COMPONENT, OCTET, OS_COMPONENT, Fleet, make_status_device, os_image, trust_os_key
 from sqlalchemy.orm import Session, sessionmaker
+from tuf_attacks import download_headers
 
 from bastion.crypto.keys import generate_private_key
 from bastion.service import tuf
@@ -55,7 +56,10 @@ def test_deployment_and_os_publish_reach_the_group_repository(
     assert targets[app_path]["custom"] == {
         "bastion": {"image_type": "app", "component_id": APP_COMPONENT, "version": "1.0.0", "security_version": 1}
     }
-    served = client.get(f"/tuf/{production}/targets/apps/{APP_COMPONENT}/{image['sha256']}.1.0.0.img")
+    served = client.get(
+        f"/tuf/{production}/targets/apps/{APP_COMPONENT}/{image['sha256']}.1.0.0.img",
+        headers=download_headers(settings, production, now=clock()),
+    )
     assert served.status_code == 200
     assert len(served.content) == image["size"]
     # Development (No3rdPartyAppUpdates) gets the OS only.

@@ -24,6 +24,7 @@ from tuf.api.exceptions import (
 )
 from tuf.ngclient import Updater
 from tuf_attacks import (
+    download_headers,
     endless_target,
     freeze_timestamp,
     make_updater,
@@ -85,9 +86,12 @@ class Device:
     def __init__(self, client: TestClient, settings: Settings, group: str, workdir: Path) -> None:
         self.client, self.group, self.workdir = client, group, workdir
         self.root = group_root(settings, group)
+        self.settings = settings
 
     def check_in(self) -> Updater:
-        updater = make_updater(self.client, self.group, self.root, self.workdir)
+        # Targets need a download credential (docs/adr/0013-update-eligibility.md).
+        headers = download_headers(self.settings, self.group)
+        updater = make_updater(self.client, self.group, self.root, self.workdir, headers=headers)
         updater.refresh()
         return updater
 

@@ -1,4 +1,9 @@
-"""Static serving of TUF repositories: ETag, 304, Cache-Control, 404, traversal, and ngclient end to end."""
+"""Static serving of TUF repositories: ETag, 304, Cache-Control, 404, traversal, and ngclient end to end.
+
+Targets are served only with a download credential (docs/adr/0013-update-eligibility.md):
+these tests send one (:func:`tuf_attacks.download_headers`); test_eligibility_static.py
+pins the refusals.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 from tuf.api.exceptions import ExpiredMetadataError
-from tuf_attacks import TestClientFetcher, make_updater
+from tuf_attacks import TestClientFetcher, download_headers, make_updater
 
 from bastion.service.app import create_app
 from bastion.service.blobs.store import BlobStore
@@ -29,6 +34,8 @@ from bastion.service.tuf.repository import load_state
 from conftest import TestClient
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: Targets: immutable, but no shared cache may hand them to a request without a credential.
+TARGET_IMMUTABLE = "private, max-age=31536000, immutable"
 SERVER_START_TIMEOUT_S = 10
 
 
@@ -115,22 +122,27 @@ def test_a_new_timestamp_gets_a_new_etag(
     assert second.content == (metadata_dir(settings, group) / "timestamp.json").read_bytes()
 
 
-def test_targets_are_served_by_hash_prefixed_name(client: TestClient, group: str, app_spec: TargetSpec) -> None:
+def test_targets_are_served_by_hash_prefixed_name(
+    client: TestClient, settings: Settings, group: str, app_spec: TargetSpec
+) -> None:
     url = f"/tuf/{group}/targets/apps/c0/{app_spec.blob_sha256}.1.0.0.img"
-    r = client.get(url)
+    auth = download_headers(settings, group)
+    r = client.get(url, headers=auth)
     assert r.status_code == 200
     assert r.content == b"app image v1 " * 1000
     assert r.headers["etag"] == f'"{app_spec.blob_sha256}"'
-    assert r.headers["cache-control"] == IMMUTABLE
+    assert r.headers["cache-control"] == TARGET_IMMUTABLE
     assert r.headers["content-type"] == "application/octet-stream"
-    assert client.get(url, headers={"If-None-Match": f'"{app_spec.blob_sha256}"'}).status_code == 304
-    partial = client.get(url, headers={"Range": "bytes=13-25"})  # resumable downloads
+    assert client.get(url, headers={**auth, "If-None-Match": f'"{app_spec.blob_sha256}"'}).status_code == 304
+    partial = client.get(url, headers={**auth, "Range": "bytes=13-25"})  # resumable downloads
     assert partial.status_code == 206
     assert partial.content == b"app image v1 "
-    rest = client.get(url, headers={"Range": "bytes=12987-"})  # what the device's fetcher sends to resume
+    rest = client.get(url, headers={**auth, "Range": "bytes=12987-"})  # what the device's fetcher sends to resume
     assert (rest.status_code, rest.content) == (206, b"app image v1 ")
+    head = client.head(url, headers=auth)
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "13000")
     # The unprefixed path is not served (consistent snapshots only).
-    assert client.get(f"/tuf/{group}/targets/apps/c0/1.0.0.img").status_code == 404
+    assert client.get(f"/tuf/{group}/targets/apps/c0/1.0.0.img", headers=auth).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -152,8 +164,10 @@ def test_targets_are_served_by_hash_prefixed_name(client: TestClient, group: str
         "",
     ],
 )
-def test_unknown_files_are_404(client: TestClient, group: str, app_spec: TargetSpec, path: str) -> None:
-    r = client.get(f"/tuf/{group}/{path}")
+def test_unknown_files_are_404(
+    client: TestClient, settings: Settings, group: str, app_spec: TargetSpec, path: str
+) -> None:
+    r = client.get(f"/tuf/{group}/{path}", headers=download_headers(settings, group))
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
     assert r.headers["cache-control"] == "public, max-age=60"
@@ -219,7 +233,8 @@ def test_traversal_attempts_are_refused(settings: Settings, group: str, app_spec
 def test_ngclient_refreshes_and_downloads_a_target(  # noqa: PLR0917 - pytest fixtures
     client: TestClient, settings: Settings, group: str, app_spec: TargetSpec, tmp_path: Path, now: dt.datetime
 ) -> None:
-    fetcher = TestClientFetcher(client)
+    auth = download_headers(settings, group)
+    fetcher = TestClientFetcher(client, auth)
     updater = make_updater(client, group, group_root(settings, group), tmp_path / "dev", fetcher=fetcher)
     updater.refresh()
     info = updater.get_targetinfo("apps/c0/1.0.0.img")
@@ -239,7 +254,7 @@ def test_ngclient_refreshes_and_downloads_a_target(  # noqa: PLR0917 - pytest fi
     # A new version arrives at the next check-in.
     v2 = put_spec(settings, "apps/c0/2.0.0.img", b"app image v2")
     publish_group(settings, group, [v2], now=now)
-    third = make_updater(client, group, group_root(settings, group), tmp_path / "dev")
+    third = make_updater(client, group, group_root(settings, group), tmp_path / "dev", headers=auth)
     third.refresh()
     assert third.get_targetinfo("apps/c0/1.0.0.img") is None
     info2 = third.get_targetinfo("apps/c0/2.0.0.img")
@@ -278,7 +293,10 @@ def test_ngclient_over_real_uvicorn(settings: Settings, group: str, app_spec: Ta
     try:
         with httpx.Client() as http:
             base = f"http://127.0.0.1:{port}"
-            updater = make_updater(http, group, group_root(settings, group), tmp_path / "dev", base_url=base)
+            auth = download_headers(settings, group)
+            updater = make_updater(
+                http, group, group_root(settings, group), tmp_path / "dev", base_url=base, headers=auth
+            )
             updater.refresh()
             info = updater.get_targetinfo("apps/c0/1.0.0.img")
             assert info is not None

@@ -9,8 +9,11 @@ For other slices' attack tests (device update agent, e2e)::
 
 Client side:
     :class:`TestClientFetcher`: a python-tuf ``FetcherInterface`` over a Starlette
-    ``TestClient`` or an ``httpx.Client`` (``base_url`` set), e.g. a real uvicorn.
+    ``TestClient`` or an ``httpx.Client`` (``base_url`` set), e.g. a real uvicorn;
+    it sends its ``headers`` (a download credential) with target requests.
     :func:`make_updater`: an ngclient ``Updater`` for a group, bootstrapped with its root.
+    :func:`download_headers`: a valid download credential header for a group's targets,
+        minted with the settings' master key (as the credential endpoint would).
 
 Attacks (each edits the files the service serves, as a compromised mirror, CDN
 or service host would; "stolen keys" use the group's sealed online keys
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +45,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from bastion.service.blobs.store import BlobStore
 from bastion.service.config import Settings, write_private_file
+from bastion.service.eligibility import CREDENTIAL_SCHEME, DownloadKey, mint_credential
 from bastion.service.tuf import TargetSpec, publish_group
 from bastion.service.tuf.keys import load_signers
 from bastion.service.tuf.layout import metadata_dir, served_target_name, targets_dir
@@ -48,6 +53,7 @@ from bastion.service.tuf.repository import load_state
 
 __all__ = [
     "TestClientFetcher",
+    "download_headers",
     "endless_target",
     "freeze_timestamp",
     "make_updater",
@@ -60,7 +66,28 @@ __all__ = [
 
 
 class _HttpClient(Protocol):
-    def get(self, url: str) -> Any: ...
+    def get(self, url: str, *, headers: dict[str, str] | None = None) -> Any: ...
+
+
+#: The device and tenant named by :func:`download_headers` credentials.
+TEST_DEVICE_ID = "ab" * 32
+TEST_TENANT_ID = str(uuid.UUID(int=7))
+
+
+def download_headers(
+    settings: Settings,
+    group_id: str,
+    *,
+    now: dt.datetime | None = None,
+    ttl: dt.timedelta = dt.timedelta(seconds=60),
+    device_id: str = TEST_DEVICE_ID,
+) -> dict[str, str]:
+    """``Authorization: Bastion-Download <credential>`` opening ``group_id``'s targets until ``now + ttl``."""
+    expires = int(((now or dt.datetime.now(dt.UTC)) + ttl).timestamp())
+    token = mint_credential(
+        DownloadKey.from_master_key(settings.master_key), device_id, group_id, TEST_TENANT_ID, expires=expires
+    )
+    return {"Authorization": f"{CREDENTIAL_SCHEME} {token}"}
 
 
 class TestClientFetcher(FetcherInterface):
@@ -71,12 +98,13 @@ class TestClientFetcher(FetcherInterface):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, client: _HttpClient) -> None:
+    def __init__(self, client: _HttpClient, headers: dict[str, str] | None = None) -> None:
         self.client = client
+        self.headers = headers or {}
         self.statuses: list[tuple[str, int]] = []
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        response = self.client.get(url)
+        response = self.client.get(url, headers=self.headers if "/targets/" in url else {})
         self.statuses.append((url, response.status_code))
         if response.status_code != 200:
             raise DownloadHTTPError(f"GET {url}: {response.status_code}", response.status_code)
@@ -91,8 +119,12 @@ def make_updater(
     *,
     base_url: str = "http://testserver",
     fetcher: TestClientFetcher | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Updater:
-    """An ngclient Updater for a group's repository, with metadata and targets under ``workdir``."""
+    """An ngclient Updater for a group's repository, with metadata and targets under ``workdir``.
+
+    ``headers`` (e.g. :func:`download_headers`) go with target requests of the default fetcher.
+    """
     (workdir / "metadata").mkdir(parents=True, exist_ok=True)
     (workdir / "targets").mkdir(parents=True, exist_ok=True)
     return Updater(
@@ -100,7 +132,7 @@ def make_updater(
         metadata_base_url=f"{base_url}/tuf/{group_id}/metadata/",
         target_dir=str(workdir / "targets"),
         target_base_url=f"{base_url}/tuf/{group_id}/targets/",
-        fetcher=fetcher or TestClientFetcher(client),
+        fetcher=fetcher or TestClientFetcher(client, headers),
         config=UpdaterConfig(),
         bootstrap=root,
     )

@@ -10,12 +10,15 @@ import threading
 import time
 from pathlib import Path
 
+import cbor2
 import httpx
 import pytest
 from test_monitor_support import serving
 from test_os_attestation import CHIP, NOW, FakeService
 from test_updates_support import APP_A, Service, TufRepo, app_custom, build_app
 
+from bastion.crypto.certs import load_certificate_der
+from bastion.crypto.cose import decode_sign1, verify_sign1
 from bastion.crypto.keys import generate_private_key, public_key_pem
 from bastion.monitor.client import MonitorClient
 from bastion.os.appservices.power import PowerService
@@ -26,6 +29,7 @@ from bastion.os.paths import OsPaths
 from bastion.os.runtime import run
 from bastion.os.state import StateDir
 from bastion.os.updates.control import MAX_REQUEST_BYTES, ControlServer, request_control
+from bastion.os.updates.download_credential import CREDENTIAL_PATH
 from bastion.os.updates.errors import UpdateUnavailableError
 from bastion.os.updates.system import UpdateSystem
 
@@ -53,11 +57,17 @@ def test_control_socket_answers_one_json_line(tmp_path: Path) -> None:
 
 
 class GroupService(FakeService):
-    """The attestation service, answering with an update pointer, plus the group's TUF repo and status sink."""
+    """The attestation service, answering with an update pointer, plus the group's TUF repo and status sink.
+
+    Like the real one, it serves targets only with a download credential, which it
+    issues to a request signed by the key in the request's (device) certificate.
+    """
 
     def __init__(self, repo: TufRepo) -> None:
         super().__init__()
         self.repo_service = Service(repo)
+        self.credential_requests: list[dict[str, object]] = []
+        self.refused_targets = 0
         self.pointer = {
             "group_id": repo.group,
             "tuf_base": f"/tuf/{repo.group}",
@@ -66,6 +76,18 @@ class GroupService(FakeService):
         }
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == CREDENTIAL_PATH:
+            message = decode_sign1(request.content)
+            verify_sign1(message, load_certificate_der(message.x5chain[0]).public_key())
+            self.credential_requests.append(cbor2.loads(message.payload))
+            return httpx.Response(
+                200, json={"credential": f"v1.fake{len(self.credential_requests)}", "expires_in_s": 60}
+            )
+        if "/targets/" in request.url.path and not request.headers.get("authorization", "").startswith(
+            "Bastion-Download v1.fake"
+        ):
+            self.refused_targets += 1
+            return httpx.Response(401, json={"error": "download_credential_required", "detail": "no credential"})
         if not request.url.path.startswith("/api/v1/attestation"):
             return self.repo_service(request)
         response = super().__call__(request)
@@ -135,6 +157,10 @@ def test_runtime_learns_the_group_installs_an_app_and_answers_update_check(tmp_p
     assert "app_started" in kinds
     assert [(i["component_id"], i["version"]) for i in reports[-1]["installed"]] == [(APP_A, "1.0.0")]
     assert reports[-1]["installed"][0]["sandbox"].startswith("bwrap uid=")
+    # The target came with a download credential, asked for with a signed request.
+    assert service.credential_requests
+    assert service.credential_requests[0]["purpose"] == "download-credential"
+    assert service.refused_targets == 0
 
 
 @pytest.mark.parametrize(("power_down", "expected"), [(False, EXIT_REBOOT), (True, EXIT_OK)])

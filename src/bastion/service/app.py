@@ -44,6 +44,8 @@ from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
+from bastion.service.eligibility.endpoints import Eligibility
+from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
@@ -191,8 +193,12 @@ def create_app(
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(appraisal_router, prefix=API_PREFIX)
-    # Static TUF files (no auth), served ahead of routing: added last, so the outermost middleware.
-    app.add_middleware(TufStaticMiddleware, settings=settings)
+    # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
+    app.state.eligibility = Eligibility(settings.master_key)
+    app.include_router(eligibility_router, prefix=API_PREFIX)
+    # Static TUF files (metadata public, targets behind a download credential), served ahead of
+    # routing: added last, so the outermost middleware.
+    app.add_middleware(TufStaticMiddleware, settings=settings, state=app.state)
     return app
 
 

@@ -8,6 +8,12 @@ service sends no body. Everything else (versioned metadata, targets) is
 immutable and fetched plainly. ngclient still verifies every byte it is given,
 cached or not, so the cache cannot weaken TUF's checks.
 
+Targets need a **download credential** (docs/adr/0013-update-eligibility.md): with an
+``authorization`` (:class:`~bastion.os.updates.download_credential.DownloadCredentials`),
+every target request carries ``Authorization: Bastion-Download <credential>``;
+a credential the server refuses as expired or invalid (401) is dropped and one
+fresh one is tried. Metadata requests carry nothing.
+
 Targets (hash-prefixed, so immutable) are **resumable**: with a ``partial_dir``,
 the bytes received so far are kept in a partial file; a later attempt sends
 ``Range: bytes=<n>-`` and replays the kept bytes before the new ones (a server
@@ -25,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -37,7 +44,9 @@ import httpx
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
-__all__ = ["CachingFetcher", "FetcherLimits", "is_cacheable", "is_resumable"]
+from bastion.os.updates.download_credential import DownloadCredentials
+
+__all__ = ["CachingFetcher", "FetcherLimits", "is_cacheable", "is_resumable", "is_target"]
 
 _CACHEABLE = re.compile(r"/(timestamp\.json|[1-9]\d{0,9}\.root\.json)$")
 #: Target files are named ``<sha256>.<name>`` under ``.../targets/`` (consistent snapshots).
@@ -47,6 +56,11 @@ _TARGET = re.compile(r"/targets/(?:.+/)?[0-9a-f]{64}\.[^/]+$")
 def is_resumable(url: str) -> bool:
     """Whether ``url`` names a hash-prefixed (immutable) target file."""
     return _TARGET.search(httpx.URL(url).path) is not None
+
+
+def is_target(url: str) -> bool:
+    """Whether ``url`` names a target (it needs the download credential)."""
+    return "/targets/" in httpx.URL(url).path
 
 
 def is_cacheable(url: str) -> bool:
@@ -101,12 +115,19 @@ class CachingFetcher(FetcherInterface):
         limits: bounds.
         partial_dir: where interrupted target downloads are kept to resume; None
             turns resuming off.
+        authorization: the download credential sent with target requests; None sends none.
     """
 
     def __init__(
-        self, http: httpx.Client, *, limits: FetcherLimits | None = None, partial_dir: Path | None = None
+        self,
+        http: httpx.Client,
+        *,
+        limits: FetcherLimits | None = None,
+        partial_dir: Path | None = None,
+        authorization: DownloadCredentials | None = None,
     ) -> None:
         self._http = http
+        self._authorization = authorization
         self._limits = limits or FetcherLimits()
         self._partial_dir = partial_dir
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -132,17 +153,45 @@ class CachingFetcher(FetcherInterface):
             ):
                 self._cache.popitem(last=False)
 
+    def _get(self, url: str, headers: dict[str, str], auth: DownloadCredentials | None) -> httpx.Response:
+        if auth is not None:
+            headers = {**headers, "Authorization": auth.authorization()}
+        self.stats.requests += 1
+        try:
+            return self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+        except httpx.HTTPError as exc:
+            raise tuf_exceptions.DownloadError(f"GET {httpx.URL(url).path}: {type(exc).__name__}") from exc
+
+    def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        """GET ``url`` (streamed); a target request carries the download credential, renewed once on a 401.
+
+        Raises:
+            tuf.api.exceptions.DownloadHTTPError: the server refused the credential (the
+                message names its error code).
+        """
+        auth = self._authorization if is_target(url) else None
+        response = self._get(url, headers, auth)
+        if auth is None or response.status_code not in (401, 403):
+            return response
+        auth.invalidate()
+        if response.status_code == 401:  # expired meanwhile (or the key changed): one fresh credential
+            response.close()
+            response = self._get(url, headers, auth)
+            if response.status_code not in (401, 403):
+                return response
+            auth.invalidate()
+        code = _error_code(response)
+        raise tuf_exceptions.DownloadHTTPError(
+            f"GET {httpx.URL(url).path}: HTTP {response.status_code} ({code})", response.status_code
+        )
+
     def _fetch(self, url: str) -> Iterator[bytes]:
         if self._partial_dir is not None and is_resumable(url):
             return self._fetch_resumable(url, self._partial_dir)
         cacheable = is_cacheable(url)
         entry = self._cached(url) if cacheable else None
         headers = {"If-None-Match": entry.etag} if entry is not None else {}
-        self.stats.requests += 1
-        try:
-            response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
-        except httpx.HTTPError as exc:
-            raise tuf_exceptions.DownloadError(f"GET {httpx.URL(url).path}: {type(exc).__name__}") from exc
+        response = self._send(url, headers)
         status = response.status_code
         if status == 304 and entry is not None:
             response.close()
@@ -184,11 +233,7 @@ class CachingFetcher(FetcherInterface):
             partial.unlink()
             have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        self.stats.requests += 1
-        try:
-            response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
-        except httpx.HTTPError as exc:
-            raise tuf_exceptions.DownloadError(f"GET {httpx.URL(url).path}: {type(exc).__name__}") from exc
+        response = self._send(url, headers)
         status = response.status_code
         if status == 206 and have:
             self.stats.resumed += 1
@@ -229,3 +274,27 @@ class CachingFetcher(FetcherInterface):
         finally:
             if complete:
                 self._store(url, _Entry(etag, 200, bytes(kept)))
+
+
+#: Bound on a refusal body read for its error code.
+_MAX_ERROR_BODY_BYTES = 1024
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The ``error`` code of a small JSON error body (the response is closed)."""
+    body = b""
+    try:
+        for chunk in response.iter_bytes(256):
+            body += chunk
+            if len(body) > _MAX_ERROR_BODY_BYTES:
+                return "error"
+    except httpx.HTTPError:
+        return "error"
+    finally:
+        response.close()
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return "error"
+    code = value.get("error") if isinstance(value, dict) else None
+    return code[:64] if isinstance(code, str) else "error"

@@ -51,6 +51,7 @@ from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
 from bastion.os.updates.agent import AgentSettings, UpdateAgent
 from bastion.os.updates.control import ControlServer
+from bastion.os.updates.download_credential import DownloadCredentials
 from bastion.os.updates.events import EventQueue
 from bastion.os.updates.fetcher import CachingFetcher
 from bastion.os.updates.os_update import RunningOs, pinned_os_keys
@@ -224,7 +225,14 @@ class UpdateSystem:
             state_dir=state_dir.path,
             groups=groups,
             service_url=config.service_url,
-            fetcher=CachingFetcher(http, partial_dir=state_dir.path / "downloads"),
+            fetcher=CachingFetcher(
+                http,
+                partial_dir=state_dir.path / "downloads",
+                # Targets need a download credential; the service checks our standing for each one.
+                authorization=DownloadCredentials(
+                    http, credentials=_Credentials(state_dir, device_key), device_id=device_id, clock=clock or utcnow
+                ),
+            ),
             monitor=monitor,
             store=store,
             apps=apps,

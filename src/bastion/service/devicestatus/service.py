@@ -41,7 +41,7 @@ from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.models import Device, DeviceUpdateEvent, DeviceUpdateStatus
 
-__all__ = ["accept_report", "device_status", "update_history"]
+__all__ = ["accept_report", "authenticate_device", "device_status", "update_history"]
 
 _URI_PREFIX = "urn:bastion:tenant:"
 
@@ -99,6 +99,16 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
             "the device certificate has been revoked (it is on the tenant CA's CRL)", code="certificate_revoked"
         )
     return tenant_id, device_id
+
+
+def authenticate_device(session: Session, message: Sign1Message, *, now: dt.datetime) -> tuple[str, str]:
+    """Steps 2-3 for any device-signed request: ``(tenant id, device id)`` of a verified message.
+
+    Raises:
+        InvalidRequest: ``malformed_status`` (x5chain is not one parseable certificate).
+        Forbidden: ``untrusted_certificate``, ``certificate_expired``, ``bad_signature``.
+    """
+    return _authenticate(session, message, now=now)
 
 
 def accept_report(
