@@ -12,7 +12,14 @@ EXPECTED = {
     "bastion.service.vendors.service": ["TrustResult", "list_vendors", "trust_vendor", "trusted_vendor_certs"],
     "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
     "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
-    "bastion.service.config": ["Limits", "Settings", "load_or_create_master_key", "write_private_file"],
+    "bastion.service.config": ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"],
+    "bastion.service.guard": ["RateLimiter", "check_headers", "client_key", "send_error"],
+    "bastion.service.openapi": [
+        "ERROR_SCHEMA_NAME",
+        "SECURITY_SCHEME_NAME",
+        "authenticated_operations",
+        "complete_schema",
+    ],
     "bastion.service.web": [
         "BodyLimitMiddleware",
         "Clock",
