@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,7 +53,7 @@ from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.guard import RateLimiter, check_headers, client_key, send_error
-from bastion.service.openapi import authenticated_operations, complete_schema
+from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.tuf.endpoints import TufStaticMiddleware
@@ -135,13 +136,28 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if status == 404:
         detail = "no such route; the API is under /api/v1 and documented at /openapi.json"
     elif status == 405:
-        allowed = (headers or {}).get("allow") or (headers or {}).get("Allow") or "the documented methods"
-        detail = f"method {request.method} is not allowed here; use {allowed}"
+        app = request.app
+        documented = app.method_index().allowed(request.url.path) if isinstance(app, ServiceApp) else []
+        allowed = ", ".join(documented) or (headers or {}).get("Allow") or ""
+        if allowed:
+            headers = {"Allow": allowed}
+        detail = f"method {request.method[:16]} is not allowed here; use {allowed or 'a documented method'}"
     elif status == 400:
         detail = "the request body could not be parsed; send the JSON object the operation documents"
     else:
         detail = exc.detail if isinstance(exc.detail, str) else "the request cannot be served"
     return error_response(status, code, detail, headers)
+
+
+def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+    """A number the database cannot hold (``offset=2**63``): the caller's input, so a 422, not a 500.
+
+    Routes bound their numbers (``le=``); this is the net under any that does not.
+    """
+    _log.info("request value out of the database's range: %s", type(exc).__name__)
+    return error_response(
+        422, "invalid_request", "a number in the request is out of range; use the bounds the operation documents"
+    )
 
 
 def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -185,6 +201,14 @@ class ServiceApp(FastAPI):
                 await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    def method_index(self) -> MethodIndex:
+        """The documented methods per path (for the ``Allow`` header of a 405), built once."""
+        index: MethodIndex | None = getattr(self, "_method_index", None)
+        if index is None:
+            index = MethodIndex(self.openapi())
+            self._method_index = index
+        return index
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema, with the fast paths' documentation merged in."""
@@ -262,6 +286,8 @@ def create_app(
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected_error)
 
     @app.get("/healthz")

@@ -18,6 +18,7 @@ or one marked with ``bastion_auth = True``.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -25,7 +26,13 @@ import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from starlette.routing import BaseRoute
 
-__all__ = ["ERROR_SCHEMA_NAME", "SECURITY_SCHEME_NAME", "authenticated_operations", "complete_schema"]
+__all__ = [
+    "ERROR_SCHEMA_NAME",
+    "SECURITY_SCHEME_NAME",
+    "MethodIndex",
+    "authenticated_operations",
+    "complete_schema",
+]
 
 ERROR_SCHEMA_NAME = "Error"
 SECURITY_SCHEME_NAME = "bearerAuth"
@@ -135,3 +142,28 @@ def _set_error(responses: dict[str, Any], status: str, description: str) -> None
     if isinstance(existing, dict) and existing.get("description") and status != "422":
         description = str(existing["description"])
     responses[status] = _error_response(description)
+
+
+class MethodIndex:
+    """The documented methods of each path of a schema, for the ``Allow`` header of a 405.
+
+    Starlette's router names only the methods of the first route that matches
+    the path, so a path with ``GET`` and ``POST`` routes would answer a
+    ``DELETE`` with ``Allow: GET``; the schema knows them all.
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        """Index the paths of ``schema``."""
+        self._paths: list[tuple[re.Pattern[str], list[str]]] = []
+        for path, item in schema.get("paths", {}).items():
+            methods = [m.upper() for m in _HTTP_METHODS if isinstance(item.get(m), dict)]
+            pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))
+            self._paths.append((re.compile(pattern), methods))
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods documented for ``path`` (empty when no documented path matches)."""
+        found: list[str] = []
+        for pattern, methods in self._paths:
+            if pattern.fullmatch(path):
+                found.extend(m for m in methods if m not in found)
+        return found

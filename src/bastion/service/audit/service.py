@@ -91,7 +91,13 @@ def record_not_found(
     )
 
 
-def list_events(session: Session, tenant_id: str, *, limit: int) -> Sequence[AuditEvent]:
-    """Return the tenant's audit events, newest first."""
-    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.id.desc()).limit(limit)
+def list_events(session: Session, tenant_id: str, *, limit: int, offset: int = 0) -> Sequence[AuditEvent]:
+    """Return up to ``limit`` of the tenant's audit events, newest first, after skipping ``offset``."""
+    query = (
+        select(AuditEvent)
+        .where(AuditEvent.tenant_id == tenant_id)
+        .order_by(AuditEvent.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
     return session.scalars(query).all()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.devices import service
 from bastion.service.devices.schemas import AttestationOut, ClaimRequest, DeviceDetail, DeviceOut, UpdateEventOut
 from bastion.service.devicestatus.service import update_history
 from bastion.service.fleet.limits import FleetLimitsDep
-from bastion.service.web import NowDep, SessionDep, SettingsDep
+from bastion.service.web import LimitQuery, NowDep, OffsetQuery, SessionDep, SettingsDep
 
 router = APIRouter(tags=["devices"])
 
@@ -26,8 +24,8 @@ def list_devices(
     who: ReaderDep,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> list[DeviceOut]:
     bound = settings.limits.page(limit)
     return [DeviceOut.model_validate(d) for d in service.list_devices(session, who, limit=bound, offset=offset)]

@@ -170,7 +170,7 @@ def parse_report(payload: bytes, *, max_events: int, max_installed: int, max_det
     for index, raw in enumerate(_list(data["events"], "events", max_events)):
         event = _map(raw, f"events[{index}]")
         kind = event.get("kind")
-        if kind not in EVENT_KINDS:
+        if not isinstance(kind, str) or kind not in EVENT_KINDS:  # a CBOR map is unhashable
             raise ReportError(f"events[{index}].kind is not one of {', '.join(sorted(EVENT_KINDS))}")
         detail = _text(event.get("detail", ""), f"events[{index}].detail", MAX_DETAIL_INPUT_CHARS)
         events.append(
