@@ -154,16 +154,25 @@ class MethodIndex:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         """Index the paths of ``schema``."""
-        self._paths: list[tuple[re.Pattern[str], list[str]]] = []
+        self._paths: list[tuple[int, re.Pattern[str], list[str]]] = []
         for path, item in schema.get("paths", {}).items():
             methods = [m.upper() for m in _HTTP_METHODS if isinstance(item.get(m), dict)]
             pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))
-            self._paths.append((re.compile(pattern), methods))
+            self._paths.append((path.count("{"), re.compile(pattern), methods))
 
     def allowed(self, path: str) -> list[str]:
-        """The methods documented for ``path`` (empty when no documented path matches)."""
+        """The methods documented for ``path`` (empty when no documented path matches).
+
+        When several documented paths match (``/devices/claim`` and
+        ``/devices/{device_id}``), the one with the fewest parameters names the
+        resource, as a client reading the document would take it.
+        """
+        matches = [(params, methods) for params, pattern, methods in self._paths if pattern.fullmatch(path)]
+        if not matches:
+            return []
+        fewest = min(params for params, _ in matches)
         found: list[str] = []
-        for pattern, methods in self._paths:
-            if pattern.fullmatch(path):
+        for params, methods in matches:
+            if params == fewest:
                 found.extend(m for m in methods if m not in found)
         return found
