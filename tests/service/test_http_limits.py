@@ -8,6 +8,7 @@ service run`` in ``test_http_live.py``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,20 @@ def _challenge(client: TestClient) -> int:
 # -- header bounds ---------------------------------------------------------------------------------
 
 
-def test_too_many_headers_is_431_before_any_route(client: TestClient, tenant: CreatedTenant) -> None:
+def test_too_many_headers_is_431_before_any_route_and_recorded(
+    client: TestClient, tenant: CreatedTenant, caplog: pytest.LogCaptureFixture
+) -> None:
     headers = bearer(tenant.admin_token) | {f"x-filler-{i}": "1" for i in range(HttpLimits().max_header_count + 1)}
-    for path in ("/api/v1/devices", CHALLENGE, "/tuf/g/metadata/timestamp.json", "/healthz"):
-        r = client.get(path, headers=headers)
-        assert r.status_code == 431, path
-        assert r.json()["error"] == "headers_too_large"
-        assert "send fewer headers" in r.json()["detail"]
+    with caplog.at_level(logging.WARNING, logger="bastion.service.guard"):
+        for path in ("/api/v1/devices", CHALLENGE, "/tuf/g/metadata/timestamp.json", "/healthz"):
+            r = client.get(path, headers=headers)
+            assert r.status_code == 431, path
+            assert r.json()["error"] == "headers_too_large"
+            assert "send fewer headers" in r.json()["detail"]
+    # Recorded: counted per kind, and one log line per interval (a flood does not write a line per request).
+    assert client.app.refusals.totals["headers_too_large"] == 4  # type: ignore[attr-defined]
+    lines = [r.getMessage() for r in caplog.records if "headers_too_large" in r.getMessage()]
+    assert lines == ["refused 1 request(s) as headers_too_large; busiest clients: testclient x1"]
 
 
 def test_an_oversized_header_section_is_431(client: TestClient) -> None:
@@ -75,8 +83,8 @@ def test_an_oversized_header_section_is_431(client: TestClient) -> None:
 # -- rate limits -----------------------------------------------------------------------------------
 
 
-def test_a_flooding_client_gets_429_with_retry_after_and_others_are_served(
-    settings: Settings, clock: FakeClock, tenant: CreatedTenant
+def test_a_flooding_client_gets_429_with_retry_after_others_are_served_and_it_is_recorded(
+    settings: Settings, clock: FakeClock, tenant: CreatedTenant, caplog: pytest.LogCaptureFixture
 ) -> None:
     monotonic = FakeMonotonic()
     limits = {"device_rate_per_s": 2.0, "device_rate_burst": 3}
@@ -103,6 +111,20 @@ def test_a_flooding_client_gets_429_with_retry_after_and_others_are_served(
         monotonic.now += 0.5
         assert _challenge(flooder) == 200
         assert _challenge(flooder) == 429
+        # Recorded: every refusal counted, one summary line per minute naming the flooding client.
+        refusals = flooder.app.refusals  # type: ignore[attr-defined]
+        assert refusals.totals["rate_limited"] == 5
+        caplog.clear()
+        monotonic.now += 60
+        with caplog.at_level(logging.WARNING, logger="bastion.service.guard"):
+            assert _challenge(flooder) == 200
+            for _ in range(10):
+                flooder.post(CHALLENGE, json={"device_id": DEVICE})
+        # The bucket refilled (3 admitted); the first refusal after the quiet minute writes the line
+        # for the 4 held back plus itself; the 7 that follow within the minute are counted, not written.
+        lines = [r.getMessage() for r in caplog.records if "rate_limited" in r.getMessage()]
+        assert lines == ["refused 5 request(s) as rate_limited; busiest clients: 198.51.100.7 x5"]
+        assert refusals.totals["rate_limited"] == 13
 
 
 def test_exempt_clients_and_off_are_not_limited(settings: Settings, clock: FakeClock) -> None:

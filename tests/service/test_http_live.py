@@ -160,4 +160,4 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(stack: Local
     assert int(generated.group(1)) > 500, summary
     assert "Server error" not in summary
     assert "does not conform" not in summary
-    print(summary)  # noqa: T201 - the run's figures, for the record
+    print(summary)  # the run's figures, for the record

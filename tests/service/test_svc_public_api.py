@@ -13,7 +13,14 @@ EXPECTED = {
     "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
     "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
     "bastion.service.config": ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"],
-    "bastion.service.guard": ["RateLimiter", "check_headers", "client_key", "send_error"],
+    "bastion.service.guard": [
+        "REFUSAL_LOG_INTERVAL_S",
+        "RateLimiter",
+        "RefusalLog",
+        "check_headers",
+        "client_key",
+        "send_error",
+    ],
     "bastion.service.openapi": [
         "ERROR_SCHEMA_NAME",
         "SECURITY_SCHEME_NAME",

@@ -52,7 +52,7 @@ from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.fleet.endpoints import router as fleet_router
-from bastion.service.guard import RateLimiter, check_headers, client_key, send_error
+from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
@@ -178,6 +178,7 @@ class ServiceApp(FastAPI):
     extra_openapi_paths: dict[str, dict[str, Any]]
     http_limits: HttpLimits
     rate_limiter: RateLimiter | None
+    refusals: RefusalLog
     monotonic: Callable[[], float]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -185,13 +186,16 @@ class ServiceApp(FastAPI):
         if scope["type"] == "http":
             problem = check_headers(scope, self.http_limits)
             if problem is not None:
+                self.refusals.note("headers_too_large", client_key(scope), now=self.monotonic())
                 await send_error(send, 431, "headers_too_large", problem, [(b"connection", b"close")])
                 return
             if self.rate_limiter is not None and scope["path"].startswith(self.http_limits.rate_limited_prefixes):
                 client = client_key(scope)
                 if client not in self.http_limits.rate_limit_exempt:
-                    wait = self.rate_limiter.admit(client, now=self.monotonic())
+                    now = self.monotonic()
+                    wait = self.rate_limiter.admit(client, now=now)
                     if wait > 0:
+                        self.refusals.note("rate_limited", client, now=now)
                         seconds = self.rate_limiter.retry_after(wait)
                         detail = f"too many requests from this client; retry after {seconds} s"
                         await send_error(send, 429, "rate_limited", detail, [(b"retry-after", b"%d" % seconds)])
@@ -269,6 +273,7 @@ def create_app(
     limits = settings.http
     app.http_limits = limits
     app.monotonic = monotonic
+    app.refusals = RefusalLog()
     app.rate_limiter = (
         RateLimiter(
             rate_per_s=limits.device_rate_per_s,

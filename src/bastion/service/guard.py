@@ -18,15 +18,21 @@ every request comes from the proxy's address, so the proxy limits per client
 
 from __future__ import annotations
 
+import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import orjson
 from starlette.types import Scope, Send
 
 from bastion.service.config import HttpLimits
 
-__all__ = ["RateLimiter", "check_headers", "client_key", "send_error"]
+__all__ = ["REFUSAL_LOG_INTERVAL_S", "RateLimiter", "RefusalLog", "check_headers", "client_key", "send_error"]
+
+_log = logging.getLogger("bastion.service.guard")
+
+#: At most one log line per kind of refusal per this many seconds (per worker).
+REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 def check_headers(scope: Scope, limits: HttpLimits) -> str | None:
@@ -83,6 +89,40 @@ class RateLimiter:
     def retry_after(self, wait: float) -> int:
         """Whole seconds for a ``Retry-After`` header (at least 1)."""
         return max(1, math.ceil(wait))
+
+
+class RefusalLog:
+    """The record of refusals the guards make, kept without letting a flood write a record per request.
+
+    Each refusal is counted by kind (``headers_too_large``, ``rate_limited``)
+    and by client; at most once per ``interval_s`` per kind, a warning names
+    the count since the last line and the busiest clients. Nothing goes to a
+    tenant's audit view: the requests carry no identity, and an outsider must
+    not be able to write there. Memory is bounded by ``max_clients`` per kind.
+    """
+
+    def __init__(self, *, interval_s: float = REFUSAL_LOG_INTERVAL_S, max_clients: int = 1024) -> None:
+        """A log that writes a line per kind at most every ``interval_s``."""
+        self.interval_s = interval_s
+        self.max_clients = max_clients
+        self.totals: Counter[str] = Counter()
+        self._pending: dict[str, Counter[str]] = {}
+        self._last_line: dict[str, float] = {}
+
+    def note(self, kind: str, client: str, *, now: float) -> None:
+        """Count one refusal; write the summary line when the interval for ``kind`` has passed."""
+        self.totals[kind] += 1
+        pending = self._pending.setdefault(kind, Counter())
+        if client in pending or len(pending) < self.max_clients:
+            pending[client] += 1
+        else:
+            pending["(other clients)"] += 1
+        last = self._last_line.get(kind)
+        if last is None or now - last >= self.interval_s:
+            self._last_line[kind] = now
+            busiest = ", ".join(f"{c} x{n}" for c, n in pending.most_common(3))
+            _log.warning("refused %d request(s) as %s; busiest clients: %s", sum(pending.values()), kind, busiest)
+            pending.clear()
 
 
 async def send_error(
