@@ -3,6 +3,8 @@ revealing other tenants' objects (issue 7, section 6)."""
 
 from __future__ import annotations
 
+import io
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +13,10 @@ from fleet_world import FakePublisher, Fleet, make_status_device
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.crypto.keys import generate_private_key
+from bastion.images.errors import ImageBuildError
+from bastion.images.package import ImageType, build_image
+from bastion.images.semver import semver_key
 from bastion.service.audit.service import NOT_IN_TENANT
 from bastion.service.devicestatus.report import ReportError, parse_report
 from bastion.service.models import AuditEvent, Device
@@ -195,3 +201,34 @@ def test_probing_another_tenants_objects_looks_like_probing_missing_ones(
     assert {detail for *_, detail in seen_real} == {NOT_IN_TENANT}
     # The owner's view holds nothing the probers wrote.
     assert _view(client, owner.token) == []
+
+
+# -- Unicode digits in versions and times ----------------------------------------------------------
+# A str pattern's \d matches every script's decimal digits, and int() reads them: "\u0661.0.0" (Arabic-Indic
+# one) passed as version 1.0.0, and "1\u0663:00" as 13:00. Each is refused now.
+
+
+@pytest.mark.parametrize("version", ["\u0661.0.0", "1\u0663.0.0", "1.0.\u0669", "1.0.0\n"])
+def test_a_version_with_non_ascii_digits_is_not_a_version(version: str) -> None:
+    with pytest.raises(ValueError, match="not a semantic version"):
+        semver_key(version)
+    with pytest.raises(ImageBuildError, match="not a semantic version"):
+        build_image(
+            io.BytesIO(),
+            io.BytesIO(b"payload"),
+            image_type=ImageType.APP,
+            component_id=str(uuid.uuid4()),
+            version=version,
+            security_version=1,
+            key=generate_private_key(),
+        )
+
+
+def test_a_window_start_with_non_ascii_digits_is_refused(fleet: Fleet) -> None:
+    r = fleet.call(
+        "PATCH",
+        f"/device-groups/{fleet.groups['Production']}",
+        json={"maintenance_window": {"start": "1\u0663:00", "duration_minutes": 60}},
+    )
+    assert r.status_code in {400, 422}, r.text
+    assert set(r.json()) == {"error", "detail"}

@@ -86,7 +86,8 @@ _PREFIX = struct.Struct(">8sHI")
 MAX_VERSION_LENGTH = 64
 MAX_SECURITY_VERSION = 2**32 - 1
 _DIGEST_SIZE = 32
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+# ASCII: str patterns' \d also matches other scripts' digits ("\u0661.0.0" would pass, and int() reads it).
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?", re.ASCII)
 _FIELDS = frozenset(
     {
         "magic",
@@ -176,7 +177,7 @@ def _check_identity(component_id: object, version: object) -> str | None:
         return "component_id is not a lowercase canonical UUID"
     if not isinstance(version, str) or len(version) > MAX_VERSION_LENGTH:
         return "version is not a short string"
-    if not _SEMVER.match(version):
+    if not _SEMVER.fullmatch(version):  # fullmatch: '$' would accept a trailing newline
         return f"version {version!r} is not a semantic version"
     return None
 

@@ -22,7 +22,8 @@ __all__ = ["MAX_VERSION_CHARS", "compare_versions", "is_newer", "lenient_semver_
 #: Bound on a version string (as the image header's).
 MAX_VERSION_CHARS = 64
 _SEMVER = re.compile(
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?",
+    re.ASCII,  # str patterns' \d also matches other scripts' digits, which int() reads
 )
 #: (major, minor, patch, 1 for a release / 0 for a pre-release, pre-release identifiers)
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
