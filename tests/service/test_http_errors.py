@@ -159,3 +159,26 @@ def test_openapi_declares_429_on_the_rate_limited_device_endpoints(client: TestC
         response = schema["paths"][path]["post"]["responses"]["429"]
         assert "Retry-After" in response["headers"]
     assert "429" not in schema["paths"]["/api/v1/devices"]["get"]["responses"]
+
+
+def test_a_routes_own_http_exception_keeps_its_detail_in_the_error_shape(app: FastAPI) -> None:
+    from fastapi import HTTPException
+
+    def gone() -> None:
+        raise HTTPException(status_code=410, detail="this export moved; use 'bastion audit'")
+
+    def bare() -> None:
+        raise HTTPException(status_code=404)
+
+    app.add_api_route("/gone", gone)
+    app.add_api_route("/bare", bare)
+    with TestClient(app) as client:
+        r = client.get("/gone")
+        assert (r.status_code, r.json()) == (
+            410,
+            {"error": "http_error", "detail": "this export moved; use 'bastion audit'"},
+        )
+        r = client.get("/bare")
+        assert r.status_code == 404
+        assert r.json()["error"] == "not_found"
+        assert "documented at /openapi.json" in r.json()["detail"]

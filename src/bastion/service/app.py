@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -126,6 +127,18 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", detail)
 
 
+#: Details Starlette and FastAPI write themselves (besides the status phrase): ours say what to do.
+_FRAMEWORK_DETAILS = frozenset({"There was an error parsing the body"})
+
+
+def _is_framework_detail(status: int, detail: str) -> bool:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return status == 405 or detail == phrase or detail in _FRAMEWORK_DETAILS
+
+
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's and FastAPI's own HTTP errors (no route, wrong method, unparseable body) in the API's shape."""
     if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for HTTPException only
@@ -133,7 +146,10 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     code = _HTTP_CODES.get(status, "http_error")
     headers = dict(exc.headers) if exc.headers else None
-    if status == 404:
+    if isinstance(exc.detail, str) and exc.detail and not _is_framework_detail(status, exc.detail):
+        # A route's own HTTPException: its detail says more than ours would.
+        detail = exc.detail[:_MAX_VALIDATION_DETAIL]
+    elif status == 404:
         detail = "no such route; the API is under /api/v1 and documented at /openapi.json"
     elif status == 405:
         app = request.app
