@@ -13,6 +13,14 @@ EXPECTED = {
     "bastion.service.auth.deps": ["AdminDep", "ContributorDep", "Principal", "ReaderDep", "require_role"],
     "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
     "bastion.service.config": ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"],
+    "bastion.service.http_server": ["MAX_HEADER_BYTES", "BoundedHttpToolsProtocol", "header_too_large_response"],
+    "bastion.service.audit.service": [
+        "NOT_IN_TENANT",
+        "list_events",
+        "record",
+        "record_denied",
+        "record_not_found",
+    ],
     "bastion.service.guard": [
         "REFUSAL_LOG_INTERVAL_S",
         "RateLimiter",
@@ -24,13 +32,17 @@ EXPECTED = {
     "bastion.service.openapi": [
         "ERROR_SCHEMA_NAME",
         "SECURITY_SCHEME_NAME",
+        "MethodIndex",
         "authenticated_operations",
         "complete_schema",
     ],
     "bastion.service.web": [
+        "MAX_LIST_OFFSET",
         "BodyLimitMiddleware",
         "Clock",
+        "LimitQuery",
         "NowDep",
+        "OffsetQuery",
         "SessionDep",
         "SettingsDep",
         "error_response",
