@@ -1,7 +1,7 @@
 """The Security Service ASGI application.
 
 Example:
-    >>> from bastion.service.config import HttpLimits, Settings
+    >>> from bastion.service.config import Settings
     >>> app = create_app(Settings.from_env())  # doctest: +SKIP
 
 ``uvicorn --factory bastion.service.app:create_app_from_env`` serves it with
