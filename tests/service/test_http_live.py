@@ -157,7 +157,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(stack: Local
     assert result.returncode == 0, (problems or output)[:20000]
     generated = re.search(r"(\d+) generated", summary)
     assert generated, summary
-    assert int(generated.group(1)) > 500, summary
+    assert int(generated.group(1)) > 200, summary
     assert "Server error" not in summary
     assert "does not conform" not in summary
     print(summary)  # the run's figures, for the record
