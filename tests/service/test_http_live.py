@@ -94,6 +94,7 @@ def test_oversized_header_sections_are_refused_and_memory_does_not_grow(
         if parser == "httptools":
             assert b'"error":"headers_too_large"' in answer
     after = _rss_kib(pid)
+    print(f"{parser}: RSS {before} KiB before {FLOOD_REQUESTS} oversized header sections, {after} KiB after")  # figures
     assert after - before < RSS_SLACK_KIB, f"RSS grew from {before} KiB to {after} KiB"
     # A header within the bound is still served.
     request = urllib.request.Request(f"{url}/healthz", headers={"X-Small": "a" * 1024})  # noqa: S310 - loopback URL
