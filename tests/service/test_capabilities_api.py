@@ -121,7 +121,7 @@ def test_admins_and_contributors_issue_readers_get_403_other_tenants_404(
     assert rows[0].actor != rows[1].actor  # admin, then contributor
     assert f"capability={body['id']} kind=appDevelopment" in rows[0].detail
     assert rows[2].tenant_id == other.tenant_id
-    assert rows[2].detail == "device belongs to another tenant"
+    assert rows[2].detail == "no such object in this tenant"  # as for a missing device (issue 7, section 6)
     # The reader may list; the newest comes first.
     listed = client.get(f"/api/v1/devices/{chip.device_id}/capabilities", headers=bearer(reader))
     assert listed.status_code == 200

@@ -173,7 +173,10 @@ def test_tenant_b_cannot_read_or_change_tenant_a_device(
     # A's device was not changed.
     shown = client.get(f"/api/v1/devices/{DEVICE}", headers=bearer(a.admin_token)).json()
     assert shown["revoked_at"] is None
-    # Both attempts are audited as denied, in B's log.
-    denied = [(e["action"], e["outcome"], e["detail"]) for e in _audit(client, b.admin_token)]
-    assert ("device.read", "denied", "device belongs to another tenant") in denied
-    assert ("device.revoke", "denied", "device belongs to another tenant") in denied
+    # Every attempt is audited as denied, in B's log, with the same event for the missing device
+    # and A's device: B's audit view does not reveal that A's device exists (issue 7, section 6).
+    denied = [(e["action"], e["outcome"], e["target"], e["detail"]) for e in _audit(client, b.admin_token)]
+    assert ("device.read", "denied", f"device:{OTHER}", "no such object in this tenant") in denied
+    assert ("device.read", "denied", f"device:{DEVICE}", "no such object in this tenant") in denied
+    assert ("device.revoke", "denied", f"device:{DEVICE}", "no such object in this tenant") in denied
+    assert not any("another tenant" in detail for *_, detail in denied)

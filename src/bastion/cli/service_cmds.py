@@ -8,6 +8,7 @@ needs the master key and the database, which only the service host has.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,20 @@ MAX_LOCAL_ROWS = 10_000
 DEFAULT_BACKLOG = 4096
 
 
+class HttpParser(enum.StrEnum):
+    """The HTTP/1.1 parsers ``service run`` offers."""
+
+    HTTPTOOLS = "httptools"
+    H11 = "h11"
+
+
+#: uvicorn's protocol class for each parser (an import string, so worker processes can load it).
+_HTTP_PROTOCOLS = {
+    HttpParser.HTTPTOOLS: "bastion.service.http_server:BoundedHttpToolsProtocol",
+    HttpParser.H11: "h11",
+}
+
+
 @contextmanager
 def _local_admin() -> Iterator[tuple[Settings, Session]]:
     """Yield (settings, session) on the migrated local database; domain errors become CliErrors."""
@@ -80,15 +95,21 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
     backlog: Annotated[
         int, typer.Option("--backlog", min=1, help="Listen backlog (pending connections the kernel queues).")
     ] = DEFAULT_BACKLOG,
+    http: Annotated[
+        HttpParser, typer.Option("--http", help="HTTP parser: httptools (fastest) or h11 (pure Python).")
+    ] = HttpParser.HTTPTOOLS,
 ) -> None:
     """Migrate the database, then serve the Security Service.
 
     It serves with uvicorn's fastest stack (uvloop event loop, httptools HTTP
     parser; both come with ``uvicorn[standard]``) and no access log unless asked.
+    Either parser bounds the request header section (``HttpLimits.max_header_bytes``):
+    httptools through :class:`bastion.service.http_server.BoundedHttpToolsProtocol`
+    (431), h11 through ``h11_max_incomplete_event_size`` (400).
     """
     import uvicorn
 
-    from bastion.service.config import Settings
+    from bastion.service.config import HttpLimits, Settings
     from bastion.service.db import migrate
     from bastion.service.errors import ServiceError
 
@@ -113,7 +134,8 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=_HTTP_PROTOCOLS[http],
+        h11_max_incomplete_event_size=HttpLimits().max_header_bytes,
         backlog=backlog,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,

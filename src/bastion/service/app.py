@@ -13,18 +13,29 @@ two exact paths to hand-written ASGI handlers
 (:mod:`bastion.service.attestation.fastpath`) before FastAPI's middleware and
 routing, and merges their documentation into the OpenAPI schema. Every other
 request goes through FastAPI as usual.
+
+Before either, every request passes the guards of :mod:`bastion.service.guard`
+(header count and size: 431; per-client rate limit on the device endpoints:
+429). Every error, FastAPI's and Starlette's own included (404, 405, 422,
+body parse, an unexpected exception), has the one shape ``{"error", "detail"}``,
+and :mod:`bastion.service.openapi` declares it on every operation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.service import errors
@@ -39,7 +50,7 @@ from bastion.service.auth.limits import AuthLimits
 from bastion.service.ca.endpoints import router as ca_router
 from bastion.service.ca.refresh import CRL_REFRESH_INTERVAL_S, crl_refresher
 from bastion.service.capabilities.endpoints import router as capabilities_router
-from bastion.service.config import Settings
+from bastion.service.config import HttpLimits, Settings
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
@@ -47,6 +58,8 @@ from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.fleet.endpoints import router as fleet_router
+from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
+from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.tuf.endpoints import TufStaticMiddleware
@@ -56,6 +69,23 @@ from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
 __all__ = ["API_PREFIX", "create_app", "create_app_from_env", "status_for"]
 
 API_PREFIX = "/api/v1"
+
+_log = logging.getLogger(__name__)
+
+#: Bound on the text of a validation error's detail.
+_MAX_VALIDATION_DETAIL = 1000
+
+#: Error codes of the HTTP statuses Starlette and FastAPI raise themselves.
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
 
 #: Domain error class -> HTTP status. The most specific class in an error's MRO wins.
 _STATUS: dict[type[errors.ServiceError], int] = {
@@ -94,9 +124,68 @@ def _service_error(_request: Request, exc: Exception) -> JSONResponse:
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     problems = []
     for err in getattr(exc, "errors", list)()[:5]:
+        if err.get("type") == "json_invalid":
+            problems.append("the body is not valid JSON; send the JSON object the operation documents")
+            continue
         where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
         problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-    return error_response(422, "invalid_request", "; ".join(problems) or "the request is not valid")
+    detail = "; ".join(problems)[:_MAX_VALIDATION_DETAIL] or "the request is not valid"
+    return error_response(422, "invalid_request", detail)
+
+
+#: Details Starlette and FastAPI write themselves (besides the status phrase): ours say what to do.
+_FRAMEWORK_DETAILS = frozenset({"There was an error parsing the body"})
+
+
+def _is_framework_detail(status: int, detail: str) -> bool:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return status == 405 or detail == phrase or detail in _FRAMEWORK_DETAILS
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors (no route, wrong method, unparseable body) in the API's shape."""
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for HTTPException only
+        raise exc
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    if isinstance(exc.detail, str) and exc.detail and not _is_framework_detail(status, exc.detail):
+        # A route's own HTTPException: its detail says more than ours would.
+        detail = exc.detail[:_MAX_VALIDATION_DETAIL]
+    elif status == 404:
+        detail = "no such route; the API is under /api/v1 and documented at /openapi.json"
+    elif status == 405:
+        app = request.app
+        documented = app.method_index().allowed(request.url.path) if isinstance(app, ServiceApp) else []
+        allowed = ", ".join(documented) or (headers or {}).get("Allow") or ""
+        if allowed:
+            headers = {"Allow": allowed}
+        detail = f"method {request.method[:16]} is not allowed here; use {allowed or 'a documented method'}"
+    elif status == 400:
+        detail = "the request body could not be parsed; send the JSON object the operation documents"
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) else "the request cannot be served"
+    return error_response(status, code, detail, headers)
+
+
+def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+    """A number the database cannot hold (``offset=2**63``): the caller's input, so a 422, not a 500.
+
+    Routes bound their numbers (``le=``); this is the net under any that does not.
+    """
+    _log.info("request value out of the database's range: %s", type(exc).__name__)
+    return error_response(
+        422, "invalid_request", "a number in the request is out of range; use the bounds the operation documents"
+    )
+
+
+def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback on the server, the API's shape (and no internals) for the client."""
+    _log.error("unhandled error while serving a request", exc_info=exc)
+    return error_response(500, "internal_error", "the service could not complete this request")
 
 
 class ServiceApp(FastAPI):
@@ -109,22 +198,54 @@ class ServiceApp(FastAPI):
 
     fast_paths: dict[str, ASGIApp]
     extra_openapi_paths: dict[str, dict[str, Any]]
+    http_limits: HttpLimits
+    rate_limiter: RateLimiter | None
+    refusals: RefusalLog
+    monotonic: Callable[[], float]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Dispatch: an exact fast path, else FastAPI."""
+        """Guard (header bounds, rate limit), then dispatch: an exact fast path, else FastAPI."""
         if scope["type"] == "http":
+            problem = check_headers(scope, self.http_limits)
+            if problem is not None:
+                self.refusals.note("headers_too_large", client_key(scope), now=self.monotonic())
+                await send_error(send, 431, "headers_too_large", problem, [(b"connection", b"close")])
+                return
+            if self.rate_limiter is not None and scope["path"].startswith(self.http_limits.rate_limited_prefixes):
+                client = client_key(scope)
+                if client not in self.http_limits.rate_limit_exempt:
+                    now = self.monotonic()
+                    wait = self.rate_limiter.admit(client, now=now)
+                    if wait > 0:
+                        self.refusals.note("rate_limited", client, now=now)
+                        seconds = self.rate_limiter.retry_after(wait)
+                        detail = f"too many requests from this client; retry after {seconds} s"
+                        await send_error(send, 429, "rate_limited", detail, [(b"retry-after", b"%d" % seconds)])
+                        return
             handler = self.fast_paths.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
+    def method_index(self) -> MethodIndex:
+        """The documented methods per path (for the ``Allow`` header of a 405), built once."""
+        index: MethodIndex | None = getattr(self, "_method_index", None)
+        if index is None:
+            index = MethodIndex(self.openapi())
+            self._method_index = index
+        return index
+
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema, with the fast paths' documentation merged in."""
         if self.openapi_schema is None:
             schema = super().openapi()
             schema.setdefault("paths", {}).update(self.extra_openapi_paths)
-            self.openapi_schema = schema
+            self.openapi_schema = complete_schema(
+                schema,
+                authenticated=authenticated_operations(self.routes),
+                rate_limited_prefixes=self.http_limits.rate_limited_prefixes if self.rate_limiter else (),
+            )
         return self.openapi_schema
 
 
@@ -135,6 +256,7 @@ def create_app(
     migrate_on_startup: bool = True,
     tuf_refresh_interval_s: float | None = None,
     crl_refresh_interval_s: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -144,6 +266,7 @@ def create_app(
         migrate_on_startup: run ``alembic upgrade head`` before serving.
         tuf_refresh_interval_s: period of the TUF refresh task; ``None`` (tests) disables it.
         crl_refresh_interval_s: period of the CRL refresh task; ``None`` (tests) disables it.
+        monotonic: the clock of the rate limiter (seconds; tests pass a fake).
     """
 
     @asynccontextmanager
@@ -176,6 +299,19 @@ def create_app(
     app.state.attestation_caches = device_endpoints.caches
     app.fast_paths = {API_PREFIX + path: handler for path, handler in device_endpoints.paths.items()}
     app.extra_openapi_paths = {API_PREFIX + path: item for path, item in DEVICE_OPENAPI_PATHS.items()}
+    limits = settings.http
+    app.http_limits = limits
+    app.monotonic = monotonic
+    app.refusals = RefusalLog()
+    app.rate_limiter = (
+        RateLimiter(
+            rate_per_s=limits.device_rate_per_s,
+            burst=limits.device_rate_burst,
+            max_clients=limits.rate_limit_max_clients,
+        )
+        if limits.rate_limited
+        else None
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
@@ -183,6 +319,10 @@ def create_app(
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(DataError, _out_of_range)
+    app.add_exception_handler(Exception, _unexpected_error)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

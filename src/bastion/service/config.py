@@ -12,6 +12,10 @@ Environment:
     ``BASTION_DATABASE_URL``: SQLAlchemy URL (default SQLite at ``<home>/service.db``).
     ``BASTION_MASTER_KEY``: base64 of the 32-byte master key; if unset the key is
     read from ``<home>/master.key``, which is created (0600, atomically) on first use.
+    ``BASTION_DEVICE_RATE_LIMIT``: ``RATE/BURST`` requests per second per client on the
+    unauthenticated device endpoints (default ``50/200``), or ``off``.
+    ``BASTION_RATE_LIMIT_EXEMPT``: comma-separated client addresses the limit skips
+    (default ``127.0.0.1,::1``: a local reverse proxy limits per client itself).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from bastion.crypto.aead import MASTER_KEY_SIZE
 from bastion.service.errors import ConfigError
 
-__all__ = ["Limits", "Settings", "load_or_create_master_key", "write_private_file"]
+__all__ = ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"]
 
 MASTER_KEY_FILE = "master.key"
 DATABASE_FILE = "service.db"
@@ -68,6 +72,61 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on the HTTP layer itself: header sections and per-client request rates.
+
+    The header bounds are applied twice: by the HTTP server while it reads the
+    bytes (``bastion service run``), and by the app on the parsed headers (any
+    ASGI server).
+    """
+
+    #: The whole request header section (request line and every header), in bytes.
+    max_header_bytes: int = 64 * 1024
+    #: Headers in one request.
+    max_header_count: int = 100
+    #: Sustained requests per second one client may send to the device endpoints.
+    device_rate_per_s: float = 50.0
+    #: Requests one client may send at once before the rate applies.
+    device_rate_burst: int = 200
+    #: Path prefixes of the unauthenticated device endpoints the rate limit covers.
+    rate_limited_prefixes: tuple[str, ...] = ("/api/v1/attestation", "/api/v1/device/", "/tuf/")
+    #: Client addresses the rate limit skips.
+    rate_limit_exempt: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Clients tracked at once; the least recently seen is forgotten beyond this.
+    rate_limit_max_clients: int = 65536
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the device-endpoint rate limit is on."""
+        return self.device_rate_per_s > 0 and bool(self.rate_limited_prefixes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpLimits:
+        """Read ``BASTION_DEVICE_RATE_LIMIT`` and ``BASTION_RATE_LIMIT_EXEMPT`` (module docstring).
+
+        Raises:
+            ConfigError: the rate limit is not ``RATE/BURST`` or ``off``.
+        """
+        defaults = cls()
+        rate, burst = defaults.device_rate_per_s, defaults.device_rate_burst
+        spec = env.get("BASTION_DEVICE_RATE_LIMIT", "").strip()
+        if spec.lower() == "off":
+            rate = 0.0
+        elif spec:
+            rate_text, _, burst_text = spec.partition("/")
+            try:
+                rate, burst = float(rate_text), int(burst_text or rate_text)
+            except ValueError:
+                rate = -1.0
+            if not (0 < rate <= 1e6 and 0 < burst <= 10**7):
+                raise ConfigError("BASTION_DEVICE_RATE_LIMIT must be RATE/BURST (e.g. 50/200) or off")
+        exempt = defaults.rate_limit_exempt
+        if "BASTION_RATE_LIMIT_EXEMPT" in env:
+            exempt = tuple(a.strip() for a in env["BASTION_RATE_LIMIT_EXEMPT"].split(",") if a.strip())
+        return cls(device_rate_per_s=rate, device_rate_burst=burst, rate_limit_exempt=exempt)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved service settings. Build with :meth:`from_env` at an entry point."""
 
@@ -75,6 +134,7 @@ class Settings:
     database_url: str
     master_key: bytes = field(repr=False)
     limits: Limits = field(default_factory=Limits)
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         if len(self.master_key) != MASTER_KEY_SIZE:
@@ -104,7 +164,7 @@ class Settings:
                 raise ConfigError(f"BASTION_MASTER_KEY must decode to {MASTER_KEY_SIZE} bytes")
         else:
             key = load_or_create_master_key(home / MASTER_KEY_FILE)
-        return cls(home=home, database_url=url, master_key=key)
+        return cls(home=home, database_url=url, master_key=key, http=HttpLimits.from_env(env))
 
 
 def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,9 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bastion.service.config import Settings
 
 __all__ = [
+    "MAX_LIST_OFFSET",
     "BodyLimitMiddleware",
     "Clock",
+    "LimitQuery",
     "NowDep",
+    "OffsetQuery",
     "SessionDep",
     "SettingsDep",
     "error_response",
@@ -65,6 +68,13 @@ def get_now(request: Request) -> dt.datetime:
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 NowDep = Annotated[dt.datetime, Depends(get_now)]
+
+#: Bound on the ``offset`` of a list request: far beyond any real list, far below SQL's 2**63.
+MAX_LIST_OFFSET = 10**9
+#: ``?offset=N`` of a list endpoint (rows to skip).
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET, description="rows to skip")]
+#: ``?limit=N`` of a list endpoint (rows per page; the endpoint caps it at its maximum page).
+LimitQuery = Annotated[int | None, Query(ge=1, le=MAX_LIST_OFFSET, description="rows per page")]
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bastion.images.errors import ImageError, ImageSignatureError
 from bastion.images.package import ImageLimits, ImageType, inspect_image, verify_image
 from bastion.service.appimages.keys import tenant_app_keys
-from bastion.service.audit.service import record, record_denied
+from bastion.service.audit.service import record, record_denied, record_not_found
 from bastion.service.auth.service import Principal
 from bastion.service.blobs.store import BlobStore, BlobTooLargeError
 from bastion.service.errors import Conflict, InvalidImage, InvalidRequest, NotFound, PayloadTooLarge
@@ -197,22 +197,21 @@ def find_images_for(session: Session, who: Principal, refs: Sequence[str], *, no
         ref = raw.strip().lower()
         if _SHA256.fullmatch(ref):
             rows = session.scalars(select(AppImage).where(AppImage.sha256 == ref)).all()
-        elif ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:
+        elif ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:  # '²'.isdigit() is True
             rows = session.scalars(select(AppImage).where(AppImage.id == int(ref))).all()
         else:
             raise InvalidRequest(f"{ref[:64]!r} is neither an image id nor a SHA-256", code="invalid_image_ref")
         mine = [r for r in rows if r.tenant_id == who.tenant_id]
         if not mine:
-            if rows:
-                record_denied(
-                    session,
-                    now=now,
-                    tenant_id=who.tenant_id,
-                    actor=who.actor,
-                    action="deployment.create",
-                    target=f"app_image:{ref[:64]}",
-                    detail="image of another tenant",
-                )
+            # The same record whether the image is missing or another tenant's.
+            record_not_found(
+                session,
+                now=now,
+                tenant_id=who.tenant_id,
+                actor=who.actor,
+                action="deployment.create",
+                target=f"app_image:{ref[:64]}",
+            )
             raise NotFound(f"no app image {ref[:64]!r} in your tenant; list them with 'bastion image list'")
         images.append(mine[0])
     return images

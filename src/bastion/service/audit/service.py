@@ -10,12 +10,15 @@ from sqlalchemy.orm import Session
 
 from bastion.service.models import AuditEvent
 
-__all__ = ["list_events", "record", "record_denied"]
+__all__ = ["NOT_IN_TENANT", "list_events", "record", "record_denied", "record_not_found"]
 
 _MAX_ACTOR = 100
 _MAX_ACTION = 64
 _MAX_TARGET = 200
 _MAX_DETAIL = 1000
+
+#: The detail of every lookup that found nothing for the caller, missing or another tenant's alike.
+NOT_IN_TENANT = "no such object in this tenant"
 
 
 def record(
@@ -72,7 +75,29 @@ def record_denied(
     session.commit()
 
 
-def list_events(session: Session, tenant_id: str, *, limit: int) -> Sequence[AuditEvent]:
-    """Return the tenant's audit events, newest first."""
-    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.id.desc()).limit(limit)
+def record_not_found(
+    session: Session, *, now: dt.datetime, tenant_id: str, actor: str, action: str, target: str
+) -> None:
+    """Record a lookup that found nothing in the caller's tenant, and commit it.
+
+    The event is the same whether the object does not exist or belongs to
+    another tenant, so the caller's audit view never tells the two apart
+    (issue 7, section 6: nothing in one tenant's audit reveals another tenant's
+    object). The caller's own tenant is the only one written to: an outsider
+    cannot write into the owner's view.
+    """
+    record_denied(
+        session, now=now, tenant_id=tenant_id, actor=actor, action=action, target=target, detail=NOT_IN_TENANT
+    )
+
+
+def list_events(session: Session, tenant_id: str, *, limit: int, offset: int = 0) -> Sequence[AuditEvent]:
+    """Return up to ``limit`` of the tenant's audit events, newest first, after skipping ``offset``."""
+    query = (
+        select(AuditEvent)
+        .where(AuditEvent.tenant_id == tenant_id)
+        .order_by(AuditEvent.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
     return session.scalars(query).all()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.service.appimages.service import find_images_for
-from bastion.service.audit.service import record, record_denied
+from bastion.service.audit.service import record, record_not_found
 from bastion.service.auth.service import Principal
 from bastion.service.config import Settings
 from bastion.service.errors import InvalidRequest, NotFound
@@ -105,18 +105,16 @@ def get_deployment_for(session: Session, who: Principal, deployment_id: int, *, 
         NotFound: no such deployment in the caller's tenant (another tenant's is audited as denied).
     """
     deployment = session.get(Deployment, deployment_id)
-    if deployment is not None and deployment.tenant_id != who.tenant_id:
-        record_denied(
+    if deployment is None or deployment.tenant_id != who.tenant_id:
+        # The same record and answer whether the deployment is missing or another tenant's.
+        record_not_found(
             session,
             now=now,
             tenant_id=who.tenant_id,
             actor=who.actor,
             action="deployment.read",
             target=f"deployment:{deployment_id}",
-            detail="deployment of another tenant",
         )
-        deployment = None
-    if deployment is None:
         raise NotFound(f"no deployment {deployment_id} in your tenant; list them with 'bastion deployment list'")
     return deployment
 

@@ -31,7 +31,7 @@ from bastion.service.errors import InvalidRequest, ServiceError
 from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.ownership import service as ownership
 from bastion.service.ownership.challenge import ClaimKey
-from bastion.service.web import NowDep, SessionDep, SettingsDep
+from bastion.service.web import LimitQuery, NowDep, OffsetQuery, SessionDep, SettingsDep
 
 router = APIRouter(tags=["devices"])
 _log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def list_devices(
     who: ReaderDep,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> list[DeviceOut]:
     bound = settings.limits.page(limit)
     return [DeviceOut.model_validate(d) for d in service.list_devices(session, who, limit=bound, offset=offset)]

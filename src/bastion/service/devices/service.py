@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from bastion.service.audit.service import record, record_denied
+from bastion.service.audit.service import record, record_not_found
 from bastion.service.auth.service import Principal
 from bastion.service.ca.revocation import revoke_device_certificates
 from bastion.service.devices import repository
@@ -56,18 +56,11 @@ def get_device_for(session: Session, who: Principal, device_id: str, *, action: 
     """
     validate_device_id(device_id)
     device = repository.get_device(session, device_id)
-    if device is not None and device.tenant_id != who.tenant_id:
-        record_denied(
-            session,
-            now=now,
-            tenant_id=who.tenant_id,
-            actor=who.actor,
-            action=action,
-            target=f"device:{device_id}",
-            detail="device belongs to another tenant",
+    if device is None or device.tenant_id != who.tenant_id:
+        # The same record and answer whether the device is missing or another tenant's.
+        record_not_found(
+            session, now=now, tenant_id=who.tenant_id, actor=who.actor, action=action, target=f"device:{device_id}"
         )
-        device = None
-    if device is None:
         raise NotFound(
             f"no device {device_id} is claimed by your tenant; claim it first with 'bastion device claim --dir DEV'"
         )

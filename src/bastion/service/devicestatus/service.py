@@ -13,7 +13,8 @@ A report is a COSE_Sign1 by the device's certified key with ``x5chain`` =
 6. ``iat`` is within the clock-skew bound (``stale_report``) and later than the
    last accepted report's (``replayed_report``, 409).
 
-Refusals after step 3 (the device is authenticated) are audited as denied.
+Refusals after step 3 (the device is authenticated) are audited as denied,
+a payload that does not parse included.
 """
 
 from __future__ import annotations
@@ -138,6 +139,16 @@ def accept_report(
             max_detail_chars=limits.max_event_detail_chars,
         )
     except ReportError as exc:
+        # The device is authenticated: its malformed payload is on the record (a parser bug it probes, or a bad agent).
+        record_denied(
+            session,
+            now=now,
+            tenant_id=tenant_id,
+            actor=f"device:{cert_device}",
+            action="device.status",
+            target=f"device:{cert_device}",
+            detail=f"malformed payload: {exc}",
+        )
         raise _malformed(str(exc)) from exc
 
     def refuse(error: Forbidden | Conflict, detail: str) -> NoReturn:

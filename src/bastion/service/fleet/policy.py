@@ -32,7 +32,7 @@ __all__ = [
 MAX_NAME_CHARS = 100
 #: A maintenance window lasts at most one day.
 MAX_WINDOW_MINUTES = 24 * 60
-_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)", re.ASCII)  # \d of a str pattern is any script's digit
 
 
 class UpdatePolicy(enum.StrEnum):

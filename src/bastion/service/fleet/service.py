@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.service.audit.service import record, record_denied
+from bastion.service.audit.service import record, record_denied, record_not_found
 from bastion.service.auth.service import Principal
 from bastion.service.config import Settings
 from bastion.service.devices.service import get_device_for
@@ -41,6 +41,10 @@ __all__ = [
 _NO_GROUP_HINT = "list them with 'bastion device-group list'; name a group by its id or as 'PRODUCT/GROUP'"
 
 
+def _not_found(session: Session, who: Principal, *, now: dt.datetime, action: str, target: str) -> None:
+    record_not_found(session, now=now, tenant_id=who.tenant_id, actor=who.actor, action=action, target=target)
+
+
 def _deny(session: Session, who: Principal, *, now: dt.datetime, action: str, target: str, detail: str) -> None:
     record_denied(
         session, now=now, tenant_id=who.tenant_id, actor=who.actor, action=action, target=target, detail=detail
@@ -55,9 +59,8 @@ def get_product_for(session: Session, who: Principal, ref: str, *, action: str, 
     """
     product = repository.find_product(session, who.tenant_id, ref)
     if product is None:
-        foreign = session.get(Product, ref)
-        if foreign is not None:
-            _deny(session, who, now=now, action=action, target=f"product:{ref}", detail="product of another tenant")
+        # The same record whether the product is missing or another tenant's.
+        _not_found(session, who, now=now, action=action, target=f"product:{ref}")
         raise NotFound(f"no product {ref[:100]!r} in your tenant; list them with 'bastion product list'")
     return product
 
@@ -70,9 +73,8 @@ def get_group_for(session: Session, who: Principal, ref: str, *, action: str, no
     """
     group = repository.find_group(session, who.tenant_id, ref)
     if group is None:
-        foreign = session.get(DeviceGroup, ref) if "/" not in ref else None
-        if foreign is not None:
-            _deny(session, who, now=now, action=action, target=f"device_group:{ref}", detail="group of another tenant")
+        # The same record whether the group is missing or another tenant's.
+        _not_found(session, who, now=now, action=action, target=f"device_group:{ref}")
         raise NotFound(f"no device group {ref[:100]!r} in your tenant; {_NO_GROUP_HINT}")
     return group
 

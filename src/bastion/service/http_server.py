@@ -1,0 +1,83 @@
+"""uvicorn's HTTP protocols, with the request header section bounded while it is read.
+
+``bastion service run`` serves with :class:`BoundedHttpToolsProtocol` (the
+default, uvicorn's fastest parser) or with h11 and
+``h11_max_incomplete_event_size`` (``--http h11``), both bounded by
+:attr:`bastion.service.config.HttpLimits.max_header_bytes`.
+
+httptools (llhttp) has no bound of its own: it buffers a header section of
+any size before the app sees it, so a 32 MiB header would cost 32 MiB per
+connection. :class:`BoundedHttpToolsProtocol` counts the bytes of the header
+section as they arrive; once they pass the bound and the headers are still not
+complete it answers ``431`` in the API's error shape and closes the
+connection. It holds at most the bound plus one socket read. The app checks
+the parsed headers again (count and size, :func:`bastion.service.guard.check_headers`),
+which holds under any server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bastion.service.config import HttpLimits
+
+__all__ = ["MAX_HEADER_BYTES", "BoundedHttpToolsProtocol", "header_too_large_response"]
+
+#: The bound on one request's header section, in bytes (:class:`HttpLimits`).
+MAX_HEADER_BYTES = HttpLimits().max_header_bytes
+
+
+def header_too_large_response(limit: int) -> bytes:
+    """The raw HTTP/1.1 ``431`` response, in the API's ``{"error", "detail"}`` shape."""
+    body = orjson.dumps(
+        {
+            "error": "headers_too_large",
+            "detail": f"the request header section is larger than {limit} bytes; send smaller headers",
+        }
+    )
+    head = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: %d\r\n"
+        b"connection: close\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that refuses a header section over :data:`MAX_HEADER_BYTES`."""
+
+    max_header_bytes = MAX_HEADER_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As uvicorn's protocol; the header count starts at zero."""
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._headers_done = False
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, counting header bytes; refuse once the section passes the bound."""
+        if self._refused:
+            return
+        if not self._headers_done:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if not self._headers_done and self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._refused = True
+            self.transport.write(header_too_large_response(self.max_header_bytes))
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        """The section is complete: what follows is the body."""
+        self._headers_done = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request is complete: the next bytes start the next request's header section."""
+        self._headers_done = False
+        self._header_bytes = 0
+        super().on_message_complete()
