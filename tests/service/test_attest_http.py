@@ -216,3 +216,33 @@ def test_challenge_accepts_any_worker(world: World, settings: Settings, clock: F
         assert second.post("/api/v1/attestation", content=token, headers=EAT).status_code == 200
         replay = first.post("/api/v1/attestation", content=token, headers=EAT)
         assert (replay.status_code, replay.json()["error"]) == (403, "nonce_replayed")
+
+
+@pytest.mark.parametrize("case", ["replayed", "expired", "foreign"])
+def test_replayed_genuine_evidence_does_not_mark_the_device_failed(
+    client: TestClient, world: World, clock: FakeClock, case: str
+) -> None:
+    """Red team: old genuine evidence (a sniffed EAT, or the claim EAT a previous owner kept) is not the device now.
+
+    Its chain and signature verify, but its nonce is not a live challenge: sending it
+    must not turn the device's ``last_result`` to failed, which cut the device off
+    from download credentials (``attestation_failed``) until its next attestation.
+    """
+    chip = world.device()
+    nonce = challenge(client, chip)
+    token = chip.eat(nonce)
+    assert client.post("/api/v1/attestation", content=token, headers=EAT).status_code == 200
+    if case == "expired":
+        stale = challenge(client, chip)
+        token = chip.eat(stale)
+        clock.advance(dt.timedelta(minutes=5))
+    elif case == "foreign":
+        token = chip.eat(b"\x01" * 32)  # e.g. a claim challenge's nonce: not an attestation nonce
+    replay = client.post("/api/v1/attestation", content=token, headers=EAT)
+    assert replay.status_code == 403
+    assert replay.json()["error"] == {"replayed": "nonce_replayed", "expired": "nonce_expired"}.get(
+        case, "unknown_nonce"
+    )
+    shown = client.get(f"/api/v1/devices/{chip.device_id}", headers=bearer(world.tenant.admin_token)).json()
+    assert shown["last_result"] == "ok"
+    assert shown["attestations"][0]["reason"] == replay.json()["error"]  # still recorded

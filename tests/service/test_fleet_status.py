@@ -92,7 +92,31 @@ def test_replays_and_stale_reports_are_refused(
         denied = session.scalars(
             select(AuditEvent.detail).where(AuditEvent.action == "device.status", AuditEvent.outcome == "denied")
         ).all()
-    assert len(denied) == 4
+    assert len(denied) == 2  # one per code in the window (replayed_report, stale_report)
+
+
+def test_one_device_cannot_flood_its_tenants_audit_view_with_refused_reports(
+    fleet: Fleet, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    """Red team: each refused report of an authenticated device wrote an audit event, unbounded.
+
+    A hostile (or broken) device sending stale reports at the rate limit pushed every
+    real event out of its tenant's audit view; credential requests were already bounded.
+    """
+    device = make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+    stale = device.report(iat=clock() - dt.timedelta(minutes=6))
+    for _ in range(25):
+        assert _post(fleet.client, stale) == (403, "stale_report")
+    clock.advance(dt.timedelta(seconds=61))
+    assert _post(fleet.client, device.report(iat=clock() - dt.timedelta(minutes=6))) == (403, "stale_report")
+    with session_factory() as session:
+        denied = session.scalars(
+            select(AuditEvent.detail)
+            .where(AuditEvent.action == "device.status", AuditEvent.outcome == "denied")
+            .order_by(AuditEvent.id)
+        ).all()
+    assert len(denied) == 2
+    assert "(24 more since the last record)" in denied[1]
 
 
 def test_certificates_of_another_tenant_ca_are_refused(

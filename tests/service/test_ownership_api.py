@@ -412,6 +412,25 @@ def test_release_to_unknown_or_own_tenant_is_refused(client: TestClient, world: 
     assert world.device_row(chip.device_id) is not None
 
 
+def test_release_of_a_device_you_do_not_own_does_not_reveal_whether_a_tenant_exists(
+    client: TestClient, world: World, rival: CreatedTenant
+) -> None:
+    """Red team: a release of someone else's device must not answer "no tenant X" for a made-up tenant.
+
+    The tenant check ran before the ownership check, so any contributor could tell
+    real tenant IDs from made-up ones with a device it does not hold.
+    """
+    chip = world.device()  # the world tenant's
+    path = f"/api/v1/devices/{chip.device_id}/release"
+    real = client.post(path, json={"to_tenant": world.tenant.tenant_id}, headers=bearer(rival.admin_token))
+    made_up = client.post(
+        path, json={"to_tenant": "7b0c4a4e-0000-4000-8000-000000000000"}, headers=bearer(rival.admin_token)
+    )
+    assert real.status_code == made_up.status_code == 404
+    assert real.json() == made_up.json()
+    assert world.device_row(chip.device_id) is not None
+
+
 def test_history_pages(client: TestClient, world: World, session_factory: sessionmaker[Session]) -> None:
     chip = world.device(claimed=False)
     token = world.tenant.admin_token

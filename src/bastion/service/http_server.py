@@ -30,21 +30,31 @@ __all__ = ["MAX_HEADER_BYTES", "BoundedHttpToolsProtocol", "header_too_large_res
 MAX_HEADER_BYTES = HttpLimits().max_header_bytes
 
 
-def header_too_large_response(limit: int) -> bytes:
-    """The raw HTTP/1.1 ``431`` response, in the API's ``{"error", "detail"}`` shape."""
-    body = orjson.dumps(
-        {
-            "error": "headers_too_large",
-            "detail": f"the request header section is larger than {limit} bytes; send smaller headers",
-        }
-    )
-    head = (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-        b"content-type: application/json\r\n"
-        b"content-length: %d\r\n"
-        b"connection: close\r\n\r\n" % len(body)
+def _closing_error_response(status_line: bytes, error: str, detail: str) -> bytes:
+    """A raw HTTP/1.1 error response that closes the connection, in the API's ``{"error", "detail"}`` shape."""
+    body = orjson.dumps({"error": error, "detail": detail})
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        status_line,
+        len(body),
     )
     return head + body
+
+
+def header_too_large_response(limit: int) -> bytes:
+    """The raw HTTP/1.1 ``431`` response, in the API's ``{"error", "detail"}`` shape."""
+    return _closing_error_response(
+        b"431 Request Header Fields Too Large",
+        "headers_too_large",
+        f"the request header section is larger than {limit} bytes; send smaller headers",
+    )
+
+
+#: What a request the parser cannot read gets (uvicorn's own answer is ``text/plain``).
+_INVALID_HTTP_RESPONSE = _closing_error_response(
+    b"400 Bad Request",
+    "invalid_request",
+    "the request is not valid HTTP/1.1 (framing, Content-Length or header syntax); fix the client",
+)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -70,6 +80,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refused = True
             self.transport.write(header_too_large_response(self.max_header_bytes))
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request the parser refused in the API's error shape, then close (uvicorn's is text/plain)."""
+        del msg  # uvicorn's text; it is logged by the caller
+        self.transport.write(_INVALID_HTTP_RESPONSE)
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         """The section is complete: what follows is the body."""

@@ -362,6 +362,10 @@ def _record_failure(
         tx.commit()
 
 
+#: Failures that prove only that the evidence was genuine once, not that the device presents it now.
+_NOT_FRESH = frozenset({FailureCode.UNKNOWN_NONCE, FailureCode.NONCE_EXPIRED, FailureCode.NONCE_REPLAYED})
+
+
 def _write_failure(
     tx: repository.WriteTransaction, failure: AttestationFailure, evidence: VerifiedEvidence | None, now: dt.datetime
 ) -> None:
@@ -388,5 +392,7 @@ def _write_failure(
         cert_serial=None,
         insecure_no_sandbox=evidence.claims.insecure_no_sandbox if evidence is not None else None,
     )
-    if tenant_id is not None and authenticated:
+    # A nonce failure is old genuine evidence (a replay, a stale or a claim EAT): not the device
+    # speaking now, so it must not cut a device off from updates (docs/api.md, "Appraisal").
+    if tenant_id is not None and authenticated and failure.code not in _NOT_FRESH:
         repository.mark_device_failed(tx, device_id, at=now, reason=failure.code.value)

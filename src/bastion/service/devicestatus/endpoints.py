@@ -10,6 +10,7 @@ from bastion.service.auth.deps import ReaderDep
 from bastion.service.devices.service import get_device_for
 from bastion.service.devicestatus import service
 from bastion.service.devicestatus.schemas import DeploymentStatusOut, StatusAccepted, UpdateEventOut, UpdateStatusOut
+from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errors import PayloadTooLarge
 from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.web import NowDep, SessionDep, error_response
@@ -36,7 +37,12 @@ async def report_status(
             raise PayloadTooLarge(
                 f"a status report is at most {limits.max_status_bytes} bytes", code="status_too_large"
             )
-    status = await run_in_threadpool(service.accept_report, session, bytes(body), now=now, limits=limits)
+    refusals = getattr(request.app.state, "status_refusals", None)
+    if refusals is None:
+        refusals = request.app.state.status_refusals = RefusalLog()
+    status = await run_in_threadpool(
+        service.accept_report, session, bytes(body), now=now, limits=limits, refusals=refusals
+    )
     return StatusAccepted(accepted=True, device_id=status.device_id, reported_at=status.reported_at)
 
 

@@ -37,6 +37,7 @@ from bastion.service.audit.service import record_denied
 from bastion.service.ca.revocation import certificate_revoked
 from bastion.service.ca.service import trusted_cas
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
+from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
 from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
@@ -113,7 +114,12 @@ def authenticate_device(session: Session, message: Sign1Message, *, now: dt.date
 
 
 def accept_report(
-    session: Session, body: bytes, *, now: dt.datetime, limits: FleetLimits = DEFAULT_FLEET_LIMITS
+    session: Session,
+    body: bytes,
+    *,
+    now: dt.datetime,
+    limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+    refusals: RefusalLog | None = None,
 ) -> DeviceUpdateStatus:
     """Verify a signed status report and store the status and its events; commit.
 
@@ -123,7 +129,20 @@ def accept_report(
         Forbidden: ``untrusted_certificate``, ``certificate_expired``, ``bad_signature``,
             ``device_mismatch``, ``unknown_device``, ``device_revoked``, ``stale_report``.
         Conflict: ``replayed_report`` (``iat`` not later than the last accepted report's).
+
+    With ``refusals``, a refusal is audited at most once per device and code per
+    window (the next record counts the ones in between), as credential requests
+    are: one device must not be able to flood its tenant's audit view.
     """
+
+    def audited(code: str, detail: str) -> str | None:
+        if refusals is None:
+            return detail
+        suppressed = refusals.admit((cert_device, "status", code), now=now.timestamp())
+        if suppressed is None:
+            return None
+        return detail + (f" ({suppressed} more since the last record)" if suppressed else "")
+
     if len(body) > limits.max_status_bytes:
         raise PayloadTooLarge(f"a status report is at most {limits.max_status_bytes} bytes", code="status_too_large")
     try:
@@ -140,27 +159,31 @@ def accept_report(
         )
     except ReportError as exc:
         # The device is authenticated: its malformed payload is on the record (a parser bug it probes, or a bad agent).
-        record_denied(
-            session,
-            now=now,
-            tenant_id=tenant_id,
-            actor=f"device:{cert_device}",
-            action="device.status",
-            target=f"device:{cert_device}",
-            detail=f"malformed payload: {exc}",
-        )
+        malformed = audited("malformed_status", f"malformed payload: {exc}")
+        if malformed is not None:
+            record_denied(
+                session,
+                now=now,
+                tenant_id=tenant_id,
+                actor=f"device:{cert_device}",
+                action="device.status",
+                target=f"device:{cert_device}",
+                detail=malformed,
+            )
         raise _malformed(str(exc)) from exc
 
     def refuse(error: Forbidden | Conflict, detail: str) -> NoReturn:
-        record_denied(
-            session,
-            now=now,
-            tenant_id=tenant_id,
-            actor=f"device:{cert_device}",
-            action="device.status",
-            target=f"device:{cert_device}",
-            detail=detail,
-        )
+        recorded = audited(error.code, detail)
+        if recorded is not None:
+            record_denied(
+                session,
+                now=now,
+                tenant_id=tenant_id,
+                actor=f"device:{cert_device}",
+                action="device.status",
+                target=f"device:{cert_device}",
+                detail=recorded,
+            )
         raise error
 
     if report.device_id != cert_device:

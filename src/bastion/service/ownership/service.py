@@ -343,7 +343,9 @@ def release_device(
         InvalidRequest: the target is the caller's own tenant.
         NotFound: no such device in the caller's tenant, or no such tenant.
     """
-    validate_device_id(device_id)
+    # The caller's device first: a release of a device it does not hold must not tell a real
+    # tenant ID from a made-up one.
+    get_device_for(session, who, device_id, action="device.release", now=now)
     if to_tenant_id == who.tenant_id:
         raise InvalidRequest("a device cannot be released to its own tenant; name the receiving tenant's ID")
     if session.get(Tenant, to_tenant_id) is None:
