@@ -140,6 +140,17 @@ def test_image_version_in_a_second_spelling_is_refused(name: str) -> None:
         inspect_image(io.BytesIO((REGRESSIONS / "image" / name).read_bytes()))
 
 
+@pytest.mark.parametrize("version", ["1.0.0-.", "1.0.0-a..b", "1.0.0-a.", "1.0.0-.a"])
+def test_an_image_version_the_semver_order_cannot_rank_is_refused(version: str) -> None:
+    # Found by fuzz_image in CI: the header check took "1.0.0-." (empty pre-release identifiers),
+    # which semver_key then refused with a ValueError where the feeds rank versions.
+    from bastion.images.package import _SEMVER
+
+    assert _SEMVER.fullmatch(version) is None
+    with pytest.raises(ValueError, match="not a semantic version"):
+        semver_key(version)
+
+
 @pytest.mark.parametrize("version", ["1.0.0\n", "1\u0660.0.0", "\u0661.0.0", "1.0.\u0669"])
 def test_semver_key_takes_ascii_digits_only(version: str) -> None:
     with pytest.raises(ValueError, match="not a semantic version"):

@@ -32,7 +32,9 @@ NOW = dt.datetime.now(dt.UTC)
 def logged_in(
     tmp_path: Path, settings: Settings, live_url: str, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> str:
-    clock.now = NOW  # the device side of the CLI checks expiry with the real clock
+    # The device side of the CLI checks expiry with the real clock, and a voucher carries its real issue
+    # time: the service clock is the real time when the test starts (not when the module was imported).
+    clock.now = dt.datetime.now(dt.UTC)
     monkeypatch.setenv("BASTION_HOME", str(settings.home))
     monkeypatch.setenv("BASTION_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("BASTION_MASTER_KEY", base64.b64encode(settings.master_key).decode())

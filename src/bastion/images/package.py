@@ -89,7 +89,11 @@ _DIGEST_SIZE = 32
 # Matched whole and in ASCII digits: with re.match and a final "$", "1.0.0\n" passed, and
 # \d took any Unicode digit ("1\u0660.0.0"), so one version had several spellings
 # (fuzz/harnesses/fuzz_image.py).
-_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+# Pre-release identifiers are dot-separated and non-empty, as images/semver.py orders them: "1.0.0-." passed
+# here and then failed semver_key (fuzz/harnesses/fuzz_image.py).
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z.-]+)?"
+)
 _FIELDS = frozenset(
     {
         "magic",
