@@ -22,7 +22,7 @@ from bastion.crypto.certs import certificate_der
 from bastion.crypto.cose import sign1
 from bastion.crypto.keys import generate_private_key
 from bastion.service.eligibility import CREDENTIAL_SCHEME
-from bastion.service.models import AuditEvent, Device
+from bastion.service.models import AuditEvent, Device, DeviceCertificate
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
 
@@ -126,6 +126,32 @@ def test_revoked_device_gets_no_credential(world: World) -> None:
     assert event.tenant_id == world.tenant_id
     assert event.actor == f"device:{world.device.device_id}"
     assert "revoked" in event.detail
+
+
+def test_a_device_whose_certificate_is_on_the_crl_gets_no_credential_and_it_is_recorded(world: World) -> None:
+    # The certificate is on the tenant CA's CRL (a revocation recorded it there) while the device row stays.
+    now = dt.datetime.now(dt.UTC)
+    with world.sessions() as session:
+        session.add(
+            DeviceCertificate(
+                ca_id=1,
+                tenant_id=world.tenant_id,
+                device_id=world.device.device_id,
+                serial=format(world.device.cert.serial_number, "x"),
+                issued_at=now,
+                not_after=now + dt.timedelta(hours=24),
+                revoked_at=now,
+                revocation_reason="privilege_withdrawn",
+            )
+        )
+        session.commit()
+    status, answer = world.credential()
+    assert (status, answer["error"]) == (403, "certificate_revoked")
+    assert "gets no updates" in str(answer["detail"])
+    (event,) = world.denials("device.download_credential")
+    assert event.tenant_id == world.tenant_id
+    assert event.actor == f"device:{world.device.device_id}"
+    assert "certificate revoked" in event.detail
 
 
 def test_unclaimed_device_gets_no_credential(world: World) -> None:

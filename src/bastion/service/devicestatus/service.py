@@ -43,7 +43,7 @@ from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.models import Device, DeviceUpdateEvent, DeviceUpdateStatus
 
-__all__ = ["accept_report", "authenticate_device", "device_status", "update_history"]
+__all__ = ["RevokedCertificateError", "accept_report", "authenticate_device", "device_status", "update_history"]
 
 _URI_PREFIX = "urn:bastion:tenant:"
 
@@ -66,6 +66,17 @@ def _identity(cert: x509.Certificate) -> tuple[str, str]:
         if rest != uri and sep and cns and cns[0].value == device_id and uri == device_cert_uri(tenant_id, device_id):
             return tenant_id, device_id
     raise Forbidden("the certificate is not a Bastion device certificate", code="untrusted_certificate")
+
+
+class RevokedCertificateError(Forbidden):
+    """A verified device certificate that is on its tenant CA's CRL (the identity it names is authenticated)."""
+
+    def __init__(self, tenant_id: str, device_id: str) -> None:
+        super().__init__(
+            "the device certificate has been revoked (it is on the tenant CA's CRL)", code="certificate_revoked"
+        )
+        self.tenant_id = tenant_id
+        self.device_id = device_id
 
 
 def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) -> tuple[str, str]:
@@ -97,9 +108,7 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
     except CryptoError as exc:
         raise Forbidden("the report signature does not verify", code="bad_signature") from exc
     if certificate_revoked(session, device_id, cert.serial_number):
-        raise Forbidden(
-            "the device certificate has been revoked (it is on the tenant CA's CRL)", code="certificate_revoked"
-        )
+        raise RevokedCertificateError(tenant_id, device_id)
     return tenant_id, device_id
 
 

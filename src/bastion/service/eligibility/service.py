@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from bastion.crypto.cose import cbor_loads_exact, decode_sign1
 from bastion.crypto.errors import CryptoError, MalformedInput
 from bastion.service.audit.service import record_denied
-from bastion.service.devicestatus.service import authenticate_device
+from bastion.service.devicestatus.service import RevokedCertificateError, authenticate_device
 from bastion.service.eligibility.credential import CREDENTIAL_TTL, DownloadKey, mint_credential
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errors import Forbidden, InvalidRequest, PayloadTooLarge
@@ -124,7 +124,11 @@ def issue_credential(
         message = decode_sign1(body, max_size=limits.max_request_bytes)
     except CryptoError as exc:
         raise _malformed(str(exc)) from exc
-    tenant_id, cert_device = authenticate_device(session, message, now=now)
+    revoked: RevokedCertificateError | None = None
+    try:
+        tenant_id, cert_device = authenticate_device(session, message, now=now)
+    except RevokedCertificateError as exc:  # authenticated, then refused below: recorded like any standing check
+        revoked, tenant_id, cert_device = exc, exc.tenant_id, exc.device_id
     device_id, iat = _request_fields(message.payload)
 
     def refuse(code: str, detail: str, why: str) -> NoReturn:
@@ -142,6 +146,8 @@ def issue_credential(
             )
         raise Forbidden(detail, code=code)
 
+    if revoked is not None:
+        refuse("certificate_revoked", f"{revoked.detail}, so it gets no updates", "certificate revoked: no updates")
     if device_id != cert_device:
         refuse("device_mismatch", "the request's device_id is not the certificate's device", "device_id differs")
     if abs(dt.datetime.fromtimestamp(iat, dt.UTC) - now) > limits.clock_skew:
