@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -58,10 +59,14 @@ from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.fleet.endpoints import router as fleet_router
+from bastion.service.fleet.targets import TufPublisher
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
+from bastion.service.rollouts.endpoints import router as rollouts_router
+from bastion.service.rollouts.gate import ROLLOUT_GATE_INTERVAL_S, rollout_gate
+from bastion.service.rollouts.health import default_health
 from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
@@ -257,6 +262,7 @@ def create_app(
     tuf_refresh_interval_s: float | None = None,
     crl_refresh_interval_s: float | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    rollout_gate_interval_s: float | None = None,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -267,6 +273,7 @@ def create_app(
         tuf_refresh_interval_s: period of the TUF refresh task; ``None`` (tests) disables it.
         crl_refresh_interval_s: period of the CRL refresh task; ``None`` (tests) disables it.
         monotonic: the clock of the rate limiter (seconds; tests pass a fake).
+        rollout_gate_interval_s: period of the staged-rollout gate; ``None`` (tests) disables it.
     """
 
     @asynccontextmanager
@@ -280,6 +287,14 @@ def create_app(
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),
                 crl_refresher(app.state.sessionmaker, settings.master_key, app.state.clock, crl_refresh_interval_s),
+                rollout_gate(
+                    lambda: app.state.sessionmaker,
+                    settings,
+                    clock=app.state.clock,
+                    publisher=lambda: getattr(app.state, "tuf_publisher", None) or TufPublisher(),
+                    health=lambda: getattr(app.state, "rollout_health", None) or default_health(),
+                    interval_s=rollout_gate_interval_s,
+                ),
             ):
                 yield
         finally:
@@ -333,6 +348,7 @@ def create_app(
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(appraisal_router, prefix=API_PREFIX)
+    app.include_router(rollouts_router, prefix=API_PREFIX)
     # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
     app.state.eligibility = Eligibility(settings.master_key)
     app.include_router(eligibility_router, prefix=API_PREFIX)
@@ -349,6 +365,7 @@ def create_app_from_env() -> ServiceApp:
         migrate_on_startup=False,
         tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S,
         crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
+        rollout_gate_interval_s=float(os.environ.get("BASTION_ROLLOUT_GATE_INTERVAL_S", ROLLOUT_GATE_INTERVAL_S)),
     )
     app.state.auth_limits = AuthLimits.from_env()
     return app

@@ -12,8 +12,8 @@ from bastion.service.models import AppImage, Deployment, DeploymentImage, Device
 
 __all__ = [
     "current_deployment",
-    "deployment_rollout",
     "deployment_images",
+    "deployment_rollout",
     "feed_os_images",
     "find_group",
     "find_product",

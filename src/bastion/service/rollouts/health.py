@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from typing import Protocol
+from typing import Annotated, Protocol
 
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-__all__ = ["HealthSource", "ReleaseHealthView"]
+from bastion.service.rollouts._errorreports import ErrorReportsHealth as _ErrorReportsHealth
+
+__all__ = ["HealthDep", "HealthSource", "ReleaseHealthView", "default_health", "get_health"]
 
 
 class ReleaseHealthView(Protocol):
@@ -52,3 +55,17 @@ class HealthSource(Protocol):
     ) -> list[str]:
         """Bucket ids first seen in this release at or after ``since``."""
         ...
+
+
+def get_health(request: Request) -> HealthSource:
+    """The app's health source (``app.state.rollout_health``, else the error-report health module)."""
+    source = getattr(request.app.state, "rollout_health", None)
+    return source if source is not None else default_health()
+
+
+def default_health() -> HealthSource:
+    """The real source: :mod:`bastion.service.errorreports.health`."""
+    return _ErrorReportsHealth()
+
+
+HealthDep = Annotated[HealthSource, Depends(get_health)]

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,7 +118,7 @@ def parse_plan(stages: Sequence[float], *, soak_seconds: int, halt: Mapping[str,
         bps = tuple(percent_to_bp(float(s)) for s in stages)
     except (ValueError, TypeError) as exc:
         raise _bad(str(exc)) from None
-    if any(b <= a for a, b in zip(bps, bps[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(bps)):
         raise _bad("stages must increase (e.g. 1,10,50,100)")
     if bps[-1] != BASIS_POINTS:
         raise _bad("the last stage must be 100 (the whole group), or the rollout never completes")
