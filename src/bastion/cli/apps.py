@@ -51,3 +51,8 @@ app.add_typer(product_app, name="product")
 app.add_typer(device_group_app, name="device-group")
 app.add_typer(image_app, name="image")
 app.add_typer(deployment_app, name="deployment")
+
+# --- staged rollouts (rollouts, issue 8) ---
+rollout_app = _group("Staged rollouts of deployments and OS promotions: show, resume, abort.")
+app.add_typer(rollout_app, name="rollout")
+__all__ += ["rollout_app"]
