@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_updates_agent import NOW, DEVICE_ID, Rig, make_rig
+from test_updates_agent import DEVICE_ID, NOW, Rig, make_rig
 from test_updates_support import APP_A, app_custom, build_app, build_os, os_custom
 
 from bastion.images.rollout import rollout_point

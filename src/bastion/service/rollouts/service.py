@@ -2,7 +2,8 @@
 
 A rollout offers its release to the devices of its current stage (a fixed,
 deterministic share of the group: :mod:`bastion.images.rollout`). :func:`evaluate`
-is the gate: a stage soaks for ``soak_seconds`` from the first install in it; a
+is the gate: a stage soaks for ``soak_seconds`` from the first install among the
+devices it added; a
 halt rule that fires (with its minimum sample) halts it by itself, and every
 device is offered the previous release again; when the soak passes with no rule
 firing, the rollout moves to the next stage, and the last stage completes it.
@@ -430,9 +431,14 @@ def evaluate(  # noqa: PLR0911 - one return per outcome of the gate reads best
             session, rollout, settings=settings, publisher=publisher, now=now, outcome=Outcome("halted", reason)
         )
     if rollout.state == RolloutState.RUNNING.value:
-        shipped = releases(session, rollout)
-        if members and _installed(session, rollout, members, shipped) == 0:
-            return Outcome("none")  # the soak starts with the stage's first install
+        # The soak starts with the first install among the devices this stage added
+        # (the earlier stages' devices have the release already).
+        before = (
+            set(stage_members(session, rollout, int(rollout.stages[rollout.stage - 1]))) if rollout.stage else set()
+        )
+        added = [d for d in members if d not in before]
+        if added and _installed(session, rollout, added, releases(session, rollout)) == 0:
+            return Outcome("none")
         rollout.state, rollout.soak_started_at, rollout.updated_at = RolloutState.SOAKING.value, now, now
         _history(rollout, now=now, event="soaking", by=GATE_ACTOR)
         return Outcome("soaking") if _commit(session) else Outcome("lost")
