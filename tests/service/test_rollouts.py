@@ -119,6 +119,37 @@ def world(
     return World(fleet, group, devices, v1, v2)
 
 
+@dataclass
+class Ctx:
+    """Everything a rollout test touches."""
+
+    world: World
+    publisher: FakePublisher
+    health: FakeHealth
+    sessions: sessionmaker[Session]
+    settings: Settings
+    clock: FakeClock
+    tenant: CreatedTenant
+
+    def parts(
+        self,
+    ) -> tuple[World, FakePublisher, FakeHealth, sessionmaker[Session], Settings, FakeClock, CreatedTenant]:
+        return self.world, self.publisher, self.health, self.sessions, self.settings, self.clock, self.tenant
+
+
+@pytest.fixture
+def ctx(  # noqa: PLR0917 - pytest passes fixtures by position
+    world: World,
+    publisher: FakePublisher,
+    health: FakeHealth,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    clock: FakeClock,
+    tenant: CreatedTenant,
+) -> Ctx:
+    return Ctx(world, publisher, health, session_factory, settings, clock, tenant)
+
+
 def staged_deploy(world: World, **halt: Any) -> dict[str, Any]:
     body = {
         "group": world.group,
@@ -187,15 +218,8 @@ def device_takes(targets: dict[str, dict[str, Any]], device_id: str) -> str | No
     return None
 
 
-def test_a_crashing_v2_halts_at_stage_1_and_its_devices_are_offered_v1(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_a_crashing_v2_halts_at_stage_1_and_its_devices_are_offered_v1(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world)
     rollout = created["rollout"]
     assert rollout["state"] == "running"
@@ -233,15 +257,8 @@ def test_a_crashing_v2_halts_at_stage_1_and_its_devices_are_offered_v1(
     assert gate(session_factory, settings, clock, publisher, health) == {}
 
 
-def test_a_healthy_v2_goes_through_every_stage(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_a_healthy_v2_goes_through_every_stage(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world)
     rollout_id = created["rollout"]["id"]
     seen: list[str] = []
@@ -278,15 +295,8 @@ def test_a_healthy_v2_goes_through_every_stage(
     }
 
 
-def test_min_sample_prevents_a_halt_on_a_tiny_sample(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_min_sample_prevents_a_halt_on_a_tiny_sample(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world, min_sample=DEVICES)
     stage1 = members(created["rollout"], 1000, world.devices)
     install(session_factory, tenant.tenant_id, stage1, "2.0.0", clock())
@@ -296,15 +306,8 @@ def test_min_sample_prevents_a_halt_on_a_tiny_sample(
     assert gate(session_factory, settings, clock, publisher, health) == {created["rollout"]["id"]: "soaking"}
 
 
-def test_a_new_bucket_halts(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_a_new_bucket_halts(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, _tenant = ctx.parts()
     created = staged_deploy(world, crash_drop_points=None)
     stage1 = members(created["rollout"], 1000, world.devices)
     health.running[(APP_COMPONENT, "2.0.0")] = set(stage1)
@@ -314,15 +317,8 @@ def test_a_new_bucket_halts(
     assert shown["halt_reason"].startswith("new_bucket: 1 new crash bucket")
 
 
-def test_install_failures_past_n_halt(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_install_failures_past_n_halt(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world, install_failures=1)
     stage1 = members(created["rollout"], 1000, world.devices)
     clock.advance(dt.timedelta(seconds=5))
@@ -346,15 +342,8 @@ def test_install_failures_past_n_halt(
     assert shown["halt_reason"].startswith("install_failures: 2 of 2 devices")
 
 
-def test_resume_and_abort_are_audited_and_abort_sends_everyone_back(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_resume_and_abort_are_audited_and_abort_sends_everyone_back(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, _tenant = ctx.parts()
     created = staged_deploy(world)
     deployment_id = created["id"]
     r = world.fleet.call("POST", f"/deployments/{deployment_id}/resume")
@@ -394,15 +383,8 @@ def test_resume_and_abort_are_audited_and_abort_sends_everyone_back(
     assert none.status_code == 404
 
 
-def test_two_evaluators_advance_once(
-    world: World,
-    publisher: FakePublisher,
-    health: FakeHealth,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    tenant: CreatedTenant,
-) -> None:
+def test_two_evaluators_advance_once(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world)
     rollout_id = created["rollout"]["id"]
     stage1 = members(created["rollout"], 1000, world.devices)
@@ -412,7 +394,8 @@ def test_two_evaluators_advance_once(
     clock.advance(dt.timedelta(seconds=SOAK))
     with session_factory() as first, session_factory() as second:
         a, b = first.get(Rollout, rollout_id), second.get(Rollout, rollout_id)
-        assert a is not None and b is not None
+        assert a is not None
+        assert b is not None
         assert a.version == b.version  # both workers read the same row
         one = evaluate(first, a, now=clock(), settings=settings, publisher=publisher, health=health)
         two = evaluate(second, b, now=clock(), settings=settings, publisher=publisher, health=health)

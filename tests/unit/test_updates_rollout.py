@@ -1,4 +1,4 @@
-"""The update agent's stage selection: a staged target only in the stage, else the fallback, never below anti-rollback."""
+"""The update agent's stage selection: a staged target in the stage only, else the fallback, above anti-rollback."""
 
 from __future__ import annotations
 
