@@ -42,6 +42,7 @@ def run(*args: str) -> str:
 
 
 def test_list_show_resolve_and_download(
+    *,
     logged_in: str,
     client: TestClient,
     tenant: CreatedTenant,
@@ -66,7 +67,8 @@ def test_list_show_resolve_and_download(
     out = tmp_path / "errors.csv"
     run("error-report", "download", "--format", "csv", "--since", "3650d", "-o", str(out))
     rows = list(csv.reader(io.StringIO(out.read_text())))
-    assert tuple(rows[0]) == CSV_COLUMNS and rows[1][0] == device.device_id
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert rows[1][0] == device.device_id
     assert json.loads(run("error-report", "download", "--format", "json"))[0]["EventCount"] == 2
     with pytest.raises(CliError):
         run("error-report", "show", "b0000000000000000")
