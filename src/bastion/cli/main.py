@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.rollout_cmds",
+    "bastion.cli.error_report_cmds",
 )
 
 
