@@ -446,3 +446,21 @@ def test_a_staged_os_promotion_offers_the_previous_os_as_fallback(
     assert shown["kind"] == "os"
     assert shown["previous"][0]["version"] == "1.0.0"
     assert fleet.call("POST", f"/rollouts/{ids[0]}/abort").json()["state"] == "aborted"
+
+
+def test_openapi_documents_the_rollout_operations(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in (
+        "/api/v1/deployments/{deployment_id}/resume",
+        "/api/v1/deployments/{deployment_id}/abort",
+        "/api/v1/rollouts/{rollout_id}/resume",
+        "/api/v1/rollouts/{rollout_id}/abort",
+    ):
+        assert paths[path]["post"]["security"] == [{"bearerAuth": []}], path
+        assert {"401", "403", "404"} <= set(paths[path]["post"]["responses"]), path
+    assert "get" in paths["/api/v1/rollouts/{rollout_id}"]
+    create = paths["/api/v1/deployments"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert create["$ref"].endswith("/DeploymentCreate")
+    assert "rollout" in schema["components"]["schemas"]["DeploymentCreate"]["properties"]
+    assert "RolloutSpec" in schema["components"]["schemas"]

@@ -22,11 +22,14 @@ from bastion.service.errors import InvalidRequest
 __all__ = [
     "DEFAULT_CRASH_DROP_POINTS",
     "DEFAULT_MIN_SAMPLE",
+    "LIVE_STATES",
+    "MAX_SAMPLE",
     "MAX_SOAK_SECONDS",
     "MAX_STAGES",
     "HaltRules",
     "RolloutPlan",
     "RolloutState",
+    "STAGED_STATES",
     "parse_plan",
 ]
 
