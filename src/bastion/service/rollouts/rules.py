@@ -26,10 +26,10 @@ __all__ = [
     "MAX_SAMPLE",
     "MAX_SOAK_SECONDS",
     "MAX_STAGES",
+    "STAGED_STATES",
     "HaltRules",
     "RolloutPlan",
     "RolloutState",
-    "STAGED_STATES",
     "parse_plan",
 ]
 
