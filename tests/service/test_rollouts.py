@@ -464,3 +464,14 @@ def test_openapi_documents_the_rollout_operations(client: TestClient) -> None:
     assert create["$ref"].endswith("/DeploymentCreate")
     assert "rollout" in schema["components"]["schemas"]["DeploymentCreate"]["properties"]
     assert "RolloutSpec" in schema["components"]["schemas"]
+
+
+def test_a_new_deployment_supersedes_an_unfinished_rollout(ctx: Ctx) -> None:
+    world, publisher, health, session_factory, settings, clock, _tenant = ctx.parts()
+    created = staged_deploy(world)
+    replaced = world.fleet.deploy(world.group, str(world.v1["id"]))
+    assert replaced.status_code == 201
+    shown = world.fleet.call("GET", f"/rollouts/{created['rollout']['id']}").json()
+    assert shown["state"] == "aborted"
+    assert shown["history"][-1]["event"] == "superseded"
+    assert gate(session_factory, settings, clock, publisher, health) == {}

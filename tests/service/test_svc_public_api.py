@@ -145,6 +145,7 @@ EXPECTED = {
         "resume",
         "stage_members",
         "stage_reports",
+        "supersede",
     ],
     "bastion.service.rollouts.gate": [
         "MAX_ROLLOUTS_PER_PASS",

@@ -83,6 +83,7 @@ def create_deployment(
     session.flush()
     session.add_all(DeploymentImage(deployment_id=deployment.id, image_id=i.id) for i in images)
     session.flush()
+    rollouts.supersede(session, who, group.id, kind="deployment", now=now)
     staged = None
     if rollout is not None:
         staged = rollouts.create_for_deployment(

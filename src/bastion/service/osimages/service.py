@@ -298,12 +298,15 @@ def promote_os_image(
     image.promoted_at = now
     session.flush()
     staged: list[Rollout] = []
+    retail_groups = fleet_repository.groups_following(session, who.tenant_id, [OsFeed.RETAIL])
+    for group in retail_groups:
+        rollouts.supersede(session, who, group.id, kind="os", now=now)
     if rollout is not None:
         staged = rollouts.create_for_os(
             session,
             who,
             image,
-            groups=fleet_repository.groups_following(session, who.tenant_id, [OsFeed.RETAIL]),
+            groups=retail_groups,
             previous_image=before[0] if before else None,
             plan=rollout,
             now=now,

@@ -60,6 +60,7 @@ __all__ = [
     "resume",
     "stage_members",
     "stage_reports",
+    "supersede",
 ]
 
 #: The actor of the gate's own changes in the audit log and the history.
@@ -147,6 +148,26 @@ def _new(
     )
     _history(rollout, now=now, event="created", by=who.actor)
     return rollout
+
+
+def supersede(session: Session, who: Principal, group_id: str, *, kind: str, now: dt.datetime) -> list[int]:
+    """End the group's unfinished rollouts of ``kind`` that a new deployment or promotion replaces.
+
+    They become ``aborted`` (history event ``superseded``), so the gate stops
+    evaluating a release the group no longer offers. Returns their ids.
+    """
+    ended = session.scalars(
+        select(Rollout).where(
+            Rollout.group_id == group_id,
+            Rollout.kind == kind,
+            Rollout.state.in_([*LIVE_STATES, RolloutState.HALTED.value]),
+        )
+    ).all()
+    for rollout in ended:
+        rollout.state, rollout.updated_at = RolloutState.ABORTED.value, now
+        _history(rollout, now=now, event="superseded", by=who.actor)
+    session.flush()
+    return [r.id for r in ended]
 
 
 def create_for_deployment(
