@@ -9,6 +9,7 @@ Health data comes from :class:`FakeHealth`, an in-memory source with the signatu
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.keys import generate_private_key
 from bastion.images.rollout import in_stage
+from bastion.service.app import create_app
 from bastion.service.config import Settings
 from bastion.service.models import AuditEvent, Device, DeviceUpdateEvent, DeviceUpdateStatus, Rollout
 from bastion.service.rollouts.gate import evaluate_due
@@ -475,3 +477,32 @@ def test_a_new_deployment_supersedes_an_unfinished_rollout(ctx: Ctx) -> None:
     assert shown["state"] == "aborted"
     assert shown["history"][-1]["event"] == "superseded"
     assert gate(session_factory, settings, clock, publisher, health) == {}
+
+
+def test_the_gate_runs_by_itself_in_the_app_lifespan(
+    settings: Settings, clock: FakeClock, tenant: CreatedTenant, session_factory: sessionmaker[Session]
+) -> None:
+    app = create_app(settings, clock=clock, migrate_on_startup=False, rollout_gate_interval_s=0.05)
+    app.state.tuf_publisher = FakePublisher()
+    fake = FakeHealth()
+    app.state.rollout_health = fake
+    with TestClient(app) as client:
+        fleet = Fleet(client, tenant.admin_token, session_factory)
+        group = fleet.groups["Production"]
+        devices = sorted(new_device_id() for _ in range(20))
+        with session_factory() as session:
+            session.add_all(
+                Device(device_id=d, tenant_id=tenant.tenant_id, claimed_at=clock(), claimed_by="t", group_id=group)
+                for d in devices
+            )
+            session.commit()
+        v2 = fleet.app("2.0.0")
+        body = {"group": group, "images": [str(v2["id"])], "rollout": {"stages": [50, 100], "halt": {"min_sample": 1}}}
+        created = fleet.call("POST", "/deployments", json=body).json()
+        stage = members(created["rollout"], 5000, devices)
+        fake.running[(APP_COMPONENT, "2.0.0")] = set(stage)
+        fake.crashed[(APP_COMPONENT, "2.0.0")] = set(stage)
+        deadline = time.monotonic() + 10
+        while fleet.call("GET", f"/rollouts/{created['rollout']['id']}").json()["state"] != "halted":
+            assert time.monotonic() < deadline, "the gate did not halt the rollout by itself"
+            time.sleep(0.05)
