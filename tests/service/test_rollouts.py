@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -506,3 +506,24 @@ def test_the_gate_runs_by_itself_in_the_app_lifespan(
         while fleet.call("GET", f"/rollouts/{created['rollout']['id']}").json()["state"] != "halted":
             assert time.monotonic() < deadline, "the gate did not halt the rollout by itself"
             time.sleep(0.05)
+
+
+def test_another_tenants_rollout_is_not_found_and_audited(
+    ctx: Ctx, make_tenant: Callable[[str], CreatedTenant], client: TestClient
+) -> None:
+    created = staged_deploy(ctx.world)
+    other = make_tenant("globex")
+    for method, path in (
+        ("GET", f"/api/v1/rollouts/{created['rollout']['id']}"),
+        ("POST", f"/api/v1/rollouts/{created['rollout']['id']}/abort"),
+        ("POST", f"/api/v1/deployments/{created['id']}/abort"),
+    ):
+        r = client.request(method, path, headers=bearer(other.admin_token))
+        assert r.status_code == 404, (path, r.text)
+    shown = ctx.world.fleet.call("GET", f"/rollouts/{created['rollout']['id']}").json()
+    assert shown["state"] == "running"
+    with ctx.sessions() as session:
+        denied = session.scalars(
+            select(AuditEvent).where(AuditEvent.tenant_id == other.tenant_id, AuditEvent.action == "rollout.read")
+        ).all()
+    assert len(denied) == 2
