@@ -24,8 +24,9 @@ from bastion.crypto.keys import generate_private_key
 from bastion.images.rollout import in_stage
 from bastion.service.app import create_app
 from bastion.service.config import Settings
+from bastion.service.errors import ConfigError
 from bastion.service.models import AuditEvent, Device, DeviceUpdateEvent, DeviceUpdateStatus, Rollout
-from bastion.service.rollouts.gate import evaluate_due
+from bastion.service.rollouts.gate import ROLLOUT_GATE_INTERVAL_S, evaluate_due, gate_interval_from_env
 from bastion.service.rollouts.service import GATE_ACTOR, evaluate
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
@@ -527,3 +528,11 @@ def test_another_tenants_rollout_is_not_found_and_audited(
             select(AuditEvent).where(AuditEvent.tenant_id == other.tenant_id, AuditEvent.action == "rollout.read")
         ).all()
     assert len(denied) == 2
+
+
+def test_the_gate_interval_is_a_bounded_setting() -> None:
+    assert gate_interval_from_env({}) == ROLLOUT_GATE_INTERVAL_S
+    assert gate_interval_from_env({"BASTION_ROLLOUT_GATE_INTERVAL_S": "5"}) == 5.0
+    for bad in ("0", "-1", "nan", "soon", "86400"):
+        with pytest.raises(ConfigError):
+            gate_interval_from_env({"BASTION_ROLLOUT_GATE_INTERVAL_S": bad})

@@ -148,9 +148,11 @@ EXPECTED = {
         "supersede",
     ],
     "bastion.service.rollouts.gate": [
+        "MAX_GATE_INTERVAL_S",
         "MAX_ROLLOUTS_PER_PASS",
         "ROLLOUT_GATE_INTERVAL_S",
         "evaluate_due",
+        "gate_interval_from_env",
         "rollout_gate",
     ],
     "bastion.service.rollouts.health": [

@@ -67,7 +67,7 @@ from bastion.service.openapi import MethodIndex, authenticated_operations, compl
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.rollouts.endpoints import router as rollouts_router
-from bastion.service.rollouts.gate import ROLLOUT_GATE_INTERVAL_S, rollout_gate
+from bastion.service.rollouts.gate import gate_interval_from_env, rollout_gate
 from bastion.service.rollouts.health import default_health
 from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
@@ -384,7 +384,7 @@ def create_app_from_env() -> ServiceApp:
         tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S,
         crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
         retention_interval_enabled=True,
-        rollout_gate_interval_s=float(os.environ.get("BASTION_ROLLOUT_GATE_INTERVAL_S", ROLLOUT_GATE_INTERVAL_S)),
+        rollout_gate_interval_s=gate_interval_from_env(os.environ),
     )
     app.state.auth_limits = AuthLimits.from_env()
     return app

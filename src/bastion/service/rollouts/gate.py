@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from sqlalchemy import select
@@ -23,21 +23,50 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.config import Settings
-from bastion.service.errors import ServiceError
+from bastion.service.errors import ConfigError, ServiceError
 from bastion.service.fleet.targets import Publisher
 from bastion.service.models import Rollout
 from bastion.service.rollouts.health import HealthSource
 from bastion.service.rollouts.rules import LIVE_STATES
 from bastion.service.rollouts.service import Outcome, evaluate
 
-__all__ = ["MAX_ROLLOUTS_PER_PASS", "ROLLOUT_GATE_INTERVAL_S", "evaluate_due", "rollout_gate"]
+__all__ = [
+    "MAX_GATE_INTERVAL_S",
+    "MAX_ROLLOUTS_PER_PASS",
+    "ROLLOUT_GATE_INTERVAL_S",
+    "evaluate_due",
+    "gate_interval_from_env",
+    "rollout_gate",
+]
 
 #: How often a worker evaluates the live rollouts (env ``BASTION_ROLLOUT_GATE_INTERVAL_S``).
 ROLLOUT_GATE_INTERVAL_S = 30.0
+#: Bound on the configured interval (a gate that runs less than hourly would let a bad stage spread).
+MAX_GATE_INTERVAL_S = 3600.0
 #: Bound on the rollouts one pass evaluates (oldest first; the rest wait for the next pass).
 MAX_ROLLOUTS_PER_PASS = 500
 
 _log = logging.getLogger(__name__)
+
+
+def gate_interval_from_env(env: Mapping[str, str]) -> float:
+    """``BASTION_ROLLOUT_GATE_INTERVAL_S`` (seconds, ``0 < s <= 3600``), else :data:`ROLLOUT_GATE_INTERVAL_S`.
+
+    Raises:
+        ConfigError: not a number in range.
+    """
+    raw = env.get("BASTION_ROLLOUT_GATE_INTERVAL_S")
+    if raw is None:
+        return ROLLOUT_GATE_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_GATE_INTERVAL_S:  # also refuses NaN
+        raise ConfigError(
+            f"BASTION_ROLLOUT_GATE_INTERVAL_S must be a number of seconds in (0, {MAX_GATE_INTERVAL_S:g}]"
+        )
+    return value
 
 
 def evaluate_due(
