@@ -33,6 +33,8 @@ from conftest import FakeClock, TestClient, bearer
 
 DEVICES = 50
 SOAK = 600
+#: The first stage: 20 % of 50 devices (fewer than 2 devices in it has a probability of about 2e-4)
+FIRST_BP = 2000
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def staged_deploy(world: World, **halt: Any) -> dict[str, Any]:
     body = {
         "group": world.group,
         "images": [str(world.v2["id"])],
-        "rollout": {"stages": [10, 50, 100], "soak_seconds": SOAK, "halt": {"min_sample": 2, **halt}},
+        "rollout": {"stages": [20, 50, 100], "soak_seconds": SOAK, "halt": {"min_sample": 2, **halt}},
     }
     r = world.fleet.call("POST", "/deployments", json=body)
     assert r.status_code == 201, r.text
@@ -226,12 +228,12 @@ def test_a_crashing_v2_halts_at_stage_1_and_its_devices_are_offered_v1(ctx: Ctx)
     created = staged_deploy(world)
     rollout = created["rollout"]
     assert rollout["state"] == "running"
-    assert [s["percent_bp"] for s in rollout["stages"]] == [1000, 5000, 10000]
-    stage1 = members(rollout, 1000, world.devices)
+    assert [s["percent_bp"] for s in rollout["stages"]] == [FIRST_BP, 5000, 10000]
+    stage1 = members(rollout, FIRST_BP, world.devices)
     assert 2 <= len(stage1) < DEVICES // 2
     targets = app_targets(publisher, world.group)
-    assert targets["2.0.0"]["rollout"] == {"seed": rollout["seed"], "percent_bp": 1000}
-    assert targets["1.0.0"]["rollout"] == {"seed": rollout["seed"], "percent_bp": 1000, "fallback": True}
+    assert targets["2.0.0"]["rollout"] == {"seed": rollout["seed"], "percent_bp": FIRST_BP}
+    assert targets["1.0.0"]["rollout"] == {"seed": rollout["seed"], "percent_bp": FIRST_BP, "fallback": True}
     # The stage's devices (exactly those the devices pick themselves) get v2 and crash.
     assert {d for d in world.devices if device_takes(targets, d) == "2.0.0"} == set(stage1)
     clock.advance(dt.timedelta(minutes=1))
@@ -265,7 +267,7 @@ def test_a_healthy_v2_goes_through_every_stage(ctx: Ctx) -> None:
     created = staged_deploy(world)
     rollout_id = created["rollout"]["id"]
     seen: list[str] = []
-    for index, percent in enumerate([1000, 5000, 10000]):
+    for index, percent in enumerate([FIRST_BP, 5000, 10000]):
         stage = members(created["rollout"], percent, world.devices)
         targets = app_targets(publisher, world.group)
         assert targets["2.0.0"]["rollout"]["percent_bp"] == percent
@@ -301,7 +303,7 @@ def test_a_healthy_v2_goes_through_every_stage(ctx: Ctx) -> None:
 def test_min_sample_prevents_a_halt_on_a_tiny_sample(ctx: Ctx) -> None:
     world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world, min_sample=DEVICES)
-    stage1 = members(created["rollout"], 1000, world.devices)
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
     install(session_factory, tenant.tenant_id, stage1, "2.0.0", clock())
     health.running[(APP_COMPONENT, "2.0.0")] = set(stage1)
     health.crashed[(APP_COMPONENT, "2.0.0")] = set(stage1[:1])
@@ -312,7 +314,7 @@ def test_min_sample_prevents_a_halt_on_a_tiny_sample(ctx: Ctx) -> None:
 def test_a_new_bucket_halts(ctx: Ctx) -> None:
     world, publisher, health, session_factory, settings, clock, _tenant = ctx.parts()
     created = staged_deploy(world, crash_drop_points=None)
-    stage1 = members(created["rollout"], 1000, world.devices)
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
     health.running[(APP_COMPONENT, "2.0.0")] = set(stage1)
     health.buckets[(APP_COMPONENT, "2.0.0")] = ["b" + "1" * 16]
     assert gate(session_factory, settings, clock, publisher, health) == {created["rollout"]["id"]: "halted"}
@@ -323,7 +325,7 @@ def test_a_new_bucket_halts(ctx: Ctx) -> None:
 def test_install_failures_past_n_halt(ctx: Ctx) -> None:
     world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world, install_failures=1)
-    stage1 = members(created["rollout"], 1000, world.devices)
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
     clock.advance(dt.timedelta(seconds=5))
     with session_factory() as session:
         for device_id in stage1[:2]:
@@ -352,7 +354,7 @@ def test_resume_and_abort_are_audited_and_abort_sends_everyone_back(ctx: Ctx) ->
     r = world.fleet.call("POST", f"/deployments/{deployment_id}/resume")
     assert r.status_code == 409
     assert r.json()["error"] == "rollout_not_halted"
-    stage1 = members(created["rollout"], 1000, world.devices)
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
     health.running[(APP_COMPONENT, "2.0.0")] = set(stage1)
     health.crashed[(APP_COMPONENT, "2.0.0")] = set(stage1)
     gate(session_factory, settings, clock, publisher, health)
@@ -365,7 +367,7 @@ def test_resume_and_abort_are_audited_and_abort_sends_everyone_back(ctx: Ctx) ->
     assert resumed.status_code == 200, resumed.text
     assert resumed.json()["rollout"]["state"] == "running"
     assert resumed.json()["rollout"]["halt_reason"] is None
-    assert app_targets(publisher, world.group)["2.0.0"]["rollout"]["percent_bp"] == 1000
+    assert app_targets(publisher, world.group)["2.0.0"]["rollout"]["percent_bp"] == FIRST_BP
     aborted = world.fleet.call("POST", f"/deployments/{deployment_id}/abort")
     assert aborted.status_code == 200, aborted.text
     assert aborted.json()["rollout"]["state"] == "aborted"
@@ -390,7 +392,7 @@ def test_two_evaluators_advance_once(ctx: Ctx) -> None:
     world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world)
     rollout_id = created["rollout"]["id"]
-    stage1 = members(created["rollout"], 1000, world.devices)
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
     install(session_factory, tenant.tenant_id, stage1, "2.0.0", clock())
     health.running[(APP_COMPONENT, "2.0.0")] = set(stage1)
     assert gate(session_factory, settings, clock, publisher, health) == {rollout_id: "soaking"}
