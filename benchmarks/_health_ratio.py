@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +81,20 @@ def _ts(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _cumulative() -> list[tuple[str, str, int]]:
+    """(category, event_type, upper bound of k in 0..99) per kind."""
+    out, total = [], 0
+    for category, event_type, share in KINDS:
+        total += round(share * 100)
+        out.append((category, event_type, total))
+    return out
+
+
 def _device(i: int) -> str:
     return f"{i:064x}"
 
 
 def _load(path: Path, events: int) -> None:
-    rng = random.Random(8)
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA synchronous=OFF")
@@ -119,26 +126,30 @@ def _load(path: Path, events: int) -> None:
         # Indexes after the load (as a restore does); the same definitions the migration made.
         for index in _EVENTS_TABLE.indexes:
             conn.execute(f"DROP INDEX {index.name}")
-        stamps = [_ts(NOW - SPAN + dt.timedelta(seconds=s)) for s in range(0, int(SPAN.total_seconds()), 5)]
-        kinds = [(c, t) for c, t, share in KINDS for _ in range(int(share * 100))]
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for _ in range(events):
-                i = rng.randrange(DEVICES)
-                category, event_type = kinds[rng.randrange(len(kinds))]
-                at = stamps[rng.randrange(len(stamps))]
-                component = "" if category == "OS" else "app1"
-                version = os_of[i] if category == "OS" else app_of[i]
-                yield (
-                    TENANT, devices[i], i + 1, None, group_of[i], os_of[i], component, version, category, "Error",
-                    event_type, 1, at, at, "bench", "{}", now_s,
-                )  # fmt: skip
-
-        conn.executemany(
-            "INSERT INTO error_events (tenant_id, device_id, batch_pk, bucket_id, group_id, os_version, component_id,"
-            " version, category, event_class, event_type, count, first_at, last_at, description, detail, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows(),
+        # The events are generated inside SQLite (a recursive CTE): no per-row Python, so 1 million load fast.
+        # Device i runs OS_VERSIONS[i % 3], app1 APP_VERSIONS[i % 2], group g{i % 4}, as the activity rows say.
+        kind_case = "CASE" + "".join(f" WHEN k < {bound} THEN '{c}|{t}'" for c, t, bound in _cumulative()) + " END"
+        os_case = "CASE d % 3" + "".join(f" WHEN {i} THEN '{v}'" for i, v in enumerate(OS_VERSIONS)) + " END"
+        app_case = "CASE d % 2" + "".join(f" WHEN {i} THEN '{v}'" for i, v in enumerate(APP_VERSIONS)) + " END"
+        span_s = int(SPAN.total_seconds())
+        base = (NOW - SPAN).strftime("%Y-%m-%d %H:%M:%S")
+        conn.execute(
+            f"""
+            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {events - 1}),
+            r AS (SELECT i, (i * 7919) % {DEVICES} AS d, (i * 37) % 100 AS k,
+                         datetime('{base}', '+' || ((i * 104729) % {span_s}) || ' seconds') || '.000000' AS at
+                  FROM n),
+            e AS (SELECT r.*, {kind_case} AS kind FROM r)
+            INSERT INTO error_events (tenant_id, device_id, batch_pk, bucket_id, group_id, os_version, component_id,
+                version, category, event_class, event_type, count, first_at, last_at, description, detail,
+                received_at)
+            SELECT '{TENANT}', printf('%064x', d), d + 1, NULL, 'g' || (d % 4), {os_case},
+                CASE WHEN kind LIKE 'OS|%' THEN '' ELSE 'app1' END,
+                CASE WHEN kind LIKE 'OS|%' THEN {os_case} ELSE {app_case} END,
+                substr(kind, 1, instr(kind, '|') - 1), 'Error', substr(kind, instr(kind, '|') + 1), 1, at, at,
+                'bench', '{{}}', '{now_s}'
+            FROM e
+            """  # noqa: S608 - every interpolated value is a constant of this module
         )
         conn.commit()
     finally:
