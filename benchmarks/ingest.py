@@ -27,9 +27,9 @@ from typing import Any
 
 import cbor2
 import uvloop
-from _health_ratio import measure
 from sqlalchemy import insert, select
 
+from _health_ratio import measure
 from bastion.cli._localstack import LocalStack
 from bastion.crypto.certs import certificate_der, issue_device_cert
 from bastion.crypto.cose import sign1
@@ -214,6 +214,10 @@ def main() -> None:
             window = min(args.seconds, time.perf_counter() - begin - args.warmup)
         finally:
             stack.stop_service()
+        if failed:
+            # The service's own words on the failures (its log is gone with the temporary directory).
+            lines = stack.service_log.read_text().splitlines()
+            print("\n".join([line for line in lines if "bastion/" in line or "Error" in line][-12:]), file=sys.stderr)
         ingest_per_s = events / window if window > 0 else 0.0
         print(f"ingest: {events} events accepted, {failed} batches failed in {window:.1f}s -> {ingest_per_s:.0f}/s")
         tenant_id = _tenant_of(database_url)
@@ -222,7 +226,8 @@ def main() -> None:
         health_ratio = measure(database_url)
     ratio = ingest_per_s / floor_per_s if floor_per_s else 0.0
     print(
-        f"ingest_per_s={ingest_per_s:.0f} floor_per_s={floor_per_s:.0f} ratio={ratio:.3f} health_ratio={health_ratio:.3f}"
+        f"ingest_per_s={ingest_per_s:.0f} floor_per_s={floor_per_s:.0f} "
+        f"ratio={ratio:.3f} health_ratio={health_ratio:.3f}"
     )
 
 

@@ -204,6 +204,10 @@ def _newer(version: str, than: str | None) -> bool:
 
 def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime) -> str:
     """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID."""
+    # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
+    # writer overtook cannot become a write transaction (SQLITE_BUSY_SNAPSHOT, no busy wait); a
+    # transaction that starts with the INSERT waits for the write lock instead.
+    session.commit()
     try:
         batch_pk = session.execute(
             insert(ErrorReportBatch)
