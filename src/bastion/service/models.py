@@ -688,3 +688,30 @@ class DeviceReleaseActivity(Base):
     group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+# --- device log requests (migration 0016_fleet_health) -----------------------------
+
+
+class DeviceLogRequest(Base):
+    """An operator's request for an app's recent log from one device, and the tail it uploaded.
+
+    ``state``: ``pending`` (handed to the device in every error-report answer
+    until ``expires_at``) → ``delivered`` (text stored, once) or ``expired``.
+    """
+
+    __tablename__ = "device_log_requests"
+    __table_args__ = (Index("ix_device_log_requests_device_state", "device_id", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # "lr" + 16 random hex
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_device_log_requests_tenant"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", name="fk_device_log_requests_device"))
+    component_id: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | expired
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_bytes: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
