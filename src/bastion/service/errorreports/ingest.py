@@ -65,12 +65,12 @@ class LogRequest:
     max_bytes: int
 
 
-#: ``(session, device_id) -> pending log requests`` (the health slice's ``log_requests.pending_for``).
-PendingLogRequests = Callable[[Session, str], list[LogRequest]]
+#: ``(session, device_id, now) -> pending log requests`` (from :mod:`errorreports.log_requests`).
+PendingLogRequests = Callable[[Session, str, dt.datetime], list[LogRequest]]
 
 
-def no_log_requests(session: Session, device_id: str) -> list[LogRequest]:
-    """No log requests (until the device-logs slice provides them)."""
+def no_log_requests(session: Session, device_id: str, now: dt.datetime) -> list[LogRequest]:
+    """No log requests (a caller that does not hand them out, e.g. a benchmark or a tool)."""
     return []
 
 
@@ -182,7 +182,7 @@ def accept_batch(
             f"iat {batch.iat} outside its window",
         )
     status = _store(session, device, batch, tenant_id=tenant_id, now=now)
-    log_requests = pending_log_requests(session, device.device_id)
+    log_requests = pending_log_requests(session, device.device_id, now)
     return Accepted(batch_id=batch.batch_id, status=status, records=len(batch.records), log_requests=log_requests)
 
 
