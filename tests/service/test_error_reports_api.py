@@ -85,7 +85,9 @@ def test_show_and_resolve_by_role_and_tenant(
     auth = bearer(tenant.admin_token)
     bucket_id = client.get(f"{API}/buckets", headers=auth).json()["items"][0]["bucket_id"]
     detail = client.get(f"{API}/buckets/{bucket_id}", headers=auth).json()
-    assert detail["bucket"]["event_count"] == 2 and len(detail["devices"]) == 1 and len(detail["recent_events"]) == 1
+    assert detail["bucket"]["event_count"] == 2
+    assert len(detail["devices"]) == 1
+    assert len(detail["recent_events"]) == 1
     assert detail["recent_events"][0]["detail"]["exception"] == "ZeroDivisionError"
     reader = bearer(_token(client, tenant.admin_token, "reader"))
     assert client.get(f"{API}/buckets/{bucket_id}", headers=reader).status_code == 200
@@ -107,13 +109,17 @@ def test_download_csv_and_json(
     send(crash(now + dt.timedelta(hours=2), exception="KeyError"))
     auth = bearer(tenant.admin_token)
     r = client.get(f"{API}/download", params={"format": "csv"}, headers=auth)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(r.text)))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == 3
     first = dict(zip(CSV_COLUMNS, rows[1], strict=True))
-    assert first["DeviceId"] == device.device_id and first["EventCount"] == "3" and first["OsVersion"] == "2.0.0"
-    assert first["EventCategory"] == "AppCrash" and first["Bucket"].startswith("b")
+    assert first["DeviceId"] == device.device_id
+    assert first["EventCount"] == "3"
+    assert first["OsVersion"] == "2.0.0"
+    assert first["EventCategory"] == "AppCrash"
+    assert first["Bucket"].startswith("b")
     until = (now + dt.timedelta(hours=1)).isoformat()
     r = client.get(f"{API}/download", params={"format": "json", "until": until}, headers=auth)
     items = r.json()
@@ -133,10 +139,12 @@ def test_retention_rolls_old_events_up_and_forgets_old_batch_ids(
         assert prune_once(session, now=now, settings=settings).events_rolled_up == 0
     with session_factory() as session:
         pruned = prune_once(session, now=now + dt.timedelta(days=1, seconds=1), settings=settings)
-        assert pruned.events_rolled_up == 2 and pruned.batches_deleted == 0
+        assert pruned.events_rolled_up == 2
+        assert pruned.batches_deleted == 0
         assert session.scalar(select(func.count()).select_from(ErrorEvent)) == 0
         daily = session.scalars(select(ErrorDailyCount)).all()
-        assert sorted(d.events for d in daily) == [1, 4] and {d.devices for d in daily} == {1}
+        assert sorted(d.events for d in daily) == [1, 4]
+        assert {d.devices for d in daily} == {1}
     with session_factory() as session:
         assert prune_once(session, now=now + dt.timedelta(days=3), settings=settings).batches_deleted == 1
         assert session.scalar(select(func.count()).select_from(ErrorReportBatch)) == 0

@@ -65,7 +65,9 @@ def test_a_crash_makes_one_bucket_with_the_right_count(
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] == "accepted" and body["records"] == 2 and body["log_requests"] == []
+    assert body["status"] == "accepted"
+    assert body["records"] == 2
+    assert body["log_requests"] == []
     with session_factory() as session:
         buckets = session.scalars(select(ErrorBucket)).all()
         # The line number is not part of the fingerprint: both records are one bucket.
@@ -83,7 +85,8 @@ def test_an_empty_batch_is_a_heartbeat(
 ) -> None:
     assert _post(client, batch(device, iat=clock(), installed=[("app1", "2.0.0")])) == (200, "accepted")
     counts = _counts(session_factory)
-    assert counts["error_report_batches"] == 1 and counts["error_events"] == 0
+    assert counts["error_report_batches"] == 1
+    assert counts["error_events"] == 0
     assert counts["device_release_activity"] == 2
 
 
@@ -158,7 +161,9 @@ def test_a_regression_reopens_a_resolved_bucket(
     with session_factory() as session:
         bucket_id = session.scalars(select(ErrorBucket.id)).one()
     r = client.post(f"/api/v1/error-reports/buckets/{bucket_id}/resolve", headers=bearer(tenant.admin_token))
-    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["resolved_version"] == "1.0.0"
+    assert r.status_code == 200
+    assert r.json()["state"] == "resolved"
+    assert r.json()["resolved_version"] == "1.0.0"
     # The same version again (an old device not yet updated) does not reopen it ...
     assert _post(client, batch(device, iat=now, records=[crash(now, version="1.0.0")])) == (200, "accepted")
     r = client.get(f"/api/v1/error-reports/buckets/{bucket_id}", headers=bearer(tenant.admin_token))
@@ -167,7 +172,8 @@ def test_a_regression_reopens_a_resolved_bucket(
     assert _post(client, batch(device, iat=now, records=[crash(now, version="1.1.0")])) == (200, "accepted")
     r = client.get(f"/api/v1/error-reports/buckets/{bucket_id}", headers=bearer(tenant.admin_token))
     detail = r.json()
-    assert detail["bucket"]["state"] == "regressed" and detail["bucket"]["event_count"] == 3
+    assert detail["bucket"]["state"] == "regressed"
+    assert detail["bucket"]["event_count"] == 3
     assert {v["version"]: v["event_count"] for v in detail["versions"]} == {"1.0.0": 2, "1.1.0": 1}
     with session_factory() as session:
         assert session.scalars(select(AuditEvent).where(AuditEvent.action == "error_report.regressed")).all()
@@ -187,6 +193,7 @@ def _refused(client: TestClient, sessions: sessionmaker[Session], body: bytes, e
 
 
 def test_forged_reports_are_refused(
+    *,
     client: TestClient,
     tenant: CreatedTenant,
     device: StatusDevice,
@@ -209,6 +216,7 @@ def test_forged_reports_are_refused(
 
 
 def test_a_report_for_another_device_is_refused(
+    *,
     client: TestClient,
     tenant: CreatedTenant,
     device: StatusDevice,
@@ -380,3 +388,20 @@ def test_unclaim_deletes_the_devices_error_rows(
     counts = _counts(session_factory)
     assert counts["error_events"] == counts["error_report_batches"] == counts["device_release_activity"] == 0
     assert counts["error_buckets"] == 1
+
+
+def test_the_answer_hands_out_pending_log_requests(
+    client: TestClient, tenant: CreatedTenant, device: StatusDevice, clock: FakeClock
+) -> None:
+    asked = client.post(
+        f"/api/v1/devices/{device.device_id}/log-requests",
+        json={"component_id": "app1"},
+        headers=bearer(tenant.admin_token),
+    )
+    assert asked.status_code == 201, asked.text
+    r = client.post(ENDPOINT, content=batch(device, iat=clock()), headers=COSE)
+    assert r.status_code == 200, r.text
+    (request,) = r.json()["log_requests"]
+    assert request["component_id"] == "app1"
+    assert request["max_bytes"] > 0
+    assert request["request_id"] == asked.json()["request_id"]

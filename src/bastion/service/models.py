@@ -620,7 +620,8 @@ class ErrorEvent(Base):
         Index("ix_error_events_tenant_os", "tenant_id", "os_version", "last_at"),
         Index("ix_error_events_bucket_id", "bucket_id"),
         Index("ix_error_events_batch_pk", "batch_pk"),
-        Index("ix_error_events_device_id", "device_id"),
+        # The device's rows on unclaim, and "has this device hit this bucket in this version" at ingest.
+        Index("ix_error_events_device_bucket", "device_id", "bucket_id", "version"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
