@@ -29,6 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bastion.crypto.cose import cbor_loads_exact, decode_sign1
+from bastion.crypto.error_report import MAX_LOG_TEXT_BYTES, LogUpload, decode_log
 from bastion.crypto.errors import CryptoError, MalformedInput
 from bastion.service.audit.service import record, record_denied
 from bastion.service.auth.service import Principal
@@ -50,10 +51,7 @@ __all__ = [
     "pending_for",
 ]
 
-#: The wire contract's bound on an uploaded log text (UTF-8 bytes).
-MAX_LOG_TEXT_BYTES = 16 * 1024
 _COMPONENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_DEVICE_ID = re.compile(r"[0-9a-f]{64}")
 UPLOAD_ACTION = "device.log_upload"
 REQUEST_ACTION = "device.log_request"
 
@@ -244,42 +242,25 @@ class LogUploaded:
     status: str  # delivered | duplicate
 
 
-@dataclass(frozen=True)
-class _Upload:
-    device_id: str
-    request_id: str
-    component_id: str
-    iat: int
-    text: str
-    truncated: bool
+def _decode(payload: bytes) -> LogUpload:
+    """The upload payload, decoded by devreport's codec (:func:`bastion.crypto.error_report.decode_log`).
 
-
-def _decode(payload: bytes) -> _Upload:
-    """The upload payload (the wire contract's log upload map).
-
-    This is the one place to switch to devreport's ``bastion.crypto.error_report.decode_log``
-    at the merge; it enforces the same contract.
+    Raises:
+        PayloadTooLarge: ``log_too_large`` (the text is over the contract's 16 KiB).
+        ValueError: anything else the codec refuses (the message says what).
     """
     try:
-        data = cbor_loads_exact(payload)
+        return decode_log(payload)
     except MalformedInput as exc:
-        raise ValueError("the payload is not well-formed CBOR") from exc
-    if not isinstance(data, dict) or data.get("v") != 1 or isinstance(data.get("v"), bool):
-        raise ValueError("the payload must be a map with v = 1")
-    device_id, request_id, component_id = data.get("device_id"), data.get("request_id"), data.get("component_id")
-    iat, text, truncated = data.get("iat"), data.get("text"), data.get("truncated")
-    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
-        raise ValueError("device_id must be 64 lowercase hex characters")
-    for name, value in (("request_id", request_id), ("component_id", component_id)):
-        if not isinstance(value, str) or not _COMPONENT.fullmatch(value):
-            raise ValueError(f"{name} must be 1-64 characters of [A-Za-z0-9._:-]")
-    if isinstance(iat, bool) or not isinstance(iat, int) or not 0 <= iat <= 2**37:
-        raise ValueError("iat must be a non-negative integer of seconds")
-    if not isinstance(text, str) or len(text.encode("utf-8", "surrogatepass")) > MAX_LOG_TEXT_BYTES:
-        raise PayloadTooLarge(f"a log text is at most {MAX_LOG_TEXT_BYTES} bytes", code="log_too_large")
-    if not isinstance(truncated, bool):
-        raise ValueError("truncated must be a boolean")
-    return _Upload(str(device_id), str(request_id), str(component_id), iat, text, truncated)
+        # Only on the error path: tell an oversized text (413) from a malformed payload (400).
+        try:
+            data = cbor_loads_exact(payload)
+        except MalformedInput:
+            data = None
+        text = data.get("text") if isinstance(data, dict) else None
+        if isinstance(text, str) and len(text.encode("utf-8", "surrogatepass")) > MAX_LOG_TEXT_BYTES:
+            raise PayloadTooLarge(f"a log text is at most {MAX_LOG_TEXT_BYTES} bytes", code="log_too_large") from exc
+        raise ValueError(str(exc)) from exc
 
 
 def _malformed(detail: str) -> InvalidRequest:
@@ -311,7 +292,7 @@ class _Refuser:
 
 def _verified(
     session: Session, body: bytes, refuse: _Refuser, *, now: dt.datetime, settings: LogRequestSettings
-) -> tuple[str, str, _Upload]:
+) -> tuple[str, str, LogUpload]:
     """Size, COSE, certificate and signature (as a status report), payload, device standing."""
     if len(body) > settings.max_upload_bytes:
         refuse(
