@@ -10,6 +10,7 @@ __all__ = [
     "deployment_app",
     "device_app",
     "device_group_app",
+    "fleet_app",
     "image_app",
     "keys_app",
     "os_app",
@@ -56,3 +57,5 @@ app.add_typer(deployment_app, name="deployment")
 rollout_app = _group("Staged rollouts of deployments and OS promotions: show, resume, abort.")
 app.add_typer(rollout_app, name="rollout")
 __all__ += ["rollout_app"]
+fleet_app = _group("The fleet as a whole: simulation (and health, where the service offers it).")
+app.add_typer(fleet_app, name="fleet")

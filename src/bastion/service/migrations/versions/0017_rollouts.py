@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017_rollouts"
-down_revision = "0015_error_reports"
+down_revision = "0016_fleet_health"
 branch_labels = None
 depends_on = None
 
