@@ -64,6 +64,7 @@ from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
+from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
 
 __all__ = ["API_PREFIX", "create_app", "create_app_from_env", "status_for"]
@@ -276,6 +277,9 @@ def create_app(
         engine = create_engine_for(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        # Commit first, then publish (ADR 0018): bring every group's TUF repository up to the database.
+        publisher = getattr(app.state, "tuf_publisher", None) or TufPublisher()
+        reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
         try:
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),
