@@ -58,13 +58,13 @@ from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.fleet.endpoints import router as fleet_router
+from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
 from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
-from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
 
 __all__ = ["API_PREFIX", "create_app", "create_app_from_env", "status_for"]
