@@ -44,7 +44,14 @@ from bastion.boot.config import RUN_DIR
 from bastion.boot.errors import ChipNotReadyError, NoOsError, OsVerificationError, RollbackError
 from bastion.boot.result import BootResult
 from bastion.boot.rom import RomOutput
-from bastion.boot.slots import OS_COUNTER, catch_up_counter, roll_back, spend_trial_attempt
+from bastion.boot.slots import (
+    OS_COUNTER,
+    OUTCOME_FAILED,
+    OUTCOME_INTERRUPTED,
+    catch_up_counter,
+    roll_back,
+    spend_trial_attempt,
+)
 from bastion.crypto import certs
 from bastion.crypto.dice import derive_cdi, derive_key_pair
 from bastion.crypto.eat import DebugStatus, Measurement
@@ -138,7 +145,9 @@ def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResul
     try:
         trial = spend_trial_attempt(chip.flash)  # persisted before the trial slot is touched
         if trial is None:
-            roll_back(chip.flash, now=int(now.timestamp()))  # no-op unless a trial ran out of attempts
+            # No-op unless a trial ran out of attempts with no verdict: a power cut or a whole-device
+            # crash during it, not a failure of the image (a failed verdict rolled back already).
+            roll_back(chip.flash, now=int(now.timestamp()), outcome=OUTCOME_INTERRUPTED)
     except HwError as exc:
         raise _state_error(exc) from exc
     if trial is not None:
@@ -146,7 +155,7 @@ def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResul
             return _boot_slot(chip, rom, trial, now=now, trial=True)
         except (NoOsError, OsVerificationError):
             try:  # the trial image is bad: do not wait for another boot to return to the active slot
-                roll_back(chip.flash, now=int(now.timestamp()))
+                roll_back(chip.flash, now=int(now.timestamp()), outcome=OUTCOME_FAILED)
             except HwError as exc:
                 raise _state_error(exc) from exc
     result = _boot_slot(chip, rom, active, now=now, trial=False)
