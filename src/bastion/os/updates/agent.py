@@ -55,6 +55,9 @@ __all__ = ["AgentSettings", "CheckSummary", "UpdateAgent", "UpdateMonitor"]
 
 _log = logging.getLogger("bastion.os.updates")
 
+#: Bound on the stray staging files removed per OS start (bounded work; the rest go at the next).
+MAX_STAGING_ENTRIES = 64
+
 
 class _BootFacts(Protocol):
     @property
@@ -265,7 +268,26 @@ class UpdateAgent:
                 if self.state.last_boot_event_at != event.at:
                     self._record_rollback(event, now)
                 self._monitor.ack_boot_event()
+            self._prune_staging()
             self.apps.start_all(now)
+
+    def _prune_staging(self) -> None:
+        """Remove stray files from ``staging/`` (bounded): at OS start nothing can be in flight there.
+
+        Downloads and sideloads cut by a power loss leave their files behind; an
+        armed OS image no longer needs its staged copy (the monitor wrote the slot).
+        """
+        staging = self._dir / "staging"
+        try:
+            entries = [e for _, e in zip(range(MAX_STAGING_ENTRIES), staging.iterdir(), strict=False)]
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_symlink() or entry.is_file():
+                    entry.unlink()
+            except OSError:
+                continue
 
     def _record_rollback(self, event: BootEvent, now: dt.datetime) -> None:
         pending = self.state.pending_os
