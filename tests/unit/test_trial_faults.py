@@ -267,6 +267,59 @@ def test_malformed_clears_are_ignored() -> None:
         }
     }
     assert [c.clear_id for c in signed_clears(custom, DEVICE)] == ["ok"]
-    assert signed_clears({"bastion": {"blocklist_clears": [good] * (MAX_SIGNED_CLEARS + 5)}}, DEVICE) == [
-        signed_clears({"bastion": {"blocklist_clears": [good]}}, DEVICE)[0]
-    ] * MAX_SIGNED_CLEARS
+    assert (
+        signed_clears({"bastion": {"blocklist_clears": [good] * (MAX_SIGNED_CLEARS + 5)}}, DEVICE)
+        == [signed_clears({"bastion": {"blocklist_clears": [good]}}, DEVICE)[0]] * MAX_SIGNED_CLEARS
+    )
+
+
+# --- bounded disk ------------------------------------------------------------------------
+
+
+def _runtimes(device: AbDevice) -> set[str]:
+    return {p.name for p in (device.dev / "run").iterdir() if p.name.startswith(("os-", ".os-"))}
+
+
+def test_runtimes_in_neither_slot_and_interrupted_unpacks_are_removed(world: AbWorld, device: AbDevice) -> None:
+    first = device.boot()
+    run = device.dev / "run"
+    (run / "os-00000000000000ff").mkdir()  # an OS booted long ago
+    (run / "os-00000000000000ff" / "x.py").write_text("old")
+    (run / ".os-00000000000000ee.1a2b.tmp").mkdir()  # an unpack the power cut
+    (run / "bl-keepme").mkdir(exist_ok=True)  # not the OS's: left alone
+    device.boot()
+    assert _runtimes(device) == {first.os_runtime_dir.name}
+    assert (run / "bl-keepme").is_dir()
+    # 1.0.0 -> 1.1.0: both slots' runtimes stay.
+    device.ok("install_os", {"path": str(device.stage(world.v110))})
+    trial = device.boot()
+    device.ok("confirm_boot")
+    assert _runtimes(device) == {first.os_runtime_dir.name, trial.os_runtime_dir.name}
+    # 1.1.0 -> 1.2.0 overwrites slot A: 1.0.0 is in neither slot and its runtime goes.
+    v120 = world.image("os-1.2.0.img", "1.2.0", 3)
+    device.boot()
+    device.ok("install_os", {"path": str(device.stage(v120))})
+    newest = device.boot()
+    assert newest.os_version == "1.2.0"
+    assert _runtimes(device) == {trial.os_runtime_dir.name, newest.os_runtime_dir.name}
+
+
+def test_pruning_is_bounded(tmp_path: Path) -> None:
+    from bastion.boot.runtimes import prune_runtimes
+
+    for i in range(10):
+        (tmp_path / f"os-{i:016x}").mkdir()
+    removed = prune_runtimes(tmp_path, keep=set(), max_entries=4)
+    assert len(removed) == 4
+    assert len(list(tmp_path.iterdir())) == 6
+
+
+def test_stray_staging_files_are_removed_at_os_start(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    staging = tmp_path / "s" / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "os-abc.img.part").write_bytes(b"cut")
+    (staging / ".tmp-1").write_bytes(b"cut")
+    rig.agent.boot(NOW)
+    rig.apps.stop_all()
+    assert list(staging.iterdir()) == []
