@@ -265,6 +265,9 @@ def publish_committed(
             return None
         targets = targets_for_group(fresh, group, settings, limits=limits)
         custom = group_custom(group)
+        clears = repository.signed_blocklist_clears(fresh, group_id)
+        if clears:  # only then: a group without clears keeps its custom (and its versions)
+            custom["bastion"]["blocklist_clears"] = clears
         fresh.rollback()  # end the read before the (slow) file work
         publisher.publish_group(settings, group_id, targets, now=now, custom=custom)
     fault_hook(STEP_PUBLISHED, group_id)
