@@ -323,3 +323,28 @@ def test_stray_staging_files_are_removed_at_os_start(tmp_path: Path) -> None:
     rig.agent.boot(NOW)
     rig.apps.stop_all()
     assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "verdict"),
+    [
+        (403, "unknown_os", True),
+        (403, "os_revoked", True),
+        (403, "measurement_mismatch", True),
+        (403, "nonce_expired", False),  # no verdict on the image
+        (403, "device_revoked", False),
+        (429, "rate_limited", False),
+        (503, "unavailable", False),
+    ],
+)
+def test_only_a_refusal_about_the_image_fails_the_trial(status: int, code: str, verdict: bool) -> None:
+    from types import SimpleNamespace
+
+    from bastion.os.errors import AttestationRefusedError
+    from bastion.os.updates.system import UpdateSystem
+
+    heard: list[str] = []
+    agent = SimpleNamespace(on_trial_failed=lambda now, reason: heard.append(reason) or True)
+    fake = SimpleNamespace(agent=agent)
+    assert UpdateSystem.on_refused(fake, AttestationRefusedError(status, code, "no"), NOW) is False  # type: ignore[arg-type]
+    assert bool(heard) is verdict
