@@ -224,3 +224,40 @@ def test_a_rolled_back_session_publishes_nothing(
         )
         session.rollback()
     assert _tuf_targets(settings, list(before)) == before
+
+
+def test_concurrent_publishers_end_agreeing_with_the_last_commit(
+    fleet: Fleet, os_key: PrivateKey, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Several workers (threads here; processes share the same file locks) publishing one group."""
+    import threading
+
+    fleet.os(os_key, "1.0.0")
+    fleet.os(os_key, "1.2.0-rc.1", feed="retail-eval")
+    group_id = fleet.groups["Production"]
+    publisher = fleet_targets.TufPublisher()
+    now = fleet_targets.dt.datetime.now(fleet_targets.dt.UTC)
+    errors: list[BaseException] = []
+
+    def worker(feeds: list[str]) -> None:
+        try:
+            for feed in feeds:
+                with session_factory() as session:
+                    group = session.get(DeviceGroup, group_id)
+                    assert group is not None
+                    group.os_feed = feed
+                    fleet_targets.republish(session, settings, group, now=now, publisher=publisher)
+                    session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=worker, args=(["retail-eval", "retail", "retail-eval"],)),
+        threading.Thread(target=worker, args=(["retail", "retail-eval", "retail"],)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    _assert_agree(settings, session_factory)
