@@ -161,6 +161,7 @@ EXPECTED = {
         "ReleaseHealthView",
         "default_health",
         "get_health",
+    ],
     "bastion.service.errorreports.health": [
         "APP_CRASH_CATEGORIES",
         "MAX_DEVICE_IDS_PER_QUERY",

@@ -419,6 +419,8 @@ def test_exported_names() -> None:
             "group_root",
             "list_groups",
             "publish_group",
+            "publish_lock",
+            "published_targets",
             "refresh_all",
             "refresh_group",
         ]

@@ -150,9 +150,9 @@ def test_unconfirmed_trial_rolls_back_and_keeps_the_counter(world: AbWorld, devi
     device.boot()
     device.ok("install_os", {"path": str(device.stage(world.v110))})
     assert device.boot().trial
-    back = device.boot(now=NOW.replace(hour=13))  # the trial never confirmed
+    back = device.boot(now=NOW.replace(hour=13))  # the trial never confirmed (nor failed: no verdict)
     assert (back.boot_slot, back.os_version, back.trial) == ("A", "1.0.0", False)
-    event = BootEvent("rollback", "1.1.0", "1.0.0", int(NOW.replace(hour=13).timestamp()))
+    event = BootEvent("rollback", "1.1.0", "1.0.0", int(NOW.replace(hour=13).timestamp()), "interrupted")
     assert device.state == BootState(Slot.A, None, 0, event)
     assert device.os_counter == 1
     assert device.ok("read_counters")["last_event"] == event.to_json()

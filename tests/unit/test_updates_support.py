@@ -156,6 +156,7 @@ class FakeMonitor:
     confirmed: int = 0
     acked: int = 0
     refuse_install: bool = False
+    failed_at: list[int] = field(default_factory=list)
 
     def read_counters(self) -> Facts:
         return Facts(self.trial, self.last_event)
@@ -177,6 +178,11 @@ class FakeMonitor:
     def ack_boot_event(self) -> None:
         self.acked += 1
         self.last_event = None
+
+    def fail_trial(self, *, at: int) -> bool:
+        self.failed_at.append(at)
+        was_trial, self.trial = self.trial, False
+        return was_trial
 
 
 APP_MAIN = """\

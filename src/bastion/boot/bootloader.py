@@ -20,7 +20,8 @@ Checks, in order (each failure is a :class:`BootError` naming the check):
    configuration (format, signature, payload digest) and is of type ``os``;
 3. its security version is not below the fuse counter ``"os"`` (rollback);
 4. its payload unpacks safely to ``DEV/run/os-<measurement hex[:16]>/`` (an
-   existing, intact unpacking is reused).
+   existing, intact unpacking is reused); then the runtimes of OS images in
+   neither slot and interrupted unpacks are removed (:mod:`bastion.boot.runtimes`).
 
 Then ``CDI_OS = derive_cdi(CDI_BL, os measurement)``, the Alias key pair is
 ``derive_key_pair(CDI_OS)``, and the Alias certificate is issued by the DeviceID
@@ -44,7 +45,15 @@ from bastion.boot.config import RUN_DIR
 from bastion.boot.errors import ChipNotReadyError, NoOsError, OsVerificationError, RollbackError
 from bastion.boot.result import BootResult
 from bastion.boot.rom import RomOutput
-from bastion.boot.slots import OS_COUNTER, catch_up_counter, roll_back, spend_trial_attempt
+from bastion.boot.runtimes import prune_runtimes
+from bastion.boot.slots import (
+    OS_COUNTER,
+    OUTCOME_FAILED,
+    OUTCOME_INTERRUPTED,
+    catch_up_counter,
+    roll_back,
+    spend_trial_attempt,
+)
 from bastion.crypto import certs
 from bastion.crypto.dice import derive_cdi, derive_key_pair
 from bastion.crypto.eat import DebugStatus, Measurement
@@ -138,15 +147,17 @@ def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResul
     try:
         trial = spend_trial_attempt(chip.flash)  # persisted before the trial slot is touched
         if trial is None:
-            roll_back(chip.flash, now=int(now.timestamp()))  # no-op unless a trial ran out of attempts
+            # No-op unless a trial ran out of attempts with no verdict: a power cut or a whole-device
+            # crash during it, not a failure of the image (a failed verdict rolled back already).
+            roll_back(chip.flash, now=int(now.timestamp()), outcome=OUTCOME_INTERRUPTED)
     except HwError as exc:
         raise _state_error(exc) from exc
     if trial is not None:
         try:
-            return _boot_slot(chip, rom, trial, now=now, trial=True)
+            return _pruned(chip, _boot_slot(chip, rom, trial, now=now, trial=True))
         except (NoOsError, OsVerificationError):
             try:  # the trial image is bad: do not wait for another boot to return to the active slot
-                roll_back(chip.flash, now=int(now.timestamp()))
+                roll_back(chip.flash, now=int(now.timestamp()), outcome=OUTCOME_FAILED)
             except HwError as exc:
                 raise _state_error(exc) from exc
     result = _boot_slot(chip, rom, active, now=now, trial=False)
@@ -154,7 +165,26 @@ def run_bootloader(chip: Chip, rom: RomOutput, *, now: dt.datetime) -> BootResul
         counter = catch_up_counter(chip, result.os_security_version)
     except HwError as exc:
         raise ChipNotReadyError(f"the anti-rollback counter cannot be raised ({exc})", check="fuses") from exc
-    return replace(result, rollback_counters={**result.rollback_counters, OS_COUNTER: counter})
+    return _pruned(chip, replace(result, rollback_counters={**result.rollback_counters, OS_COUNTER: counter}))
+
+
+def _slot_runtime_name(chip: Chip, slot: Slot) -> str | None:
+    """The runtime directory name of the image in ``slot`` (its measurement), or None if empty or unreadable."""
+    try:
+        if chip.flash.is_empty(slot.flash_partition):
+            return None
+        with chip.flash.open(slot.flash_partition) as stream:
+            return f"os-{measure_stream(stream).hex()[:16]}"
+    except (HwError, ImageError, OSError):
+        return None
+
+
+def _pruned(chip: Chip, result: BootResult) -> BootResult:
+    """Remove the runtimes of OS versions in neither slot, and interrupted unpacks (bounded disk)."""
+    other = _slot_runtime_name(chip, Slot(result.boot_slot).other)
+    keep = {result.os_runtime_dir.name} | ({other} if other else set())
+    prune_runtimes(chip.dev_dir / RUN_DIR, keep=keep)
+    return result
 
 
 def _boot_slot(chip: Chip, rom: RomOutput, slot: Slot, *, now: dt.datetime, trial: bool) -> BootResult:

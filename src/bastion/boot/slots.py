@@ -9,8 +9,10 @@ step               who                          boot state after (``active`` / `
 install            monitor ``install_os``       A / - / 0; slot B rewritten (temp, fsync, rename)
 arm                same op, after the write     A / B / ``trial_boot_limit``
 trial boot         bootloader                   A / B / n-1, persisted *before* B is verified
-roll back          bootloader (n == 0, or B     A / - / 0, ``last_event`` = rollback
-                   fails verification)
+roll back          bootloader (n == 0, or B     A / - / 0, ``last_event`` = rollback, outcome
+                   fails verification)          ``interrupted`` (n == 0, no verdict) or ``failed``
+fail trial         monitor ``fail_trial`` (the  A / - / 0, ``last_event`` = rollback, ``failed``
+                   trial OS's health verdict)
 confirm            monitor ``confirm_boot``     B / - / 0, *then* fuse counter ``os`` := svn(B)
 catch-up           bootloader, non-trial boot   counter ``os`` raised to svn(active) if below
 =================  ===========================  =====================================================
@@ -41,13 +43,25 @@ from bastion.boot.errors import BootError, FlashImageError, SlotStateError, Stag
 from bastion.boot.rom import load_bootloader
 from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
-from bastion.hw.flash import EVENT_ROLLBACK, MAX_EVENT_FIELD_CHARS, PARTITION_SIZES, BootEvent, BootState, Flash, Slot
+from bastion.hw.flash import (
+    EVENT_ROLLBACK,
+    MAX_EVENT_FIELD_CHARS,
+    OUTCOME_FAILED,
+    OUTCOME_INTERRUPTED,
+    PARTITION_SIZES,
+    BootEvent,
+    BootState,
+    Flash,
+    Slot,
+)
 from bastion.images.errors import ImageError
 from bastion.images.package import ImageHeader, ImageType, inspect_image, verify_image
 from bastion.images.semver import is_newer
 
 __all__ = [
     "OS_COUNTER",
+    "OUTCOME_FAILED",
+    "OUTCOME_INTERRUPTED",
     "STAGING_DIR",
     "STEP_ARMED",
     "STEP_CONFIRMED",
@@ -59,6 +73,7 @@ __all__ = [
     "ack_boot_event",
     "catch_up_counter",
     "confirm_trial",
+    "fail_trial",
     "install_os",
     "open_staged_image",
     "roll_back",
@@ -284,20 +299,42 @@ def _slot_version(flash: Flash, slot: Slot | None) -> str:
         return "unknown"
 
 
-def roll_back(flash: Flash, *, now: int) -> BootState:
+def roll_back(flash: Flash, *, now: int, outcome: str = OUTCOME_FAILED) -> BootState:
     """Abandon the armed trial: clear it and record a rollback event (idempotent).
 
     Args:
         flash: the chip's flash.
         now: seconds since the epoch, recorded in the event.
+        outcome: :data:`OUTCOME_FAILED` when the trial ran to a failed verdict or did
+            not verify; :data:`OUTCOME_INTERRUPTED` when its attempts ran out with no
+            verdict (ADR 0018: only a failure counts against the image).
     """
 
     def undo(state: BootState) -> BootState:
         if state.trial_slot is None:
             return state
         event = BootEvent(
-            EVENT_ROLLBACK, _slot_version(flash, state.trial_slot), _slot_version(flash, state.active_slot), now
+            EVENT_ROLLBACK,
+            _slot_version(flash, state.trial_slot),
+            _slot_version(flash, state.active_slot),
+            now,
+            outcome,
         )
         return replace(state, trial_slot=None, attempts_left=0, last_event=event)
 
     return flash.update_boot_state(undo)
+
+
+def fail_trial(flash: Flash, slot: Slot, *, now: int, spent_only: bool = False) -> bool:
+    """Record the failed verdict of the trial of ``slot``: roll back now, outcome failed.
+
+    The running trial OS calls it (through the monitor) when it fails its health
+    check; ``device run`` calls it with ``spent_only`` when a trial OS it
+    supervised exited with an error or did not confirm in time and has no attempt
+    left. Returns whether a rollback was recorded (False: no such trial is armed).
+    """
+    state = flash.read_boot_state()
+    if state.trial_slot is not slot or (spent_only and state.attempts_left > 0):
+        return False
+    roll_back(flash, now=now, outcome=OUTCOME_FAILED)
+    return True

@@ -52,13 +52,14 @@ from typing import Annotated, Any
 import typer
 
 from bastion.boot.result import BootResult
+from bastion.boot.slots import fail_trial
 from bastion.cli._os_crashes import CrashBudget, crash_description, exit_status
 from bastion.cli._os_process import INSECURE_WARNING, OsLaunch, descendant, prepare_os_launch
 from bastion.cli.apps import device_app
 from bastion.cli.output import JsonOption, emit_object, fail, progress
 from bastion.hw.chip import Chip
 from bastion.hw.errors import HwError
-from bastion.hw.flash import BootState, Partition
+from bastion.hw.flash import BootState, Partition, Slot
 from bastion.monitor.identity import MonitorIdentity, encode_handoff
 from bastion.os.config import DeviceConfig, encode_config, load_config, parse_config
 from bastion.os.device_dir import os_state_dir
@@ -193,6 +194,19 @@ class DeviceProcesses:
         except HwError:
             return False
         return state.trial_slot is None and state.active_slot is not None and state.active_slot.value == self.boot_slot
+
+    def fail_trial(self) -> None:
+        """The supervised trial OS exited with an error or did not confirm in time: a failed verdict.
+
+        Recorded only when the trial has no attempt left (the next boot would roll back
+        anyway); the rollback event then says ``failed`` rather than ``interrupted``.
+        """
+        if self.boot_slot is None:
+            return
+        try:
+            fail_trial(Chip(self.dev_dir).flash, Slot(self.boot_slot), now=int(time.time()), spent_only=True)
+        except (HwError, ValueError):
+            return
 
     def _sample_rss(self, process: subprocess.Popen[bytes]) -> None:
         """Record a live child's VmHWM: its own high-water mark since exec.
@@ -555,6 +569,8 @@ def _run_boots(
             return code
         trial = trial and not processes.trial_confirmed()
         reason = _reboot_reason(code, trial=trial)
+        if trial and reason is not None and code != EXIT_REBOOT:
+            processes.fail_trial()  # it ran and failed its health check (ADR 0018)
         crash = None if trial else crash_description(code)
         if reason is None and crash is None:
             return code

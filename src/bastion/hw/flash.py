@@ -39,6 +39,9 @@ __all__ = [
     "EVENT_ROLLBACK",
     "MAX_EVENT_FIELD_CHARS",
     "MAX_TRIAL_ATTEMPTS",
+    "OUTCOMES",
+    "OUTCOME_FAILED",
+    "OUTCOME_INTERRUPTED",
     "PARTITION_SIZES",
     "BootEvent",
     "BootState",
@@ -54,6 +57,11 @@ MAX_TRIAL_ATTEMPTS = 16
 MAX_EVENT_FIELD_CHARS = 64
 #: The only boot event kind: the bootloader returned from a trial slot to the active one.
 EVENT_ROLLBACK = "rollback"
+#: A rollback's outcome: the trial OS ran and failed its health check (or did not verify) ...
+OUTCOME_FAILED = "failed"
+#: ... or its attempts ran out with no verdict (a power cut, a crash of the whole device).
+OUTCOME_INTERRUPTED = "interrupted"
+OUTCOMES = frozenset({OUTCOME_FAILED, OUTCOME_INTERRUPTED})
 _MAX_EVENT_TIME = 1 << 40
 
 
@@ -105,16 +113,26 @@ class BootEvent:
         from_version: the version of the trial OS that was abandoned.
         to_version: the version of the active OS booted instead.
         at: when, in seconds since the epoch.
+        outcome: :data:`OUTCOME_FAILED` (the trial ran to a failed verdict, or did not
+            verify) or :data:`OUTCOME_INTERRUPTED` (no verdict: its attempts ran out).
+            An event written before outcomes existed reads as failed (the old meaning).
     """
 
     kind: str
     from_version: str
     to_version: str
     at: int
+    outcome: str = OUTCOME_FAILED
 
     def to_json(self) -> dict[str, object]:
         """Return the JSON form."""
-        return {"kind": self.kind, "from_version": self.from_version, "to_version": self.to_version, "at": self.at}
+        return {
+            "kind": self.kind,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "at": self.at,
+            "outcome": self.outcome,
+        }
 
     @classmethod
     def from_json(cls, value: object) -> BootEvent:
@@ -123,15 +141,19 @@ class BootEvent:
         Raises:
             StateCorruptError: wrong fields, types or bounds.
         """
-        if not isinstance(value, dict) or set(value) != {"kind", "from_version", "to_version", "at"}:
+        base = {"kind", "from_version", "to_version", "at"}
+        if not isinstance(value, dict) or set(value) not in (base, base | {"outcome"}):
             raise StateCorruptError("bootstate.json: last_event has the wrong fields")
+        outcome = value.get("outcome", OUTCOME_FAILED)
+        if outcome not in OUTCOMES:
+            raise StateCorruptError("bootstate.json: last_event outcome is invalid")
         texts = (value["kind"], value["from_version"], value["to_version"])
         if not all(isinstance(t, str) and len(t) <= MAX_EVENT_FIELD_CHARS for t in texts):
             raise StateCorruptError("bootstate.json: last_event text fields are invalid")
         at = value["at"]
         if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < _MAX_EVENT_TIME:
             raise StateCorruptError("bootstate.json: last_event time is invalid")
-        return cls(value["kind"], value["from_version"], value["to_version"], at)
+        return cls(value["kind"], value["from_version"], value["to_version"], at, outcome)
 
 
 def _slot_or_none(value: object, name: str) -> Slot | None:

@@ -185,6 +185,16 @@ class MonitorClient:
         _typed(result, "confirm_boot", active_slot=str, os_counter=int)
         return ConfirmResult(result["active_slot"], result["os_counter"])
 
+    def fail_trial(self, *, at: int) -> bool:
+        """Report that this trial boot failed its health check: the monitor rolls back now.
+
+        Returns:
+            Whether a rollback was recorded.
+        """
+        result = self.request(wire.OP_FAIL_TRIAL, {"at": at})
+        _typed(result, wire.OP_FAIL_TRIAL, rolled_back=bool)
+        return bool(result["rolled_back"])
+
     def ack_boot_event(self) -> None:
         """Clear the recorded boot event (after the OS has reported it)."""
         self.request(wire.OP_ACK_BOOT_EVENT, {})

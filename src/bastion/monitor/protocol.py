@@ -34,6 +34,7 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "OP_ACK_BOOT_EVENT",
     "OP_CONFIRM_BOOT",
+    "OP_FAIL_TRIAL",
     "OP_GET_CERT_CHAIN",
     "OP_INSTALL_OS",
     "OP_READ_COUNTERS",
@@ -59,6 +60,8 @@ OP_READ_COUNTERS = "read_counters"
 OP_INSTALL_OS = "install_os"
 OP_CONFIRM_BOOT = "confirm_boot"
 OP_ACK_BOOT_EVENT = "ack_boot_event"
+#: The running trial OS failed its health check: roll back now, outcome ``failed`` (ADR 0018).
+OP_FAIL_TRIAL = "fail_trial"
 
 ERR_UNKNOWN_OP = "unknown_op"
 ERR_MALFORMED = "malformed_request"

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from bastion.boot.errors import FlashImageError, SlotStateError, StagingPathError
-from bastion.boot.slots import OS_COUNTER, Checkpoint, RunningOs, ack_boot_event, confirm_trial, open_staged_image
+from bastion.boot.slots import (
+    OS_COUNTER,
+    Checkpoint,
+    RunningOs,
+    ack_boot_event,
+    confirm_trial,
+    fail_trial,
+    open_staged_image,
+)
 from bastion.boot.slots import install_os as install_slot
 from bastion.crypto.eat import MAX_CAPABILITY_BYTES, MAX_INSTALLED_APPS, EatClaims, InstalledApp, sign_eat
 from bastion.crypto.errors import CryptoError
@@ -97,6 +105,7 @@ class MonitorServer:
             wire.OP_INSTALL_OS: self._install_os,
             wire.OP_CONFIRM_BOOT: self._confirm_boot,
             wire.OP_ACK_BOOT_EVENT: self._ack_boot_event,
+            wire.OP_FAIL_TRIAL: self._fail_trial,
         }
 
     def _sign_attestation(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +197,20 @@ class MonitorServer:
         self._trial = False
         self._counters[OS_COUNTER] = counter
         return {"active_slot": running.slot.value, "os_counter": counter}
+
+    def _fail_trial(self, args: dict[str, Any]) -> dict[str, Any]:
+        if set(args) != {"at"}:
+            raise _BadArgsError("fail_trial takes at")
+        at = _arg(args, "at", int)
+        if isinstance(at, bool) or not 0 <= at < _MAX_IAT:
+            raise _BadArgsError("fail_trial: at is out of range")
+        chip, running = self._device()
+        if not self._trial:
+            raise SlotStateError("this boot is not a trial; there is nothing to fail")
+        rolled_back = fail_trial(chip.flash, running.slot, now=at)
+        self._trial = False
+        self._checkpoint("trial-failed")
+        return {"rolled_back": rolled_back}
 
     def _ack_boot_event(self, args: dict[str, Any]) -> dict[str, Any]:
         if args:

@@ -63,7 +63,7 @@ from bastion.service.errorreports.health_endpoints import router as fleet_health
 from bastion.service.errorreports.log_endpoints import router as device_logs_router
 from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
-from bastion.service.fleet.targets import TufPublisher
+from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
@@ -289,6 +289,9 @@ def create_app(
         engine = create_engine_for(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        # Commit first, then publish (ADR 0018): bring every group's TUF repository up to the database.
+        publisher = getattr(app.state, "tuf_publisher", None) or TufPublisher()
+        reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
         try:
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),

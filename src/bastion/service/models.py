@@ -762,3 +762,26 @@ class DeviceLogRequest(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     max_bytes: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+# --- faults (migration 0018) ---
+
+
+class OsBlocklistClear(Base):
+    """An operator's clear of a device-side blocklisted OS image, for a group or one device (ADR 0018).
+
+    Carried to devices in the group's signed TUF targets ``custom``
+    (``bastion.blocklist_clears``); ``device_id`` None clears it for the whole group.
+    """
+
+    __tablename__ = "os_blocklist_clears"
+    __table_args__ = (Index("ix_os_blocklist_clears_group", "group_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("device_groups.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(100))

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.crypto.keys import PublicKey
-from bastion.hw.flash import EVENT_ROLLBACK, BootEvent
+from bastion.hw.flash import EVENT_ROLLBACK, OUTCOME_INTERRUPTED, BootEvent
 from bastion.images.rollout import MAX_SEED_CHARS, in_stage
 from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
@@ -52,7 +52,7 @@ from bastion.os.updates.errors import UpdateError, UpdateFailedError, UpdateRefu
 from bastion.os.updates.events import EventQueue
 from bastion.os.updates.fetcher import CachingFetcher
 from bastion.os.updates.os_update import RunningOs, stage_os_update
-from bastion.os.updates.pointer import GroupStore, MaintenanceWindow, UpdatePointer, signed_window
+from bastion.os.updates.pointer import GroupStore, MaintenanceWindow, UpdatePointer, signed_clears, signed_window
 from bastion.os.updates.policy import decide, remaining_deferral, requested_deferral
 from bastion.os.updates.reporter import DeviceStatus, StatusReporter
 from bastion.os.updates.tuf_client import GroupRepository, Target, TufLimits
@@ -60,6 +60,9 @@ from bastion.os.updates.tuf_client import GroupRepository, Target, TufLimits
 __all__ = ["AgentSettings", "CheckSummary", "UpdateAgent", "UpdateMonitor"]
 
 _log = logging.getLogger("bastion.os.updates")
+
+#: Bound on the stray staging files removed per OS start (bounded work; the rest go at the next).
+MAX_STAGING_ENTRIES = 64
 
 
 class _BootFacts(Protocol):
@@ -87,6 +90,10 @@ class UpdateMonitor(Protocol):
 
     def ack_boot_event(self) -> None:
         """Clear the reported boot event."""
+        ...
+
+    def fail_trial(self, *, at: int) -> bool:
+        """Record this trial boot's failed verdict (the monitor rolls back now)."""
         ...
 
 
@@ -294,27 +301,99 @@ class UpdateAgent:
     # --- boot ----------------------------------------------------------------------
 
     def boot(self, now: dt.datetime) -> None:
-        """At OS start: report a rollback the boot chain did (once), then start the apps."""
+        """At OS start: report a rollback the boot chain did (once), then start the apps.
+
+        Only a trial that ran to a failed verdict (or did not verify) counts against
+        the image; an interrupted one (a power cut, no verdict) is retried, within the
+        bounds of :mod:`~bastion.os.updates.agent_state` (ADR 0018).
+        """
         with self._lock:
             facts = self._monitor.read_counters()
             event = facts.last_event
             if event is not None and event.kind == EVENT_ROLLBACK:
                 if self.state.last_boot_event_at != event.at:
-                    self._event(
-                        now,
-                        "os_rolled_back",
-                        version=event.from_version,
-                        detail=f"trial OS {event.from_version} failed; back on {event.to_version}",
-                    )
-                    pending = self.state.pending_os
-                    if pending is not None and pending.get("sha256"):
-                        self.state.mark_bad_os(pending["sha256"])  # never try this image again
-                    self.state.pending_os = None
-                    self.state.last_boot_event_at = event.at
-                    self._save()
-                    _log.warning("the boot chain rolled back from OS %s to %s", event.from_version, event.to_version)
+                    self._record_rollback(event, now)
                 self._monitor.ack_boot_event()
+            self._prune_staging()
             self.apps.start_all(now)
+
+    def _prune_staging(self) -> None:
+        """Remove stray files from ``staging/`` (bounded): at OS start nothing can be in flight there.
+
+        Downloads and sideloads cut by a power loss leave their files behind; an
+        armed OS image no longer needs its staged copy (the monitor wrote the slot).
+        """
+        staging = self._dir / "staging"
+        try:
+            entries = [e for _, e in zip(range(MAX_STAGING_ENTRIES), staging.iterdir(), strict=False)]
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_symlink() or entry.is_file():
+                    entry.unlink()
+            except OSError:
+                continue
+
+    def _record_rollback(self, event: BootEvent, now: dt.datetime) -> None:
+        pending = self.state.pending_os
+        sha = pending.get("sha256") if pending is not None else None
+        at = int(now.timestamp())
+        if event.outcome == OUTCOME_INTERRUPTED:
+            counted = bool(sha) and self.state.note_interrupted(str(sha), now=at)
+            self._event(
+                now,
+                "os_trial_interrupted",
+                version=event.from_version,
+                detail=f"interrupted: the trial of OS {event.from_version} ended with no verdict; back on "
+                f"{event.to_version}" + ("; too many interruptions, counted as failed" if counted else ""),
+            )
+        else:
+            retry_at = self.state.note_failed(str(sha), now=at) if sha else 0
+            when = _iso(dt.datetime.fromtimestamp(retry_at, dt.UTC)) if retry_at else "after a service clear"
+            self._event(
+                now,
+                "os_rolled_back",
+                version=event.from_version,
+                detail=f"failed: trial OS {event.from_version} failed; back on {event.to_version}; retry {when}",
+            )
+        self.state.pending_os = None
+        self.state.last_boot_event_at = event.at
+        self._save()
+        _log.warning(
+            "the boot chain rolled back from OS %s to %s (%s)", event.from_version, event.to_version, event.outcome
+        )
+
+    def on_trial_failed(self, now: dt.datetime, reason: str) -> bool:
+        """This trial boot failed its health check (its attestation was refused): roll back now.
+
+        Returns:
+            True when the monitor recorded the failed trial (the runtime should reboot).
+        """
+        with self._lock:
+            if not self._monitor.read_counters().trial:
+                return False
+            try:
+                rolled_back = self._monitor.fail_trial(at=int(now.timestamp()))
+            except MonitorRefusedError as exc:
+                _log.error("the monitor refused to fail this trial: %s", exc)
+                return False
+            _log.error("trial boot of OS %s failed its health check: %s", self.running.version, reason)
+            if rolled_back:
+                self.reboot_requested = True
+                self._on_reboot()
+            return rolled_back
+
+    def _release_blocklist(self, now: dt.datetime) -> None:
+        """Lift blocklistings whose retry time has come (bounded retry of a failed image)."""
+        for sha in self.state.release_due(now=int(now.timestamp())):
+            _log.info("retrying blocklisted OS image %s after its backoff", sha[:16])
+
+    def _apply_clears(self, custom: dict[str, Any], now: dt.datetime) -> None:
+        """Apply the service's blocklist clears signed into the group's targets (ADR 0018)."""
+        for clear in signed_clears(custom, self._device_id):
+            if self.state.apply_clear(clear.clear_id, clear.sha256):
+                self._event(now, "os_blocklist_cleared", detail=f"image {clear.sha256[:16]} cleared ({clear.clear_id})")
 
     def on_attested(self, now: dt.datetime) -> bool:
         """After a successful attestation; the first one of a boot confirms a trial.
@@ -338,6 +417,8 @@ class UpdateAgent:
                         now, "os_confirmed", version=self.running.version, detail=f"slot {self.running.boot_slot}"
                     )
                     _log.info("trial boot of OS %s confirmed", self.running.version)
+                    if self.state.pending_os is not None and self.state.pending_os.get("sha256"):
+                        self.state.note_confirmed(self.state.pending_os["sha256"])
                 self.state.pending_os = None
                 self._save()
             return True
@@ -354,6 +435,7 @@ class UpdateAgent:
     def check(self, now: dt.datetime) -> CheckSummary:
         """Run one update check at ``now`` and return its summary (never raises an UpdateError)."""
         with self._lock:
+            self._release_blocklist(now)
             summary = CheckSummary(at=_iso(now), result="up-to-date")
             if not self.attested:
                 summary.result, summary.detail = "not-attested", "the device has not attested yet in this boot"
@@ -484,6 +566,7 @@ class UpdateAgent:
         try:
             repo = self._repository(pointer)
             repo.refresh()
+            self._apply_clears(repo.group_custom(), now)  # before planning: a cleared image is offered again
             plan = self._plan(repo.targets())
             # The window in force is the one signed into the group's targets metadata:
             # a change reaches the device at this check-in, not at its next attestation.

@@ -7,7 +7,8 @@ time keeps a bounded file and still says that it lost some.
 
 Event kinds are those of docs/updates.md: ``app_installed``, ``app_started``,
 ``app_failed``, ``os_staged``, ``os_installed``, ``os_confirmed``,
-``os_rolled_back``, ``update_refused``, ``update_failed``, ``update_deferred``.
+``os_rolled_back`` (detail ``failed: ...``), ``os_trial_interrupted`` (detail
+``interrupted: ...``), ``os_blocklist_cleared``, ``update_refused``, ``update_failed``, ``update_deferred``.
 
 Example:
     >>> import tempfile, pathlib
@@ -63,6 +64,8 @@ EVENT_KINDS = frozenset(
         "development_enabled",
         "development_disabled",
         "local_op_refused",
+        "os_trial_interrupted",
+        "os_blocklist_cleared",
     }
 )
 

@@ -40,10 +40,13 @@ __all__ = [
     "GROUP_FILE",
     "MAX_POINTER_FILE_BYTES",
     "MAX_ROOT_BYTES",
+    "MAX_SIGNED_CLEARS",
+    "BlocklistClear",
     "GroupStore",
     "MaintenanceWindow",
     "UpdatePointer",
     "parse_update_pointer",
+    "signed_clears",
     "signed_window",
 ]
 
@@ -238,3 +241,44 @@ class GroupStore:
         if pointer is None or not self.has_root(pointer.group_id):
             return None
         return pointer
+
+
+#: Bound on the blocklist clears a group's targets carry (the service keeps the newest).
+MAX_SIGNED_CLEARS = 64
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CLEAR_ID = re.compile(r"[0-9a-z_-]{1,40}")
+
+
+@dataclass(frozen=True)
+class BlocklistClear:
+    """A service clear of a blocklisted OS image, for the whole group or some devices (ADR 0018)."""
+
+    clear_id: str
+    sha256: str
+
+
+def signed_clears(custom: Mapping[str, Any], device_id: str) -> list[BlocklistClear]:
+    """The blocklist clears signed into the group's targets that apply to ``device_id``.
+
+    The service signs ``{"bastion": {"blocklist_clears": [{"id", "sha256", "devices": [...] | null}]}}``
+    into the group's targets role; ``devices`` null is the whole group. Malformed
+    entries are ignored (a clear only ever lifts a device-side blocklisting), and at
+    most :data:`MAX_SIGNED_CLEARS` are read.
+    """
+    settings = custom.get("bastion")
+    clears = settings.get("blocklist_clears") if isinstance(settings, dict) else None
+    if not isinstance(clears, list):
+        return []
+    out = []
+    for entry in clears[:MAX_SIGNED_CLEARS]:
+        if not isinstance(entry, dict):
+            continue
+        clear_id, sha, devices = entry.get("id"), entry.get("sha256"), entry.get("devices")
+        if not (isinstance(clear_id, str) and _CLEAR_ID.fullmatch(clear_id)):
+            continue
+        if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            continue
+        if devices is not None and not (isinstance(devices, list) and device_id in devices):
+            continue
+        out.append(BlocklistClear(clear_id, sha))
+    return out

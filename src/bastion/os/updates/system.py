@@ -116,6 +116,15 @@ def running_os(monitor: MonitorClient, os_image: Path | None) -> RunningOs:
     return RunningOs(boot.os_version, boot.os_security_version, boot.boot_slot, measurement, os_image)
 
 
+#: The attestation refusal status that is a verdict on a trial OS (the evidence was refused) ...
+TRIAL_VERDICT_STATUS = 403
+#: ... with one of these codes: what the service says about the OS image itself. A refused
+#: nonce, a revoked or unclaimed device is no verdict on the image.
+TRIAL_VERDICT_CODES = frozenset(
+    {"unknown_os", "os_revoked", "measurement_mismatch", "swversion_mismatch", "rollback_inconsistent"}
+)
+
+
 @dataclass
 class _Credentials:
     state_dir: StateDir
@@ -348,6 +357,11 @@ class UpdateSystem:
             True when the capability was removed: attest again at once, without it.
         """
         if not refusal.code.startswith("capability_"):
+            # A trial OS whose evidence the service refuses (403: unknown or revoked OS, bad
+            # measurements) has run and failed its health check (ADR 0018); a rate limit, a
+            # service fault or a refusal of the device is no verdict on the image.
+            if refusal.status == TRIAL_VERDICT_STATUS and refusal.code in TRIAL_VERDICT_CODES:
+                self.agent.on_trial_failed(now, f"attestation refused: {refusal.code}")
             return False
         try:
             return self.dev.disable(now=now, why=f"the service refused the capability ({refusal.code})")

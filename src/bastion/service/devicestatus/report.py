@@ -54,6 +54,8 @@ EVENT_KINDS = frozenset(
         "development_enabled",
         "development_disabled",
         "local_op_refused",
+        "os_trial_interrupted",
+        "os_blocklist_cleared",
     }
 )
 #: Bounds on the string fields.

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.devices.schemas import DeviceOut
-from bastion.service.fleet import service
+from bastion.service.fleet import blocklist, service
 from bastion.service.fleet.schemas import (
     AssignRequest,
+    BlocklistClearCreate,
+    BlocklistClearOut,
     GroupCreate,
     GroupOut,
     GroupUpdate,
@@ -22,6 +24,9 @@ from bastion.service.fleet.targets import PublisherDep
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["fleet"])
+
+#: Bound on one page of blocklist clears.
+MAX_CLEARS_PAGE = 100
 
 
 @router.post("/products", status_code=201)
@@ -127,3 +132,32 @@ def update_group(
 def assign(device_id: str, body: AssignRequest, who: ContributorDep, session: SessionDep, now: NowDep) -> DeviceOut:
     device, _group = service.assign_device(session, who, device_id, body.group, now=now)
     return DeviceOut.model_validate(device)
+
+
+@router.post("/os-blocklist-clears", status_code=201)
+def clear_os_blocklist(
+    body: BlocklistClearCreate,
+    *,
+    who: ContributorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    pub: PublisherDep,
+) -> BlocklistClearOut:
+    """Clear a device-side blocklisted OS image for the group or one device (signed into its targets)."""
+    clear = blocklist.clear_os_blocklist(
+        session, who, body.group, body.image, device_id=body.device_id, settings=settings, now=now, publisher=pub
+    )
+    return BlocklistClearOut.of(clear)
+
+
+@router.get("/os-blocklist-clears")
+def list_os_blocklist_clears(
+    group: Annotated[str, Query(max_length=200)],
+    who: ReaderDep,
+    session: SessionDep,
+    now: NowDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_CLEARS_PAGE)] = MAX_CLEARS_PAGE,
+) -> list[BlocklistClearOut]:
+    """The group's blocklist clears, newest first."""
+    return [BlocklistClearOut.of(c) for c in blocklist.list_blocklist_clears(session, who, group, now=now, limit=limit)]

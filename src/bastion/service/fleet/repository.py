@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
-from bastion.service.models import AppImage, Deployment, DeploymentImage, DeviceGroup, OsImage, Product, Rollout
+from bastion.service.models import (
+    AppImage,
+    Deployment,
+    DeploymentImage,
+    DeviceGroup,
+    OsBlocklistClear,
+    OsImage,
+    Product,
+    Rollout,
+)
 
 __all__ = [
     "current_deployment",
@@ -115,3 +125,21 @@ def os_rollout(session: Session, group_id: str, os_image_id: int) -> Rollout | N
         .limit(1)
     )
     return session.scalar(query)
+
+
+#: Clears a group's targets carry (the newest; the device reads at most as many, ADR 0018).
+MAX_SIGNED_CLEARS = 64
+
+
+def signed_blocklist_clears(session: Session, group_id: str) -> list[dict[str, Any]]:
+    """The OS blocklist clears signed into a group's targets ``custom`` (newest :data:`MAX_SIGNED_CLEARS`)."""
+    query = (
+        select(OsBlocklistClear)
+        .where(OsBlocklistClear.group_id == group_id)
+        .order_by(OsBlocklistClear.id.desc())
+        .limit(MAX_SIGNED_CLEARS)
+    )
+    return [
+        {"id": f"c{c.id}", "sha256": c.sha256, "devices": None if c.device_id is None else [c.device_id]}
+        for c in session.scalars(query)
+    ]

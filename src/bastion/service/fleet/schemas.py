@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.service.models import DeviceGroup
+from bastion.service.models import DeviceGroup, OsBlocklistClear
 
 __all__ = [
     "AssignRequest",
@@ -93,3 +93,33 @@ class GroupUpdate(BaseModel):
 
 class AssignRequest(BaseModel):
     group: str | None = Field(max_length=300, description='group id or "PRODUCT/GROUP"; null to unassign')
+
+
+class BlocklistClearCreate(BaseModel):
+    """Clear a blocklisted OS image (version or measurement) for the group, or for one of its devices."""
+
+    group: str = Field(max_length=200, description="group id or PRODUCT/GROUP")
+    image: str = Field(max_length=64)
+    device_id: str | None = Field(default=None, max_length=64)
+
+
+class BlocklistClearOut(BaseModel):
+    id: str
+    group_id: str
+    sha256: str
+    version: str
+    device_id: str | None
+    created_at: dt.datetime
+    created_by: str
+
+    @classmethod
+    def of(cls, clear: OsBlocklistClear) -> BlocklistClearOut:
+        return cls(
+            id=f"c{clear.id}",
+            group_id=clear.group_id,
+            sha256=clear.sha256,
+            version=clear.version,
+            device_id=clear.device_id,
+            created_at=clear.created_at,
+            created_by=clear.created_by,
+        )

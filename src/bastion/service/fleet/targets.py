@@ -2,9 +2,11 @@
 
 Every change that alters a group's targets or update settings (deployment
 created, OS published, promoted or revoked on its feed, policy, feed or
-maintenance window changed) calls :func:`republish`, which
-computes the group's :class:`~bastion.service.tuf.TargetSpec` list (docs/updates.md
-"Fleet model") and hands it to a :class:`Publisher`. The real publisher is
+maintenance window changed) calls :func:`republish` before it commits. Once the
+session commits, the group's :class:`~bastion.service.tuf.TargetSpec` list
+(docs/updates.md "Fleet model") is computed from the committed state and handed
+to a :class:`Publisher` (commit first, then publish: ADR 0018); at start-up
+:func:`reconcile_groups` republishes every group from the database. The real publisher is
 :mod:`bastion.service.tuf`; tests may pass an in-memory one with the same methods.
 
 Example:
@@ -15,20 +17,22 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, event, select
 from sqlalchemy.orm import Session
 
 from bastion.images.semver import lenient_semver_key
 from bastion.service import tuf
 from bastion.service.blobs.store import BlobStore
 from bastion.service.config import Settings
-from bastion.service.errors import NotFound
+from bastion.service.errors import NotFound, ServiceError
 from bastion.service.fleet import repository
 from bastion.service.fleet.deltas import delta_targets
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
@@ -49,6 +53,8 @@ __all__ = [
     "newest_os_images",
     "offered_bp",
     "os_target_path",
+    "publish_committed",
+    "reconcile_groups",
     "republish",
     "republish_feeds",
     "targets_for_group",
@@ -281,6 +287,93 @@ def group_custom(group: DeviceGroup) -> dict[str, Any]:
     return {"bastion": {"maintenance_window": window, "update_policy": group.update_policy}}
 
 
+#: Where :func:`republish` keeps the groups a session will publish once it commits.
+_PENDING_KEY = "bastion.tuf_pending"
+_HOOKED_KEY = "bastion.tuf_hooked"
+#: Fault-injection points (tests raise from :data:`fault_hook` to stand for a killed worker).
+STEP_SCHEDULED = "scheduled"  # republish() registered the group; nothing is committed yet
+STEP_COMMITTED = "committed"  # the session committed; this group is not published yet
+STEP_PUBLISHED = "published"  # this group is published from the committed state
+
+
+def _no_fault(step: str, group_id: str) -> None:
+    del step, group_id
+
+
+#: Called at each step above; tests replace it (a BaseException raised there is a SIGKILL).
+fault_hook: Callable[[str, str], None] = _no_fault
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    settings: Settings
+    publisher: Publisher
+    limits: FleetLimits
+    now: dt.datetime
+
+
+def publish_committed(
+    bind: Engine | Connection,
+    settings: Settings,
+    group_id: str,
+    *,
+    now: dt.datetime,
+    publisher: Publisher,
+    limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+) -> list[TargetSpec] | None:
+    """Publish a group from the committed database state, read afresh under its publish lock.
+
+    Idempotent: publishing an unchanged target set writes nothing (no version is
+    bumped). The publish lock orders concurrent workers (and processes) so that a
+    publish from an older read never lands after one from a newer read.
+
+    Returns:
+        The published targets, or None when the group no longer exists.
+    """
+    with tuf.publish_lock(settings, group_id), Session(bind=bind) as fresh:
+        group = fresh.get(DeviceGroup, group_id)
+        if group is None:
+            return None
+        targets = targets_for_group(fresh, group, settings, limits=limits)
+        custom = group_custom(group)
+        clears = repository.signed_blocklist_clears(fresh, group_id)
+        if clears:  # only then: a group without clears keeps its custom (and its versions)
+            custom["bastion"]["blocklist_clears"] = clears
+        fresh.rollback()  # end the read before the (slow) file work
+        publisher.publish_group(settings, group_id, targets, now=now, custom=custom)
+    fault_hook(STEP_PUBLISHED, group_id)
+    return targets
+
+
+def _after_commit(session: Session) -> None:
+    pending: dict[str, _Pending] = session.info.pop(_PENDING_KEY, {})
+    if not pending:
+        return
+    bind = session.get_bind()
+    for group_id, job in pending.items():
+        fault_hook(STEP_COMMITTED, group_id)
+        try:
+            publish_committed(bind, job.settings, group_id, now=job.now, publisher=job.publisher, limits=job.limits)
+        except (ServiceError, OSError) as exc:  # committed: a retry or the start-up reconcile completes it
+            _log.warning("publishing group %s after commit failed: %s", group_id, type(exc).__name__)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)  # nothing was committed: nothing to publish
+
+
+def _schedule(session: Session, group_id: str, job: _Pending) -> None:
+    if not session.info.get(_HOOKED_KEY):
+        event.listen(session, "after_commit", _after_commit)
+        event.listen(session, "after_rollback", _after_rollback)
+        session.info[_HOOKED_KEY] = True
+    pending: dict[str, _Pending] = session.info.setdefault(_PENDING_KEY, {})
+    pending[group_id] = job
+    fault_hook(STEP_SCHEDULED, group_id)
+
+
 def republish(
     session: Session,
     settings: Settings,
@@ -290,9 +383,16 @@ def republish(
     publisher: Publisher,
     limits: FleetLimits = DEFAULT_FLEET_LIMITS,
 ) -> list[TargetSpec]:
-    """Publish the group's current targets and update settings to its TUF repository; return the targets."""
+    """Publish the group's targets and update settings once ``session`` commits; return them as they stand now.
+
+    Commit first, then publish (STYLE 23, ADR 0018): nothing reaches the TUF
+    repository until the database holds it. The publish reads the committed
+    state afresh, so a rollback publishes nothing, and a worker killed between
+    the commit and the publish leaves a repository that is behind (never ahead),
+    which :func:`reconcile_groups` brings up to date at start-up.
+    """
     targets = targets_for_group(session, group, settings, limits=limits)
-    publisher.publish_group(settings, group.id, targets, now=now, custom=group_custom(group))
+    _schedule(session, group.id, _Pending(settings, publisher, limits, now))
     return targets
 
 
@@ -306,11 +406,44 @@ def republish_feeds(
     publisher: Publisher,
     limits: FleetLimits = DEFAULT_FLEET_LIMITS,
 ) -> int:
-    """Republish every group of the tenant on ``feeds`` that takes OS updates; return how many."""
+    """Republish (after commit) every group of the tenant on ``feeds`` that takes OS updates; return how many."""
     groups = repository.groups_following(session, tenant_id, feeds)
     for group in groups:
-        republish(session, settings, group, now=now, publisher=publisher, limits=limits)
+        _schedule(session, group.id, _Pending(settings, publisher, limits, now))
     return len(groups)
+
+
+def reconcile_groups(
+    bind: Engine | Connection,
+    settings: Settings,
+    *,
+    now: dt.datetime,
+    publisher: Publisher,
+    tenant_id: str | None = None,
+    feeds: Sequence[OsFeed] | None = None,
+    limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+) -> int:
+    """Recompute and publish every group's repository from the database (start-up; idempotent).
+
+    A group whose repository already matches is left untouched. A failing group
+    does not stop the others; it is logged and retried at the next start or publish.
+
+    Returns:
+        How many groups were checked.
+    """
+    with Session(bind=bind) as session:
+        query = select(DeviceGroup.id).order_by(DeviceGroup.id)
+        if tenant_id is not None:
+            query = query.where(DeviceGroup.tenant_id == tenant_id)
+        if feeds is not None:
+            query = query.where(DeviceGroup.os_feed.in_([f.value for f in feeds]))
+        group_ids = list(session.scalars(query))
+    for group_id in group_ids:
+        try:
+            publish_committed(bind, settings, group_id, now=now, publisher=publisher, limits=limits)
+        except (ServiceError, OSError) as exc:
+            _log.warning("reconciling group %s failed: %s", group_id, type(exc).__name__)
+    return len(group_ids)
 
 
 class _RootCache:

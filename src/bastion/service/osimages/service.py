@@ -36,7 +36,7 @@ from bastion.service.config import Settings
 from bastion.service.errors import Conflict, DuplicateOsImage, InvalidImage, InvalidRequest, NotFound, PayloadTooLarge
 from bastion.service.fleet import repository as fleet_repository
 from bastion.service.fleet.policy import OsFeed, parse_feed
-from bastion.service.fleet.targets import Publisher, blob_store, newest_os_images, republish_feeds
+from bastion.service.fleet.targets import Publisher, blob_store, newest_os_images, reconcile_groups, republish_feeds
 from bastion.service.models import OsImage, Rollout
 from bastion.service.rollouts import service as rollouts
 from bastion.service.rollouts.rules import RolloutPlan
@@ -89,6 +89,9 @@ def publish_os_image(
         select(OsImage.id).where(OsImage.tenant_id == who.tenant_id, OsImage.measurement == measurement)
     )
     if duplicate is not None:
+        # A retry after a publish that died between its commit and its TUF step: complete that step
+        # from the committed state (idempotent), then say the image exists (ADR 0018).
+        _complete_publish(session, who, os_feed, now=now, settings=settings, publisher=publisher)
         _deny_duplicate(session, who, target, now=now)
     if settings is not None:
         _store(blob_store(settings), stream, measurement, size, settings.limits.max_image_upload_bytes)
@@ -215,6 +218,22 @@ def _store(store: BlobStore, stream: BinaryIO, measurement: str, size: int, limi
         raise PayloadTooLarge(f"the image is larger than the upload limit of {limit} bytes") from exc
     if ref.sha256 != measurement or ref.size != size:
         raise InvalidImage("the upload changed while it was being stored; try again")
+
+
+def _complete_publish(
+    session: Session,
+    who: Principal,
+    os_feed: OsFeed,
+    *,
+    now: dt.datetime,
+    settings: Settings | None,
+    publisher: Publisher | None,
+) -> None:
+    if settings is None or publisher is None:
+        return
+    feeds = [OsFeed.RETAIL, OsFeed.RETAIL_EVAL] if os_feed is OsFeed.RETAIL else [OsFeed.RETAIL_EVAL]
+    session.rollback()  # read only what is committed
+    reconcile_groups(session.get_bind(), settings, now=now, publisher=publisher, tenant_id=who.tenant_id, feeds=feeds)
 
 
 def _deny_duplicate(

@@ -23,6 +23,8 @@ from bastion.service.tuf.repository import (
     group_root,
     list_groups,
     publish_group,
+    publish_lock,
+    published_targets,
     refresh_all,
     refresh_group,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "group_root",
     "list_groups",
     "publish_group",
+    "publish_lock",
+    "published_targets",
     "refresh_all",
     "refresh_group",
 ]

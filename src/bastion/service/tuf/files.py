@@ -18,9 +18,20 @@ from pathlib import Path
 from bastion.service.blobs.store import BlobStore, UnknownBlobError
 from bastion.service.tuf.errors import CorruptRepository, InvalidTarget
 
-__all__ = ["LOCK_FILE", "check_blob", "fsync_dir", "group_lock", "place_target", "read_bounded"]
+__all__ = [
+    "LOCK_FILE",
+    "PUBLISH_LOCK_FILE",
+    "check_blob",
+    "fsync_dir",
+    "group_lock",
+    "place_target",
+    "read_bounded",
+]
 
 LOCK_FILE = "lock"
+#: Held by the fleet around "read the committed state, then publish it" (a second, outer lock:
+#: a publish from an older read can never land after one from a newer read).
+PUBLISH_LOCK_FILE = "publish.lock"
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,14 +44,14 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def group_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``directory/lock`` (serialises threads and processes).
+def group_lock(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory/<name>`` (serialises threads and processes).
 
     Each call opens its own file description, so two threads of one process
     exclude each other as two processes do.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

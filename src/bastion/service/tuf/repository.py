@@ -21,7 +21,8 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from bastion.service.tuf._tuf import (
     Timestamp,
 )
 from bastion.service.tuf.errors import CorruptRepository, InvalidTarget, TufError, UnknownGroup
-from bastion.service.tuf.files import check_blob, fsync_dir, group_lock, place_target, read_bounded
+from bastion.service.tuf.files import PUBLISH_LOCK_FILE, check_blob, fsync_dir, group_lock, place_target, read_bounded
 from bastion.service.tuf.keys import create_signers, load_signers
 from bastion.service.tuf.layout import (
     ROLES,
@@ -75,6 +76,8 @@ __all__ = [
     "list_groups",
     "load_state",
     "publish_group",
+    "publish_lock",
+    "published_targets",
     "refresh_all",
     "refresh_group",
 ]
@@ -479,3 +482,24 @@ def group_root(settings: Settings, group_id: str) -> bytes:
         return read_bounded(metadata_dir(settings, group_id) / "1.root.json", MAX_METADATA_BYTES)
     except FileNotFoundError as exc:
         raise UnknownGroup(f"device group {group_id} has no TUF repository yet") from exc
+
+
+@contextmanager
+def publish_lock(settings: Settings, group_id: str) -> Iterator[None]:
+    """Hold the group's publish lock (outside :func:`publish_group`'s own lock).
+
+    The fleet holds it across "read the committed database state, publish it",
+    so concurrent workers publish in the order they read (ADR 0018).
+    """
+    with group_lock(group_dir(settings, group_id), PUBLISH_LOCK_FILE):
+        yield
+
+
+def published_targets(settings: Settings, group_id: str) -> dict[str, str] | None:
+    """The group's served targets as ``{path: sha256}``, or None when it has no repository yet."""
+    validate_group_id(group_id)
+    directory = metadata_dir(settings, group_id)
+    if not (directory / TIMESTAMP_FILE).is_file():
+        return None
+    state = load_state(settings, group_id)
+    return {path: target.hashes["sha256"] for path, target in state.targets.signed.targets.items()}
