@@ -159,7 +159,7 @@ while True:
 def test_kill_9_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": str(src)}
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - kill timing, not crypto
     errors = tmp_path / "stderr"
     for _ in range(KILLS):
         (tmp_path / "ready").unlink(missing_ok=True)

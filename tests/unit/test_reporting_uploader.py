@@ -1,4 +1,4 @@
-"""The failure uploader (bastion.os.reporting.uploader) against httpx.MockTransport: signed, acknowledged, backed off."""
+"""The failure uploader (bastion.os.reporting.uploader) over httpx.MockTransport: signed, acked, backed off."""
 
 from __future__ import annotations
 
