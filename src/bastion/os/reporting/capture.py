@@ -101,6 +101,7 @@ def parse_traceback(text: str, *, app_roots: Iterable[str] = ()) -> tuple[str | 
 
     Returns ``(None, ())`` when ``text`` holds no traceback. A chained traceback
     ("During handling of ...") gives the last one, the one that ended the app.
+    Frames before the app's first frame (the launcher's) are left out.
     """
     lines = text.splitlines()
     start = max((i for i, line in enumerate(lines) if line.strip() == _TRACEBACK_HEAD), default=None)
@@ -125,7 +126,10 @@ def parse_traceback(text: str, *, app_roots: Iterable[str] = ()) -> tuple[str | 
         if found:
             exception = found["type"].rsplit(".", 1)[-1][:MAX_EXCEPTION_CHARS]
         break
-    return exception, tuple(frames[-MAX_FRAMES:])
+    # The launcher's frames (its shim, runpy) come before the app's first frame and are the same
+    # for every app: leave them out when the traceback reaches the app at all.
+    first_app = next((i for i, f in enumerate(frames) if not f.file.startswith("<")), 0)
+    return exception, tuple(frames[first_app:][-MAX_FRAMES:])
 
 
 @dataclass(frozen=True)
