@@ -6,9 +6,10 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
+from _sandbox_support import NOW, install_app, make_device
+
 from bastion.os.reporting.capture import FailureReporter
 from bastion.os.reporting.queue import ReportQueue
-from tests.unit._sandbox_support import NOW, install_app, make_device
 
 APP_ID = "c0ffee00-0000-4000-8000-00000000c4a5"
 CRASHER = """\
