@@ -24,6 +24,7 @@ CI_SECONDS = 5
 #: The parsers issue 7 names, by harness (voucher and CRL harnesses join when their parsers exist).
 REQUIRED = {
     "cose",  # COSE_Sign1 (crypto)
+    "error_report",  # error-report batches and log uploads
     "eat",  # EAT claims and tokens
     "x5chain",  # the verifier's x5chain path
     "tcb_info",  # DiceTcbInfo inside the Alias certificate

@@ -81,6 +81,8 @@ __all__ = [
     "decode_log",
     "encode_batch",
     "encode_log",
+    "record_from_map",
+    "record_to_map",
 ]
 
 #: The payload format this module reads and writes (key ``v``).
@@ -488,3 +490,23 @@ def decode_log(payload: bytes) -> LogUpload:
     upload = _log(value)
     _deterministic(value, payload, "log")
     return upload
+
+
+def record_to_map(record: ErrorRecord) -> dict[str, Any]:
+    """A record as its wire map (also the device queue's file form); checked as :func:`encode_batch` checks it.
+
+    Raises:
+        MalformedInput: the record is outside the wire contract's bounds.
+    """
+    value = _record_map(record)
+    _record(value)
+    return value
+
+
+def record_from_map(value: Any) -> ErrorRecord:
+    """A record read back from its wire map (a JSON or CBOR value); strict, as in :func:`decode_batch`.
+
+    Raises:
+        MalformedInput: not a record in the contract's bounds.
+    """
+    return _record(value)

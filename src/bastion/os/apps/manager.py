@@ -46,10 +46,14 @@ from bastion.os.apps.launch import INSECURE_LAYERS, AppLauncher, RunningApp, des
 from bastion.os.apps.store import AppStore, InstalledApp
 from bastion.os.appservices.services import notify_app_stopped
 from bastion.os.appservices.watchdog import WATCHDOG_EVENT, WatchdogService
+from bastion.os.reporting.capture import AppExit
 from bastion.os.sandbox.errors import SandboxError, SandboxUnavailableError
 from bastion.os.sandbox.policy import SandboxLimits, app_uid
 from bastion.os.updates.errors import UpdateFailedError
 from bastion.os.updates.events import EventQueue
+
+#: How much of an app's log an exit record reads for its traceback and stderr tail.
+EXIT_TAIL_BYTES = 8192
 
 __all__ = ["AppLimits", "AppManager", "AppProcess", "app_command"]
 
@@ -188,6 +192,8 @@ class AppManager:
             _log.warning("INSECURE: apps run without a sandbox (--insecure-no-sandbox)")
         #: The application watchdog (set by the runtime); :meth:`poll` kills apps past their deadline.
         self.watchdog: WatchdogService | None = None
+        #: Called with each app exit the manager reaps (the failure reporter listens here).
+        self.on_exit: Callable[[AppExit, int], None] | None = None
         for directory in (log_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -366,6 +372,18 @@ class AppManager:
     def _crashed(self, record: AppProcess, code: int, now: dt.datetime) -> None:
         sandboxed = record.run is not None and record.run.sandboxed
         self._end(record)
+        if self.on_exit is not None:
+            uptime = int((now - record.started_at).total_seconds()) if record.started_at else None
+            ended = AppExit(
+                component_id=record.app.component_id,
+                version=record.app.version,
+                code=code,
+                sandboxed=sandboxed,
+                uptime_s=max(uptime, 0) if uptime is not None else None,
+                stderr_tail=self._tail(record.app.component_id, EXIT_TAIL_BYTES, flatten=False),
+                app_root=None if sandboxed else str(record.app.path),
+            )
+            self.on_exit(ended, int(now.timestamp()))
         record.crashes += 1
         record.restart_at = now + dt.timedelta(seconds=self.limits.backoff(record.crashes))
         how, violation = describe_exit(code, sandboxed=sandboxed)
@@ -376,15 +394,16 @@ class AppManager:
         self._record(now, "app_failed", record.app, detail)
         _log.warning("app %s exited (%s); restarting at %s", record.app.component_id, how, record.restart_at)
 
-    def _tail(self, component_id: str) -> str:
-        limit = self.limits.log_tail_chars
+    def _tail(self, component_id: str, limit: int | None = None, *, flatten: bool = True) -> str:
+        limit = self.limits.log_tail_chars if limit is None else limit
         try:
             with self.log_path(component_id).open("rb") as handle:
                 size = handle.seek(0, os.SEEK_END)
                 handle.seek(max(size - limit, 0))
-                return handle.read(limit).decode("utf-8", "replace").strip().replace("\n", " | ")
+                text = handle.read(limit).decode("utf-8", "replace")
         except OSError:
             return ""
+        return text.strip().replace("\n", " | ") if flatten else text
 
     def running(self) -> dict[str, int]:
         """Component ID -> pid of every running app (bubblewrap's monitor when sandboxed)."""

@@ -300,6 +300,14 @@ class UpdateAgent:
 
     # --- boot ----------------------------------------------------------------------
 
+    def boot_reason(self) -> str:
+        """Why this OS is starting: ``rollback`` (the boot chain came back from a trial), ``trial`` or ``cold``."""
+        facts = self._monitor.read_counters()
+        event = facts.last_event
+        if event is not None and event.kind == EVENT_ROLLBACK and self.state.last_boot_event_at != event.at:
+            return "rollback"
+        return "trial" if facts.trial else "cold"
+
     def boot(self, now: dt.datetime) -> None:
         """At OS start: report a rollback the boot chain did (once), then start the apps.
 

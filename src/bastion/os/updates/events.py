@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ class EventQueue:
         self._max = max_events
         self._lock = threading.Lock()
         self._events, self.dropped = self._load()
+        #: Called with each recorded event after it is persisted (the failure reporter listens here).
+        self.listener: Callable[[Event], None] | None = None
 
     def _load(self) -> tuple[list[Event], int]:
         try:
@@ -148,6 +151,8 @@ class EventQueue:
                 self.dropped += len(self._events) - self._max
                 del self._events[: len(self._events) - self._max]
             self._save()
+        if self.listener is not None:
+            self.listener(event)
 
     def peek(self, limit: int) -> list[Event]:
         """The oldest ``limit`` events, still queued."""

@@ -46,6 +46,9 @@ from bastion.os.devmode.local_api import LocalApi
 from bastion.os.errors import AttestationRefusedError, StateError
 from bastion.os.netbroker.broker import NetworkService, NetworkSettings
 from bastion.os.paths import OsPaths
+from bastion.os.reporting.capture import FailureReporter
+from bastion.os.reporting.queue import QUEUE_FILE, ReportQueue
+from bastion.os.reporting.uploader import ErrorReportUploader
 from bastion.os.runtime import ATTESTATION_JOB
 from bastion.os.scheduler import Scheduler
 from bastion.os.state import StateDir
@@ -62,6 +65,7 @@ __all__ = ["UPDATES_JOB", "UpdateSystem", "load_board", "running_os"]
 
 UPDATES_JOB = "updates"
 APPS_JOB = "apps"
+ERROR_REPORTS_JOB = "error-reports"
 #: How long the update job waits while the device has not attested yet (it is rescheduled on success).
 WAIT_FOR_ATTESTATION = dt.timedelta(hours=1)
 
@@ -176,6 +180,9 @@ class UpdateSystem:
         self.network: NetworkService | None = None
         #: The chip's peripherals as apps reach them (an applibs service).
         self.peripherals: PeripheralService | None = None
+        #: Failure capture and its uploader (set by :meth:`build`).
+        self.failures: FailureReporter | None = None
+        self.uploader: ErrorReportUploader | None = None
 
     @classmethod
     def build(
@@ -275,7 +282,37 @@ class UpdateSystem:
         system.services, system.power, system.capabilities = services, caps.power, caps
         system.network = network
         system.peripherals = peripherals
+        system._wire_failure_reporting(state_dir, http, device_key)
         return system
+
+    def _wire_failure_reporting(self, state_dir: StateDir, http: httpx.Client, device_key: PrivateKey) -> None:
+        """The failure queue, its capture hooks (events, app exits) and the signed uploader."""
+        queue = ReportQueue(state_dir.path / QUEUE_FILE)
+        failures = FailureReporter(queue, on_urgent=self._upload_soon)
+        failures.os_version = self.agent.running.version
+        self.uploader = ErrorReportUploader(
+            http,
+            queue,
+            credentials=_Credentials(state_dir, device_key),
+            status=self.agent.status,
+            log_dir=state_dir.app_log_dir,
+        )
+        self.agent.events.listener = failures.on_event
+        self.agent.apps.on_exit = failures.app_exited
+        self.failures = failures
+
+    def _upload_soon(self) -> None:
+        if self.uploader is None:
+            return
+        at = self.uploader.request_urgent(self._now())
+        if self._scheduler is not None:
+            self._scheduler.reschedule(ERROR_REPORTS_JOB, at)
+            self._scheduler.wake()
+
+    def _error_reports_job(self, now: dt.datetime) -> dt.datetime:
+        if self.uploader is None:
+            return now + WAIT_FOR_ATTESTATION
+        return self.uploader.job(now)
 
     def _now(self) -> dt.datetime:
         return self._clock() if self._clock else _wall_clock()
@@ -304,6 +341,12 @@ class UpdateSystem:
                 capability.capability_id,
                 capability.expires().isoformat(),
             )
+        if self.failures is not None:
+            crashed = self.failures.import_boot_events(self.agent.events.all())
+            reason = self.agent.boot_reason()
+            self.failures.booted(
+                at=int(now.timestamp()), reason="after_os_crash" if crashed and reason == "cold" else reason
+            )
         self.agent.boot(now)
         local = self.local_api()
         try:
@@ -323,15 +366,23 @@ class UpdateSystem:
         now = clock()
         scheduler.add(UPDATES_JOB, self._update_job, first_at=now + WAIT_FOR_ATTESTATION)
         scheduler.add(APPS_JOB, self.agent.apps.poll, first_at=now)
+        if self.uploader is not None:
+            scheduler.add(ERROR_REPORTS_JOB, self._error_reports_job, first_at=self.uploader.next_due(now))
 
     def _update_job(self, now: dt.datetime) -> dt.datetime:
         if not self.agent.attested:
             return now + WAIT_FOR_ATTESTATION
         try:
-            return self.agent.job(now)
+            next_at = self.agent.job(now)
         except OSError as exc:  # the state directory or app store failed: keep the OS (and its apps) running
             _log.error("update check failed locally: %s", exc)
             return now + self.agent.settings.retry
+        if self.uploader is not None and not self.agent.reboot_requested:
+            try:
+                self.uploader.upload(now)  # at every check-in: the batch, or the heartbeat
+            except OSError as exc:
+                _log.error("error reports not uploaded: %s", exc)
+        return next_at
 
     def on_attested(self, credential: DeviceCredential, now: dt.datetime) -> None:
         """Attestation hook: remember the group (first root per group), confirm a trial, check now."""
@@ -356,6 +407,12 @@ class UpdateSystem:
         Returns:
             True when the capability was removed: attest again at once, without it.
         """
+        if self.failures is not None:
+            self.failures.attestation_failed(
+                at=int(now.timestamp()),
+                reason=refusal.code,
+                renewal=self.agent.attested or (self.uploader is not None and self.uploader.has_credentials()),
+            )
         if not refusal.code.startswith("capability_"):
             # A trial OS whose evidence the service refuses (403: unknown or revoked OS, bad
             # measurements) has run and failed its health check (ADR 0018); a rate limit, a
