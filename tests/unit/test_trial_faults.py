@@ -345,6 +345,6 @@ def test_only_a_refusal_about_the_image_fails_the_trial(status: int, code: str, 
 
     heard: list[str] = []
     agent = SimpleNamespace(on_trial_failed=lambda now, reason: heard.append(reason) or True)
-    fake = SimpleNamespace(agent=agent)
+    fake = SimpleNamespace(agent=agent, failures=None)  # failure reporting is tested in test_reporting_*
     assert UpdateSystem.on_refused(fake, AttestationRefusedError(status, code, "no"), NOW) is False  # type: ignore[arg-type]
     assert bool(heard) is verdict
