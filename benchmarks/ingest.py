@@ -130,7 +130,14 @@ async def run_load(port: int, bodies: list[list[bytes]], seconds: float, warmup:
         for body in mine:
             if time.perf_counter() >= stop:
                 break
-            status, answer = await _post(reader, writer, body)
+            try:
+                status, answer = await _post(reader, writer, body)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:  # the service closed it: count, reconnect
+                failed += 1
+                print(f"connection lost: {exc!r}", file=sys.stderr)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
             if time.perf_counter() < start:
                 continue
             if status == 200 and b'"accepted"' in answer:

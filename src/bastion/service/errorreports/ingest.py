@@ -38,7 +38,7 @@ from bastion.service.audit.service import record, record_denied
 from bastion.service.devicestatus.service import RevokedCertificateError, authenticate_device
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports.activity import record_activity
-from bastion.service.errorreports.fingerprint import ALGORITHM, bucket_id, fingerprint
+from bastion.service.errorreports.fingerprint import ALGORITHM, Fingerprint, bucket_id, fingerprint
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
 from bastion.service.errorreports.wire import Batch, Record, WireError, decode
 from bastion.service.errors import Forbidden, InvalidRequest, PayloadTooLarge, ServiceError
@@ -202,6 +202,19 @@ def _newer(version: str, than: str | None) -> bool:
     return lenient_semver_key(version) > lenient_semver_key(than)
 
 
+def _grouping_input(rec: Record) -> tuple[object, ...]:
+    """Everything :func:`fingerprint` may read of a record, as a memo key (more is harmless, less would be wrong)."""
+    frames = rec.detail.get("frames")
+    return (
+        rec.category,
+        rec.event_type,
+        rec.component_id,
+        rec.version,
+        repr(sorted((k, v) for k, v in rec.detail.items() if k not in ("frames", "stderr_tail", "uptime_s"))),
+        tuple((f.get("file"), f.get("function")) for f in frames) if isinstance(frames, list) else None,
+    )
+
+
 def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime) -> str:
     """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID."""
     # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
@@ -229,9 +242,13 @@ def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, no
     events: list[dict[str, Any]] = []
     per_bucket: dict[str, list[Record]] = {}
     titles: dict[str, tuple[str, str]] = {}
+    memo: dict[tuple[object, ...], tuple[str, Fingerprint]] = {}  # a batch repeats its few failures
     for rec in batch.records:
-        fp = fingerprint(rec.category, rec.event_type, rec.component_id, rec.version, rec.detail)
-        bid = bucket_id(tenant_id, fp.fingerprint)
+        key = _grouping_input(rec)
+        if key not in memo:
+            fp = fingerprint(rec.category, rec.event_type, rec.component_id, rec.version, rec.detail)
+            memo[key] = (bucket_id(tenant_id, fp.fingerprint), fp)
+        bid, fp = memo[key]
         per_bucket.setdefault(bid, []).append(rec)
         titles[bid] = (fp.fingerprint, fp.title)
         events.append(
