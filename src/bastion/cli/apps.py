@@ -10,6 +10,7 @@ __all__ = [
     "deployment_app",
     "device_app",
     "device_group_app",
+    "fleet_app",
     "image_app",
     "keys_app",
     "os_app",
@@ -51,3 +52,5 @@ app.add_typer(product_app, name="product")
 app.add_typer(device_group_app, name="device-group")
 app.add_typer(image_app, name="image")
 app.add_typer(deployment_app, name="deployment")
+fleet_app = _group("The fleet as a whole: simulation (and health, where the service offers it).")
+app.add_typer(fleet_app, name="fleet")

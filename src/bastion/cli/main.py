@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "bastion.cli.fleet_update_cmds",
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
+    "bastion.cli.fleet_sim_cmds",
 )
 
 
