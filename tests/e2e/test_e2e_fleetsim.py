@@ -150,3 +150,25 @@ def test_same_seed_same_devices(world: SimWorld) -> None:
         ids = [d.device_id for d in sim.devices]
         assert sim.claimed == 0  # claimed by the first test's run of seed 1
     assert len(set(ids)) == 3
+
+
+def test_fleet_simulate_cli(world: SimWorld) -> None:
+    """``bastion fleet simulate --json`` runs the same fleet from the command line, with a crash rate."""
+    image = world.stack.root / f"os-{OS_VERSION}.img"
+    result = world.stack.bastion(
+        "fleet", "simulate", "--vendor", str(world.stack.vendor_dir), "--os", str(image),
+        "--group", f"{PRODUCT}/Field Test", "--devices", "12", "--rounds", "2", "--seed", "9",
+        "--crash-rate", "1.0.0=0.5", "--json",
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["claimed"] == 12
+    assert summary["rounds"][0]["attested"] == 12
+    assert summary["running"] == {next(iter(summary["running"])): 12}
+    crashed = summary["rounds"][1]["crashed_devices"]
+    assert 0 < crashed < 12  # about half, fixed by the seed
+    again = world.stack.bastion(
+        "fleet", "simulate", "--vendor", str(world.stack.vendor_dir), "--os", str(image),
+        "--group", f"{PRODUCT}/Field Test", "--devices", "12", "--rounds", "1", "--seed", "9",
+        "--crash-rate", "1.0.0=0.5", "--json",
+    )  # fmt: skip
+    assert json.loads(again.stdout)["rounds"][0]["crashed_devices"] == crashed
