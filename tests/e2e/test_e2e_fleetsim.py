@@ -9,8 +9,10 @@ it does not run it).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ class SimWorld:
     def add_app(self, version: str) -> str:
         return str(self.stack.bastion_json("image", "add", str(self.build_app(version)))["id"])
 
+    @contextlib.contextmanager
     def simulator(
         self, group: str, devices: int, *, seed: int, crash_rates: dict[str, float] | None = None
     ) -> Iterator[FleetSimulator]:
@@ -129,7 +132,7 @@ def rounds_until(sim: FleetSimulator, done: Any, *, limit: int = 40) -> list[Rou
 def test_simulated_fleet_attests_installs_and_reports(world: SimWorld) -> None:
     """30 simulated devices attest, install the deployed v1 through TUF, and their status reports are accepted."""
     world.stack.bastion("deployment", "create", "--group", f"{PRODUCT}/Field Test", "--image", world.add_app("1.0.0"))
-    for sim in world.simulator(f"{PRODUCT}/Field Test", 30, seed=1):
+    with world.simulator(f"{PRODUCT}/Field Test", 30, seed=1) as sim:
         assert sim.claimed == 30
         first = sim.round()
         assert first.attested == 30, first.to_json()
@@ -146,7 +149,7 @@ def test_simulated_fleet_attests_installs_and_reports(world: SimWorld) -> None:
 def test_same_seed_same_devices(world: SimWorld) -> None:
     """The seed fixes the device identities (a rerun claims nothing new)."""
     ids = []
-    for sim in world.simulator(f"{PRODUCT}/Field Test", 3, seed=1):
+    with world.simulator(f"{PRODUCT}/Field Test", 3, seed=1) as sim:
         ids = [d.device_id for d in sim.devices]
         assert sim.claimed == 0  # claimed by the first test's run of seed 1
     assert len(set(ids)) == 3
@@ -172,3 +175,83 @@ def test_fleet_simulate_cli(world: SimWorld) -> None:
         "--crash-rate", "1.0.0=0.5", "--json",
     )  # fmt: skip
     assert json.loads(again.stdout)["rounds"][0]["crashed_devices"] == crashed
+
+
+# --- staged rollouts driven by the simulated fleet (issue 8 section 5 and 7) ---------------
+
+ROLLOUT_DEVICES = 50
+#: The first stage takes ~10 of 50 devices; a sample of 3 is enough for the gate to judge it.
+STAGES = "20,50,100"
+SOAK = "3s"
+MIN_SAMPLE = "3"
+#: Pause between check-in rounds (the service's gate looks every second, ROLLOUT_ENV).
+ROUND_PAUSE_S = 0.5
+
+
+def deployment(world: SimWorld, deployment_id: int) -> dict[str, Any]:
+    return dict(world.stack.bastion_json("deployment", "show", str(deployment_id)))
+
+
+def staged_deploy(world: SimWorld, group: str, image_id: str) -> int:
+    created = world.stack.bastion_json(
+        "deployment", "create", "--group", group, "--image", image_id,
+        "--stages", STAGES, "--soak", SOAK, "--min-sample", MIN_SAMPLE,
+    )  # fmt: skip
+    return int(created["id"])
+
+
+def drive(sim: FleetSimulator, until: Any, *, limit: int, history: list[Counter[str]]) -> None:
+    """Run check-in rounds until ``until()`` holds (at most ``limit`` rounds), keeping what ran after each."""
+    for _ in range(limit):
+        sim.round()
+        history.append(running(sim))
+        if until():
+            return
+        time.sleep(ROUND_PAUSE_S)
+    raise AssertionError(f"not reached in {limit} rounds; running: {history[-1]}")
+
+
+def on_v1(world: SimWorld, sim: FleetSimulator, group: str) -> None:
+    world.stack.bastion("deployment", "create", "--group", group, "--image", world.add_app("1.0.0"))
+    history: list[Counter[str]] = []
+    drive(sim, lambda: running(sim) == Counter({"1.0.0": ROLLOUT_DEVICES}), limit=3, history=history)
+
+
+def test_crashing_v2_halts_at_the_first_stage_and_its_devices_go_back_to_v1(world: SimWorld) -> None:
+    group = f"{PRODUCT}/Production"
+    with world.simulator(group, ROLLOUT_DEVICES, seed=21, crash_rates={"2.0.0": 0.5}) as sim:
+        on_v1(world, sim, group)
+        deployment_id = staged_deploy(world, group, world.add_app("2.0.0"))
+        history: list[Counter[str]] = []
+        drive(sim, lambda: deployment(world, deployment_id)["rollout"]["state"] == "halted", limit=30, history=history)
+        shown = deployment(world, deployment_id)["rollout"]
+        assert shown["stage"] == 0, shown  # halted at its first stage, by itself
+        assert shown["halt_reason"], shown
+        first_stage = shown["stages"][0]["devices"]
+        assert 3 <= first_stage < ROLLOUT_DEVICES // 2, shown
+        assert max(h["2.0.0"] for h in history) <= first_stage  # v2 never went past the first stage
+        # The halted stage is offered v1 again: its devices go back.
+        drive(sim, lambda: running(sim) == Counter({"1.0.0": ROLLOUT_DEVICES}), limit=5, history=history)
+        buckets = world.stack.bastion_json("error-report", "list", "--version", "2.0.0")
+        assert buckets, "the crashes of 2.0.0 are in a bucket"
+
+
+def test_healthy_v2_goes_through_every_stage(world: SimWorld) -> None:
+    group = f"{PRODUCT}/Field Test OS Evaluation"
+    with world.simulator(group, ROLLOUT_DEVICES, seed=22, crash_rates={"2.0.0": 0.5}) as sim:
+        on_v1(world, sim, group)
+        deployment_id = staged_deploy(world, group, world.add_app("2.1.0"))
+        history: list[Counter[str]] = []
+        drive(sim, lambda: running(sim) == Counter({"2.1.0": ROLLOUT_DEVICES}), limit=40, history=history)
+        stage_sizes = sorted({h["2.1.0"] for h in history})
+        assert len(stage_sizes) >= 3, stage_sizes  # it went through the stages, not at once
+        wait_for_state(world, deployment_id, "completed")
+
+
+def wait_for_state(world: SimWorld, deployment_id: int, state: str, *, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if deployment(world, deployment_id)["rollout"]["state"] == state:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"rollout {deployment_id}: {deployment(world, deployment_id)['rollout']}")

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import shutil
@@ -50,7 +51,7 @@ from bastion.os.updates.fetcher import CachingFetcher
 from bastion.os.updates.pointer import GroupStore, UpdatePointer
 from bastion.os.updates.reporter import DeviceStatus, StatusReporter, sign_report
 from bastion.os.updates.tuf_client import GroupRepository, Target
-from bastion.sim.chip import SimChip
+from bastion.sim.chip import OsImageFacts, SimChip
 
 __all__ = [
     "ERROR_REPORTS_PATH",
@@ -151,16 +152,25 @@ class _PlanView:
 
     The simulator calls ``UpdateAgent._plan`` on this view rather than re-implement
     the device's choice of targets (newest release, or the staged-rollout target
-    or its fallback), so the simulated fleet follows the real rule.
+    or its fallback), so the simulated fleet follows the real rule. The agent's
+    helper methods that ``_plan`` calls are bound to the view on first use.
     """
 
-    def __init__(self, device_id: str, os_version: str, installed: Mapping[str, str]) -> None:
-        self.device_id = device_id
-        self.state = SimpleNamespace(is_blocked=lambda _sha256: False)
+    def __init__(
+        self, device_id: str, os: OsImageFacts, installed: Mapping[str, str], app_security: Mapping[str, int]
+    ) -> None:
+        self.device_id = self._device_id = device_id
+        self.state = SimpleNamespace(is_blocked=lambda _sha256: False, app_security=dict(app_security))
         self.store = SimpleNamespace(installed=lambda: [_Installed(c, v) for c, v in installed.items()])
         self.settings = SimpleNamespace(app_updates=True)
-        self.running = SimpleNamespace(version=os_version)
+        self.running = SimpleNamespace(version=os.version, security_version=os.security_version)
         self.development = lambda: False
+
+    def __getattr__(self, name: str) -> Any:
+        member = getattr(UpdateAgent, name)
+        if not callable(member):
+            raise AttributeError(name)
+        return functools.partial(member, self)
 
 
 class SimDevice:
@@ -192,6 +202,7 @@ class SimDevice:
         self._fetcher = CachingFetcher(http, authorization=self._downloads)
         self._reporter = StatusReporter(http, self._queue, credentials=self._held)
         self.installed: dict[str, str] = {}
+        self._app_security: dict[str, int] = {}
         self._booted_at: int | None = None
         self._batches = 0
         self._last_batch_iat = 0
@@ -263,7 +274,7 @@ class SimDevice:
                 fetcher=self._fetcher,
             )
             repo.refresh()
-            view = _PlanView(self.device_id, self.chip.os.version, self.installed)
+            view = _PlanView(self.device_id, self.chip.os, self.installed, self._app_security)
             # The agent's own rule, unbound (see _PlanView).
             plan = UpdateAgent._plan(view, repo.targets())  # type: ignore[arg-type]
             for target in plan.apps:
@@ -283,6 +294,10 @@ class SimDevice:
         finally:
             scratch.unlink(missing_ok=True)
         self.installed[component_id] = version
+        meta = target.custom.get("bastion")
+        security = meta.get("security_version") if isinstance(meta, dict) else None
+        if isinstance(security, int) and not isinstance(security, bool):
+            self._app_security[component_id] = security  # the agent's anti-rollback floor
         out.installed.append((component_id, version))
         self._queue.record(at=int(now.timestamp()), kind="app_installed", component_id=component_id, version=version)
 
