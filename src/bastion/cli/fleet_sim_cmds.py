@@ -125,8 +125,9 @@ def simulate_cmd(  # noqa: PLR0917 - typer reads the options from the signature
 
 def _line(f: dict[str, Any]) -> str:
     installs = ", ".join(f"{k} x{v}" for k, v in sorted(f["installs"].items())) or "none"
+    running = ", ".join(f"{k} x{v}" for k, v in sorted(f["running"].items())) or "nothing"
     return (
         f"round {f['round']}: {f['devices']} devices in {f['seconds']:.1f}s, attested {f['attested']}, "
-        f"installed {installs}, crashed {f['crashed_devices']}, "
+        f"installed {installs}, crashed {f['crashed_devices']}, running {running}, "
         f"status {dict(f['status_reports'])}, error reports {dict(f['error_reports'])}"
     )
