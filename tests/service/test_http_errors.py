@@ -154,13 +154,19 @@ def test_openapi_marks_exactly_the_token_operations_as_secured(client: TestClien
         ("/api/v1/attestation", "post"),
         ("/api/v1/attestation/challenge", "post"),
         ("/api/v1/device/status", "post"),
+        ("/api/v1/device/error-reports", "post"),
     } <= public
     assert ("/api/v1/devices", "get") not in public
 
 
 def test_openapi_declares_429_on_the_rate_limited_device_endpoints(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    for path in ("/api/v1/attestation", "/api/v1/attestation/challenge", "/api/v1/device/status"):
+    for path in (
+        "/api/v1/attestation",
+        "/api/v1/attestation/challenge",
+        "/api/v1/device/status",
+        "/api/v1/device/error-reports",
+    ):
         response = schema["paths"][path]["post"]["responses"]["429"]
         assert "Retry-After" in response["headers"]
     assert "429" not in schema["paths"]["/api/v1/devices"]["get"]["responses"]

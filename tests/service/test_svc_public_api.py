@@ -99,6 +99,22 @@ EXPECTED = {
         "get_settings",
         "utc_now",
     ],
+    "bastion.service.errorreports.fingerprint": [
+        "ALGORITHM",
+        "MAX_IN_APP_FRAMES",
+        "Fingerprint",
+        "bucket_id",
+        "fingerprint",
+    ],
+    "bastion.service.errorreports.ingest": [
+        "Accepted",
+        "LogRequest",
+        "PendingLogRequests",
+        "accept_batch",
+        "no_log_requests",
+    ],
+    "bastion.service.errorreports.activity": ["OS_COMPONENT", "record_activity"],
+    "bastion.service.errorreports.retention": ["Pruned", "prune_once", "retention_runner"],
 }
 
 

@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.fleet_sim_cmds",
+    "bastion.cli.error_report_cmds",
 )
 
 

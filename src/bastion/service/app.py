@@ -57,6 +57,8 @@ from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
+from bastion.service.errorreports.endpoints import router as errorreports_router
+from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
@@ -256,6 +258,7 @@ def create_app(
     migrate_on_startup: bool = True,
     tuf_refresh_interval_s: float | None = None,
     crl_refresh_interval_s: float | None = None,
+    retention_interval_enabled: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
@@ -266,6 +269,7 @@ def create_app(
         migrate_on_startup: run ``alembic upgrade head`` before serving.
         tuf_refresh_interval_s: period of the TUF refresh task; ``None`` (tests) disables it.
         crl_refresh_interval_s: period of the CRL refresh task; ``None`` (tests) disables it.
+        retention_interval_enabled: run the error-report retention task (period in the settings; off in tests).
         monotonic: the clock of the rate limiter (seconds; tests pass a fake).
     """
 
@@ -280,6 +284,12 @@ def create_app(
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),
                 crl_refresher(app.state.sessionmaker, settings.master_key, app.state.clock, crl_refresh_interval_s),
+                retention_runner(
+                    app.state.sessionmaker,
+                    settings.error_reports,
+                    app.state.clock,
+                    settings.error_reports.prune_interval_s if retention_interval_enabled else None,
+                ),
             ):
                 yield
         finally:
@@ -315,7 +325,12 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
-        streaming_prefixes=(API_PREFIX + UPLOAD_PATH, API_PREFIX + APP_UPLOAD_PATH),
+        # The error-report endpoint bounds its own body (report_too_large, recorded).
+        streaming_prefixes=(
+            API_PREFIX + UPLOAD_PATH,
+            API_PREFIX + APP_UPLOAD_PATH,
+            API_PREFIX + "/device/error-reports",
+        ),
     )
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -336,6 +351,9 @@ def create_app(
     # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
     app.state.eligibility = Eligibility(settings.master_key)
     app.include_router(eligibility_router, prefix=API_PREFIX)
+    # Error reports: signed batch ingest, buckets, download (docs/adr/0015).
+    app.state.error_report_settings = settings.error_reports
+    app.include_router(errorreports_router, prefix=API_PREFIX)
     # Static TUF files (metadata public, targets behind a download credential), served ahead of
     # routing: added last, so the outermost middleware.
     app.add_middleware(TufStaticMiddleware, settings=settings, state=app.state)
@@ -349,6 +367,7 @@ def create_app_from_env() -> ServiceApp:
         migrate_on_startup=False,
         tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S,
         crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
+        retention_interval_enabled=True,
     )
     app.state.auth_limits = AuthLimits.from_env()
     return app

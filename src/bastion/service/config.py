@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.crypto.aead import MASTER_KEY_SIZE
+from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.errors import ConfigError
 
 __all__ = ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"]
@@ -135,6 +136,8 @@ class Settings:
     master_key: bytes = field(repr=False)
     limits: Limits = field(default_factory=Limits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    #: Error-report bounds and retention (BASTION_ERROR_*_RETENTION_DAYS).
+    error_reports: ErrorReportSettings = field(default_factory=ErrorReportSettings)
 
     def __post_init__(self) -> None:
         if len(self.master_key) != MASTER_KEY_SIZE:
@@ -164,7 +167,13 @@ class Settings:
                 raise ConfigError(f"BASTION_MASTER_KEY must decode to {MASTER_KEY_SIZE} bytes")
         else:
             key = load_or_create_master_key(home / MASTER_KEY_FILE)
-        return cls(home=home, database_url=url, master_key=key, http=HttpLimits.from_env(env))
+        return cls(
+            home=home,
+            database_url=url,
+            master_key=key,
+            http=HttpLimits.from_env(env),
+            error_reports=ErrorReportSettings.from_env(env),
+        )
 
 
 def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -511,3 +512,178 @@ class DeviceOwnershipEvent(Base):
     #: The tenant a release names; only it may claim the device next.
     to_tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), nullable=True, index=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- error reports (migration 0015_error_reports) ---------------------------------
+
+
+class ErrorReportBatch(Base):
+    """One accepted error-report batch of a device: the idempotency record of its ``batch_id``.
+
+    The unique constraint makes a replay count once, also when two copies race
+    (the second insert fails and is answered ``duplicate``). Rows older than the
+    dedup window are pruned (their events go first); a batch older than that is
+    refused by its ``iat`` bound anyway.
+    """
+
+    __tablename__ = "error_report_batches"
+    __table_args__ = (
+        UniqueConstraint("device_id", "batch_id", name="uq_error_report_batches_device_batch"),
+        Index("ix_error_report_batches_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", name="fk_error_report_batches_device"))
+    batch_id: Mapped[str] = mapped_column(String(32))  # 32 lowercase hex
+    iat: Mapped[int] = mapped_column(BigInteger)  # when the device sealed it (seconds)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    records: Mapped[int] = mapped_column(Integer)
+    dropped: Mapped[int] = mapped_column(Integer)  # records the device queue dropped before this batch
+
+
+class ErrorBucket(Base):
+    """A group of error records with one fingerprint (ADR 0015), with its counters and state.
+
+    ``state``: ``open`` → ``resolved`` (an operator; ``resolved_version`` = the
+    highest version seen then) → ``regressed`` when a record arrives from a
+    version newer than ``resolved_version``. ``algorithm`` is the fingerprint
+    version that made it; an upgrade makes new buckets, never regroups old ones.
+    """
+
+    __tablename__ = "error_buckets"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "fingerprint", name="uq_error_buckets_tenant_fingerprint"),
+        Index("ix_error_buckets_tenant_last_seen", "tenant_id", "last_seen", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # "b" + 16 hex of the fingerprint
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # hex SHA-256
+    algorithm: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str] = mapped_column(String(16))
+    event_type: Mapped[str] = mapped_column(String(48))
+    component_id: Mapped[str] = mapped_column(String(64))  # "" = OS-wide
+    title: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))  # open | resolved | regressed
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    device_count: Mapped[int] = mapped_column(Integer)
+    first_version: Mapped[str] = mapped_column(String(64))
+    last_version: Mapped[str] = mapped_column(String(64))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    resolved_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    regressed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ErrorBucketVersion(Base):
+    """A bucket's counters for one version of its component."""
+
+    __tablename__ = "error_bucket_versions"
+
+    bucket_id: Mapped[str] = mapped_column(
+        ForeignKey("error_buckets.id", name="fk_error_bucket_versions_bucket"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    device_count: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ErrorBucketDevice(Base):
+    """A bucket's counters for one device (deleted when the device is unclaimed)."""
+
+    __tablename__ = "error_bucket_devices"
+    __table_args__ = (Index("ix_error_bucket_devices_device_id", "device_id"),)
+
+    bucket_id: Mapped[str] = mapped_column(
+        ForeignKey("error_buckets.id", name="fk_error_bucket_devices_bucket"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.device_id", name="fk_error_bucket_devices_device"), primary_key=True
+    )
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ErrorEvent(Base):
+    """One raw error record of an accepted batch (kept for the raw retention, then rolled up)."""
+
+    __tablename__ = "error_events"
+    __table_args__ = (
+        Index("ix_error_events_tenant_last_at", "tenant_id", "last_at"),
+        Index("ix_error_events_tenant_release", "tenant_id", "component_id", "version", "last_at"),
+        Index("ix_error_events_tenant_os", "tenant_id", "os_version", "last_at"),
+        Index("ix_error_events_bucket_id", "bucket_id"),
+        Index("ix_error_events_batch_pk", "batch_pk"),
+        Index("ix_error_events_device_id", "device_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", name="fk_error_events_device"))
+    batch_pk: Mapped[int] = mapped_column(ForeignKey("error_report_batches.id", name="fk_error_events_batch"))
+    bucket_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    os_version: Mapped[str] = mapped_column(String(64))
+    component_id: Mapped[str] = mapped_column(String(64))  # "" = OS-wide
+    version: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    event_class: Mapped[str] = mapped_column(String(8))
+    event_type: Mapped[str] = mapped_column(String(48))
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    description: Mapped[str] = mapped_column(String(256))
+    #: exception, frames, signal, exit_code, uptime_s, capability, reason, stderr_tail (those present).
+    detail: Mapped[dict[str, object]] = mapped_column(JSON)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ErrorDailyCount(Base):
+    """Raw events past their retention, rolled up per day (no device data beyond a count)."""
+
+    __tablename__ = "error_daily_counts"
+    __table_args__ = (Index("ix_error_daily_counts_tenant_day", "tenant_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    day: Mapped[dt.date] = mapped_column(Date)
+    bucket_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    category: Mapped[str] = mapped_column(String(16))
+    event_type: Mapped[str] = mapped_column(String(48))
+    component_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    os_version: Mapped[str] = mapped_column(String(64))
+    group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    events: Mapped[int] = mapped_column(BigInteger)  # sum of the records' counts
+    devices: Mapped[int] = mapped_column(Integer)  # distinct devices of that roll-up (not additive across rows)
+
+
+class DeviceReleaseActivity(Base):
+    """A device seen running a release on a day (an error-report batch or a status report).
+
+    One row per installed app and one with ``component_id ""`` for the OS
+    (``version`` = the OS version); the population that crash-free rates divide by.
+    """
+
+    __tablename__ = "device_release_activity"
+    __table_args__ = (
+        Index("ix_device_release_activity_release", "tenant_id", "component_id", "version", "day"),
+        Index("ix_device_release_activity_device_id", "device_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.device_id", name="fk_device_release_activity_device"), primary_key=True
+    )
+    component_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -38,6 +38,7 @@ from bastion.service.ca.revocation import certificate_revoked
 from bastion.service.ca.service import trusted_cas
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
 from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.errorreports.activity import record_activity
 from bastion.service.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
 from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
@@ -276,6 +277,16 @@ def _store(
             deployment_id=deployment_id,
         )
         for e in report.events
+    )
+    # A status report counts as "seen running" its releases (the crash-free population, ADR 0015).
+    record_activity(
+        session,
+        tenant_id=tenant_id,
+        device_id=device.device_id,
+        group_id=device.group_id,
+        os_version=report.os_version,
+        installed=[(i.component_id, i.version) for i in report.installed],
+        seen_at=now,
     )
     session.commit()
     status = session.get(DeviceUpdateStatus, device.device_id, populate_existing=True)

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from bastion.service.models import DeviceCapability, DeviceOwnershipEvent, DeviceUpdateStatus
+from bastion.service.models import (
+    DeviceCapability,
+    DeviceOwnershipEvent,
+    DeviceReleaseActivity,
+    DeviceUpdateStatus,
+    ErrorBucketDevice,
+    ErrorEvent,
+    ErrorReportBatch,
+)
 
 __all__ = ["delete_device_dependents", "history_for", "latest_event", "voucher_used"]
 
@@ -51,7 +59,11 @@ def history_for(
 
 
 def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str], int]:
-    """Delete the rows that belong to the device's current ownership (its capabilities and update status).
+    """Delete the rows that belong to the device's current ownership.
+
+    Those are its capabilities, update status and error-report rows (raw events,
+    batches, per-bucket counters and release activity; a bucket's totals stay,
+    they carry no device ID).
 
     Returns:
         The IDs of the deleted capabilities (a missing capability row reads as
@@ -62,4 +74,7 @@ def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str
     )
     session.execute(delete(DeviceCapability).where(DeviceCapability.device_id == device_id))
     status = session.execute(delete(DeviceUpdateStatus).where(DeviceUpdateStatus.device_id == device_id))
+    # Error reports (migration 0015): events before the batches they reference.
+    for table in (ErrorEvent, ErrorReportBatch, ErrorBucketDevice, DeviceReleaseActivity):
+        session.execute(delete(table).where(table.device_id == device_id))
     return capability_ids, int(getattr(status, "rowcount", 0) or 0)

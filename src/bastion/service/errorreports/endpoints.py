@@ -1,0 +1,160 @@
+"""HTTP endpoints: ``POST /device/error-reports`` (device-signed) and the operator's bucket API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from bastion.service.auth.deps import ContributorDep, ReaderDep
+from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.errorreports import ingest, service
+from bastion.service.errorreports.limits import ErrorReportSettingsDep
+from bastion.service.errorreports.models_out import bucket_out
+from bastion.service.errorreports.schemas import (
+    BatchAccepted,
+    BucketDetailOut,
+    BucketDeviceOut,
+    BucketEventOut,
+    BucketOut,
+    BucketPageOut,
+    BucketVersionOut,
+    LogRequestOut,
+)
+from bastion.service.web import NowDep, SessionDep, error_response
+
+__all__ = ["REPORT_CONTENT_TYPE", "pending_log_requests", "router"]
+
+router = APIRouter(tags=["error-reports"])
+
+#: The media type of a batch (RFC 9052 COSE).
+REPORT_CONTENT_TYPE = "application/cose"
+#: Where the answer's log requests come from (the device-logs slice wires its ``pending_for`` here).
+pending_log_requests: ingest.PendingLogRequests = ingest.no_log_requests
+
+
+def _refusals(request: Request) -> RefusalLog:
+    refusals = getattr(request.app.state, "error_report_refusals", None)
+    if refusals is None:
+        refusals = request.app.state.error_report_refusals = RefusalLog()
+    return refusals
+
+
+@router.post("/device/error-reports", response_model=BatchAccepted)
+async def report_errors(
+    request: Request, session: SessionDep, now: NowDep, settings: ErrorReportSettingsDep
+) -> BatchAccepted | JSONResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != REPORT_CONTENT_TYPE:
+        return error_response(415, "unsupported_media_type", f"send the batch as {REPORT_CONTENT_TYPE}")
+    refusals = _refusals(request)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > settings.max_batch_bytes:
+            break
+    # An oversized body is refused (413) and recorded by accept_batch's first check.
+    accepted = await run_in_threadpool(
+        ingest.accept_batch,
+        session,
+        bytes(body),
+        now=now,
+        refusals=refusals,
+        settings=settings,
+        pending_log_requests=pending_log_requests,
+    )
+    return BatchAccepted(
+        batch_id=accepted.batch_id,
+        status=accepted.status,
+        records=accepted.records,
+        log_requests=[
+            LogRequestOut(request_id=r.request_id, component_id=r.component_id, max_bytes=r.max_bytes)
+            for r in accepted.log_requests
+        ],
+    )
+
+
+@router.get("/error-reports/buckets")
+def list_buckets(
+    *,
+    who: ReaderDep,
+    session: SessionDep,
+    settings: ErrorReportSettingsDep,
+    state: Annotated[Literal["open", "resolved", "regressed"] | None, Query()] = None,
+    component: Annotated[str | None, Query(max_length=64)] = None,
+    version: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[str | None, Query(max_length=16)] = None,
+    since: dt.datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> BucketPageOut:
+    page = service.list_buckets(
+        session,
+        who.tenant_id,
+        state=state,
+        component=component,
+        version=version,
+        category=category,
+        since=_aware(since),
+        limit=limit,
+        cursor=cursor,
+        settings=settings,
+    )
+    return BucketPageOut(items=[bucket_out(b) for b in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/error-reports/buckets/{bucket_id}")
+def show_bucket(
+    bucket_id: str, who: ReaderDep, session: SessionDep, now: NowDep, settings: ErrorReportSettingsDep
+) -> BucketDetailOut:
+    detail = service.show_bucket(session, who, bucket_id, now=now, settings=settings)
+    return BucketDetailOut(
+        bucket=bucket_out(detail.bucket),
+        versions=[BucketVersionOut.model_validate(v) for v in detail.versions],
+        devices=[BucketDeviceOut.model_validate(d) for d in detail.devices],
+        recent_events=[BucketEventOut.model_validate(e) for e in detail.events],
+    )
+
+
+@router.post("/error-reports/buckets/{bucket_id}/resolve")
+def resolve_bucket(bucket_id: str, who: ContributorDep, session: SessionDep, now: NowDep) -> BucketOut:
+    return bucket_out(service.resolve_bucket(session, who, bucket_id, now=now))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+@router.get(
+    "/error-reports/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}, "description": "the raw events"}},
+)
+def download(
+    *,
+    request: Request,
+    who: ReaderDep,
+    settings: ErrorReportSettingsDep,
+    format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's parameter name
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> StreamingResponse:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    start, end = _aware(since), _aware(until)
+    with factory() as session:  # validate before the first byte goes out
+        service.download(session, who.tenant_id, fmt=format, since=start, until=end, settings=settings)
+
+    def chunks() -> Iterator[str]:
+        with factory() as session:  # the request's session is gone once streaming starts
+            yield from service.download(session, who.tenant_id, fmt=format, since=start, until=end, settings=settings)
+
+    media = "text/csv" if format == "csv" else "application/json"
+    filename = f"error-reports.{format}"
+    return StreamingResponse(
+        chunks(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
