@@ -54,3 +54,8 @@ app.add_typer(image_app, name="image")
 app.add_typer(deployment_app, name="deployment")
 fleet_app = _group("The fleet as a whole: simulation (and health, where the service offers it).")
 app.add_typer(fleet_app, name="fleet")
+
+# --- staged rollouts (rollouts, issue 8) ---
+rollout_app = _group("Staged rollouts of deployments and OS promotions: show, resume, abort.")
+app.add_typer(rollout_app, name="rollout")
+__all__ += ["rollout_app"]

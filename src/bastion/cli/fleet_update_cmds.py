@@ -2,8 +2,9 @@
 
 ``bastion product create|list|show``, ``bastion device-group create|list|show|update``,
 ``bastion device assign|show|show-deployment-status``, ``bastion keys register|list``,
-``bastion image add|list``, ``bastion deployment create|list|show`` and
-``bastion os publish|promote``. They use the login saved by ``bastion login``.
+``bastion image add|list``, ``bastion deployment list`` and ``bastion os publish``
+(``deployment create|show`` and ``os promote``, with their rollout options, are in
+:mod:`bastion.cli.rollout_cmds`). They use the login saved by ``bastion login``.
 
 ``os publish`` (with ``--feed``) and ``device show`` (with the update history)
 replace the issue 2 versions in :mod:`bastion.cli.fleet_cmds`: this module is
@@ -25,9 +26,7 @@ from bastion.cli.output import JsonOption, emit_cut_note, emit_object, emit_tabl
 
 __all__ = [
     "assign_cmd",
-    "deployment_create_cmd",
     "deployment_list_cmd",
-    "deployment_show_cmd",
     "device_show_cmd",
     "group_create_cmd",
     "group_list_cmd",
@@ -37,7 +36,6 @@ __all__ = [
     "image_list_cmd",
     "keys_list_cmd",
     "keys_register_cmd",
-    "os_promote_cmd",
     "os_publish_cmd",
     "product_create_cmd",
     "product_list_cmd",
@@ -338,30 +336,6 @@ def image_list_cmd(
     emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="images", pages=False)
 
 
-def _emit_deployment(deployment: dict[str, Any], *, as_json: bool, title: str) -> None:
-    if as_json:
-        emit_object(deployment, as_json=True)
-        return
-    images, devices, counts = deployment.pop("images"), deployment.pop("devices"), deployment.pop("counts")
-    emit_object(deployment, as_json=False, title=title)
-    emit_table(images, IMAGE_COLUMNS[:4], as_json=False, title="images")
-    emit_table([counts], tuple(counts), as_json=False, title="devices per state")
-    emit_table(devices, DEVICE_STATE_COLUMNS, as_json=False, title="devices")
-
-
-@deployment_app.command("create")
-def deployment_create_cmd(
-    *,
-    group: Annotated[str, typer.Option("--group", help='Group id or "PRODUCT/GROUP".')],
-    images: Annotated[list[str], typer.Option("--image", help="Image id or SHA-256 (repeat for several apps).")],
-    as_json: JsonOption = False,
-) -> None:
-    """Deploy app images to a device group; it becomes the group's current deployment (contributor)."""
-    with _client() as client:
-        created = client.post_json("/deployments", {"group": group, "images": images})
-    _emit_deployment(created, as_json=as_json, title="deployment created")
-
-
 @deployment_app.command("list")
 def deployment_list_cmd(
     group: Annotated[str | None, typer.Option("--group", help="Only this group's deployments.")] = None,
@@ -372,16 +346,6 @@ def deployment_list_cmd(
         page = client.get_bounded("/deployments", {"group": group} if group else None)
     emit_table(page.rows, DEPLOYMENT_COLUMNS, as_json=as_json, title="deployments")
     emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="deployments", hint=_BOUNDED_HINT + " (--group)")
-
-
-@deployment_app.command("show")
-def deployment_show_cmd(
-    deployment_id: Annotated[int, typer.Argument(min=1, help="Deployment id.")], as_json: JsonOption = False
-) -> None:
-    """Show a deployment: its images, and its devices counted per state."""
-    with _client() as client:
-        shown = client.get_json(f"/deployments/{deployment_id}")
-    _emit_deployment(shown, as_json=as_json, title=f"deployment {deployment_id}")
 
 
 @os_app.command("publish")
@@ -396,15 +360,3 @@ def os_publish_cmd(
     with _client() as client:
         published = _upload(client, "/os-images", image, params={"feed": feed})
     emit_object(published, as_json=as_json, title=f"OS image published on {feed}")
-
-
-@os_app.command("promote")
-def os_promote_cmd(
-    image: Annotated[str, typer.Argument(help="OS version (e.g. 1.2.0) or measurement.")],
-    to: Annotated[str, typer.Option("--to", help="The feed to promote to: retail.")] = "retail",
-    as_json: JsonOption = False,
-) -> None:
-    """Promote a retail-eval OS image to retail; retail groups are offered it at once (contributor)."""
-    with _client() as client:
-        promoted = client.post_json(f"/os-feeds/{to}/images", {"image": image})
-    emit_object(promoted, as_json=as_json, title=f"OS {promoted['version']} promoted to {to}")

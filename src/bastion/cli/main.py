@@ -34,6 +34,7 @@ _COMMAND_MODULES = (
     "bastion.cli.appraisal_cmds",
     "bastion.cli.fleet_sim_cmds",
     "bastion.cli.error_report_cmds",
+    "bastion.cli.rollout_cmds",
 )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -60,10 +61,14 @@ from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.errorreports.endpoints import router as errorreports_router
 from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
+from bastion.service.fleet.targets import TufPublisher
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
+from bastion.service.rollouts.endpoints import router as rollouts_router
+from bastion.service.rollouts.gate import ROLLOUT_GATE_INTERVAL_S, rollout_gate
+from bastion.service.rollouts.health import default_health
 from bastion.service.tuf.endpoints import TufStaticMiddleware
 from bastion.service.tuf.refresh import TUF_REFRESH_INTERVAL_S, tuf_refresher
 from bastion.service.web import BodyLimitMiddleware, error_response, utc_now
@@ -260,6 +265,7 @@ def create_app(
     crl_refresh_interval_s: float | None = None,
     retention_interval_enabled: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
+    rollout_gate_interval_s: float | None = None,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -271,6 +277,7 @@ def create_app(
         crl_refresh_interval_s: period of the CRL refresh task; ``None`` (tests) disables it.
         retention_interval_enabled: run the error-report retention task (period in the settings; off in tests).
         monotonic: the clock of the rate limiter (seconds; tests pass a fake).
+        rollout_gate_interval_s: period of the staged-rollout gate; ``None`` (tests) disables it.
     """
 
     @asynccontextmanager
@@ -289,6 +296,14 @@ def create_app(
                     settings.error_reports,
                     app.state.clock,
                     settings.error_reports.prune_interval_s if retention_interval_enabled else None,
+                ),
+                rollout_gate(
+                    lambda: app.state.sessionmaker,
+                    settings,
+                    clock=app.state.clock,
+                    publisher=lambda: getattr(app.state, "tuf_publisher", None) or TufPublisher(),
+                    health=lambda: getattr(app.state, "rollout_health", None) or default_health(),
+                    interval_s=rollout_gate_interval_s,
                 ),
             ):
                 yield
@@ -348,6 +363,7 @@ def create_app(
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(appraisal_router, prefix=API_PREFIX)
+    app.include_router(rollouts_router, prefix=API_PREFIX)
     # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
     app.state.eligibility = Eligibility(settings.master_key)
     app.include_router(eligibility_router, prefix=API_PREFIX)
@@ -368,6 +384,7 @@ def create_app_from_env() -> ServiceApp:
         tuf_refresh_interval_s=TUF_REFRESH_INTERVAL_S,
         crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
         retention_interval_enabled=True,
+        rollout_gate_interval_s=float(os.environ.get("BASTION_ROLLOUT_GATE_INTERVAL_S", ROLLOUT_GATE_INTERVAL_S)),
     )
     app.state.auth_limits = AuthLimits.from_env()
     return app

@@ -687,3 +687,50 @@ class DeviceReleaseActivity(Base):
     group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+# --- staged rollouts (migration 0017_rollouts) ------------------------------------
+
+
+class Rollout(Base):
+    """A staged rollout of one deployment, or of one OS promotion, to one device group (docs/adr/0017).
+
+    ``stages`` are shares of the group in basis points (``bastion.images.rollout``);
+    the devices of a stage are those whose rollout point for ``seed`` falls below it.
+    ``state`` is ``running`` (the stage is offered; no device of it installed yet),
+    ``soaking`` (the soak clock runs from ``soak_started_at``), ``halted`` (a rule
+    fired, or an operator will resume it), ``completed`` or ``aborted``. ``previous``
+    names the images the group ran before (the fallback a halted or aborted rollout
+    offers again). ``version`` makes every update a compare-and-set, so two service
+    workers evaluating the same rollout never both advance it.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("device_groups.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # deployment | os
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"), nullable=True, index=True)
+    os_image_id: Mapped[int | None] = mapped_column(ForeignKey("os_images.id"), nullable=True, index=True)
+    seed: Mapped[str] = mapped_column(String(64))
+    stages: Mapped[list[int]] = mapped_column(JSON)  # basis points, increasing, the last 10000
+    stage: Mapped[int] = mapped_column(Integer)  # index into stages
+    state: Mapped[str] = mapped_column(String(16))
+    stage_started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    soak_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    soak_seconds: Mapped[int] = mapped_column(Integer)
+    #: {"crash_drop_points": float | None, "new_bucket": bool, "install_failures": int | None, "min_sample": int}
+    halt_rules: Mapped[dict[str, object]] = mapped_column(JSON)
+    halt_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The release the group ran before: [{"image_id"|"os_image_id", "component_id", "version"}].
+    previous: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    #: Stage changes, oldest first (bounded): [{"at", "event", "stage", "percent_bp", "by", "reason"}].
+    history: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's declarative hook

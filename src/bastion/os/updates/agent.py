@@ -6,7 +6,12 @@ the control socket. One check:
 
 1. refresh the group's TUF metadata (:mod:`~bastion.os.updates.tuf_client`);
 2. pick what is new: per app the newest version above the installed one; the
-   newest OS above the running one; never a target refused or rolled back before;
+   newest OS above the running one; never a target refused or rolled back before.
+   A target of a staged rollout (``custom.bastion.rollout``) is for this device only
+   if it is in the stage (:func:`bastion.images.rollout.in_stage`); a device outside
+   the stage takes the rollout's fallback (the previous release) instead, even if
+   it is older than what it runs, but never below the anti-rollback security
+   version (docs/updates.md "Staged rollouts");
 3. honour the maintenance window (the one signed into the group's targets
    metadata, so a change applies at the next check-in), tell the apps (``update_pending``; when one hears it
    and may defer, they get ``AgentSettings.update_notice`` to answer) and honour their deferral
@@ -34,6 +39,7 @@ from typing import Any, Protocol
 
 from bastion.crypto.keys import PublicKey
 from bastion.hw.flash import EVENT_ROLLBACK, BootEvent
+from bastion.images.rollout import MAX_SEED_CHARS, in_stage
 from bastion.images.semver import is_newer
 from bastion.monitor.errors import MonitorRefusedError
 from bastion.os.apps.manager import AppManager
@@ -135,6 +141,46 @@ def _hears_and_defers(app: InstalledApp) -> bool:
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class _Marker:
+    """A target's ``custom.bastion.rollout``: the rollout's seed, the share offered, and whether it is the fallback."""
+
+    seed: str
+    percent_bp: int
+    fallback: bool
+
+
+def _rollout_marker(target: Target) -> _Marker | None:
+    """The target's rollout marker; ``None`` for a target of no staged rollout.
+
+    Raises:
+        ValueError: the marker is malformed (the target is not for us).
+    """
+    meta: Any = target.custom.get("bastion")
+    marker = meta.get("rollout") if isinstance(meta, dict) else None
+    if marker is None:
+        return None
+    if not isinstance(marker, dict):
+        raise ValueError("malformed rollout marker")
+    seed, percent, fallback = marker.get("seed"), marker.get("percent_bp"), marker.get("fallback", False)
+    if (
+        not isinstance(seed, str)
+        or not 0 < len(seed) <= MAX_SEED_CHARS
+        or not isinstance(percent, int)
+        or isinstance(percent, bool)
+        or not isinstance(fallback, bool)
+    ):
+        raise ValueError("malformed rollout marker")
+    return _Marker(seed, percent, fallback)
+
+
+def _security_version(target: Target) -> int:
+    """The target's claimed security version (0 if it claims none; the image header is checked later)."""
+    meta: Any = target.custom.get("bastion")
+    value = meta.get("security_version") if isinstance(meta, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass
@@ -364,6 +410,7 @@ class UpdateAgent:
     def _plan(self, targets: list[Target]) -> _Plan:
         plan = _Plan()
         newest_app: dict[str, tuple[str, Target]] = {}
+        fallbacks: list[tuple[str, str, str, Target]] = []
         installed = {a.component_id: a.version for a in self.store.installed()}
         development = self.development()
         for target in targets:
@@ -374,6 +421,15 @@ class UpdateAgent:
                 continue
             try:
                 kind, cid, version = target_identity(target)
+                marker = _rollout_marker(target)
+                if marker is not None:
+                    chosen = in_stage(self._device_id, marker.seed, percent_bp=marker.percent_bp)
+                    if marker.fallback:
+                        if not chosen:  # outside the stage: the previous release is this device's
+                            fallbacks.append((kind, cid, version, target))
+                        continue
+                    if not chosen:
+                        continue  # the new release is not offered to this device (yet, or any more)
                 if kind == "app" and development:
                     plan.skipped_apps += 1
                 elif kind == "app" and self.settings.app_updates:
@@ -390,8 +446,39 @@ class UpdateAgent:
                     plan.os = target
             except (UpdateRefusedError, ValueError):
                 continue  # a target we cannot read is not for us
+        self._plan_fallbacks(plan, fallbacks, newest_app, installed, development=development)
         plan.apps = [t for _, t in sorted(newest_app.values(), key=lambda item: item[1].path)]
         return plan
+
+    def _plan_fallbacks(
+        self,
+        plan: _Plan,
+        fallbacks: list[tuple[str, str, str, Target]],
+        newest_app: dict[str, tuple[str, Target]],
+        installed: dict[str, str],
+        *,
+        development: bool,
+    ) -> None:
+        """Take a staged rollout's fallback where this device is outside the stage (even a downgrade).
+
+        Never below the anti-rollback floor: an app's is the security version of the
+        target it installed last, the OS's is the running OS's (the boot chain would
+        refuse a lower one anyway, after the device had spent a download and a trial).
+        """
+        for kind, cid, version, target in fallbacks:
+            security = _security_version(target)
+            if kind == "app" and development:
+                plan.skipped_apps += 1
+            elif kind == "app" and self.settings.app_updates:
+                if installed.get(cid) == version:
+                    newest_app.pop(cid, None)  # on the fallback already: stay
+                elif security >= self.state.app_security.get(cid, 0):
+                    newest_app[cid] = (version, target)
+            elif kind == "os":
+                if version == self.running.version:
+                    plan.os = None
+                elif security >= self.running.security_version:
+                    plan.os = target
 
     def _check_group(self, pointer: UpdatePointer, summary: CheckSummary, now: dt.datetime) -> None:
         try:
@@ -496,6 +583,7 @@ class UpdateAgent:
             except UpdateFailedError as exc:
                 self._failed(now, summary, target, exc)
                 continue
+            self.state.remember_app_security(app.component_id, _security_version(target))
             self._event(now, "app_installed", app.component_id, app.version, target.path)
             summary.installed.append({"component_id": app.component_id, "version": app.version})
             summary.result = "installed"

@@ -8,6 +8,8 @@
 - ``update_noticed_at``: when the apps were told of the pending update (``update_pending``).
 - ``last_boot_event_at``: the boot event already reported (a power cut between
   reporting and ``ack_boot_event`` does not report it twice).
+- ``app_security``: per app, the security version of the installed target; a staged
+  rollout's fallback never goes below it (anti-rollback, docs/updates.md "Staged rollouts").
 - ``last_summary``: the last check's summary (for ``bastion device update-check``).
 """
 
@@ -40,6 +42,7 @@ class AgentState:
     update_noticed_at: int | None = None
     last_boot_event_at: int | None = None
     last_summary: dict[str, Any] | None = None
+    app_security: dict[str, int] = field(default_factory=dict)
 
     def refuse(self, sha256: str, reason: str) -> None:
         """Remember a refused target (bounded)."""
@@ -52,6 +55,13 @@ class AgentState:
         if sha256 not in self.bad_os:
             self.bad_os.append(sha256)
         del self.bad_os[:-MAX_REMEMBERED]
+
+    def remember_app_security(self, component_id: str, security_version: int) -> None:
+        """Remember the security version of an app's installed target (bounded)."""
+        self.app_security.pop(component_id, None)
+        self.app_security[component_id] = security_version
+        while len(self.app_security) > MAX_REMEMBERED:
+            del self.app_security[next(iter(self.app_security))]
 
     def is_blocked(self, sha256: str) -> bool:
         """Whether a target must not be tried again."""
@@ -73,7 +83,11 @@ def load_agent_state(directory: Path) -> AgentState:
         state = AgentState(**{k: v for k, v in value.items() if k in known})
     except TypeError:
         return AgentState()
-    valid = isinstance(value.get("refused", {}), dict) and isinstance(value.get("bad_os", []), list)
+    valid = (
+        isinstance(value.get("refused", {}), dict)
+        and isinstance(value.get("bad_os", []), list)
+        and isinstance(value.get("app_security", {}), dict)
+    )
     return state if valid else AgentState()
 
 

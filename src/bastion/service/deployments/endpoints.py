@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from sqlalchemy.orm import Session
 
 from bastion.service.appimages.schemas import AppImageOut
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.deployments import service
 from bastion.service.deployments.schemas import DeploymentCreate, DeploymentDetail, DeploymentOut, DeviceStateOut
+from bastion.service.errors import NotFound
+from bastion.service.fleet import repository
 from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.fleet.service import get_group_for
 from bastion.service.fleet.targets import PublisherDep
+from bastion.service.models import Rollout
+from bastion.service.rollouts import service as rollouts
+from bastion.service.rollouts.endpoints import rollout_out
+from bastion.service.rollouts.health import HealthDep, HealthSource
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
 __all__ = ["router"]
@@ -20,7 +28,13 @@ __all__ = ["router"]
 router = APIRouter(tags=["deployments"])
 
 
-def _detail(report: service.DeploymentReport) -> DeploymentDetail:
+DeploymentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _detail(
+    report: service.DeploymentReport, session: Session, health: HealthSource, *, now: dt.datetime
+) -> DeploymentDetail:
+    staged = repository.deployment_rollout(session, report.deployment.id)
     return DeploymentDetail(
         **DeploymentOut.model_validate(report.deployment).model_dump(),
         group_name=report.group.name,
@@ -28,6 +42,7 @@ def _detail(report: service.DeploymentReport) -> DeploymentDetail:
         images=[AppImageOut.model_validate(i) for i in report.images],
         counts=report.counts,
         devices=[DeviceStateOut.model_validate(d) for d in report.devices],
+        rollout=None if staged is None else rollout_out(session, staged, health, now=now),
     )
 
 
@@ -41,11 +56,14 @@ def create(
     now: NowDep,
     pub: PublisherDep,
     limits: FleetLimitsDep,
+    health: HealthDep,
 ) -> DeploymentDetail:
+    plan = None if body.rollout is None else body.rollout.plan()
     deployment = service.create_deployment(
-        session, who, body.group, body.images, settings=settings, now=now, publisher=pub, limits=limits
+        session, who, body.group, body.images, settings=settings, now=now, publisher=pub, limits=limits, rollout=plan
     )
-    return _detail(service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows))
+    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
+    return _detail(report, session, health, now=now)
 
 
 @router.get("/deployments")
@@ -63,11 +81,60 @@ def list_deployments(
 
 @router.get("/deployments/{deployment_id}")
 def show(
-    deployment_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    deployment_id: DeploymentId,
     who: ReaderDep,
+    *,
     session: SessionDep,
     now: NowDep,
     limits: FleetLimitsDep,
+    health: HealthDep,
 ) -> DeploymentDetail:
+    """A deployment: its images, its devices per state, and its staged rollout (stages, progress, health)."""
     deployment = service.get_deployment_for(session, who, deployment_id, now=now)
-    return _detail(service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows))
+    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
+    return _detail(report, session, health, now=now)
+
+
+def _staged(session: Session, deployment_id: int) -> Rollout:
+    staged = repository.deployment_rollout(session, deployment_id)
+    if staged is None:
+        raise NotFound(f"deployment {deployment_id} has no staged rollout (it was created without --stages)")
+    return staged
+
+
+@router.post("/deployments/{deployment_id}/resume")
+def resume(
+    deployment_id: DeploymentId,
+    who: ContributorDep,
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    pub: PublisherDep,
+    limits: FleetLimitsDep,
+    health: HealthDep,
+) -> DeploymentDetail:
+    """Resume the deployment's halted rollout at the stage it halted in (no request body; audited)."""
+    deployment = service.get_deployment_for(session, who, deployment_id, now=now)
+    rollouts.resume(session, who, _staged(session, deployment.id), now=now, settings=settings, publisher=pub)
+    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
+    return _detail(report, session, health, now=now)
+
+
+@router.post("/deployments/{deployment_id}/abort")
+def abort(
+    deployment_id: DeploymentId,
+    who: ContributorDep,
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    pub: PublisherDep,
+    limits: FleetLimitsDep,
+    health: HealthDep,
+) -> DeploymentDetail:
+    """Abort the deployment's rollout: every device of the group is offered the previous release (audited)."""
+    deployment = service.get_deployment_for(session, who, deployment_id, now=now)
+    rollouts.abort(session, who, _staged(session, deployment.id), now=now, settings=settings, publisher=pub)
+    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
+    return _detail(report, session, health, now=now)

@@ -7,6 +7,7 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.service.appimages.schemas import AppImageOut
+from bastion.service.rollouts.schemas import RolloutOut, RolloutSpec
 
 __all__ = ["DeploymentCreate", "DeploymentDetail", "DeploymentOut", "DeviceStateOut"]
 
@@ -14,6 +15,9 @@ __all__ = ["DeploymentCreate", "DeploymentDetail", "DeploymentOut", "DeviceState
 class DeploymentCreate(BaseModel):
     group: str = Field(max_length=300, description='group id or "PRODUCT/GROUP"')
     images: list[str] = Field(max_length=64, description="image ids or SHA-256s")
+    rollout: RolloutSpec | None = Field(
+        default=None, description="stage the deployment (docs/adr/0017); omitted: the whole group at once"
+    )
 
 
 class DeploymentOut(BaseModel):
@@ -43,3 +47,4 @@ class DeploymentDetail(DeploymentOut):
     images: list[AppImageOut]
     counts: dict[str, int]
     devices: list[DeviceStateOut]
+    rollout: RolloutOut | None = None

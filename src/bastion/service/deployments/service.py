@@ -25,6 +25,8 @@ from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.fleet.service import get_group_for
 from bastion.service.fleet.targets import Publisher, republish
 from bastion.service.models import AppImage, Deployment, DeploymentImage, Device, DeviceGroup, DeviceUpdateStatus
+from bastion.service.rollouts import service as rollouts
+from bastion.service.rollouts.rules import RolloutPlan
 
 __all__ = [
     "DEPLOYMENT_STATES",
@@ -52,8 +54,12 @@ def create_deployment(
     now: dt.datetime,
     publisher: Publisher,
     limits: FleetLimits = DEFAULT_FLEET_LIMITS,
+    rollout: RolloutPlan | None = None,
 ) -> Deployment:
     """Deploy the caller's app images to one of its groups (it becomes current) and republish; commit.
+
+    With ``rollout``, the deployment is staged (docs/adr/0017): its first stage is
+    offered it, and the rest of the group keeps (or gets back) the previous release.
 
     Raises:
         InvalidRequest: no image, too many, or two images of one component.
@@ -71,11 +77,17 @@ def create_deployment(
         raise InvalidRequest(
             "a deployment holds at most one image of each app (component id)", code="duplicate_component"
         )
+    previous = repository.current_deployment(session, group.id)
     deployment = Deployment(tenant_id=who.tenant_id, group_id=group.id, created_at=now, created_by=who.actor)
     session.add(deployment)
     session.flush()
     session.add_all(DeploymentImage(deployment_id=deployment.id, image_id=i.id) for i in images)
     session.flush()
+    staged = None
+    if rollout is not None:
+        staged = rollouts.create_for_deployment(
+            session, who, deployment, images=images, previous_deployment=previous, plan=rollout, now=now
+        )
     republish(session, settings, group, now=now, publisher=publisher, limits=limits)
     record(
         session,
@@ -84,7 +96,9 @@ def create_deployment(
         actor=who.actor,
         action="deployment.create",
         target=f"deployment:{deployment.id}",
-        detail=f"group={group.id} images=" + ",".join(f"{i.component_id}@{i.version}" for i in images),
+        detail=f"group={group.id} images="
+        + ",".join(f"{i.component_id}@{i.version}" for i in images)
+        + ("" if staged is None else f" rollout={staged.id} stages={'/'.join(map(str, staged.stages))}bp"),
     )
     session.commit()
     return deployment

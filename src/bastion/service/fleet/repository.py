@@ -8,17 +8,19 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
-from bastion.service.models import AppImage, Deployment, DeploymentImage, DeviceGroup, OsImage, Product
+from bastion.service.models import AppImage, Deployment, DeploymentImage, DeviceGroup, OsImage, Product, Rollout
 
 __all__ = [
     "current_deployment",
     "deployment_images",
+    "deployment_rollout",
     "feed_os_images",
     "find_group",
     "find_product",
     "groups_following",
     "list_groups",
     "list_products",
+    "os_rollout",
 ]
 
 
@@ -96,3 +98,20 @@ def deployment_images(session: Session, deployment_id: int) -> Sequence[AppImage
         .order_by(AppImage.component_id)
     )
     return session.scalars(query).all()
+
+
+def deployment_rollout(session: Session, deployment_id: int) -> Rollout | None:
+    """The staged rollout of a deployment, if it was created with stages."""
+    query = select(Rollout).where(Rollout.deployment_id == deployment_id).order_by(Rollout.id.desc()).limit(1)
+    return session.scalar(query)
+
+
+def os_rollout(session: Session, group_id: str, os_image_id: int) -> Rollout | None:
+    """The staged rollout of an OS image's promotion to a group, if it was promoted with stages."""
+    query = (
+        select(Rollout)
+        .where(Rollout.group_id == group_id, Rollout.os_image_id == os_image_id)
+        .order_by(Rollout.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)

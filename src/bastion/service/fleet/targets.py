@@ -33,7 +33,8 @@ from bastion.service.fleet import repository
 from bastion.service.fleet.deltas import delta_targets
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
-from bastion.service.models import AppImage, Device, DeviceGroup, OsImage
+from bastion.service.models import AppImage, Device, DeviceGroup, OsImage, Rollout
+from bastion.service.rollouts.rules import LIVE_STATES, STAGED_STATES
 from bastion.service.tuf import TargetSpec
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "get_publisher",
     "group_custom",
     "newest_os_images",
+    "offered_bp",
     "os_target_path",
     "republish",
     "republish_feeds",
@@ -155,13 +157,18 @@ def targets_for_group(
     images = newest_os_images(session, settings, group.tenant_id, OsFeed(group.os_feed))
     if images:
         newest = images[0]
+        os_staged = _staged(repository.os_rollout(session, group.id, newest.id))
         full = TargetSpec(
             path=os_target_path(newest),
             blob_sha256=newest.measurement,
             length=newest.size,
-            custom=_image_custom("os", newest.component_id, newest.version, newest.security_version),
+            custom=_with_rollout(
+                _image_custom("os", newest.component_id, newest.version, newest.security_version), os_staged
+            ),
         )
         targets.append(full)
+        if os_staged is not None:
+            targets.extend(_os_fallback(session, settings, os_staged, newest))
         older = [i.measurement for i in images[1:] if i.measurement != newest.measurement]
         for delta in delta_targets(
             settings, blob_store(settings), older[: limits.max_delta_sources], newest.measurement
@@ -180,16 +187,82 @@ def targets_for_group(
     if policy is UpdatePolicy.UPDATE_ALL:
         deployment = repository.current_deployment(session, group.id)
         if deployment is not None:
+            staged = _staged(repository.deployment_rollout(session, deployment.id))
             for app in repository.deployment_images(session, deployment.id):
-                targets.append(
-                    TargetSpec(
-                        path=app_target_path(app),
-                        blob_sha256=app.sha256,
-                        length=app.size,
-                        custom=_image_custom("app", app.component_id, app.version, app.security_version),
-                    )
-                )
+                targets.append(_app_target(app, staged))
+            if staged is not None:
+                for entry in staged.previous:
+                    previous = session.get(AppImage, entry.get("image_id"))
+                    if previous is not None and previous.tenant_id == group.tenant_id:
+                        targets.append(_app_target(previous, staged, fallback=True))
     return targets
+
+
+def offered_bp(rollout: Rollout) -> int:
+    """The share of the group (basis points) offered the new release: the current stage's while the
+    rollout is live, none once it is halted or aborted (everyone is offered the fallback)."""
+    return int(rollout.stages[rollout.stage]) if rollout.state in LIVE_STATES else 0
+
+
+def _staged(rollout: Rollout | None) -> Rollout | None:
+    """The rollout if its targets carry stage data (a completed rollout publishes plain targets)."""
+    return rollout if rollout is not None and rollout.state in STAGED_STATES else None
+
+
+def _with_rollout(custom: dict[str, Any], rollout: Rollout | None, *, fallback: bool = False) -> dict[str, Any]:
+    """``custom.bastion.rollout = {"seed", "percent_bp"[, "fallback": true]}`` (docs/updates.md "Staged rollouts")."""
+    if rollout is None:
+        return custom
+    marker: dict[str, Any] = {"seed": rollout.seed, "percent_bp": offered_bp(rollout)}
+    if fallback:
+        marker["fallback"] = True
+    custom["bastion"]["rollout"] = marker
+    return custom
+
+
+def _app_target(app: AppImage, rollout: Rollout | None, *, fallback: bool = False) -> TargetSpec:
+    return TargetSpec(
+        path=app_target_path(app),
+        blob_sha256=app.sha256,
+        length=app.size,
+        custom=_with_rollout(
+            _image_custom("app", app.component_id, app.version, app.security_version), rollout, fallback=fallback
+        ),
+    )
+
+
+def _os_fallback(session: Session, settings: Settings, rollout: Rollout, newest: OsImage) -> list[TargetSpec]:
+    """The previous OS as the fallback target, where the boot chain's anti-rollback lets devices go back.
+
+    A device that confirmed ``newest`` raised its anti-rollback counter to its security
+    version, so a previous OS with a lower security version could never boot there:
+    it is not offered (docs/adr/0017), and such a halted rollout only stops spreading.
+    """
+    for entry in rollout.previous:
+        previous = session.get(OsImage, entry.get("os_image_id"))
+        if (
+            previous is None
+            or previous.tenant_id != newest.tenant_id
+            or previous.revoked_at is not None
+            or previous.measurement == newest.measurement
+            or previous.version == newest.version
+            or previous.security_version < newest.security_version
+            or not blob_store(settings).exists(previous.measurement)
+        ):
+            continue
+        return [
+            TargetSpec(
+                path=os_target_path(previous),
+                blob_sha256=previous.measurement,
+                length=previous.size,
+                custom=_with_rollout(
+                    _image_custom("os", previous.component_id, previous.version, previous.security_version),
+                    rollout,
+                    fallback=True,
+                ),
+            )
+        ]
+    return []
 
 
 def group_custom(group: DeviceGroup) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.fleet.targets import PublisherDep
 from bastion.service.fleet.upload import receive_upload
-from bastion.service.osimages.schemas import OsImageOut, OsRevokeOut, PromoteRequest
+from bastion.service.osimages.schemas import OsImageOut, OsRevokeOut, PromoteOut, PromoteRequest
 from bastion.service.osimages.service import list_os_images, promote_os_image, publish_os_image, revoke_os_image
 from bastion.service.web import NowDep, SessionDep, SettingsDep
 
@@ -75,9 +75,12 @@ def promote(
     settings: SettingsDep,
     now: NowDep,
     pub: PublisherDep,
-) -> OsImageOut:
-    image = promote_os_image(session, who, body.image, to=feed[:40], settings=settings, now=now, publisher=pub)
-    return OsImageOut.model_validate(image)
+) -> PromoteOut:
+    plan = None if body.rollout is None else body.rollout.plan()
+    image, staged = promote_os_image(
+        session, who, body.image, to=feed[:40], settings=settings, now=now, publisher=pub, rollout=plan
+    )
+    return PromoteOut(**OsImageOut.model_validate(image).model_dump(), rollouts=[r.id for r in staged])
 
 
 @router.post(UPLOAD_PATH + "/{ref}/revoke")

@@ -6,7 +6,9 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["OsImageOut", "OsRevokeOut", "PromoteRequest"]
+from bastion.service.rollouts.schemas import RolloutSpec
+
+__all__ = ["OsImageOut", "OsRevokeOut", "PromoteOut", "PromoteRequest"]
 
 
 class OsImageOut(BaseModel):
@@ -29,6 +31,15 @@ class OsImageOut(BaseModel):
 
 class PromoteRequest(BaseModel):
     image: str = Field(max_length=100, description="version or measurement (hex SHA-256)")
+    rollout: RolloutSpec | None = Field(
+        default=None, description="stage the promotion per retail group (docs/adr/0017); omitted: all at once"
+    )
+
+
+class PromoteOut(OsImageOut):
+    """The promoted image and the staged rollouts it started (one per retail group; none without stages)."""
+
+    rollouts: list[int] = Field(default_factory=list, description="rollout ids (GET /rollouts/{id})")
 
 
 class OsRevokeOut(BaseModel):

@@ -34,9 +34,12 @@ from bastion.service.auth.service import Principal
 from bastion.service.blobs.store import BlobStore, BlobTooLargeError
 from bastion.service.config import Settings
 from bastion.service.errors import Conflict, DuplicateOsImage, InvalidImage, InvalidRequest, NotFound, PayloadTooLarge
+from bastion.service.fleet import repository as fleet_repository
 from bastion.service.fleet.policy import OsFeed, parse_feed
-from bastion.service.fleet.targets import Publisher, blob_store, republish_feeds
-from bastion.service.models import OsImage
+from bastion.service.fleet.targets import Publisher, blob_store, newest_os_images, republish_feeds
+from bastion.service.models import OsImage, Rollout
+from bastion.service.rollouts import service as rollouts
+from bastion.service.rollouts.rules import RolloutPlan
 from bastion.service.vendors.os_keys import os_publisher_key
 
 __all__ = ["list_os_images", "promote_os_image", "publish_os_image", "revoke_os_image"]
@@ -274,8 +277,12 @@ def promote_os_image(
     settings: Settings,
     now: dt.datetime,
     publisher: Publisher,
-) -> OsImage:
+    rollout: RolloutPlan | None = None,
+) -> tuple[OsImage, list[Rollout]]:
     """Put a retail-eval OS image (by version or measurement) on the retail feed too; republish; commit.
+
+    With ``rollout``, each retail group gets a staged rollout of the image (docs/adr/0017);
+    the OS the retail feed offered before is its fallback.
 
     Raises:
         InvalidRequest: ``to`` is not ``retail``, or the version names several images.
@@ -287,8 +294,20 @@ def promote_os_image(
     image = _find(session, who, ref)
     if image.feed == OsFeed.RETAIL.value or image.promoted_at is not None:
         raise Conflict(f"OS {image.version} ({image.measurement[:16]}…) is on retail already", code="already_on_feed")
+    before = newest_os_images(session, settings, who.tenant_id, OsFeed.RETAIL)
     image.promoted_at = now
     session.flush()
+    staged: list[Rollout] = []
+    if rollout is not None:
+        staged = rollouts.create_for_os(
+            session,
+            who,
+            image,
+            groups=fleet_repository.groups_following(session, who.tenant_id, [OsFeed.RETAIL]),
+            previous_image=before[0] if before else None,
+            plan=rollout,
+            now=now,
+        )
     groups = republish_feeds(session, settings, who.tenant_id, [OsFeed.RETAIL], now=now, publisher=publisher)
     record(
         session,
@@ -297,10 +316,11 @@ def promote_os_image(
         actor=who.actor,
         action="os_image.promote",
         target=f"os_image:{image.measurement}",
-        detail=f"version={image.version} to=retail groups={groups}",
+        detail=f"version={image.version} to=retail groups={groups}"
+        + (f" rollouts={','.join(str(r.id) for r in staged)}" if staged else ""),
     )
     session.commit()
-    return image
+    return image, staged
 
 
 def revoke_os_image(
