@@ -15,7 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class SimWorld:
     os_facts: OsImageFacts
     app_key: Path
     login: dict[str, Any]
+    images: dict[str, str] = field(default_factory=dict)
 
     def build_app(self, version: str) -> Path:
         image = self.stack.root / f"hello-{version}.img"
@@ -53,7 +54,9 @@ class SimWorld:
         return image
 
     def add_app(self, version: str) -> str:
-        return str(self.stack.bastion_json("image", "add", str(self.build_app(version)))["id"])
+        if version not in self.images:
+            self.images[version] = str(self.stack.bastion_json("image", "add", str(self.build_app(version)))["id"])
+        return self.images[version]
 
     @contextlib.contextmanager
     def simulator(

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from bastion.service.errorreports import health
+
 __all__ = ["ErrorReportsHealth"]
-
-
-@dataclass(frozen=True)
-class _NoData:
-    devices: int = 0
-    crashed_devices: int = 0
-    crash_free_rate: float | None = None
 
 
 class ErrorReportsHealth:
     """Crash-free rates and new buckets from the signed error reports.
 
-    Until the fleet-health module is merged this answers "no data" (no rule fires
-    for lack of a sample); it then calls ``errorreports.health`` directly.
+    It calls ``errorreports.health`` directly (wired when the health branch was merged).
     """
 
     def release_health(
@@ -36,10 +29,19 @@ class ErrorReportsHealth:
         until: dt.datetime,
         group_id: str | None = None,
         device_ids: Collection[str] | None = None,
-    ) -> _NoData:
-        return _NoData()
+    ) -> health.ReleaseHealth:
+        return health.release_health(
+            session,
+            tenant_id,
+            component_id=component_id,
+            version=version,
+            since=since,
+            until=until,
+            group_id=group_id,
+            device_ids=device_ids,
+        )
 
     def new_buckets(
         self, session: Session, tenant_id: str, *, component_id: str, version: str, since: dt.datetime
     ) -> list[str]:
-        return []
+        return health.new_buckets(session, tenant_id, component_id=component_id, version=version, since=since)
