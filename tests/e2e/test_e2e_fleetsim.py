@@ -185,7 +185,9 @@ def test_fleet_simulate_cli(world: SimWorld) -> None:
 ROLLOUT_DEVICES = 50
 #: The first stage takes ~10 of 50 devices; a sample of 3 is enough for the gate to judge it.
 STAGES = "20,50,100"
-SOAK = "3s"
+#: Longer than one check-in round of the 50 devices (a few seconds on a loaded machine), so a stage's
+#: sample has reported before its soak can pass.
+SOAK = "10s"
 MIN_SAMPLE = "3"
 #: Pause between check-in rounds (the service's gate looks every second, ROLLOUT_ENV).
 ROUND_PAUSE_S = 0.5
