@@ -1,0 +1,116 @@
+"""The error-report batch and log upload codec (bastion.crypto.error_report): round trips and bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.crypto.error_report import (
+    MAX_RECORDS,
+    ErrorBatch,
+    ErrorRecord,
+    Frame,
+    LogUpload,
+    bounded_text,
+    decode_batch,
+    decode_log,
+    encode_batch,
+    encode_log,
+)
+from bastion.crypto.errors import MalformedInput
+
+RECORD = ErrorRecord(
+    category="AppCrash",
+    event_class="Error",
+    event_type="python_exception",
+    component_id="app",
+    version="1.0.0",
+    count=3,
+    first_at=10,
+    last_at=20,
+    description="ZeroDivisionError: division by zero",
+    exit_code=1,
+    uptime_s=4,
+    exception="ZeroDivisionError",
+    frames=(Frame("main.py", "<module>", 9), Frame("main.py", "divide", 4)),
+    stderr_tail="Traceback ...",
+)
+BATCH = ErrorBatch(
+    device_id="ab" * 32,
+    batch_id="cd" * 16,
+    iat=30,
+    os_version="1.0.0",
+    boot_slot="a",
+    group_id="g1",
+    installed=(("app", "1.0.0"),),
+    dropped=2,
+    records=(RECORD,),
+)
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+def test_a_batch_round_trips() -> None:
+    assert decode_batch(encode_batch(BATCH)) == BATCH
+
+
+def test_an_empty_batch_is_the_heartbeat() -> None:
+    beat = dataclasses.replace(BATCH, records=(), group_id=None, installed=())
+    assert decode_batch(encode_batch(beat)) == beat
+
+
+@given(count=st.integers(1, 2**32 - 1), first=st.integers(0, 2**36), span=st.integers(0, 2**36), text=_text)
+def test_records_round_trip(count: int, first: int, span: int, text: str) -> None:
+    record = dataclasses.replace(RECORD, count=count, first_at=first, last_at=first + span, description=text)
+    batch = dataclasses.replace(BATCH, records=(record,))
+    assert decode_batch(encode_batch(batch)) == batch
+
+
+def test_a_log_upload_round_trips() -> None:
+    upload = LogUpload(device_id="ab" * 32, request_id="17", component_id="app", iat=5, text="line\n", truncated=True)
+    assert decode_log(encode_log(upload)) == upload
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"device_id": "AB" * 32},
+        {"batch_id": "cd" * 15},
+        {"boot_slot": "c"},
+        {"dropped": -1},
+        {"records": (dataclasses.replace(RECORD, count=0),)},
+        {"records": (dataclasses.replace(RECORD, last_at=5),)},
+        {"records": (dataclasses.replace(RECORD, category="Nope"),)},
+        {"records": (dataclasses.replace(RECORD, event_type="Bad Type"),)},
+        {"records": (dataclasses.replace(RECORD, description="x" * 257),)},
+        {"records": (RECORD,) * (MAX_RECORDS + 1)},
+    ],
+)
+def test_out_of_bounds_batches_are_refused(change: dict[str, object]) -> None:
+    with pytest.raises(MalformedInput):
+        encode_batch(dataclasses.replace(BATCH, **change))  # type: ignore[arg-type]
+
+
+def test_a_decoder_refuses_unknown_keys_nulls_and_junk() -> None:
+    payload = cbor2.loads(encode_batch(BATCH))
+    for bad in ({**payload, "extra": 1}, {**payload, "records": [{**payload["records"][0], "signal": None}]}):
+        with pytest.raises(MalformedInput):
+            decode_batch(cbor2.dumps(bad, canonical=True))
+    for junk in (b"", b"\xff", cbor2.dumps([1, 2]), b"\xa1" * 100):
+        with pytest.raises(MalformedInput):
+            decode_batch(junk)
+
+
+def test_a_huge_payload_is_refused_before_parsing() -> None:
+    with pytest.raises(MalformedInput):
+        decode_batch(b"\x00" * (64 * 1024 + 1))
+
+
+def test_bounded_text_makes_any_text_fit() -> None:
+    assert bounded_text("a\x00b", 10) == "a\ufffdb"
+    assert bounded_text("abcdef", 3, keep="tail") == "def"
+    assert bounded_text("abcdef", 3) == "abc"
