@@ -87,3 +87,16 @@ def test_not_an_os_image_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.img").write_bytes(b"not an image")
     with pytest.raises(SimSetupError):
         OsImageFacts.read(tmp_path / "x.img")
+
+
+def test_crash_record_is_a_valid_batch_record() -> None:
+    """The simulator's AppCrash record goes through the devreport codec both ways."""
+    from bastion.crypto.error_report import ErrorBatch, decode_batch, encode_batch
+    from bastion.sim.device import crash_record
+
+    record = crash_record("c0", "2.0.0", at=100, uptime_s=5)
+    batch = ErrorBatch(
+        device_id="ab" * 32, batch_id="cd" * 16, iat=100, os_version="1.0.0", boot_slot="a", group_id=None,
+        installed=(("c0", "2.0.0"),), records=(record,),
+    )  # fmt: skip
+    assert decode_batch(encode_batch(batch)) == batch

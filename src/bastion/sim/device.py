@@ -11,7 +11,7 @@ Each step is the device's real client code where the device has one:
   staged-rollout rule, :func:`bastion.images.rollout.in_stage`);
 - status report: :class:`bastion.os.updates.reporter.StatusReporter` over an
   :class:`bastion.os.updates.events.EventQueue`;
-- error reports: a signed batch (the wire contract of ``POST /api/v1/device/error-reports``).
+- error reports: a signed batch encoded by :mod:`bastion.crypto.error_report` (``POST /api/v1/device/error-reports``).
 
 What is simulated: an "installed" app is the verified download of its target
 (it is not unpacked or run), and whether it crashes is drawn once per device and
@@ -35,10 +35,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import cbor2
 import httpx
 
 from bastion.crypto.certs import certificate_der
+from bastion.crypto.error_report import ErrorBatch, ErrorRecord, Frame, encode_batch
 from bastion.crypto.keys import PrivateKey
 from bastion.os.attestation import AttestationClient, DeviceCredential
 from bastion.os.errors import AttestationError
@@ -98,31 +98,28 @@ class CrashModel:
         return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
-def crash_record(component_id: str, version: str, *, at: int, uptime_s: int) -> dict[str, Any]:
+def crash_record(component_id: str, version: str, *, at: int, uptime_s: int) -> ErrorRecord:
     """The AppCrash record a crashing Python app leaves (error-report wire contract).
 
     The bug lives in the release: its innermost frame names the version, so each
     crashing release gets its own bucket (fingerprint: exception type and top app frames).
     """
     function = "handle_" + "".join(c if c.isalnum() else "_" for c in version).lower()[:100]
-    return {
-        "category": "AppCrash",
-        "event_class": "Error",
-        "event_type": "python_exception",
-        "component_id": component_id,
-        "version": version,
-        "count": 1,
-        "first_at": at,
-        "last_at": at,
-        "description": f"RuntimeError: simulated crash of {version}"[:MAX_DESCRIPTION_CHARS],
-        "exit_code": 1,
-        "uptime_s": uptime_s,
-        "exception": "RuntimeError",
-        "frames": [
-            {"file": "main.py", "function": "main", "line": 12},
-            {"file": "main.py", "function": function, "line": 40},
-        ],
-    }
+    return ErrorRecord(
+        category="AppCrash",
+        event_class="Error",
+        event_type="python_exception",
+        component_id=component_id,
+        version=version,
+        count=1,
+        first_at=at,
+        last_at=at,
+        description=f"RuntimeError: simulated crash of {version}"[:MAX_DESCRIPTION_CHARS],
+        exit_code=1,
+        uptime_s=uptime_s,
+        exception="RuntimeError",
+        frames=(Frame("main.py", "main", 12), Frame("main.py", function, 40)),
+    )
 
 
 @dataclass
@@ -312,19 +309,17 @@ class SimDevice:
         iat = max(at, self._last_batch_iat)
         batch_id = hashlib.sha256(f"batch/{self._seed}/{self.device_id}/{self._batches}".encode()).hexdigest()[:32]
         pointer = self.pointer
-        payload = {
-            "v": 1,
-            "device_id": self.device_id,
-            "batch_id": batch_id,
-            "iat": iat,
-            "os_version": self.chip.os.version,
-            "boot_slot": "a",
-            "group_id": pointer.group_id if pointer else None,
-            "installed": [{"component_id": c, "version": v} for c, v in sorted(self.installed.items())],
-            "dropped": 0,
-            "records": [crash_record(c, v, at=at, uptime_s=uptime) for c, v in out.crashed],
-        }
-        body = sign_report(cbor2.dumps(payload, canonical=True), key, cert)
+        batch = ErrorBatch(
+            device_id=self.device_id,
+            batch_id=batch_id,
+            iat=iat,
+            os_version=self.chip.os.version,
+            boot_slot="a",
+            group_id=pointer.group_id if pointer else None,
+            installed=tuple(sorted(self.installed.items())),
+            records=tuple(crash_record(c, v, at=at, uptime_s=uptime) for c, v in out.crashed),
+        )
+        body = sign_report(encode_batch(batch), key, cert)  # COSE_Sign1 by the certified key, like a status report
         try:
             response = self._http.post(
                 ERROR_REPORTS_PATH, content=body, headers={"Content-Type": ERROR_REPORTS_CONTENT_TYPE}
