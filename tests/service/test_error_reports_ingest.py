@@ -388,3 +388,20 @@ def test_unclaim_deletes_the_devices_error_rows(
     counts = _counts(session_factory)
     assert counts["error_events"] == counts["error_report_batches"] == counts["device_release_activity"] == 0
     assert counts["error_buckets"] == 1
+
+
+def test_the_answer_hands_out_pending_log_requests(
+    client: TestClient, tenant: CreatedTenant, device: StatusDevice, clock: FakeClock
+) -> None:
+    asked = client.post(
+        f"/api/v1/devices/{device.device_id}/log-requests",
+        json={"component_id": "app1"},
+        headers=bearer(tenant.admin_token),
+    )
+    assert asked.status_code == 201, asked.text
+    r = client.post(ENDPOINT, content=batch(device, iat=clock()), headers=COSE)
+    assert r.status_code == 200, r.text
+    (request,) = r.json()["log_requests"]
+    assert request["component_id"] == "app1"
+    assert request["max_bytes"] > 0
+    assert request["request_id"] == asked.json()["request_id"]

@@ -115,6 +115,28 @@ EXPECTED = {
     ],
     "bastion.service.errorreports.activity": ["OS_COMPONENT", "record_activity"],
     "bastion.service.errorreports.retention": ["Pruned", "prune_once", "retention_runner"],
+    "bastion.service.errorreports.health": [
+        "APP_CRASH_CATEGORIES",
+        "MAX_DEVICE_IDS_PER_QUERY",
+        "MAX_FLEET_HEALTH_ROWS",
+        "OS_COMPONENT",
+        "FleetHealthRow",
+        "ReleaseHealth",
+        "fleet_health",
+        "new_buckets",
+        "release_health",
+    ],
+    "bastion.service.errorreports.log_requests": [
+        "DEFAULT_LOG_REQUEST_SETTINGS",
+        "MAX_LOG_TEXT_BYTES",
+        "LogRequestSettings",
+        "LogUploaded",
+        "accept_upload",
+        "create_request",
+        "get_request",
+        "list_requests",
+        "pending_for",
+    ],
 }
 
 

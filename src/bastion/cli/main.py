@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "bastion.cli.fleet_sim_cmds",
     "bastion.cli.error_report_cmds",
     "bastion.cli.rollout_cmds",
+    "bastion.cli.fleet_health_cmds",
 )
 
 

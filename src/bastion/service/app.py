@@ -59,6 +59,8 @@ from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.errorreports.endpoints import router as errorreports_router
+from bastion.service.errorreports.health_endpoints import router as fleet_health_router
+from bastion.service.errorreports.log_endpoints import router as device_logs_router
 from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.fleet.targets import TufPublisher
@@ -370,6 +372,9 @@ def create_app(
     # Error reports: signed batch ingest, buckets, download (docs/adr/0015).
     app.state.error_report_settings = settings.error_reports
     app.include_router(errorreports_router, prefix=API_PREFIX)
+    # Fleet health and device log requests (docs/error-reports.md "Fleet health", "Device logs").
+    app.include_router(fleet_health_router, prefix=API_PREFIX)
+    app.include_router(device_logs_router, prefix=API_PREFIX)
     # Static TUF files (metadata public, targets behind a download credential), served ahead of
     # routing: added last, so the outermost middleware.
     app.add_middleware(TufStaticMiddleware, settings=settings, state=app.state)

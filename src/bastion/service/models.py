@@ -620,7 +620,8 @@ class ErrorEvent(Base):
         Index("ix_error_events_tenant_os", "tenant_id", "os_version", "last_at"),
         Index("ix_error_events_bucket_id", "bucket_id"),
         Index("ix_error_events_batch_pk", "batch_pk"),
-        Index("ix_error_events_device_id", "device_id"),
+        # The device's rows on unclaim, and "has this device hit this bucket in this version" at ingest.
+        Index("ix_error_events_device_bucket", "device_id", "bucket_id", "version"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -734,3 +735,28 @@ class Rollout(Base):
     version: Mapped[int] = mapped_column(Integer)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's declarative hook
+# --- device log requests (migration 0016_fleet_health) -----------------------------
+
+
+class DeviceLogRequest(Base):
+    """An operator's request for an app's recent log from one device, and the tail it uploaded.
+
+    ``state``: ``pending`` (handed to the device in every error-report answer
+    until ``expires_at``) → ``delivered`` (text stored, once) or ``expired``.
+    """
+
+    __tablename__ = "device_log_requests"
+    __table_args__ = (Index("ix_device_log_requests_device_state", "device_id", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # "lr" + 16 random hex
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_device_log_requests_tenant"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", name="fk_device_log_requests_device"))
+    component_id: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | expired
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_bytes: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.eligibility.refusals import RefusalLog
-from bastion.service.errorreports import ingest, service
+from bastion.service.errorreports import ingest, log_requests, service
 from bastion.service.errorreports.limits import ErrorReportSettingsDep
 from bastion.service.errorreports.models_out import bucket_out
 from bastion.service.errorreports.schemas import (
@@ -34,8 +34,16 @@ router = APIRouter(tags=["error-reports"])
 
 #: The media type of a batch (RFC 9052 COSE).
 REPORT_CONTENT_TYPE = "application/cose"
-#: Where the answer's log requests come from (the device-logs slice wires its ``pending_for`` here).
-pending_log_requests: ingest.PendingLogRequests = ingest.no_log_requests
+
+
+def pending_log_requests(session: Session, device_id: str, now: dt.datetime) -> list[ingest.LogRequest]:
+    """The device's pending log requests, handed out in every batch answer (docs/error-reports.md "Device logs")."""
+    return [
+        ingest.LogRequest(
+            request_id=str(r["request_id"]), component_id=str(r["component_id"]), max_bytes=int(r["max_bytes"])
+        )
+        for r in log_requests.pending_for(session, device_id, now=now)
+    ]
 
 
 def _refusals(request: Request) -> RefusalLog:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,12 +65,12 @@ class LogRequest:
     max_bytes: int
 
 
-#: ``(session, device_id) -> pending log requests`` (the health slice's ``log_requests.pending_for``).
-PendingLogRequests = Callable[[Session, str], list[LogRequest]]
+#: ``(session, device_id, now) -> pending log requests`` (from :mod:`errorreports.log_requests`).
+PendingLogRequests = Callable[[Session, str, dt.datetime], list[LogRequest]]
 
 
-def no_log_requests(session: Session, device_id: str) -> list[LogRequest]:
-    """No log requests (until the device-logs slice provides them)."""
+def no_log_requests(session: Session, device_id: str, now: dt.datetime) -> list[LogRequest]:
+    """No log requests (a caller that does not hand them out, e.g. a benchmark or a tool)."""
     return []
 
 
@@ -182,19 +182,14 @@ def accept_batch(
             f"iat {batch.iat} outside its window",
         )
     status = _store(session, device, batch, tenant_id=tenant_id, now=now)
-    log_requests = pending_log_requests(session, device.device_id)
+    log_requests = pending_log_requests(session, device.device_id, now)
     return Accepted(batch_id=batch.batch_id, status=status, records=len(batch.records), log_requests=log_requests)
 
 
-def _insert_ignore(session: Session, model: Any, values: dict[str, Any], keys: list[str]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
+def _dialect_insert(session: Session, model: Any) -> Any:
+    """The dialect's INSERT construct (for ON CONFLICT), on the model's table."""
     dialect = session.get_bind().dialect.name
-    table = model.__table__
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-    else:
-        statement = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model.__table__)
 
 
 def _ts(seconds: int) -> dt.datetime:
@@ -209,6 +204,10 @@ def _newer(version: str, than: str | None) -> bool:
 
 def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime) -> str:
     """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID."""
+    # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
+    # writer overtook cannot become a write transaction (SQLITE_BUSY_SNAPSHOT, no busy wait); a
+    # transaction that starts with the INSERT waits for the write lock instead.
+    session.commit()
     try:
         batch_pk = session.execute(
             insert(ErrorReportBatch)
@@ -256,11 +255,10 @@ def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, no
                 "received_at": now,
             }
         )
-    for bid in sorted(per_bucket):  # one lock order, so two batches never deadlock
-        fp_hex, title = titles[bid]
-        _update_bucket(session, bid, fp_hex, title, per_bucket[bid], tenant_id=tenant_id, device=device, now=now)
+    if per_bucket:
+        _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
     if events:
-        session.execute(insert(ErrorEvent), events)
+        session.connection().execute(insert(ErrorEvent), events)  # Core executemany, not the ORM bulk path
     record_activity(
         session,
         tenant_id=tenant_id,
@@ -274,103 +272,144 @@ def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, no
     return "accepted"
 
 
-def _update_bucket(
+def _update_buckets(
     session: Session,
-    bid: str,
-    fp_hex: str,
-    title: str,
-    records: list[Record],
+    per_bucket: dict[str, list[Record]],
+    titles: dict[str, tuple[str, str]],
     *,
     tenant_id: str,
     device: Device,
     now: dt.datetime,
 ) -> None:
-    first = min(_ts(r.first_at) for r in records)
-    last_rec = max(records, key=lambda r: r.last_at)
-    last = _ts(last_rec.last_at)
-    head = records[0]
-    _insert_ignore(
-        session,
-        ErrorBucket,
-        {
-            "id": bid,
-            "tenant_id": tenant_id,
-            "fingerprint": fp_hex,
-            "algorithm": ALGORITHM,
-            "category": head.category,
-            "event_type": head.event_type,
-            "component_id": head.component_id,
-            "title": title,
-            "state": "open",
-            "first_seen": first,
-            "last_seen": last,
-            "event_count": 0,
-            "device_count": 0,
-            "first_version": head.version,
-            "last_version": last_rec.version,
-        },
-        ["id"],
-    )
-    bucket = session.scalars(
-        select(ErrorBucket).where(ErrorBucket.id == bid).with_for_update().execution_options(populate_existing=True)
-    ).one()
-    count = sum(r.count for r in records)
-    if _insert_ignore(
-        session,
-        ErrorBucketDevice,
-        {"bucket_id": bid, "device_id": device.device_id, "event_count": 0, "first_seen": first, "last_seen": last},
-        ["bucket_id", "device_id"],
-    ):
-        bucket.device_count += 1
-    row = session.get(ErrorBucketDevice, (bid, device.device_id), populate_existing=True)
-    if row is not None:
-        row.event_count += count
-        row.first_seen, row.last_seen = min(row.first_seen, first), max(row.last_seen, last)
-    by_version: dict[str, list[Record]] = {}
-    for r in records:
-        by_version.setdefault(r.version, []).append(r)
-    for version, recs in by_version.items():
-        v_first, v_last = min(_ts(r.first_at) for r in recs), max(_ts(r.last_at) for r in recs)
-        _insert_ignore(
-            session,
-            ErrorBucketVersion,
+    """Create missing buckets, lock them (one order: no deadlock), then count this batch's records in them.
+
+    A handful of set-based statements per batch, whatever its size: the new
+    buckets in one INSERT .. ON CONFLICT DO NOTHING, the locks in one SELECT ..
+    FOR UPDATE, the device and version counters in one upsert each.
+    """
+    ids = sorted(per_bucket)
+    new_rows = []
+    for bid in ids:
+        records = per_bucket[bid]
+        head = records[0]
+        new_rows.append(
             {
-                "bucket_id": bid,
-                "version": version,
+                "id": bid,
+                "tenant_id": tenant_id,
+                "fingerprint": titles[bid][0],
+                "algorithm": ALGORITHM,
+                "category": head.category,
+                "event_type": head.event_type,
+                "component_id": head.component_id,
+                "title": titles[bid][1],
+                "state": "open",
+                "first_seen": min(_ts(r.first_at) for r in records),
+                "last_seen": min(_ts(r.first_at) for r in records),
                 "event_count": 0,
                 "device_count": 0,
-                "first_seen": v_first,
-                "last_seen": v_last,
-            },
-            ["bucket_id", "version"],
+                "first_version": min((r.version for r in records), key=lenient_semver_key),
+                "last_version": head.version,
+            }
         )
-        seen_before = session.scalar(
-            select(
-                exists().where(
-                    ErrorEvent.bucket_id == bid, ErrorEvent.device_id == device.device_id, ErrorEvent.version == version
-                )
+    session.connection().execute(
+        _dialect_insert(session, ErrorBucket).on_conflict_do_nothing(index_elements=["id"]), new_rows
+    )
+    buckets = {
+        b.id: b
+        for b in session.scalars(
+            select(ErrorBucket)
+            .where(ErrorBucket.id.in_(ids))
+            .order_by(ErrorBucket.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    # Under the bucket locks: which of these buckets (and versions) already counted this device.
+    known_devices = set(
+        session.scalars(
+            select(ErrorBucketDevice.bucket_id).where(
+                ErrorBucketDevice.device_id == device.device_id, ErrorBucketDevice.bucket_id.in_(ids)
             )
         )
-        v_row = session.get(ErrorBucketVersion, (bid, version), populate_existing=True)
-        if v_row is not None:
-            v_row.event_count += sum(r.count for r in recs)
-            v_row.device_count += 0 if seen_before else 1
-            v_row.first_seen, v_row.last_seen = min(v_row.first_seen, v_first), max(v_row.last_seen, v_last)
-    bucket.event_count += count
-    bucket.first_seen = min(bucket.first_seen, first)
-    if last >= bucket.last_seen:
-        bucket.last_seen, bucket.last_version = last, last_rec.version
-    if lenient_semver_key(head.version) < lenient_semver_key(bucket.first_version):
-        bucket.first_version = head.version
-    newest = max((r.version for r in records), key=lenient_semver_key)
-    if bucket.state == "resolved" and _newer(newest, bucket.resolved_version):
-        bucket.state, bucket.regressed_at = "regressed", now
-        record(
-            session,
-            now=now,
-            tenant_id=tenant_id,
-            actor=f"device:{device.device_id}",
-            action="error_report.regressed",
-            target=f"bucket:{bid}",
-            detail=f"resolved in {bucket.resolved_version}, seen again in {newest}"[:200],
+    )
+    known_versions = {
+        (str(row[0]), str(row[1]))
+        for row in session.execute(
+            select(ErrorEvent.bucket_id, ErrorEvent.version)
+            .where(ErrorEvent.device_id == device.device_id, ErrorEvent.bucket_id.in_(ids))
+            .distinct()
         )
+    }
+    device_rows, version_rows = [], []
+    for bid in ids:
+        records, bucket = per_bucket[bid], buckets[bid]
+        first = min(_ts(r.first_at) for r in records)
+        last_rec = max(records, key=lambda r: r.last_at)
+        last = _ts(last_rec.last_at)
+        count = sum(r.count for r in records)
+        device_rows.append(
+            {
+                "bucket_id": bid,
+                "device_id": device.device_id,
+                "event_count": count,
+                "first_seen": first,
+                "last_seen": last,
+            }
+        )
+        if bid not in known_devices:
+            bucket.device_count += 1
+        by_version: dict[str, list[Record]] = {}
+        for r in records:
+            by_version.setdefault(r.version, []).append(r)
+        for version, recs in by_version.items():
+            version_rows.append(
+                {
+                    "bucket_id": bid,
+                    "version": version,
+                    "event_count": sum(r.count for r in recs),
+                    "device_count": 0 if (bid, version) in known_versions else 1,
+                    "first_seen": min(_ts(r.first_at) for r in recs),
+                    "last_seen": max(_ts(r.last_at) for r in recs),
+                }
+            )
+        bucket.event_count += count
+        bucket.first_seen = min(bucket.first_seen, first)
+        if last >= bucket.last_seen:
+            bucket.last_seen, bucket.last_version = last, last_rec.version
+        lowest = min(by_version, key=lenient_semver_key)
+        if lenient_semver_key(lowest) < lenient_semver_key(bucket.first_version):
+            bucket.first_version = lowest
+        newest = max(by_version, key=lenient_semver_key)
+        if bucket.state == "resolved" and _newer(newest, bucket.resolved_version):
+            bucket.state, bucket.regressed_at = "regressed", now
+            record(
+                session,
+                now=now,
+                tenant_id=tenant_id,
+                actor=f"device:{device.device_id}",
+                action="error_report.regressed",
+                target=f"bucket:{bid}",
+                detail=f"resolved in {bucket.resolved_version}, seen again in {newest}"[:200],
+            )
+    _upsert_counters(session, ErrorBucketDevice, device_rows, ["bucket_id", "device_id"], device_count=False)
+    _upsert_counters(session, ErrorBucketVersion, version_rows, ["bucket_id", "version"], device_count=True)
+    session.flush()
+
+
+def _upsert_counters(
+    session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], *, device_count: bool
+) -> None:
+    """INSERT the counter rows, or add to the existing ones (first_seen min, last_seen max)."""
+    table = model.__table__
+    statement = _dialect_insert(session, model)
+    least, greatest = (
+        (func.least, func.greatest) if session.get_bind().dialect.name == "postgresql" else (func.min, func.max)
+    )
+    values: dict[str, Any] = {
+        "event_count": table.c.event_count + statement.excluded.event_count,
+        "first_seen": least(table.c.first_seen, statement.excluded.first_seen),
+        "last_seen": greatest(table.c.last_seen, statement.excluded.last_seen),
+    }
+    if device_count:
+        values["device_count"] = table.c.device_count + statement.excluded.device_count
+    session.connection().execute(statement.on_conflict_do_update(index_elements=keys, set_=values), rows)

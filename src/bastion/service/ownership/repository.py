@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from bastion.service.models import (
     DeviceCapability,
+    DeviceLogRequest,
     DeviceOwnershipEvent,
     DeviceReleaseActivity,
     DeviceUpdateStatus,
@@ -77,4 +78,6 @@ def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str
     # Error reports (migration 0015): events before the batches they reference.
     for table in (ErrorEvent, ErrorReportBatch, ErrorBucketDevice, DeviceReleaseActivity):
         session.execute(delete(table).where(table.device_id == device_id))
+    # Device log requests (migration 0016): the uploaded tails are the old owner's.
+    session.execute(delete(DeviceLogRequest).where(DeviceLogRequest.device_id == device_id))
     return capability_ids, int(getattr(status, "rowcount", 0) or 0)

@@ -123,7 +123,7 @@ def upgrade() -> None:
     op.create_index("ix_error_events_tenant_os", "error_events", ["tenant_id", "os_version", "last_at"])
     op.create_index("ix_error_events_bucket_id", "error_events", ["bucket_id"])
     op.create_index("ix_error_events_batch_pk", "error_events", ["batch_pk"])
-    op.create_index("ix_error_events_device_id", "error_events", ["device_id"])
+    op.create_index("ix_error_events_device_bucket", "error_events", ["device_id", "bucket_id", "version"])
     op.create_table(
         "error_daily_counts",
         sa.Column("id", _BIGPK, primary_key=True, autoincrement=True),
