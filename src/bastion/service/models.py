@@ -735,6 +735,8 @@ class Rollout(Base):
     version: Mapped[int] = mapped_column(Integer)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's declarative hook
+
+
 # --- device log requests (migration 0016_fleet_health) -----------------------------
 
 
