@@ -9,17 +9,27 @@ it, and checks the certificate with ``openssl verify``.
 Part two keeps the device running and updates it: a sample app is deployed and
 runs; OS 1.1.0 is published, installed in the other slot, trial-booted and
 confirmed; a broken OS 1.2.0 is published and the device rolls back to 1.1.0 by
-itself; the device's update history ends the demo.
+itself; the device's update history shows it all.
+
+Part three is failure reporting and a staged rollout: the sample app
+``crasher`` crashes once on the device, its signed report lands in a bucket
+(``error-report list``) and in the CSV download; then 50 simulated devices
+(:mod:`bastion.sim`, real protocols) take a staged rollout of a crashing 2.0.0,
+which halts at its first stage by itself, and its devices go back to 1.0.0.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from bastion.cli._localstack import CommandFailedError, LocalStack, wait_for
@@ -47,7 +57,7 @@ def demo(
     if directory.exists():
         progress(f"removing the previous demo in {directory}")
         shutil.rmtree(directory)
-    stack = LocalStack(directory, columns=console.width)
+    stack = LocalStack(directory, columns=console.width, extra_env=DEMO_ENV)
     try:
         _run(stack)
         if keep_running and stack.service is not None:
@@ -207,6 +217,126 @@ def _updates(stack: LocalStack, device_dir: Path, device_id: str) -> None:
 
     _step(15, "The device's update history, as the service recorded it")
     console.print(stack.bastion("device", "show-deployment-status", device_id).stdout.rstrip())
+    _failures(stack, device_dir, hello_id=str(added["id"]))
+
+
+#: The service's rollout gate looks every 2 s in the demo (30 s by default).
+DEMO_ENV = {"BASTION_ROLLOUT_GATE_INTERVAL_S": "2"}
+CRASHER_APP = EXAMPLE_APP.parent / "crasher"
+FLEET_GROUP = "demo-product/Production"
+FLEET_DEVICES = 50
+#: The demo's staged rollout: a first stage of ~10 % of the 50 simulated devices, a short soak.
+FLEET_STAGES, FLEET_SOAK, FLEET_MIN_SAMPLE = "10,50,100", "20s", "3"
+#: Pause between the simulated fleet's check-in rounds.
+FLEET_ROUND_PAUSE_S = 1.0
+
+
+def _failures(stack: LocalStack, device_dir: Path, *, hello_id: str) -> None:
+    """Steps 16-19: a crash report, its bucket and CSV, then a staged rollout that halts itself."""
+    root = stack.root
+    key = str(root / "keys" / "demo-apps.key")
+    _step(16, "Deploy the sample app 'crasher' 1.0.0 beside hello: it crashes once, and the device reports it")
+    crasher = {}
+    for version in ("1.0.0", "2.0.0"):
+        image = root / f"crasher-{version}.img"
+        stack.bastion("app", "package", str(CRASHER_APP), "--key", key, "--version", version, "-o", str(image))
+        crasher[version] = str(stack.bastion_json("image", "add", str(image))["id"])
+    stack.bastion("deployment", "create", "--group", GROUP, "--image", hello_id, "--image", crasher["1.0.0"])
+    _check(stack, device_dir)
+    log = device_dir / "os-state" / "apps" / "9d3c6a52-41e7-4b0f-8c2a-6e15f07b3d90.log"
+    wait_for("the crasher to recover", lambda: next((x for x in _lines(log) if "recovered" in x), None))
+
+    def bucket() -> dict[str, Any] | None:
+        _check(stack, device_dir)  # a check-in uploads the queued error reports
+        rows = stack.bastion_json("error-report", "list", "--component", "9d3c6a52-41e7-4b0f-8c2a-6e15f07b3d90")
+        return rows[0] if rows else None
+
+    found = wait_for("the crash bucket", bucket)
+    console.print(stack.bastion("error-report", "list").stdout.rstrip())
+    console.print(f"bucket {found.get('id', found.get('bucket_id'))}: the crash, signed by the device's certified key")
+
+    _step(17, "Download the error reports as CSV (Azure Sphere's columns, then Bastion's)")
+    csv_file = root / "error-reports.csv"
+    stack.bastion("error-report", "download", "--format", "csv", "--since", "1d", "-o", str(csv_file))
+    lines = _lines(csv_file)
+    console.print(f"$ head -3 {csv_file}\n" + "\n".join(lines[:3]))
+    console.print(f"{max(len(lines) - 1, 0)} row(s)")
+    _rollout(stack, crasher)
+
+
+def _rollout(stack: LocalStack, crasher: dict[str, str]) -> None:
+    from bastion.boot.vendor import load_vendor
+    from bastion.sim import FleetSimulator, OsImageFacts, SimConfig
+
+    _step(18, f"{FLEET_DEVICES} simulated devices (real attestation, TUF, signed reports) join {FLEET_GROUP} on 1.0.0")
+    stack.bastion("deployment", "create", "--group", FLEET_GROUP, "--image", crasher["1.0.0"])
+    login = json.loads(Path(stack.env()["BASTION_CONFIG"]).read_text())
+    config = SimConfig(devices=FLEET_DEVICES, group=FLEET_GROUP, seed=1, concurrency=4, crash_rates={"2.0.0": 0.5})
+    base = str(stack.url)
+    with (
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {login['token']}"}, timeout=30) as operator,
+        httpx.Client(base_url=base, timeout=30) as devices,
+    ):
+        sim = FleetSimulator(
+            config,
+            operator=operator,
+            device_http=devices,
+            vendor=load_vendor(stack.vendor_dir),
+            os_image=OsImageFacts.read(stack.root / "os-1.0.0.img"),
+        )
+        sim.setup(progress=progress)
+        try:
+            _halting_rollout(stack, sim, crasher)
+        finally:
+            sim.close()
+
+
+def _versions(sim: Any) -> Counter[str]:
+    return Counter(next(iter(apps.values()), "none") for _device, apps in sim.running())
+
+
+def _halting_rollout(stack: LocalStack, sim: Any, crasher: dict[str, str]) -> None:
+    sim.round()
+    sim.round()
+    console.print(f"running: {dict(_versions(sim))}")
+    _step(
+        19,
+        f"A staged rollout of a crashing crasher 2.0.0 (stages {FLEET_STAGES}, soak {FLEET_SOAK}): it halts by itself",
+    )
+    created = stack.bastion_json(
+        "deployment", "create", "--group", FLEET_GROUP, "--image", crasher["2.0.0"],
+        "--stages", FLEET_STAGES, "--soak", FLEET_SOAK, "--min-sample", FLEET_MIN_SAMPLE,
+    )  # fmt: skip
+    deployment_id = str(created["id"])
+    stop = threading.Event()
+    peak = Counter[str]()
+
+    def fleet() -> None:
+        while not stop.is_set():
+            sim.round()
+            now = _versions(sim)
+            peak["2.0.0"] = max(peak["2.0.0"], now["2.0.0"])
+            stop.wait(FLEET_ROUND_PAUSE_S)
+
+    worker = threading.Thread(target=fleet, name="demo-fleet", daemon=True)
+    worker.start()
+    try:
+
+        def halted() -> dict[str, Any] | None:
+            rollout = stack.bastion_json("deployment", "show", deployment_id).get("rollout") or {}
+            return rollout if rollout.get("state") == "halted" else None
+
+        rollout = wait_for("the rollout to halt", halted)
+        console.print(
+            f"halted at stage {int(rollout['stage']) + 1} of {len(rollout['stages'])} "
+            f"({rollout['stages'][0]['devices']} devices): {rollout.get('halt_reason')}"
+        )
+        console.print(stack.bastion("deployment", "show", deployment_id).stdout.rstrip())
+        wait_for("its devices to go back to 1.0.0", lambda: _versions(sim) == Counter({"1.0.0": FLEET_DEVICES}))
+        console.print(f"at most {peak['2.0.0']} device(s) ever ran 2.0.0; all {FLEET_DEVICES} run crasher 1.0.0 again")
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _refused_host(stack: LocalStack, device_dir: Path, device_id: str, log: Path) -> None:

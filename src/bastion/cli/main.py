@@ -33,7 +33,9 @@ _COMMAND_MODULES = (
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.rollout_cmds",
+    "bastion.cli.fleet_sim_cmds",
     "bastion.cli.error_report_cmds",
+    "bastion.cli.rollout_cmds",
     "bastion.cli.fleet_health_cmds",
     "bastion.cli.os_blocklist_cmds",
 )
