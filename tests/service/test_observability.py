@@ -239,8 +239,8 @@ def test_access_log_is_one_json_object_per_request_with_its_id(client: TestClien
     access = [line for line in lines if line["logger"] == ACCESS_LOGGER]
     assert len(access) == 1
     assert access[0]["request_id"] == r.headers["x-request-id"] == "trace-42"
-    assert access[0] | {"ms": 0, "ts": ""} == {
-        "ts": "", "level": "info", "logger": ACCESS_LOGGER, "msg": "GET /healthz 200", "process": "service",
+    assert access[0] | {"ms": 0, "ts": "", "pid": 0} == {
+        "ts": "", "level": "info", "logger": ACCESS_LOGGER, "msg": "GET /healthz 200", "process": "service", "pid": 0,
         "request_id": "trace-42", "method": "GET", "route": "/healthz", "status": 200, "ms": 0,
     }  # fmt: skip
 

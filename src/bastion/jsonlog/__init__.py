@@ -7,7 +7,7 @@ Example:
     >>> logging.getLogger().addHandler(handler)  # doctest: +SKIP
 
 Each line carries ``ts`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``,
-``msg``, the ``process`` role (``service``, ``os``, ``monitor``), the
+``msg``, the ``process`` role (``service``, ``os``, ``monitor``) and ``pid``, the
 ``request_id`` of the request being served (service side, from
 :data:`REQUEST_ID`), any ``extra={...}`` fields a caller passed that are
 JSON-safe scalars, and for an exception ``exc_type`` and ``exc`` (the
@@ -45,7 +45,12 @@ MAX_LOG_MESSAGE_CHARS = 8192
 MAX_LOG_FIELD_CHARS = 512
 
 #: Attributes of every LogRecord: not caller-supplied extras.
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
+}
 
 #: Secret-shaped text: a bearer credential, an Authorization value, key=value pairs
 #: whose name says secret, and a URL's query string (it may carry a credential).
@@ -89,6 +94,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(message[:MAX_LOG_MESSAGE_CHARS]),
             "process": self._process,
+            "pid": record.process,
         }
         request_id = REQUEST_ID.get()
         if request_id:
