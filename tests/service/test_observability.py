@@ -204,9 +204,7 @@ def test_metrics_count_refused_attestations_by_reason_and_checkins(client: TestC
     assert client.get("/tuf/nogroup/metadata/timestamp.json").status_code == 404
     text_ = client.get("/metrics").text
     assert sample(text_, "bastion_checkins_total", kind="tuf_timestamp") == checkins
-    assert (
-        sample(text_, "bastion_http_requests_total", route="/tuf/{group}/metadata/timestamp.json", status="404") >= 1
-    )
+    assert sample(text_, "bastion_http_requests_total", route="/tuf/{group}/metadata/timestamp.json", status="404") >= 1
 
 
 def test_metrics_report_tuf_metadata_age(client: TestClient, settings: Settings, clock: FakeClock) -> None:

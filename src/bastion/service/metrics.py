@@ -123,7 +123,7 @@ def render(scrape_gauges: Callable[[], Iterable[tuple[str, str, float]]] | None 
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=directory)
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # untyped upstream
         out = generate_latest(registry)
     else:
         out = generate_latest(REGISTRY)
