@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from bastion.jsonlog import JsonFormatter, redact
+from bastion.service import metrics
 from bastion.service.config import Settings
 from bastion.service.observability.endpoints import ObservabilitySettings
 from bastion.service.observability.logconfig import ACCESS_LOGGER
@@ -300,3 +302,28 @@ def test_formatter_bounds_and_keeps_scalar_extras() -> None:
     assert len(line["msg"]) <= 8192
     assert line["component"] == "app-1"
     assert "blob" not in line
+
+
+def test_a_served_timestamp_is_a_checkin(client: TestClient, settings: Settings, clock: FakeClock) -> None:
+    group = str(uuid.uuid4())
+    _timestamp(settings, group, clock() + dt.timedelta(hours=20))
+    before = sample(client.get("/metrics").text, "bastion_checkins_total", kind="tuf_timestamp")
+    r = client.get(f"/tuf/{group}/metadata/timestamp.json")
+    assert r.status_code == 200, r.text
+    text_ = client.get("/metrics").text
+    assert sample(text_, "bastion_checkins_total", kind="tuf_timestamp") == before + 1
+    assert group not in text_
+
+
+def test_the_metrics_api_other_slices_use_is_pinned() -> None:
+    assert set(metrics.__all__) >= {
+        "ATTESTATIONS", "CERTIFICATES_ISSUED", "CHECKINS", "ERROR_REPORTS_INGESTED", "ERROR_REPORT_RECORDS",
+        "ROLLOUT_HALTS", "ROLLOUT_STAGE_CHANGES", "bounded_label", "render",
+    }  # fmt: skip
+    assert metrics.bounded_label("crash_rate") == "crash_rate"
+    assert metrics.bounded_label("Crash Rate") == "other"
+    assert metrics.bounded_label("x" * (metrics.MAX_LABEL_CHARS + 1)) == "other"
+    before = sample(metrics.render().decode(), "bastion_rollout_halts_total", kind="deployment", reason="new_bucket")
+    metrics.ROLLOUT_HALTS.labels(kind="deployment", reason=metrics.bounded_label("new_bucket")).inc()
+    after = sample(metrics.render().decode(), "bastion_rollout_halts_total", kind="deployment", reason="new_bucket")
+    assert after == before + 1
