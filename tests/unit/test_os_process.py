@@ -37,7 +37,7 @@ from bastion.os.config import DeviceConfig, encode_config
 from bastion.os.errors import ConfigError
 
 #: The packages an OS image carries (see bastion.boot, DESIGN.md "The OS image is real code").
-IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs")
+IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs", "jsonlog")  # as OS_PACKAGES
 
 
 @pytest.fixture(scope="module")
