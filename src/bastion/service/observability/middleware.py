@@ -51,7 +51,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             if _REQUEST_ID_RE.fullmatch(value):
-                return value.decode("ascii")
+                return bytes(value).decode("ascii")
             break
     return secrets.token_hex(16)
 
