@@ -10,9 +10,15 @@ certificate, issue the device certificate) and prints the ratio.
 It then boots one real emulated device (`bastion device run --once`) and
 reports the peak RSS of its monitor and OS processes.
 
-    python benchmarks/attest.py [--devices 256] [--concurrency 64] [--seconds 10] [--workers 2]
+The access log (one JSON line per request, on by default, ADR 0019) is measured
+in the same run: the load runs against the service with ``--no-access-log`` and
+with it, alternating (``--access-log-pairs``), and ``access_log_ratio`` is the
+rate with the log over the rate without (target: >= 0.95); ``access_log_cpu_ratio``
+is the same from service CPU per attestation (steadier on a shared machine).
 
-Last line: ``attest_per_s=<n> floor_per_s=<n> ratio=<r>``.
+    python benchmarks/attest.py [--devices 256] [--concurrency 64] [--seconds 10] [--workers 2] [--access-log-pairs 1]
+
+Last line: ``attest_per_s=<n> floor_per_s=<n> ratio=<r> access_log_ratio=<r> access_log_cpu_ratio=<r>``.
 """
 
 from __future__ import annotations
@@ -216,26 +222,50 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--access-log-pairs", type=int, default=1, help="Alternating runs without/with the log.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         stack = LocalStack(Path(tmp))
         print("setting up: vendor, tenant, OS image, devices …", file=sys.stderr)
         setup = stack_setup(stack, args.devices)
-        port = int(stack.start_service(extra_args=["--workers", str(args.workers)]).rsplit(":", 1)[1])
-        try:
-            print(
-                f"load: {args.concurrency} connections, {args.seconds}s after {args.warmup}s warm-up", file=sys.stderr
-            )
-            if stack.service is None:
-                raise RuntimeError("the service is not running")
-            server_cpu0, client_cpu0 = cpu_seconds(stack.service.pid), time.process_time()
-            ok, failed, seconds = uvloop.run(run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup))
-            server_cpu = cpu_seconds(stack.service.pid) - server_cpu0
-            client_cpu = time.process_time() - client_cpu0
-        finally:
-            stack.stop_service()
-        attest_per_s = ok / seconds
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        cpu_per: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.access_log_pairs):
+            for access_log in (False, True):
+                flag = "--access-log" if access_log else "--no-access-log"
+                port = int(stack.start_service(extra_args=["--workers", str(args.workers), flag]).rsplit(":", 1)[1])
+                try:
+                    print(
+                        f"load ({flag}): {args.concurrency} connections, {args.seconds}s after {args.warmup}s warm-up",
+                        file=sys.stderr,
+                    )
+                    if stack.service is None:
+                        raise RuntimeError("the service is not running")
+                    server_cpu0, client_cpu0 = cpu_seconds(stack.service.pid), time.process_time()
+                    ok, failed, seconds = uvloop.run(
+                        run_load(port, setup.devices, args.concurrency, args.seconds, args.warmup)
+                    )
+                    server_cpu = cpu_seconds(stack.service.pid) - server_cpu0
+                    client_cpu = time.process_time() - client_cpu0
+                finally:
+                    stack.stop_service()
+                rates[access_log].append(ok / seconds)
+                cpu_per[access_log].append(server_cpu / max(ok, 1))
+                print(
+                    f"  {flag}: {ok / seconds:.0f}/s ({failed} failed), "
+                    f"service CPU {1e6 * server_cpu / max(ok, 1):.0f} us per attestation",
+                    file=sys.stderr,
+                )
+        without_log, with_log = sum(rates[False]), sum(rates[True])
+        access_log_ratio = with_log / without_log if without_log else 0.0
+        # On a shared machine throughput swings with the neighbours; service CPU per attestation does not.
+        cpu_ratio = sum(cpu_per[False]) / sum(cpu_per[True]) if sum(cpu_per[True]) else 0.0
+        print(
+            f"access log: {with_log / len(rates[True]):.0f}/s with, {without_log / len(rates[False]):.0f}/s without "
+            f"(ratio {access_log_ratio:.3f}); service CPU per attestation ratio {cpu_ratio:.3f}"
+        )
+        attest_per_s = ok / seconds  # the last run: the default service (access log on)
         print(f"full attestations: {ok} ok, {failed} failed in {seconds:.1f}s -> {attest_per_s:.0f}/s")
         elapsed = seconds + args.warmup
         print(
@@ -251,7 +281,10 @@ def main() -> None:
                 f"device peak RSS: monitor {rss.get('monitor', 0) / 1024:.1f} MB, os {rss.get('os', 0) / 1024:.1f} MB"
             )
     ratio = attest_per_s / floor_per_s if floor_per_s else 0.0
-    print(f"attest_per_s={attest_per_s:.0f} floor_per_s={floor_per_s:.0f} ratio={ratio:.3f}")
+    print(
+        f"attest_per_s={attest_per_s:.0f} floor_per_s={floor_per_s:.0f} ratio={ratio:.3f} "
+        f"access_log_ratio={access_log_ratio:.3f} access_log_cpu_ratio={cpu_ratio:.3f}"
+    )
 
 
 @dataclass

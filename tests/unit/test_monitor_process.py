@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -137,6 +138,11 @@ def test_real_monitor_logs_ops_without_secrets() -> None:
     assert identity.device_id in log
     assert "PRIVATE KEY" not in log
     assert format(identity.alias_key.private_numbers().private_value, "x") not in log
+    # One JSON object per line, the service's format (bastion.jsonlog, ADR 0019).
+    lines = [json.loads(line) for line in log.splitlines() if line]
+    assert lines
+    assert {line["process"] for line in lines} == {"monitor"}
+    assert any(line["msg"].startswith("ok op='read_counters'") for line in lines)
 
 
 def test_real_monitor_refuses_to_start_on_a_bad_handoff() -> None:

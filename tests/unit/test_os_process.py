@@ -37,7 +37,7 @@ from bastion.os.config import DeviceConfig, encode_config
 from bastion.os.errors import ConfigError
 
 #: The packages an OS image carries (see bastion.boot, DESIGN.md "The OS image is real code").
-IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs")
+IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs", "jsonlog")  # as OS_PACKAGES
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,10 @@ def test_once_attests_from_the_image_and_both_processes_end(
     log = (dev / "os-state" / "os.log").read_text()
     assert "attested" in log
     assert "PRIVATE KEY" not in log
+    # One JSON object per line, the service's format (bastion.jsonlog, ADR 0019).
+    records = [json.loads(line) for line in log.splitlines() if line]
+    assert {r["process"] for r in records} == {"os"}
+    assert any(r["msg"].startswith("attested") for r in records)
 
 
 def test_the_os_sees_no_uds_and_stops_on_sigterm(tmp_path: Path, runtime_dir: Path, bootloader_dir: Path) -> None:

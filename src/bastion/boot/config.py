@@ -76,7 +76,7 @@ DEFAULT_TRIAL_TIMEOUT_S = 60
 _FIELDS = frozenset({"format", "os_publisher_keys", "trial_boot_limit"})
 #: Subpackages of ``bastion`` in the bootloader image (plus ``bastion/__init__.py``): the boot
 #: stage, the monitor, and what they import. A test runs both from an unpacked image alone.
-BOOTLOADER_PACKAGES = ("boot", "monitor", "hw", "images", "crypto")
+BOOTLOADER_PACKAGES = ("boot", "monitor", "hw", "images", "crypto", "jsonlog")
 #: Bound on the bootloader image's payload: it must fit the 1 MiB bootloader partition
 #: with the partition prefix, the boot key and the signed header.
 MAX_BOOTLOADER_PAYLOAD_BYTES = 960 * 1024

@@ -90,8 +90,10 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM) to serve HTTPS.")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (slower).")] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="Log level (JSON lines on stderr).")] = "warning",
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request (ADR 0019).")
+    ] = True,
     backlog: Annotated[
         int, typer.Option("--backlog", min=1, help="Listen backlog (pending connections the kernel queues).")
     ] = DEFAULT_BACKLOG,
@@ -102,11 +104,15 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
     """Migrate the database, then serve the Security Service.
 
     It serves with uvicorn's fastest stack (uvloop event loop, httptools HTTP
-    parser; both come with ``uvicorn[standard]``) and no access log unless asked.
+    parser; both come with ``uvicorn[standard]``). Logs are JSON lines on stderr,
+    with an access line per request unless ``--no-access-log``; worker metrics
+    meet in ``<BASTION_HOME>/metrics`` (emptied here) for ``/metrics`` (ADR 0019).
     Either parser bounds the request header section (``HttpLimits.max_header_bytes``):
     httptools through :class:`bastion.service.http_server.BoundedHttpToolsProtocol`
     (431), h11 through ``h11_max_incomplete_event_size`` (400).
     """
+    import os
+
     import uvicorn
 
     from bastion.service.config import HttpLimits, Settings
@@ -125,6 +131,12 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
         migrate(settings.database_url)
     except ServiceError as exc:
         fail(exc.detail, hint="check BASTION_HOME, BASTION_DATABASE_URL and BASTION_MASTER_KEY")
+    # Before any worker imports prometheus-client: every worker's counts meet in one directory.
+    from bastion.service.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.home))
+    from bastion.service.observability.logconfig import log_config
+
     scheme = "https" if tls_cert else "http"
     console.print(f"Bastion Security Service on {scheme}://{host}:{port} ({workers} worker(s)); Ctrl-C stops it")
     uvicorn.run(
@@ -140,7 +152,8 @@ def run_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level=log_level,
-        access_log=access_log,
+        log_config=log_config(log_level, access_log=access_log),
+        access_log=False,  # uvicorn's; ours is the JSON access line
         proxy_headers=False,
         server_header=False,
     )

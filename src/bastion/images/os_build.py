@@ -44,7 +44,7 @@ __all__ = [
 #: The component ID of the Bastion OS (fixed: a UUIDv5 of its URN).
 OS_COMPONENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:bastion:component:os"))
 #: Subpackages of ``bastion`` that the OS process runs (plus ``bastion/__init__.py``).
-OS_PACKAGES = ("os", "monitor", "images", "crypto", "hw", "applibs")
+OS_PACKAGES = ("os", "monitor", "images", "crypto", "hw", "applibs", "jsonlog")
 _FILE_MODE = 0o644
 
 

@@ -17,6 +17,7 @@ import socket
 import sys
 from types import FrameType
 
+from bastion.jsonlog import JsonFormatter
 from bastion.monitor.errors import HandoffError, MonitorError
 from bastion.monitor.identity import MAX_HANDOFF_BYTES, decode_handoff
 from bastion.monitor.server import MonitorServer
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sock-fd", type=int, required=True)
     parser.add_argument("--handoff-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="monitor: %(levelname)s %(message)s")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter(process="monitor"))  # one JSON object per line (ADR 0019)
+    logging.basicConfig(level=logging.INFO, handlers=[stream])
     log = logging.getLogger("bastion.monitor")
     signal.signal(signal.SIGTERM, _stop)
     # ^C reaches the whole process group; the monitor stops when the OS closes

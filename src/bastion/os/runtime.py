@@ -44,6 +44,7 @@ import bastion
 from bastion.crypto.certs import load_certificate_der
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PrivateKey, device_id_from_public_key
+from bastion.jsonlog import JsonFormatter
 from bastion.monitor.client import MonitorClient
 from bastion.monitor.errors import MonitorError
 from bastion.os.attestation import AttestationClient, DeviceCredential, renewal_time
@@ -165,7 +166,7 @@ class AttestationJob:
 
 
 def _setup_logging(state_dir: StateDir) -> None:
-    fmt = logging.Formatter("os: %(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = JsonFormatter(process="os")  # the service's format too (bastion.jsonlog, ADR 0019)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     stream = logging.StreamHandler(sys.stderr)

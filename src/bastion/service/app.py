@@ -65,6 +65,9 @@ from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
+from bastion.service.observability.endpoints import ObservabilitySettings
+from bastion.service.observability.endpoints import router as observability_router
+from bastion.service.observability.middleware import Observer
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
 from bastion.service.osimages.endpoints import UPLOAD_PATH
 from bastion.service.osimages.endpoints import router as osimages_router
@@ -211,8 +214,16 @@ class ServiceApp(FastAPI):
     rate_limiter: RateLimiter | None
     refusals: RefusalLog
     monotonic: Callable[[], float]
+    observer: Observer | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Observe (request id, metrics, access log: ADR 0019), then :meth:`dispatch`."""
+        if scope["type"] == "http" and self.observer is not None:
+            await self.observer(scope, receive, send, self.dispatch)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Guard (header bounds, rate limit), then dispatch: an exact fast path, else FastAPI."""
         if scope["type"] == "http":
             problem = check_headers(scope, self.http_limits)
@@ -359,10 +370,10 @@ def create_app(
     app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected_error)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    # /healthz, /readyz, /metrics (ADR 0019); every request observed.
+    app.include_router(observability_router)
+    app.state.observability = ObservabilitySettings()
+    app.observer = Observer(exact_paths=app.fast_paths)
     for router in (auth_router, ca_router, devices_router, osimages_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     for router in (fleet_router, appimages_router, deployments_router, devicestatus_router, capabilities_router):
@@ -395,4 +406,5 @@ def create_app_from_env() -> ServiceApp:
         rollout_gate_interval_s=gate_interval_from_env(os.environ),
     )
     app.state.auth_limits = AuthLimits.from_env()
+    app.state.observability = ObservabilitySettings.from_env()
     return app

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
+from bastion.service import metrics
 from bastion.service.attestation.caches import AttestationCaches
 from bastion.service.attestation.challenges import NONCE_BYTES, ChallengeKey, issue_challenge
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
@@ -133,6 +134,7 @@ def _outcome_body(outcome: AttestationOutcome, updates: dict[str, Any] | None) -
 
 
 def _failure(failure: AttestationFailure) -> tuple[int, bytes]:
+    metrics.ATTESTATIONS.labels("refused", metrics.bounded_label(failure.code.value)).inc()
     if failure.code is FailureCode.EVIDENCE_TOO_LARGE:
         status = 413
     elif failure.malformed:
@@ -265,6 +267,8 @@ class DeviceEndpoints:
                         settings=self._settings,
                         publisher=getattr(self._state, "tuf_publisher", None),
                     )
+                metrics.ATTESTATIONS.labels("ok", "").inc()
+                metrics.CERTIFICATES_ISSUED.inc()
                 return 200, _outcome_body(outcome, updates)
 
             return await self._run(engine, work)
