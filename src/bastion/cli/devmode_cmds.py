@@ -34,7 +34,7 @@ __all__ = [
     "capability_revoke_cmd",
     "disable_development_cmd",
     "enable_development_cmd",
-    "logs_cmd",
+    "local_logs",
     "sideload_cmd",
     "start_cmd",
     "stop_cmd",
@@ -267,14 +267,12 @@ def stop_cmd(dev_dir: DevDirOption, app_ref: AppArg, as_json: JsonOption = False
     emit_object(answer, as_json=as_json, title="app stopped")
 
 
-@device_app.command("logs")
-def logs_cmd(
-    dev_dir: DevDirOption,
-    app_ref: AppArg,
-    max_bytes: Annotated[int, typer.Option("--bytes", min=1, help="How much of the log's end to show.")] = 16384,
-    as_json: JsonOption = False,
-) -> None:
-    """Show the end of an app's log (needs a device capability)."""
+def local_logs(dev_dir: Path, app_ref: str, *, max_bytes: int, as_json: bool) -> None:
+    """``bastion device logs --dir DEV APP``: the end of an app's log on a local device (needs a device capability).
+
+    The command itself is in :mod:`bastion.cli.fleet_health_cmds`: without ``--dir`` it asks a
+    device through the service instead.
+    """
     answer = _call(dev_dir, "app-logs", component_id=_resolve(dev_dir, app_ref), max_bytes=max_bytes)
     if as_json:
         emit_object(answer, as_json=True)

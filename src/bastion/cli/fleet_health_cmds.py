@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bastion.cli._client import ServiceClient
 from bastion.cli.apps import device_app, fleet_app
+from bastion.cli.devmode_cmds import local_logs
 from bastion.cli.output import JsonOption, emit_object, emit_table, fail, progress
 
 __all__ = ["device_logs_cmd", "fleet_health_cmd"]
@@ -51,15 +53,32 @@ def fleet_health_cmd(
 
 
 @device_app.command("logs")
-def device_logs_cmd(
-    device_id: Annotated[str, typer.Argument(help="The device ID (64 lowercase hex characters).")],
-    app_id: Annotated[str, typer.Option("--app", help="The app's component ID.")],
+def device_logs_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer requires
+    target: Annotated[
+        str, typer.Argument(help="The device ID (64 hex); with --dir, the app (its component ID or name).")
+    ],
+    app_id: Annotated[str | None, typer.Option("--app", help="The app's component ID (with a device ID).")] = None,
+    dev_dir: Annotated[
+        Path | None, typer.Option("--dir", help="A local device directory: read its app's log directly.")
+    ] = None,
     wait: Annotated[
         int, typer.Option("--wait", min=0, max=MAX_WAIT_S, help="Wait this many seconds for the upload.")
     ] = 0,
+    max_bytes: Annotated[int, typer.Option("--bytes", min=1, help="With --dir: how much of the log's end.")] = 16384,
     as_json: JsonOption = False,
 ) -> None:
-    """Ask a device for an app's recent log; it uploads the tail at its next check-in (contributor)."""
+    """An app's recent log: asked of a device through the service (contributor), or read with --dir."""
+    if dev_dir is not None:
+        if app_id is not None:
+            fail(
+                "--app goes with a device ID",
+                hint="with --dir, name the app as the argument: device logs --dir DEV APP",
+            )
+        local_logs(dev_dir, target, max_bytes=max_bytes, as_json=as_json)
+        return
+    if app_id is None:
+        fail("name the app with --app COMPONENT", hint="or read a local device's app log: device logs --dir DEV APP")
+    device_id = target
     with ServiceClient.from_saved_login() as client:
         request = client.post_json(f"/devices/{device_id}/log-requests", {"component_id": app_id})
         request_id = str(request["request_id"])
