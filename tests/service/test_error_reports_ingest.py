@@ -405,3 +405,19 @@ def test_the_answer_hands_out_pending_log_requests(
     assert request["component_id"] == "app1"
     assert request["max_bytes"] > 0
     assert request["request_id"] == asked.json()["request_id"]
+
+
+def test_ingest_outcomes_are_counted_in_the_metrics(client: TestClient, device: StatusDevice, clock: FakeClock) -> None:
+    from bastion.service import metrics
+
+    def seen(status: str) -> float:
+        return metrics.ERROR_REPORTS_INGESTED.labels(status=status)._value.get()  # type: ignore[attr-defined,no-any-return]
+
+    before = {s: seen(s) for s in ("accepted", "duplicate", "refused")}
+    records_before = metrics.ERROR_REPORT_RECORDS._value.get()  # type: ignore[attr-defined]
+    body = batch(device, iat=clock(), records=[crash(clock()), crash(clock()) | {"event_type": "other"}])
+    assert _post(client, body)[0] == 200
+    assert _post(client, body)[0] == 200
+    assert _post(client, b"\xa0")[0] == 400
+    assert {s: seen(s) - before[s] for s in before} == {"accepted": 1, "duplicate": 1, "refused": 1}
+    assert metrics.ERROR_REPORT_RECORDS._value.get() - records_before == 2  # type: ignore[attr-defined]

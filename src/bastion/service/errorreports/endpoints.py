@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from bastion.service import metrics
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest, log_requests, service
@@ -26,6 +27,7 @@ from bastion.service.errorreports.schemas import (
     BucketVersionOut,
     LogRequestOut,
 )
+from bastion.service.errors import ServiceError
 from bastion.service.web import NowDep, SessionDep, error_response
 
 __all__ = ["REPORT_CONTENT_TYPE", "pending_log_requests", "router"]
@@ -67,15 +69,22 @@ async def report_errors(
         if len(body) > settings.max_batch_bytes:
             break
     # An oversized body is refused (413) and recorded by accept_batch's first check.
-    accepted = await run_in_threadpool(
-        ingest.accept_batch,
-        session,
-        bytes(body),
-        now=now,
-        refusals=refusals,
-        settings=settings,
-        pending_log_requests=pending_log_requests,
-    )
+    try:
+        accepted = await run_in_threadpool(
+            ingest.accept_batch,
+            session,
+            bytes(body),
+            now=now,
+            refusals=refusals,
+            settings=settings,
+            pending_log_requests=pending_log_requests,
+        )
+    except ServiceError:
+        metrics.ERROR_REPORTS_INGESTED.labels(status="refused").inc()
+        raise
+    metrics.ERROR_REPORTS_INGESTED.labels(status=accepted.status).inc()
+    if accepted.status == "accepted":
+        metrics.ERROR_REPORT_RECORDS.inc(accepted.records)
     return BatchAccepted(
         batch_id=accepted.batch_id,
         status=accepted.status,

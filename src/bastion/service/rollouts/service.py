@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from bastion.images.rollout import in_stage
+from bastion.service import metrics
 from bastion.service.audit.service import record, record_not_found
 from bastion.service.auth.service import Principal
 from bastion.service.config import Settings
@@ -493,7 +494,15 @@ def _changed(
         action=_GATE_ACTIONS[outcome.action],
         detail=detail,
     )
-    return outcome if _commit(session) else Outcome("lost")
+    if not _commit(session):
+        return Outcome("lost")
+    kind = "deployment" if rollout.deployment_id is not None else "os"
+    if outcome.action == "halted":
+        code = (outcome.reason or "").split(":", 1)[0].strip()
+        metrics.ROLLOUT_HALTS.labels(kind=kind, reason=metrics.bounded_label(code)).inc()
+    else:
+        metrics.ROLLOUT_STAGE_CHANGES.labels(kind=kind).inc()
+    return outcome
 
 
 def resume(
