@@ -56,6 +56,7 @@ from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
+from bastion.service.eligibility.service import CredentialLimits
 from bastion.service.eligibility.endpoints import router as eligibility_router
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
@@ -334,7 +335,8 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(appraisal_router, prefix=API_PREFIX)
     # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
-    app.state.eligibility = Eligibility(settings.master_key)
+    ttl = dt.timedelta(seconds=settings.download_credential_ttl_s)
+    app.state.eligibility = Eligibility(settings.master_key, CredentialLimits(ttl=ttl))
     app.include_router(eligibility_router, prefix=API_PREFIX)
     # Static TUF files (metadata public, targets behind a download credential), served ahead of
     # routing: added last, so the outermost middleware.
