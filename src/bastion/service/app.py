@@ -56,8 +56,8 @@ from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
-from bastion.service.eligibility.service import CredentialLimits
 from bastion.service.eligibility.endpoints import router as eligibility_router
+from bastion.service.eligibility.service import CredentialLimits
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
 from bastion.service.openapi import MethodIndex, authenticated_operations, complete_schema
