@@ -9,6 +9,15 @@ database is built with the Alembic migrations (never ``create_all``):
 * PostgreSQL: migrated once per session into a fresh schema named
   ``bastion_test_<random>`` (dropped at the end), and every table is truncated
   before each test, so tests are independent and runs can repeat or overlap.
+  Under pytest-xdist (``pytest -n N``, what ``make test`` runs) each worker has
+  a database of its own, ``<db>_gw<N>_<run>`` (``tests/_pgworkers.py``), created
+  before the worker's first ``postgres`` test and dropped at its end;
+  ``BASTION_TEST_PG_URL`` and :data:`PG_URL` name it, so a test reads them as
+  usual. A test that touches PostgreSQL must carry the ``postgres`` marker.
+
+Parallel runs (docs/adr/0020-parallel-tests.md): a test writes only under
+``tmp_path``/``tmp_path_factory``, binds loopback port 0 (or asks
+``bastion.cli._localstack.free_port``), and never depends on running alone.
 
 Typical use::
 
@@ -36,6 +45,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from _pgworkers import WorkerDatabase, worker_url
 from bastion.service.app import create_app
 from bastion.service.config import Settings
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
@@ -48,7 +58,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-PG_URL = os.environ.get("BASTION_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+#: The server and database named by the environment (the one a plain, serial run uses).
+PG_BASE_URL = os.environ.get("BASTION_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+#: The database this process tests on: under xdist, the worker's own (tests/_pgworkers.py).
+PG_URL = worker_url(PG_BASE_URL)
+if PG_URL != PG_BASE_URL:
+    os.environ["BASTION_TEST_PG_URL"] = PG_URL  # subprocesses and late readers see the worker's database
 #: A fixed, timezone-aware start time for the fake clock.
 T0 = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -70,6 +85,27 @@ class FakeClock:
     def advance(self, delta: dt.timedelta) -> None:
         """Move the clock forward by ``delta``."""
         self.now += delta
+
+
+_worker_database: WorkerDatabase | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before an xdist worker's first ``postgres`` test, create the worker's database."""
+    global _worker_database
+    if _worker_database is None and PG_URL != PG_BASE_URL and item.get_closest_marker("postgres"):
+        database = WorkerDatabase(PG_BASE_URL, PG_URL)
+        database.create()
+        _worker_database = database
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the worker's database (session fixtures, which use it, are finished by now)."""
+    global _worker_database
+    if _worker_database is not None:
+        _worker_database.drop()
+        _worker_database = None
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "apps" / "hello"
 GROUP = "widget/Field Test"
+#: The service's download credential lifetime here (BASTION_DOWNLOAD_CREDENTIAL_TTL; the product's is 60 s).
+#: Above the device's reuse margin, so the device still keeps and reuses a credential for a while.
+CREDENTIAL_TTL_S = 20
 
 
 @dataclass
@@ -121,7 +124,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    stack = LocalStack(tmp_path_factory.mktemp("e2e-updates"))
+    stack = LocalStack(
+        tmp_path_factory.mktemp("e2e-updates"), extra_env={"BASTION_DOWNLOAD_CREDENTIAL_TTL": str(CREDENTIAL_TTL_S)}
+    )
     # A short trial bound keeps a hung trial OS from stalling the suite.
     stack.bastion("vendor", "init", "--dir", str(stack.vendor_dir), "--trial-timeout", "30")
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"))
@@ -200,10 +205,11 @@ def test_0b_a_running_device_that_is_revoked_gets_no_more_images(world: World) -
     The device keeps running; its TUF check-in still works (metadata is public)
     and sees the new target, but targets need a credential and the service now
     refuses it. (Its boot-time check downloaded test 0's rogue app with a
-    credential, in good standing, and refused it by signature.) Right after the
-    revocation the refusal is immediate here because the device keeps no credential
-    from that check long enough; in general it takes at most the 60 s one lives.
+    credential, in good standing, and refused it by signature.) The service here issues
+    credentials for CREDENTIAL_TTL_S (the setting that stands in for the product's 60 s),
+    so the wait below outlives the one the device kept, as 46 s would with 60 s.
     """
+    from bastion.os.updates.download_credential import CredentialSettings
     from bastion.service.blobs.store import BlobStore
     from bastion.service.config import Settings
     from bastion.service.tuf import TargetSpec, publish_group
@@ -226,7 +232,9 @@ def test_0b_a_running_device_that_is_revoked_gets_no_more_images(world: World) -
                                 "security_version": 1}},
         )  # fmt: skip
         publish_group(settings, group["id"], [spec], now=dt.datetime.now(dt.UTC))
-        time.sleep(46)  # outlive any credential kept from the boot-time check (60 s - 15 s margin)
+        # Outlive any credential kept from the boot-time check: the device keeps one for its lifetime less
+        # the reuse margin (with the product's 60 s lifetime that was a 46 s wait).
+        time.sleep(CREDENTIAL_TTL_S - CredentialSettings().margin.total_seconds() + 1)
         summary = device.update_check()
         # The refusal names the revocation: its certificate is on the CRL (certificate_revoked) or, for a
         # certificate issued before the CRL record existed, the device itself (device_revoked).

@@ -10,7 +10,7 @@ with a named error and leaves an audit record (docs/adr/0013-update-eligibility.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cbor2
 import pytest
@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.crypto.certs import certificate_der
 from bastion.crypto.cose import sign1
 from bastion.crypto.keys import generate_private_key
+from bastion.service.app import create_app
+from bastion.service.config import Settings
 from bastion.service.eligibility import CREDENTIAL_SCHEME
 from bastion.service.models import AuditEvent, Device, DeviceCertificate
 from bastion.service.tenants.service import CreatedTenant
@@ -199,6 +201,21 @@ def test_revocation_stops_downloads_within_60_s(world: World) -> None:
     assert expired.tenant_id == world.tenant_id  # an authentic credential: its tenant sees the refusal
     assert expired.actor == f"device:{world.device.device_id}"
     assert expired.detail.startswith("expired:")
+
+
+def test_a_shorter_credential_lifetime_setting_is_what_devices_get(world: World, settings: Settings) -> None:
+    """``download_credential_ttl_s`` (BASTION_DOWNLOAD_CREDENTIAL_TTL) shortens the 60 s; e2e tests use it."""
+    app = create_app(replace(settings, download_credential_ttl_s=20), clock=world.clock, migrate_on_startup=False)
+    with TestClient(app) as client:
+        short = replace(world, client=client)
+        _, answer = short.credential()
+        assert answer["expires_in_s"] == 20
+        assert dt.datetime.fromisoformat(str(answer["expires_at"])) == world.clock() + dt.timedelta(seconds=20)
+        token = str(answer["credential"])
+        world.clock.advance(dt.timedelta(seconds=19))
+        assert short.download(token) == (200, "ok")
+        world.clock.advance(dt.timedelta(seconds=1))
+        assert short.download(token) == (401, "download_credential_expired")
 
 
 def test_expired_credential_is_refused(world: World) -> None:

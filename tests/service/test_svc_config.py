@@ -60,3 +60,18 @@ def test_wrong_size_master_key_file_is_refused(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="32 bytes"):
         load_or_create_master_key(path)
+
+
+def test_download_credential_lifetime_is_a_setting_that_can_only_be_shorter(tmp_path: Path) -> None:
+    from bastion.service.config import DOWNLOAD_CREDENTIAL_TTL_S
+    from bastion.service.eligibility import CREDENTIAL_TTL
+
+    assert CREDENTIAL_TTL.total_seconds() == DOWNLOAD_CREDENTIAL_TTL_S == 60  # the product default (docs/adr/0013)
+    assert Settings.from_env({"BASTION_HOME": str(tmp_path)}).download_credential_ttl_s == 60
+    env = {"BASTION_HOME": str(tmp_path), "BASTION_DOWNLOAD_CREDENTIAL_TTL": "20"}
+    assert Settings.from_env(env).download_credential_ttl_s == 20
+    for bad in ("0", "61", "3600", "-5", "20s", "1e3"):
+        with pytest.raises(ConfigError, match="BASTION_DOWNLOAD_CREDENTIAL_TTL"):
+            Settings.from_env({**env, "BASTION_DOWNLOAD_CREDENTIAL_TTL": bad})
+    with pytest.raises(ConfigError, match="1 to 60"):
+        Settings(home=tmp_path, database_url="sqlite://", master_key=bytes(32), download_credential_ttl_s=61)

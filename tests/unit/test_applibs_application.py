@@ -136,7 +136,8 @@ def test_a_waiting_receive_does_not_delay_other_calls(fleet: Fleet, monkeypatch:
     time.sleep(0.2)  # the receive is waiting on its channel
     started = time.monotonic()
     assert _client.connection().call("app.ping", {"echo": "free"}) == {"echo": "free"}
-    assert time.monotonic() - started < 1.0
+    # Well under the receive's 5 s: the call did not queue behind it (slack for a loaded, parallel run).
+    assert time.monotonic() - started < 2.5
     _send(a, OTHER, b"wake")
     waiter.join(5)
     assert got == [application.Message(CID, b"wake")]

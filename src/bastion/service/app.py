@@ -58,6 +58,7 @@ from bastion.service.devices.endpoints import router as devices_router
 from bastion.service.devicestatus.endpoints import router as devicestatus_router
 from bastion.service.eligibility.endpoints import Eligibility
 from bastion.service.eligibility.endpoints import router as eligibility_router
+from bastion.service.eligibility.service import CredentialLimits
 from bastion.service.errorreports.endpoints import router as errorreports_router
 from bastion.service.errorreports.health_endpoints import router as fleet_health_router
 from bastion.service.errorreports.log_endpoints import router as device_logs_router
@@ -381,7 +382,8 @@ def create_app(
     app.include_router(appraisal_router, prefix=API_PREFIX)
     app.include_router(rollouts_router, prefix=API_PREFIX)
     # Update eligibility: download credentials for devices in good standing (docs/adr/0013).
-    app.state.eligibility = Eligibility(settings.master_key)
+    ttl = dt.timedelta(seconds=settings.download_credential_ttl_s)
+    app.state.eligibility = Eligibility(settings.master_key, CredentialLimits(ttl=ttl))
     app.include_router(eligibility_router, prefix=API_PREFIX)
     # Error reports: signed batch ingest, buckets, download (docs/adr/0015).
     app.state.error_report_settings = settings.error_reports

@@ -16,6 +16,8 @@ Environment:
     unauthenticated device endpoints (default ``50/200``), or ``off``.
     ``BASTION_RATE_LIMIT_EXEMPT``: comma-separated client addresses the limit skips
     (default ``127.0.0.1,::1``: a local reverse proxy limits per client itself).
+    ``BASTION_DOWNLOAD_CREDENTIAL_TTL``: seconds a download credential lives, 1 to 60
+    (default 60, docs/adr/0013). Shorter only: tests set it so as not to wait a minute.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ __all__ = ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "wri
 
 MASTER_KEY_FILE = "master.key"
 DATABASE_FILE = "service.db"
+#: Lifetime of a download credential, in seconds: the default and the most the setting may say
+#: (``bastion.service.eligibility.CREDENTIAL_TTL``; a test pins that the two agree).
+DOWNLOAD_CREDENTIAL_TTL_S = 60
 
 
 @dataclass(frozen=True)
@@ -138,10 +143,14 @@ class Settings:
     http: HttpLimits = field(default_factory=HttpLimits)
     #: Error-report bounds and retention (BASTION_ERROR_*_RETENTION_DAYS).
     error_reports: ErrorReportSettings = field(default_factory=ErrorReportSettings)
+    #: Seconds a download credential lives (1 to :data:`DOWNLOAD_CREDENTIAL_TTL_S`).
+    download_credential_ttl_s: int = DOWNLOAD_CREDENTIAL_TTL_S
 
     def __post_init__(self) -> None:
         if len(self.master_key) != MASTER_KEY_SIZE:
             raise ConfigError(f"the master key must be {MASTER_KEY_SIZE} bytes")
+        if not 1 <= self.download_credential_ttl_s <= DOWNLOAD_CREDENTIAL_TTL_S:
+            raise ConfigError(f"the download credential lifetime must be 1 to {DOWNLOAD_CREDENTIAL_TTL_S} seconds")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,7 +182,17 @@ class Settings:
             master_key=key,
             http=HttpLimits.from_env(env),
             error_reports=ErrorReportSettings.from_env(env),
+            download_credential_ttl_s=_credential_ttl_from_env(env),
         )
+
+
+def _credential_ttl_from_env(env: Mapping[str, str]) -> int:
+    spec = env.get("BASTION_DOWNLOAD_CREDENTIAL_TTL", "").strip()
+    if not spec:
+        return DOWNLOAD_CREDENTIAL_TTL_S
+    if not spec.isdigit() or not 1 <= int(spec) <= DOWNLOAD_CREDENTIAL_TTL_S:
+        raise ConfigError(f"BASTION_DOWNLOAD_CREDENTIAL_TTL must be whole seconds, 1 to {DOWNLOAD_CREDENTIAL_TTL_S}")
+    return int(spec)
 
 
 def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:

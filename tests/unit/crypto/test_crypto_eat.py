@@ -156,7 +156,7 @@ def test_missing_claim_rejected(key: int) -> None:
         (-70003, [{"id": "a", "version": 1}]),
         (-70003, [{"id": "a", "version": "1"}] * (MAX_INSTALLED_APPS + 1)),
         (-70004, bytes(65)),  # right size, not a point on P-256
-        (-70004, public_key_bytes(_NEW_KEY.public_key())[:64]),
+        pytest.param(-70004, public_key_bytes(_NEW_KEY.public_key())[:64], id="-70004-truncated-point"),
     ],
 )
 def test_claim_of_wrong_type_or_outside_bounds_rejected(key: int, value: Any) -> None:
