@@ -107,6 +107,21 @@ def test_an_unexpected_exception_is_a_500_in_the_error_shape_without_internals(a
     assert "secret" not in r.text
 
 
+def test_a_busy_database_is_a_503_to_retry_not_a_500(app: FastAPI) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def locked() -> dict[str, str]:
+        raise OperationalError("INSERT INTO error_events ...", {}, Exception("database is locked"))
+
+    app.add_api_route("/locked", locked)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/locked")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    assert r.json()["error"] == "database_unavailable"
+    assert "INSERT" not in r.text
+
+
 def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     methods = ("get", "put", "post", "delete", "patch")
     return [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items() if m in methods]

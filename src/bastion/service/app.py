@@ -35,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -192,6 +192,24 @@ def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
     _log.info("request value out of the database's range: %s", type(exc).__name__)
     return error_response(
         422, "invalid_request", "a number in the request is out of range; use the bounds the operation documents"
+    )
+
+
+#: Seconds a client is told to wait when the database is busy (``Retry-After``).
+DATABASE_BUSY_RETRY_AFTER_S = 5
+
+
+def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """The database is busy (SQLite's write lock timed out) or unreachable: 503, retry later; nothing was stored.
+
+    The request's transaction was rolled back, so a retry is safe (device batches are idempotent).
+    """
+    _log.warning("database unavailable while serving a request: %s", type(getattr(exc, "orig", exc)).__name__)
+    return error_response(
+        503,
+        "database_unavailable",
+        "the service's database is busy or unreachable; retry later",
+        {"Retry-After": str(DATABASE_BUSY_RETRY_AFTER_S)},
     )
 
 
@@ -369,6 +387,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(DataError, _out_of_range)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
 
     # /healthz, /readyz, /metrics (ADR 0019); every request observed.
