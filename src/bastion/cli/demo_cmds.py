@@ -248,7 +248,8 @@ def _failures(stack: LocalStack, device_dir: Path, *, hello_id: str) -> None:
 
     def bucket() -> dict[str, Any] | None:
         _check(stack, device_dir)  # a check-in uploads the queued error reports
-        rows = stack.bastion_json("error-report", "list", "--component", "9d3c6a52-41e7-4b0f-8c2a-6e15f07b3d90")
+        page = stack.bastion_json("error-report", "list", "--component", "9d3c6a52-41e7-4b0f-8c2a-6e15f07b3d90")
+        rows = page.get("items") or []
         return rows[0] if rows else None
 
     found = wait_for("the crash bucket", bucket)
