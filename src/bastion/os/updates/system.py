@@ -377,12 +377,17 @@ class UpdateSystem:
         except OSError as exc:  # the state directory or app store failed: keep the OS (and its apps) running
             _log.error("update check failed locally: %s", exc)
             return now + self.agent.settings.retry
-        if self.uploader is not None and not self.agent.reboot_requested:
-            try:
-                self.uploader.upload(now)  # at every check-in: the batch, or the heartbeat
-            except OSError as exc:
-                _log.error("error reports not uploaded: %s", exc)
+        self._upload_errors(now)
         return next_at
+
+    def _upload_errors(self, now: dt.datetime) -> None:
+        """At every check-in (scheduled or asked for): the sealed batch, or the heartbeat."""
+        if self.uploader is None or self.agent.reboot_requested:
+            return
+        try:
+            self.uploader.upload(now)
+        except OSError as exc:
+            _log.error("error reports not uploaded: %s", exc)
 
     def on_attested(self, credential: DeviceCredential, now: dt.datetime) -> None:
         """Attestation hook: remember the group (first root per group), confirm a trial, check now."""
@@ -443,7 +448,9 @@ class UpdateSystem:
         del op
         now = self._clock() if self._clock else dt.datetime.now(dt.UTC)
         try:
-            return self.agent.check(now).to_json()
+            summary = self.agent.check(now).to_json()
+            self._upload_errors(now)
+            return summary
         except MonitorError as exc:
             self.monitor_error = exc
             self._stop.set()  # fatal, as in the scheduler thread
