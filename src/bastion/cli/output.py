@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 console = Console(stderr=False, highlight=False)
+#: Width of tables printed to a pipe or file: wide enough that no device ID or token is split.
+PIPE_TABLE_WIDTH = 512
 err_console = Console(stderr=True, highlight=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -91,7 +93,10 @@ def emit_table(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(_jsonable(row.get(c))) for c in columns))
-    console.print(table)
+    # On a terminal the table fits the window; into a pipe (grep, a file) nothing is folded.
+    # (the file itself, not console.is_terminal: FORCE_COLOR makes rich call a pipe a terminal).
+    tty = getattr(console.file, "isatty", lambda: False)()
+    console.print(table, width=None if tty else PIPE_TABLE_WIDTH)
 
 
 def emit_cut_note(

@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import inspect
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -66,6 +67,7 @@ from bastion.service.errorreports.retention import retention_runner
 from bastion.service.fleet.endpoints import router as fleet_router
 from bastion.service.fleet.targets import TufPublisher, reconcile_groups
 from bastion.service.guard import RateLimiter, RefusalLog, check_headers, client_key, send_error
+from bastion.service.models import DeviceGroup
 from bastion.service.observability.endpoints import ObservabilitySettings
 from bastion.service.observability.endpoints import router as observability_router
 from bastion.service.observability.middleware import Observer
@@ -321,7 +323,10 @@ def create_app(
         app.state.sessionmaker = make_sessionmaker(engine)
         # Commit first, then publish (ADR 0018): bring every group's TUF repository up to the database.
         publisher = getattr(app.state, "tuf_publisher", None) or TufPublisher()
-        reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
+        if inspect(engine).has_table(DeviceGroup.__tablename__):  # an unmigrated database has no groups yet
+            reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
+        else:
+            _log.warning("the database has no schema (migrate_on_startup is off): TUF repositories not reconciled")
         try:
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),

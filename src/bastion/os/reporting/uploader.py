@@ -172,7 +172,7 @@ class ErrorReportUploader:
             batch_id=sealed.batch_id,
             iat=sealed.iat,
             os_version=status.os_version,
-            boot_slot=status.boot_slot,
+            boot_slot=status.boot_slot.lower(),  # the runtime says "A"/"B"; the wire says "a"/"b"
             group_id=status.group_id,
             installed=tuple(status.installed)[:64],
             dropped=sealed.dropped,
