@@ -113,8 +113,13 @@ def test_readyz_names_a_database_that_is_gone(client: TestClient, app: FastAPI, 
 
 def test_readyz_names_a_migration_head_that_does_not_match(client: TestClient, app: FastAPI) -> None:
     with app.state.engine.begin() as conn:
+        head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         conn.execute(text("UPDATE alembic_version SET version_num = '0004_older'"))
-    r = client.get("/readyz")
+    try:
+        r = client.get("/readyz")
+    finally:  # PostgreSQL's schema outlives the test: put the real head back
+        with app.state.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
     assert r.status_code == 503
     assert r.json()["failed"] == ["migrations"]
     assert "database at 0004_older" in r.json()["checks"]["migrations"]
