@@ -184,6 +184,19 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    """A device-chosen text made inert for a spreadsheet: a formula start is prefixed with ``'``."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _csv_row(event: ErrorEvent) -> list[str]:
+    return [_cell(value) for value in _row(event)]
+
+
 def _row(event: ErrorEvent) -> list[str]:
     return [
         event.device_id,
@@ -228,7 +241,7 @@ def _csv(events: Iterator[ErrorEvent]) -> Iterator[str]:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for index, event in enumerate(events, 1):
-        writer.writerow(_row(event))
+        writer.writerow(_csv_row(event))
         if index % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

