@@ -8,11 +8,16 @@ import io
 
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
-from fleet_world import StatusDevice, make_status_device
+from fastapi import FastAPI
+from fleet_world import APP_COMPONENT, FakePublisher, Fleet, StatusDevice, make_status_device
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from test_rollouts import install
 
-from bastion.service.models import DeviceReleaseActivity, ErrorBucket, ErrorEvent
+from bastion.service.config import Settings
+from bastion.service.models import Device, DeviceReleaseActivity, ErrorBucket, ErrorEvent
+from bastion.service.rollouts.gate import evaluate_due
+from bastion.service.rollouts.health import default_health
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
 
@@ -25,7 +30,7 @@ def device(
 
 
 def _send(client: TestClient, body: bytes) -> int:
-    return client.post(ENDPOINT, content=body, headers=COSE).status_code
+    return int(client.post(ENDPOINT, content=body, headers=COSE).status_code)
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
@@ -96,3 +101,63 @@ def test_extreme_times_in_queries_are_not_5xx(client: TestClient, tenant: Create
     for path in ("/api/v1/error-reports/buckets", "/api/v1/error-reports/download"):
         r = client.get(f"{path}?{query}", headers=bearer(tenant.admin_token))
         assert r.status_code < 500, (path, query, r.status_code, r.text)
+
+
+def test_a_device_outside_the_stage_cannot_halt_a_rollout_with_a_new_bucket(  # noqa: PLR0917 - pytest fixtures
+    client: TestClient,
+    app: FastAPI,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """A tenant device outside the stage (another group, or none) reports a novel crash of the staged release."""
+    publisher = FakePublisher()
+    app.state.tuf_publisher = publisher
+    fleet = Fleet(client, tenant.admin_token, session_factory)
+    group = fleet.groups["Production"]
+    devices = [
+        make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+        for _ in range(6)
+    ]
+    outsider = make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+    with session_factory() as session:
+        for d in devices:
+            row = session.get(Device, d.device_id)
+            assert row is not None
+            row.group_id = group
+        session.commit()
+    v1, v2 = fleet.app("1.0.0"), fleet.app("2.0.0")
+    fleet.deploy(group, str(v1["id"]))
+    body = {
+        "group": group,
+        "images": [str(v2["id"])],
+        "rollout": {"stages": [100], "soak_seconds": 60, "halt": {"min_sample": 1}},
+    }
+    created = fleet.call("POST", "/deployments", json=body).json()
+    clock.advance(dt.timedelta(seconds=10))
+    ids = [d.device_id for d in devices]
+    install(session_factory, tenant.tenant_id, ids, "2.0.0", clock())
+    for d in devices:
+        r = client.post(ENDPOINT, content=batch(d, iat=clock(), installed=[(APP_COMPONENT, "2.0.0")]), headers=COSE)
+        assert r.status_code == 200, r.text
+    attack = batch(
+        outsider,
+        iat=clock(),
+        installed=[(APP_COMPONENT, "2.0.0")],
+        records=[crash(clock(), component=APP_COMPONENT, version="2.0.0", exception="Sabotage")],
+    )
+    assert _send(client, attack) == 200
+    outcomes = evaluate_due(session_factory, settings, now=clock(), publisher=publisher, health=default_health())
+    assert outcomes[created["rollout"]["id"]].action == "soaking"
+    # A stage member's new crash still halts it.
+    own = batch(
+        devices[0],
+        iat=clock(),
+        installed=[(APP_COMPONENT, "2.0.0")],
+        records=[crash(clock(), component=APP_COMPONENT, version="2.0.0", exception="RealBug")],
+    )
+    assert _send(client, own) == 200
+    outcomes = evaluate_due(session_factory, settings, now=clock(), publisher=publisher, health=default_health())
+    assert outcomes[created["rollout"]["id"]].action == "halted"
