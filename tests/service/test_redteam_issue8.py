@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
@@ -14,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_rollouts import install
 
+from bastion.crypto.certs import certificate_der
+from bastion.crypto.cose import sign1
 from bastion.service.config import Settings
 from bastion.service.models import Device, DeviceReleaseActivity, ErrorBucket, ErrorEvent
 from bastion.service.rollouts.gate import evaluate_due
@@ -161,3 +164,33 @@ def test_a_device_outside_the_stage_cannot_halt_a_rollout_with_a_new_bucket(  # 
     assert _send(client, own) == 200
     outcomes = evaluate_due(session_factory, settings, now=clock(), publisher=publisher, health=default_health())
     assert outcomes[created["rollout"]["id"]].action == "halted"
+
+
+def test_deeply_nested_cbor_is_a_400(client: TestClient, device: StatusDevice, clock: FakeClock) -> None:
+    """An authentic device's payload nested 20 000 deep (fits in 64 KiB) is malformed, not a crash of the decoder."""
+    now = clock()
+    payload = b"\x81" * 20_000 + b"\x00"
+    body = sign1(payload, device.key, x5chain=[certificate_der(device.cert)])
+    r = client.post(ENDPOINT, content=body, headers=COSE)
+    assert r.status_code == 400, r.text
+    logs = client.post("/api/v1/device/logs", content=body, headers=COSE)
+    assert logs.status_code == 400, logs.text
+    nested = b"\x81" * 20_000 + b"\x00"
+    assert client.post(ENDPOINT, content=nested, headers=COSE).status_code == 400
+    assert now
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '["0001-01-01T00:00:00+01:00", "x"]',
+        '["9999-12-31T23:59:59-01:00", "x"]',
+        '{"a": 1, "b": 2}',
+        '["2026-01-01T00:00:00+00:00", 5]',
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    ],
+)
+def test_tampered_cursors_are_a_400(client: TestClient, tenant: CreatedTenant, raw: str) -> None:
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    r = client.get("/api/v1/error-reports/buckets", params={"cursor": cursor}, headers=bearer(tenant.admin_token))
+    assert r.status_code == 400, r.text

@@ -79,7 +79,8 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         when = dt.datetime.fromisoformat(seen)
         if not isinstance(bid, str) or len(bid) > 20 or when.tzinfo is None:
             raise ValueError("bad cursor")
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        when = when.astimezone(dt.UTC)  # a time with no UTC form (year 1 at +01:00) is not ours
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidRequest("the cursor is not one this API returned", code="invalid_cursor") from exc
     return when, bid
 
