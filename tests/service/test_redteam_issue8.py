@@ -6,7 +6,9 @@ import base64
 import csv
 import datetime as dt
 import io
+from typing import Any
 
+import httpx
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
 from fastapi import FastAPI
@@ -194,3 +196,60 @@ def test_tampered_cursors_are_a_400(client: TestClient, tenant: CreatedTenant, r
     cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
     r = client.get("/api/v1/error-reports/buckets", params={"cursor": cursor}, headers=bearer(tenant.admin_token))
     assert r.status_code == 400, r.text
+
+
+def test_bad_input_on_a_live_server_is_never_5xx(
+    live_url: str, tenant: CreatedTenant, device: StatusDevice, clock: FakeClock
+) -> None:
+    """A real uvicorn on a loopback port: the new paths answer bad input with 4xx, never 5xx."""
+    auth = bearer(tenant.admin_token)
+    now = clock()
+    cert = [certificate_der(device.cert)]
+    probes: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/api/v1/device/error-reports", {"content": b"\x00" * 70_000, "headers": COSE}),
+        ("POST", "/api/v1/device/error-reports", {"content": b"", "headers": COSE}),
+        ("POST", "/api/v1/device/error-reports", {"content": b"{}", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/api/v1/device/logs", {"content": b"\xff" * 2_000_000, "headers": COSE}),
+        ("POST", "/api/v1/device/logs", {"content": sign1(b"\xa0", device.key, x5chain=cert), "headers": COSE}),
+        (
+            "POST",
+            "/api/v1/device/error-reports",
+            {"content": batch(device, iat=now, override={"records": [{"x": 1}] * 10}), "headers": COSE},
+        ),
+        ("GET", "/api/v1/error-reports/buckets/" + "b" * 5000, {"headers": auth}),
+        ("POST", "/api/v1/error-reports/buckets/%00/resolve", {"headers": auth}),
+        ("GET", "/api/v1/error-reports/buckets?limit=0", {"headers": auth}),
+        ("GET", "/api/v1/error-reports/buckets?cursor=%%%", {"headers": auth}),
+        ("GET", "/api/v1/error-reports/download?since=x", {"headers": auth}),
+        ("GET", "/api/v1/fleet/health?window=99999999d", {"headers": auth}),
+        ("GET", "/api/v1/fleet/health?by=nope", {"headers": auth}),
+        (
+            "POST",
+            f"/api/v1/devices/{device.device_id}/log-requests",
+            {"json": {"component_id": "../x"}, "headers": auth},
+        ),
+        (
+            "POST",
+            f"/api/v1/devices/{device.device_id}/log-requests",
+            {"json": {"component_id": "app1", "max_bytes": 10**30}, "headers": auth},
+        ),
+        ("GET", f"/api/v1/devices/{device.device_id}/log-requests/" + "%2e%2e", {"headers": auth}),
+        ("GET", "/api/v1/devices/" + "f" * 64 + "/log-requests", {"headers": auth}),
+        ("POST", "/api/v1/rollouts/99999999999999999999999/resume", {"headers": auth}),
+        ("POST", "/api/v1/rollouts/-1/abort", {"headers": auth}),
+        (
+            "POST",
+            "/api/v1/deployments",
+            {
+                "content": b'{"group": "x", "images": [], "rollout": {"stages": [NaN]}}',
+                "headers": auth | {"Content-Type": "application/json"},
+            },
+        ),
+        ("POST", "/api/v1/os-blocklist-clears", {"json": {"group": "x" * 10_000, "image": "y"}, "headers": auth}),
+        ("GET", "/api/v1/os-blocklist-clears?group=nope", {"headers": auth}),
+    ]
+    with httpx.Client(base_url=live_url, timeout=30) as http:
+        for method, path, kw in probes:
+            r = http.request(method, path, **kw)
+            assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
+            assert tenant.admin_token not in r.text
