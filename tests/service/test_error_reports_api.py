@@ -105,8 +105,8 @@ def test_download_csv_and_json(
     client: TestClient, tenant: CreatedTenant, device: StatusDevice, send: Callable[..., None], clock: FakeClock
 ) -> None:
     now = clock()
-    send(crash(now, count=3), os_version="2.0.0")
-    send(crash(now + dt.timedelta(hours=2), exception="KeyError"))
+    send(crash(now - dt.timedelta(hours=2), count=3), os_version="2.0.0")
+    send(crash(now, exception="KeyError"))  # records are not after their batch (times are held to its window)
     auth = bearer(tenant.admin_token)
     r = client.get(f"{API}/download", params={"format": "csv"}, headers=auth)
     assert r.status_code == 200
@@ -120,7 +120,7 @@ def test_download_csv_and_json(
     assert first["OsVersion"] == "2.0.0"
     assert first["EventCategory"] == "AppCrash"
     assert first["Bucket"].startswith("b")
-    until = (now + dt.timedelta(hours=1)).isoformat()
+    until = (now - dt.timedelta(hours=1)).isoformat()
     r = client.get(f"{API}/download", params={"format": "json", "until": until}, headers=auth)
     items = r.json()
     assert [i["EventCount"] for i in items] == [3]

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
-from fleet_world import StatusDevice, make_status_device
+from fleet_world import Fleet, StatusDevice, make_status_device
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.errorreports import health
 from bastion.service.errorreports.health import ReleaseHealth, new_buckets, release_health
+from bastion.service.models import Device
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
 
@@ -103,10 +104,18 @@ def test_window_and_group_bound_both_the_population_and_the_crashes(world: World
     world.clock.advance(dt.timedelta(hours=3))
     now = world.clock()
     world.send(fresh, records=[crash(now - dt.timedelta(hours=2))])  # a crash before the window, sent late
-    world.send(other_group, override={"group_id": "g-other"}, records=[crash(now)])
+    # The group is the service's record of the device (a batch's group_id claim is ignored).
+    group = Fleet(world.client, world.tenant.admin_token).groups["Production"]
+    with world.sessions() as session:
+        row = session.get(Device, other_group.device_id)
+        assert row is not None
+        row.group_id = group
+        session.commit()
+    world.send(other_group, override={"group_id": "g-claimed"}, records=[crash(now)])
     # The window's last hour: old is not in the population; fresh's crash is outside the window.
     assert world.health("app1", "1.0.0") == ReleaseHealth(devices=2, crashed_devices=1, crash_free_rate=0.5)
-    assert world.health("app1", "1.0.0", group_id="g-other") == ReleaseHealth(1, 1, 0.0)
+    assert world.health("app1", "1.0.0", group_id=group) == ReleaseHealth(1, 1, 0.0)
+    assert world.health("app1", "1.0.0", group_id="g-claimed") == ReleaseHealth(0, 0, None)
     assert world.health("app1", "1.0.0", since=start - dt.timedelta(minutes=1)) == ReleaseHealth(3, 3, 0.0)
 
 

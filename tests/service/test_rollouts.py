@@ -71,7 +71,14 @@ class FakeHealth:
         return Health(len(seen), crashed, None if not seen else 1 - crashed / len(seen))
 
     def new_buckets(
-        self, session: Session, tenant_id: str, *, component_id: str, version: str, since: dt.datetime
+        self,
+        session: Session,
+        tenant_id: str,
+        *,
+        component_id: str,
+        version: str,
+        since: dt.datetime,
+        device_ids: Collection[str] | None = None,
     ) -> list[str]:
         return list(self.buckets.get((component_id, version), []))
 

@@ -15,7 +15,7 @@ import typer
 from bastion.cli._client import ServiceClient
 from bastion.cli.apps import device_app, fleet_app
 from bastion.cli.devmode_cmds import local_logs
-from bastion.cli.output import JsonOption, emit_object, emit_table, fail, progress
+from bastion.cli.output import JsonOption, emit_object, emit_table, fail, inert_text, progress
 
 __all__ = ["device_logs_cmd", "fleet_health_cmd"]
 
@@ -99,6 +99,8 @@ def device_logs_cmd(  # noqa: PLR0917 - one parameter per CLI option, as Typer r
         text = str(request.get("text") or "")
         note = " (truncated by the device)" if request.get("truncated") else ""
         progress(f"log of {app_id} from {device_id[:16]}…{note}:")
+        if sys.stdout.isatty():  # an app's log is remote text: no control sequences into the terminal
+            text = inert_text(text)
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
         return
     shown = {k: request.get(k) for k in ("request_id", "state", "component_id", "requested_at", "expires_at")}

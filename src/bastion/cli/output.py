@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bastion.crypto.keys import PrivateKey
 
@@ -29,6 +30,7 @@ __all__ = [
     "emit_object",
     "emit_table",
     "fail",
+    "inert_text",
     "load_signing_key",
     "progress",
 ]
@@ -68,6 +70,33 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Bidirectional overrides and isolates ("Trojan Source"): text that displays other than it reads.
+_BIDI = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
+def _inert_char(ch: str) -> str:
+    code = ord(ch)
+    if ch in "\n\t" or not (code < 0x20 or 0x7F <= code < 0xA0 or ch in _BIDI):
+        return ch
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert_text(text: str) -> str:
+    """``text`` with control characters (but newline and tab) and bidi overrides shown as escapes."""
+    return "".join(map(_inert_char, text))
+
+
+def _cell(value: Any) -> Text:
+    """A table cell shown as the text it is: no rich markup, no terminal control sequences.
+
+    Cells hold remote text (a device's crash description, an app's log, a bucket title):
+    as a markup string ``[/bold]`` would crash the table and ``[link=...]`` plant a link,
+    and an ESC byte would reach the operator's terminal.
+    """
+    text = "" if value is None else str(_jsonable(value))
+    return Text(inert_text(text))
+
+
 def emit_object(obj: Mapping[str, Any], *, as_json: bool, title: str | None = None) -> None:
     """Print one record as JSON or as a two-column table."""
     if as_json:
@@ -77,7 +106,7 @@ def emit_object(obj: Mapping[str, Any], *, as_json: bool, title: str | None = No
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in obj.items():
-        table.add_row(key, "" if value is None else str(_jsonable(value)))
+        table.add_row(_cell(key), _cell(value))
     console.print(table)
 
 
@@ -92,7 +121,7 @@ def emit_table(
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(_jsonable(row.get(c))) for c in columns))
+        table.add_row(*(_cell(row.get(c)) for c in columns))
     # On a terminal the table fits the window; into a pipe (grep, a file) nothing is folded.
     # (the file itself, not console.is_terminal: FORCE_COLOR makes rich call a pipe a terminal).
     tty = getattr(console.file, "isatty", lambda: False)()

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,8 +251,17 @@ class ErrorReportUploader:
 
 def _tail(path: Path, limit: int) -> tuple[str, bool]:
     """The last ``limit`` bytes of a log (whole UTF-8 characters), and whether older text was left out."""
+    # The app's own log file only: not a symlink an app planted to another file (the device key),
+    # nor a FIFO or device node that would block or never end.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, flags)
+    except OSError:
+        return "", False
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return "", False
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(size - limit, 0))
             data = handle.read(limit)

@@ -27,7 +27,7 @@ from bastion.service.errorreports.schemas import (
     BucketVersionOut,
     LogRequestOut,
 )
-from bastion.service.errors import ServiceError
+from bastion.service.errors import InvalidRequest, ServiceError
 from bastion.service.web import NowDep, SessionDep, error_response
 
 __all__ = ["REPORT_CONTENT_TYPE", "pending_log_requests", "router"]
@@ -144,7 +144,13 @@ def resolve_bucket(bucket_id: str, who: ContributorDep, session: SessionDep, now
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+    """The query's time as UTC (naive: taken as UTC); one that has no UTC form (year 1 at +01:00) is refused."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise InvalidRequest("the time is out of range", code="invalid_window") from exc
 
 
 @router.get(

@@ -182,21 +182,43 @@ def release_health(
     return ReleaseHealth(devices=devices, crashed_devices=crashed, crash_free_rate=_rate(devices, crashed))
 
 
-def new_buckets(session: Session, tenant_id: str, *, component_id: str, version: str, since: dt.datetime) -> list[str]:
+def new_buckets(
+    session: Session,
+    tenant_id: str,
+    *,
+    component_id: str,
+    version: str,
+    since: dt.datetime,
+    device_ids: Collection[str] | None = None,
+) -> list[str]:
     """Bucket IDs first seen in this release (component + version) at or after ``since``, oldest first.
 
     A bucket is new when nothing of it (in any version) was seen before ``since``
     and this version has records in it: a crash the previous release already had
     is not new, one that appeared with this release is.
+
+    Args:
+        device_ids: only buckets these devices (a rollout stage) reported in this version; without it any
+            device of the tenant, also one outside the stage or the group, could halt a rollout.
     """
-    b, v = ErrorBucket, ErrorBucketVersion
+    b, v, e = ErrorBucket, ErrorBucketVersion, ErrorEvent
     query = (
-        select(b.id)
+        select(b.first_seen, b.id)
         .join(v, and_(v.bucket_id == b.id, v.version == version))
         .where(b.tenant_id == tenant_id, b.component_id == component_id, b.first_seen >= since)
-        .order_by(b.first_seen, b.id)
     )
-    return list(session.scalars(query).all())
+    if device_ids is None:
+        return [str(row[1]) for row in session.execute(query.order_by(b.first_seen, b.id)).all()]
+    ids = sorted(set(device_ids))
+    found: set[tuple[dt.datetime, str]] = set()
+    for i in range(0, len(ids), MAX_DEVICE_IDS_PER_QUERY):
+        reported = (
+            select(e.id)
+            .where(e.bucket_id == b.id, e.version == version, e.device_id.in_(ids[i : i + MAX_DEVICE_IDS_PER_QUERY]))
+            .exists()
+        )
+        found.update((row[0], str(row[1])) for row in session.execute(query.where(reported)).all())
+    return [bid for _, bid in sorted(found)]
 
 
 @dataclass(frozen=True)

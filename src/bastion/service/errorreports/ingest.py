@@ -13,6 +13,9 @@ changing nothing stored:
    certificate's tenant (``unknown_device``) and not revoked (``device_revoked``);
 5. ``iat`` is within ``[now - max_batch_age, now + max_clock_ahead]`` (``malformed_report``).
 
+The records' times are then clamped into the batch's own window, and the group
+stored is the service's record of the device (the batch's ``group_id`` is ignored).
+
 Then, in one transaction: the batch row (unique per device and batch ID: a
 replay, also a concurrent one, answers ``duplicate`` and counts once), the raw
 events, the buckets with their version and device counters (and a regression
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from sqlalchemy import func, insert, select
@@ -181,9 +184,33 @@ def accept_batch(
             ),
             f"iat {batch.iat} outside its window",
         )
+    batch = _clamp_times(batch, settings)
     status = _store(session, device, batch, tenant_id=tenant_id, now=now)
     log_requests = pending_log_requests(session, device.device_id, now)
     return Accepted(batch_id=batch.batch_id, status=status, records=len(batch.records), log_requests=log_requests)
+
+
+def _clamp_times(batch: Batch, settings: ErrorReportSettings) -> Batch:
+    """The records' times held within the batch's own window ``[iat - max_batch_age, iat + max_clock_ahead]``.
+
+    A device's record times are its own claim: one in 1970 or in the year 6000 would
+    pin a bucket's first or last seen, and a crash in every health window, for ever.
+    Clamped rather than refused: a record captured before the clock was set should not
+    lose the batch it travels in (a refused batch is dropped by the device).
+    """
+    low = batch.iat - int(settings.max_batch_age.total_seconds())
+    high = batch.iat + int(settings.max_clock_ahead.total_seconds())
+
+    def held(value: int) -> int:
+        return min(max(value, low), high)
+
+    records = tuple(
+        rec
+        if low <= rec.first_at and rec.last_at <= high
+        else replace(rec, first_at=held(rec.first_at), last_at=held(rec.last_at))
+        for rec in batch.records
+    )
+    return replace(batch, records=records)
 
 
 def _dialect_insert(session: Session, model: Any) -> Any:
@@ -238,7 +265,9 @@ def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, no
     except IntegrityError:  # the unique (device_id, batch_id): a replay, or a concurrent copy that won
         session.rollback()
         return "duplicate"
-    group_id = batch.group_id if batch.group_id is not None else device.group_id
+    # The service's record of the device's group, not the batch's claim: a device must not put its
+    # records (and its check-ins) into another group's fleet health and rollout baseline.
+    group_id = device.group_id
     events: list[dict[str, Any]] = []
     per_bucket: dict[str, list[Record]] = {}
     titles: dict[str, tuple[str, str]] = {}

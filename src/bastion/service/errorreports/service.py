@@ -79,7 +79,8 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         when = dt.datetime.fromisoformat(seen)
         if not isinstance(bid, str) or len(bid) > 20 or when.tzinfo is None:
             raise ValueError("bad cursor")
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        when = when.astimezone(dt.UTC)  # a time with no UTC form (year 1 at +01:00) is not ours
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidRequest("the cursor is not one this API returned", code="invalid_cursor") from exc
     return when, bid
 
@@ -184,6 +185,19 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    """A device-chosen text made inert for a spreadsheet: a formula start is prefixed with ``'``."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _csv_row(event: ErrorEvent) -> list[str]:
+    return [_cell(value) for value in _row(event)]
+
+
 def _row(event: ErrorEvent) -> list[str]:
     return [
         event.device_id,
@@ -228,7 +242,7 @@ def _csv(events: Iterator[ErrorEvent]) -> Iterator[str]:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for index, event in enumerate(events, 1):
-        writer.writerow(_row(event))
+        writer.writerow(_csv_row(event))
         if index % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -39,6 +39,15 @@ class ErrorReportsHealth:
         )
 
     def new_buckets(
-        self, session: Session, tenant_id: str, *, component_id: str, version: str, since: dt.datetime
+        self,
+        session: Session,
+        tenant_id: str,
+        *,
+        component_id: str,
+        version: str,
+        since: dt.datetime,
+        device_ids: Collection[str] | None = None,
     ) -> list[str]:
-        return health.new_buckets(session, tenant_id, component_id=component_id, version=version, since=since)
+        return health.new_buckets(
+            session, tenant_id, component_id=component_id, version=version, since=since, device_ids=device_ids
+        )

@@ -51,9 +51,16 @@ class HealthSource(Protocol):
         ...
 
     def new_buckets(
-        self, session: Session, tenant_id: str, *, component_id: str, version: str, since: dt.datetime
+        self,
+        session: Session,
+        tenant_id: str,
+        *,
+        component_id: str,
+        version: str,
+        since: dt.datetime,
+        device_ids: Collection[str] | None = None,
     ) -> list[str]:
-        """Bucket ids first seen in this release at or after ``since``."""
+        """Bucket ids first seen in this release at or after ``since`` (reported by ``device_ids``, if given)."""
         ...
 
 

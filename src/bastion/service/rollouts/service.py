@@ -369,8 +369,13 @@ def _halt_reason(
                     f"(a drop of {drop:.1f} points > {rules.crash_drop_points:g})"
                 )
         if rules.new_bucket and sampled:
-            buckets = health.new_buckets(
-                session, rollout.tenant_id, component_id=release.component_id, version=release.version, since=since
+            buckets = health.new_buckets(  # the stage's own devices: no other device can halt the rollout
+                session,
+                rollout.tenant_id,
+                component_id=release.component_id,
+                version=release.version,
+                since=since,
+                device_ids=members,
             )
             if buckets:
                 shown = ", ".join(buckets[:5])
