@@ -35,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -197,6 +197,15 @@ def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _reconcile_at_start(app: FastAPI, engine: Engine, settings: Settings) -> None:
+    """Bring every group's TUF repository up to the committed database (ADR 0018), if it has a schema."""
+    publisher = getattr(app.state, "tuf_publisher", None) or TufPublisher()
+    if inspect(engine).has_table(DeviceGroup.__tablename__):  # an unmigrated database has no groups yet
+        reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
+    else:
+        _log.warning("the database has no schema (migrate_on_startup is off): TUF repositories not reconciled")
+
+
 #: Seconds a client is told to wait when the database is busy (``Retry-After``).
 DATABASE_BUSY_RETRY_AFTER_S = 5
 
@@ -322,11 +331,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         # Commit first, then publish (ADR 0018): bring every group's TUF repository up to the database.
-        publisher = getattr(app.state, "tuf_publisher", None) or TufPublisher()
-        if inspect(engine).has_table(DeviceGroup.__tablename__):  # an unmigrated database has no groups yet
-            reconcile_groups(engine, settings, now=app.state.clock(), publisher=publisher)
-        else:
-            _log.warning("the database has no schema (migrate_on_startup is off): TUF repositories not reconciled")
+        _reconcile_at_start(app, engine, settings)
         try:
             async with (
                 tuf_refresher(settings, app.state.clock, tuf_refresh_interval_s),

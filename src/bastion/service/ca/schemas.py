@@ -28,7 +28,9 @@ class AuthorityOut(BaseModel):
 class RotateRequest(BaseModel):
     """How long the superseded CA stays trusted beside its successor."""
 
-    overlap_hours: int = Field(default=int(DEFAULT_OVERLAP.total_seconds() // 3600), ge=0, le=MAX_OVERLAP.days * 24)
+    overlap_hours: int = Field(
+        strict=True, default=int(DEFAULT_OVERLAP.total_seconds() // 3600), ge=0, le=MAX_OVERLAP.days * 24
+    )
 
 
 class RotationOut(BaseModel):

@@ -32,6 +32,12 @@ from bastion.service.web import NowDep, SessionDep, error_response
 
 __all__ = ["REPORT_CONTENT_TYPE", "pending_log_requests", "router"]
 
+#: A time in a query: an ISO 8601 date or date-time only (a bare number is not taken as epoch seconds).
+TimeQuery = Annotated[
+    str | None,
+    Query(max_length=40, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]{2,15})?(Z|[+-][0-9]{2}:?[0-9]{2})?$"),
+]
+
 router = APIRouter(tags=["error-reports"])
 
 #: The media type of a batch (RFC 9052 COSE).
@@ -106,7 +112,7 @@ def list_buckets(
     component: Annotated[str | None, Query(max_length=64)] = None,
     version: Annotated[str | None, Query(max_length=64)] = None,
     category: Annotated[str | None, Query(max_length=16)] = None,
-    since: dt.datetime | None = None,
+    since: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> BucketPageOut:
@@ -143,10 +149,14 @@ def resolve_bucket(bucket_id: str, who: ContributorDep, session: SessionDep, now
     return bucket_out(service.resolve_bucket(session, who, bucket_id, now=now))
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
+def _aware(text: str | None) -> dt.datetime | None:
     """The query's time as UTC (naive: taken as UTC); one that has no UTC form (year 1 at +01:00) is refused."""
-    if value is None:
+    if text is None:
         return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest("the time is not an ISO 8601 date-time", code="invalid_window") from exc
     try:
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     except OverflowError as exc:
@@ -164,8 +174,8 @@ def download(
     who: ReaderDep,
     settings: ErrorReportSettingsDep,
     format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's parameter name
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
 ) -> StreamingResponse:
     factory: sessionmaker[Session] = request.app.state.sessionmaker
     start, end = _aware(since), _aware(until)
