@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/checkin.py
 	$(PY) benchmarks/delta.py
 	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/ingest.py
 
 clean:
 	rm -rf $(VENV) .bastion-demo .mypy_cache .pytest_cache .ruff_cache
