@@ -113,6 +113,9 @@ def list_buckets(
     version: Annotated[str | None, Query(max_length=64)] = None,
     category: Annotated[str | None, Query(max_length=16)] = None,
     since: TimeQuery = None,
+    severity: Annotated[
+        Literal["warning", "info"], Query(description="least severity listed: warning (Error+Warning) or info (all)")
+    ] = "warning",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> BucketPageOut:
@@ -126,6 +129,7 @@ def list_buckets(
         since=_aware(since),
         limit=limit,
         cursor=cursor,
+        severity=severity,
         settings=settings,
     )
     return BucketPageOut(items=[bucket_out(b) for b in page.items], next_cursor=page.next_cursor)
@@ -172,22 +176,30 @@ def download(
     *,
     request: Request,
     who: ReaderDep,
+    now: NowDep,
     settings: ErrorReportSettingsDep,
     format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's parameter name
     since: TimeQuery = None,
     until: TimeQuery = None,
+    bucket: Annotated[str | None, Query(max_length=20, pattern=r"^b[0-9a-f]{16}$")] = None,
 ) -> StreamingResponse:
     factory: sessionmaker[Session] = request.app.state.sessionmaker
     start, end = _aware(since), _aware(until)
     with factory() as session:  # validate before the first byte goes out
-        service.download(session, who.tenant_id, fmt=format, since=start, until=end, settings=settings)
+        if bucket is not None:  # another tenant's bucket: 404 and a record, like show and resolve
+            service.bucket_for(session, who, bucket, action="error_report.download", now=now)
+        service.download(
+            session, who.tenant_id, fmt=format, since=start, until=end, bucket_id=bucket, settings=settings
+        )
 
     def chunks() -> Iterator[str]:
         with factory() as session:  # the request's session is gone once streaming starts
-            yield from service.download(session, who.tenant_id, fmt=format, since=start, until=end, settings=settings)
+            yield from service.download(
+                session, who.tenant_id, fmt=format, since=start, until=end, bucket_id=bucket, settings=settings
+            )
 
     media = "text/csv" if format == "csv" else "application/json"
-    filename = f"error-reports.{format}"
+    filename = f"error-reports-{bucket}.{format}" if bucket else f"error-reports.{format}"
     return StreamingResponse(
         chunks(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )

@@ -22,9 +22,11 @@ from bastion.service.models import ErrorBucket, ErrorBucketDevice, ErrorBucketVe
 
 __all__ = [
     "CSV_COLUMNS",
+    "SEVERITIES",
     "STATES",
     "BucketDetail",
     "BucketPage",
+    "bucket_for",
     "download",
     "list_buckets",
     "resolve_bucket",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 STATES = ("open", "resolved", "regressed")
+#: The least severity a bucket list shows: ``warning`` (Error and Warning, the default) or ``info`` (all).
+SEVERITIES = ("warning", "info")
 #: Azure Sphere's columns, then Bastion's.
 CSV_COLUMNS = (
     "DeviceId",
@@ -96,15 +100,21 @@ def list_buckets(
     since: dt.datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    severity: str = "warning",
     settings: ErrorReportSettings = DEFAULT_ERROR_REPORT_SETTINGS,
 ) -> BucketPage:
     """A page of the tenant's buckets, most recently seen first.
 
+    By default only buckets with an Error or Warning record are listed (``severity="info"``
+    lists the Info-only ones too, e.g. "update applied").
+
     Raises:
-        InvalidRequest: an unknown state, a limit out of ``[1, max_page_rows]``, or a foreign cursor.
+        InvalidRequest: an unknown state or severity, a limit out of ``[1, max_page_rows]``, or a foreign cursor.
     """
     if state is not None and state not in STATES:
         raise InvalidRequest(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+    if severity not in SEVERITIES:
+        raise InvalidRequest(f"severity must be one of {', '.join(SEVERITIES)}", code="invalid_severity")
     if not 1 <= limit <= settings.max_page_rows:
         raise InvalidRequest(f"limit must be in [1, {settings.max_page_rows}]", code="invalid_limit")
     after = _decode_cursor(cursor) if cursor else None
@@ -118,12 +128,18 @@ def list_buckets(
         since=since,
         after=after,
         limit=limit + 1,
+        include_info=severity == "info",
     )
     items = list(rows[:limit])
     return BucketPage(items=items, next_cursor=_encode_cursor(items[-1]) if len(rows) > limit else None)
 
 
-def _bucket_for(session: Session, who: Principal, bucket_id: str, *, action: str, now: dt.datetime) -> ErrorBucket:
+def bucket_for(session: Session, who: Principal, bucket_id: str, *, action: str, now: dt.datetime) -> ErrorBucket:
+    """The caller's tenant's bucket; a missing one (or another tenant's) is recorded and refused.
+
+    Raises:
+        NotFound: ``bucket_not_found``, the same answer for another tenant's bucket as for none.
+    """
     bucket = repository.get_bucket(session, who.tenant_id, bucket_id)
     if bucket is None:
         record_not_found(
@@ -146,12 +162,12 @@ def show_bucket(
     Raises:
         NotFound: ``bucket_not_found`` (also for another tenant's bucket).
     """
-    bucket = _bucket_for(session, who, bucket_id, action="error_report.read", now=now)
+    bucket = bucket_for(session, who, bucket_id, action="error_report.read", now=now)
     return BucketDetail(
         bucket=bucket,
-        versions=repository.bucket_versions(session, bucket.id),
-        devices=repository.bucket_devices(session, bucket.id, limit=settings.show_sample_rows),
-        events=repository.bucket_events(session, bucket.id, limit=settings.show_sample_rows),
+        versions=repository.bucket_versions(session, who.tenant_id, bucket.id),
+        devices=repository.bucket_devices(session, who.tenant_id, bucket.id, limit=settings.show_sample_rows),
+        events=repository.bucket_events(session, who.tenant_id, bucket.id, limit=settings.show_sample_rows),
     )
 
 
@@ -163,8 +179,10 @@ def resolve_bucket(session: Session, who: Principal, bucket_id: str, *, now: dt.
     Raises:
         NotFound: ``bucket_not_found``.
     """
-    bucket = _bucket_for(session, who, bucket_id, action="error_report.resolve", now=now)
-    versions = [v.version for v in repository.bucket_versions(session, bucket.id)] or [bucket.last_version]
+    bucket = bucket_for(session, who, bucket_id, action="error_report.resolve", now=now)
+    versions = [v.version for v in repository.bucket_versions(session, who.tenant_id, bucket.id)] or [
+        bucket.last_version
+    ]
     highest = max(versions, key=lenient_semver_key)
     before = bucket.state
     bucket.state, bucket.resolved_at, bucket.resolved_by, bucket.resolved_version = "resolved", now, who.actor, highest
@@ -222,9 +240,13 @@ def download(
     fmt: str,
     since: dt.datetime | None,
     until: dt.datetime | None,
+    bucket_id: str | None = None,
     settings: ErrorReportSettings = DEFAULT_ERROR_REPORT_SETTINGS,
 ) -> Iterator[str]:
-    """The tenant's raw events as CSV (:data:`CSV_COLUMNS`) or a JSON array, in chunks.
+    """The tenant's raw events (of one of its buckets if given) as CSV (:data:`CSV_COLUMNS`) or JSON, in chunks.
+
+    The query carries the tenant, so another tenant's bucket ID downloads nothing; the
+    endpoint refuses it first with :func:`bucket_for` (404 and a record).
 
     Raises:
         InvalidRequest: an unknown format, or ``until`` not after ``since``.
@@ -233,7 +255,9 @@ def download(
         raise InvalidRequest("format must be csv or json", code="invalid_format")
     if since is not None and until is not None and until <= since:
         raise InvalidRequest("until must be after since", code="invalid_window")
-    events = repository.events_between(session, tenant_id, since=since, until=until, limit=settings.max_download_rows)
+    events = repository.events_between(
+        session, tenant_id, since=since, until=until, limit=settings.max_download_rows, bucket_id=bucket_id
+    )
     return _csv(events) if fmt == "csv" else _json(events)
 
 
