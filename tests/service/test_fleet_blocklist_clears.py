@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.crypto.keys import generate_private_key
 from bastion.os.updates.pointer import signed_clears
 from bastion.service.config import Settings
-from bastion.service.models import AuditEvent, Device
+from bastion.service.models import AuditEvent, Device, OsBlocklistClear
 from bastion.service.tenants.service import CreatedTenant
 from bastion.service.tuf.repository import load_state
 from conftest import TestClient
@@ -105,3 +105,22 @@ def test_bad_clears_are_refused_and_change_nothing(
         assert r.status_code == status, (body, r.text)
         assert "error" in r.json()
     assert "blocklist_clears" not in _custom(settings, group)["bastion"]  # type: ignore[operator]
+
+
+def test_unclaim_removes_the_device_clears_and_keeps_the_group_clears(
+    fleet: Fleet, session_factory: sessionmaker[Session], tenant: CreatedTenant
+) -> None:
+    """A clear made for one device belongs to that ownership: after an unclaim it is gone (issue 8 follow-up)."""
+    image = fleet.os(generate_private_key(), "1.1.0")
+    group = fleet.groups["Production"]
+    leaving, staying = (_device_in(session_factory, tenant.tenant_id, group) for _ in range(2))
+    for device_id in (leaving, staying, None):
+        body = {"group": group, "image": image["measurement"]} | ({"device_id": device_id} if device_id else {})
+        assert fleet.call("POST", "/os-blocklist-clears", json=body).status_code == 201
+    r = fleet.call("POST", f"/devices/{leaving}/unclaim")
+    assert r.status_code == 200, r.text
+    with session_factory() as session:
+        left = sorted((c.device_id or "") for c in session.scalars(select(OsBlocklistClear)))
+    assert left == sorted(["", staying])
+    listed = fleet.call("GET", "/os-blocklist-clears", params={"group": group}).json()
+    assert leaving not in {c["device_id"] for c in listed}

@@ -16,6 +16,7 @@ from bastion.service.models import (
     ErrorBucketDevice,
     ErrorEvent,
     ErrorReportBatch,
+    OsBlocklistClear,
 )
 
 __all__ = ["delete_device_dependents", "history_for", "latest_event", "voucher_used"]
@@ -64,7 +65,9 @@ def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str
 
     Those are its capabilities, update status and error-report rows (raw events,
     batches, per-bucket counters and release activity; a bucket's totals stay,
-    they carry no device ID).
+    they carry no device ID), its log requests and the OS blocklist clears made for
+    it alone (a group-wide clear stays; the group's signed targets drop the device's
+    at their next publish, and a new owner's device never inherits the old owner's clear).
 
     Returns:
         The IDs of the deleted capabilities (a missing capability row reads as
@@ -80,4 +83,6 @@ def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str
         session.execute(delete(table).where(table.device_id == device_id))
     # Device log requests (migration 0016): the uploaded tails are the old owner's.
     session.execute(delete(DeviceLogRequest).where(DeviceLogRequest.device_id == device_id))
+    # Per-device OS blocklist clears (migration 0018): an operator's decision about this ownership.
+    session.execute(delete(OsBlocklistClear).where(OsBlocklistClear.device_id == device_id))
     return capability_ids, int(getattr(status, "rowcount", 0) or 0)
