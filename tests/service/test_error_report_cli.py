@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
 from fleet_world import make_status_device
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -19,7 +21,9 @@ from bastion.cli.apps import app as cli_app
 from bastion.cli.error_report_cmds import parse_since
 from bastion.cli.main import _register
 from bastion.cli.output import CliError
+from bastion.service.config import Settings
 from bastion.service.errorreports.service import CSV_COLUMNS
+from bastion.service.models import ErrorDailyCount, ErrorEvent
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
 
@@ -80,3 +84,39 @@ def test_parse_since() -> None:
     now = dt.datetime(2026, 1, 8, tzinfo=dt.UTC)
     assert parse_since("7d", now=now) == "2026-01-01T00:00:00+00:00"
     assert parse_since("2026-01-02T03:04:05", now=now) == "2026-01-02T03:04:05+00:00"
+
+
+def test_prune_runs_one_retention_pass_on_the_local_database(
+    *,
+    tenant: CreatedTenant,
+    client: TestClient,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``error-report prune`` rolls the events past retention up and forgets old batch IDs; a second pass is a no-op."""
+    monkeypatch.setenv("BASTION_HOME", str(settings.home))
+    monkeypatch.setenv("BASTION_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("BASTION_MASTER_KEY", base64.b64encode(settings.master_key).decode())
+    monkeypatch.setenv("BASTION_CONFIG", str(tmp_path / "operator" / "config.json"))
+    now = clock()  # T0, months before the wall clock the command uses: past both retentions
+    device = make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=now)
+    records = [crash(now, count=3), crash(now, exception="KeyError")]
+    assert client.post(ENDPOINT, content=batch(device, iat=now, records=records), headers=COSE).status_code == 200
+    first = json.loads(run("error-report", "prune", "--json"))
+    assert first == {"events_rolled_up": 2, "batches_deleted": 1, "daily_deleted": 0}
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(ErrorEvent)) == 0
+        assert sorted(d.events for d in session.scalars(select(ErrorDailyCount))) == [1, 3]
+    assert json.loads(run("error-report", "prune", "--json")) == {
+        "events_rolled_up": 0,
+        "batches_deleted": 0,
+        "daily_deleted": 0,
+    }
+    assert "error-report retention" in run("error-report", "prune")
+    monkeypatch.setenv("BASTION_ERROR_EVENT_RETENTION_DAYS", "soon")
+    with pytest.raises(CliError):
+        run("error-report", "prune")
