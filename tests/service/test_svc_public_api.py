@@ -114,6 +114,12 @@ EXPECTED = {
         "no_log_requests",
     ],
     "bastion.service.errorreports.activity": ["OS_COMPONENT", "record_activity"],
+    "bastion.service.errorreports.bucket_cap": [
+        "CAP_ACTION",
+        "OVERFLOW_FINGERPRINT",
+        "cap_new_buckets",
+        "overflow_bucket_id",
+    ],
     "bastion.service.errorreports.retention": ["Pruned", "prune_once", "retention_runner"],
     "bastion.service.rollouts.rules": [
         "DEFAULT_CRASH_DROP_POINTS",

@@ -7,6 +7,8 @@ Environment:
     ``BASTION_ERROR_EVENT_RETENTION_DAYS``: raw events are rolled up into daily counts after this.
     ``BASTION_ERROR_BATCH_RETENTION_DAYS``: batch IDs kept for replay detection.
     ``BASTION_ERROR_DAILY_RETENTION_DAYS``: daily counts kept.
+    ``BASTION_ERROR_MAX_BUCKETS_PER_TENANT``: buckets a tenant may have; past it new
+    fingerprints share the tenant's overflow bucket (:mod:`~bastion.service.errorreports.bucket_cap`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ DEFAULT_EVENT_RETENTION_DAYS = 30
 DEFAULT_BATCH_RETENTION_DAYS = 31
 #: Default retention of the daily roll-ups.
 DEFAULT_DAILY_RETENTION_DAYS = 400
+#: Default cap on a tenant's buckets (then one overflow bucket per tenant).
+DEFAULT_MAX_BUCKETS_PER_TENANT = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,12 @@ class ErrorReportSettings:
     max_download_rows: int = 100_000
     #: Seconds between retention passes of the periodic task.
     prune_interval_s: float = 3600.0
+    #: Buckets one tenant may have; a new fingerprint past it is counted in the tenant's overflow bucket.
+    max_buckets_per_tenant: int = DEFAULT_MAX_BUCKETS_PER_TENANT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ErrorReportSettings:
-        """The defaults, with the retention periods the environment sets (whole days, >= 1)."""
+        """The defaults, with the retention periods (whole days, >= 1) and bucket cap (>= 1) the environment sets."""
         overrides: dict[str, dt.timedelta] = {}
         for name, field in (
             ("BASTION_ERROR_EVENT_RETENTION_DAYS", "event_retention"),
@@ -90,10 +96,20 @@ class ErrorReportSettings:
             event_retention=overrides.get("event_retention", cls.event_retention),
             batch_retention=overrides.get("batch_retention", cls.batch_retention),
             daily_retention=overrides.get("daily_retention", cls.daily_retention),
+            max_buckets_per_tenant=_positive(env, "BASTION_ERROR_MAX_BUCKETS_PER_TENANT", cls.max_buckets_per_tenant),
         )
         if settings.batch_retention <= settings.max_batch_age:
             settings = replace(settings, batch_retention=settings.max_batch_age + dt.timedelta(days=1))
         return settings
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1")
+    return int(raw)
 
 
 DEFAULT_ERROR_REPORT_SETTINGS = ErrorReportSettings()
