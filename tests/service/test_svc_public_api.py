@@ -114,6 +114,15 @@ EXPECTED = {
         "no_log_requests",
     ],
     "bastion.service.errorreports.activity": ["OS_COMPONENT", "record_activity"],
+    "bastion.service.periodic": [
+        "DEFAULT_JITTER",
+        "STOP_GRACE_S",
+        "PeriodicTask",
+        "describe_failure",
+        "next_delay",
+        "periodic",
+        "run_periodically",
+    ],
     "bastion.service.errorreports.bucket_cap": [
         "CAP_ACTION",
         "OVERFLOW_FINGERPRINT",

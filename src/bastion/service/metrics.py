@@ -55,6 +55,7 @@ __all__ = [
     "HTTP_REQUEST_SECONDS",
     "MAX_LABEL_CHARS",
     "MULTIPROC_ENV",
+    "PERIODIC_RUNS",
     "ROLLOUT_HALTS",
     "ROLLOUT_STAGE_CHANGES",
     "bounded_label",
@@ -96,6 +97,11 @@ ERROR_REPORTS_INGESTED = Counter(
 ERROR_REPORT_RECORDS = Counter("bastion_error_report_records_total", "Error records stored from accepted batches.")
 ROLLOUT_STAGE_CHANGES = Counter(
     "bastion_rollout_stage_changes_total", "Staged-rollout stage changes, by kind (deployment, os).", ["kind"]
+)
+PERIODIC_RUNS = Counter(
+    "bastion_periodic_runs_total",
+    "Passes of the service's periodic tasks, by task and outcome (ok, error).",
+    ["task", "outcome"],
 )
 ROLLOUT_HALTS = Counter(
     "bastion_rollout_halts_total", "Staged rollouts halted, by kind (deployment, os) and reason.", ["kind", "reason"]

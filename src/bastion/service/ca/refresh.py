@@ -13,26 +13,20 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.ca.crl import DEFAULT_CRL_POLICY, CrlPolicy, refresh_all_crls
-from bastion.service.errors import ServiceError
+from bastion.service.periodic import PeriodicTask, periodic
 
 __all__ = ["CRL_REFRESH_INTERVAL_S", "crl_refresher", "refresh_crls_once"]
 
 #: How often a worker checks every CRL. A lost publish is caught up within
 #: this; a CRL lives 24 h and is re-signed with 12 h left.
 CRL_REFRESH_INTERVAL_S = 60.0
-
-_log = logging.getLogger(__name__)
 
 
 def refresh_crls_once(
@@ -43,22 +37,6 @@ def refresh_crls_once(
         return refresh_all_crls(session, master_key=master_key, now=now, policy=policy)
 
 
-async def _loop(
-    make_session: sessionmaker[Session], master_key: bytes, clock: Callable[[], dt.datetime], interval_s: float
-) -> None:
-    while True:
-        try:
-            count = await asyncio.to_thread(refresh_crls_once, make_session, master_key, now=clock())
-        except ServiceError as exc:
-            _log.warning("CRL refresh failed: %s (%s)", exc.detail, exc.code)
-        except SQLAlchemyError as exc:
-            _log.warning("CRL refresh failed: database error %s", type(exc).__name__)
-        else:
-            if count:
-                _log.info("CRL refresh re-signed %d CRL(s)", count)
-        await asyncio.sleep(interval_s)
-
-
 @asynccontextmanager
 async def crl_refresher(
     make_session: sessionmaker[Session],
@@ -66,14 +44,12 @@ async def crl_refresher(
     clock: Callable[[], dt.datetime],
     interval_s: float | None,
 ) -> AsyncIterator[None]:
-    """Run the refresh loop for the duration of the block; ``None`` disables it (tests)."""
-    if interval_s is None:
+    """Run the refresh passes (:mod:`bastion.service.periodic`) for the duration of the block; ``None`` disables it."""
+
+    def one_pass() -> str:
+        count = refresh_crls_once(make_session, master_key, now=clock())
+        return f"re-signed {count} CRL(s)" if count else ""
+
+    task = None if interval_s is None else PeriodicTask("crl_refresh", one_pass, interval_s)
+    async with periodic(task):
         yield
-        return
-    task = asyncio.create_task(_loop(make_session, master_key, clock, interval_s), name="crl-refresh")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

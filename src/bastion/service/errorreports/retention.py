@@ -19,24 +19,19 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
 from bastion.service.models import ErrorDailyCount, ErrorEvent, ErrorReportBatch
+from bastion.service.periodic import PeriodicTask, periodic
 
 __all__ = ["Pruned", "prune_once", "retention_runner"]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,24 +104,6 @@ def prune_once(
     return Pruned(events_rolled_up=len(ids), batches_deleted=len(batch_ids), daily_deleted=len(daily_ids))
 
 
-async def _loop(
-    make_session: sessionmaker[Session],
-    settings: ErrorReportSettings,
-    clock: Callable[[], dt.datetime],
-    interval_s: float,
-) -> None:
-    while True:
-        try:
-            with make_session() as session:
-                pruned = await asyncio.to_thread(prune_once, session, now=clock(), settings=settings)
-        except SQLAlchemyError as exc:
-            _log.warning("error-report retention failed: database error %s", type(exc).__name__)
-        else:
-            if pruned.events_rolled_up or pruned.batches_deleted or pruned.daily_deleted:
-                _log.info("error-report retention: %s", pruned)
-        await asyncio.sleep(interval_s)
-
-
 @asynccontextmanager
 async def retention_runner(
     make_session: sessionmaker[Session],
@@ -134,14 +111,12 @@ async def retention_runner(
     clock: Callable[[], dt.datetime],
     interval_s: float | None,
 ) -> AsyncIterator[None]:
-    """Run retention passes for the duration of the block; ``None`` disables it (tests)."""
-    if interval_s is None:
+    """Run retention passes (:mod:`bastion.service.periodic`) for the duration of the block; ``None`` disables it."""
+
+    def one_pass() -> str:
+        with make_session() as session:
+            pruned = prune_once(session, now=clock(), settings=settings)
+        return str(pruned) if pruned.events_rolled_up or pruned.batches_deleted or pruned.daily_deleted else ""
+
+    async with periodic(None if interval_s is None else PeriodicTask("error_report_retention", one_pass, interval_s)):
         yield
-        return
-    task = asyncio.create_task(_loop(make_session, settings, clock, interval_s), name="error-report-retention")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

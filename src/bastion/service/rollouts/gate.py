@@ -11,21 +11,19 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.config import Settings
-from bastion.service.errors import ConfigError, ServiceError
+from bastion.service.errors import ConfigError
 from bastion.service.fleet.targets import Publisher
 from bastion.service.models import Rollout
+from bastion.service.periodic import PeriodicTask, periodic
 from bastion.service.rollouts.health import HealthSource
 from bastion.service.rollouts.rules import LIVE_STATES
 from bastion.service.rollouts.service import Outcome, evaluate
@@ -96,29 +94,6 @@ def evaluate_due(
     return outcomes
 
 
-async def _loop(
-    make_session: Callable[[], sessionmaker[Session]],
-    settings: Settings,
-    *,
-    clock: Callable[[], dt.datetime],
-    publisher: Callable[[], Publisher],
-    health: Callable[[], HealthSource],
-    interval_s: float,
-) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(
-                evaluate_due, make_session(), settings, now=clock(), publisher=publisher(), health=health()
-            )
-        except ServiceError as exc:
-            _log.warning("rollout gate pass failed: %s (%s)", exc.detail, exc.code)
-        except SQLAlchemyError as exc:
-            _log.warning("rollout gate pass failed: database error %s", type(exc).__name__)
-        except OSError as exc:
-            _log.warning("rollout gate pass failed: %s", exc.strerror)
-        await asyncio.sleep(interval_s)
-
-
 @asynccontextmanager
 async def rollout_gate(
     make_session: Callable[[], sessionmaker[Session]],
@@ -134,16 +109,9 @@ async def rollout_gate(
     The session factory, publisher and health source are looked up at each pass
     (tests swap the app's publisher after start-up).
     """
-    if interval_s is None:
+
+    def one_pass() -> None:  # evaluate_due logs each halt, advance and completion itself
+        evaluate_due(make_session(), settings, now=clock(), publisher=publisher(), health=health())
+
+    async with periodic(None if interval_s is None else PeriodicTask("rollout_gate", one_pass, interval_s)):
         yield
-        return
-    task = asyncio.create_task(
-        _loop(make_session, settings, clock=clock, publisher=publisher, health=health, interval_s=interval_s),
-        name="rollout-gate",
-    )
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
