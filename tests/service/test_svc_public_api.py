@@ -114,6 +114,17 @@ EXPECTED = {
         "no_log_requests",
     ],
     "bastion.service.errorreports.activity": ["OS_COMPONENT", "record_activity"],
+    "bastion.service.macnonce": [
+        "KEY_BYTES",
+        "NONCE_BYTES",
+        "NONCE_MAC_BYTES",
+        "NONCE_RANDOM_BYTES",
+        "derive_key",
+        "expiry_after",
+        "make_nonce",
+        "nonce_mac",
+        "read_nonce",
+    ],
     "bastion.service.periodic": [
         "DEFAULT_JITTER",
         "STOP_GRACE_S",

@@ -21,6 +21,9 @@ more than :data:`CONSUMED_NONCE_RETENTION` ago; by then the expiry check refuses
 the nonce before the database is consulted, and the margin covers clock skew
 between workers.
 
+The nonce code is :mod:`bastion.service.macnonce`, shared with claim challenges
+(``ownership/challenge.py``), which use their own key and domain.
+
 Example:
     >>> key = ChallengeKey.from_master_key(bytes(32))
     >>> issued = issue_challenge(key, "ab" * 32, now=NOW)  # doctest: +SKIP
@@ -30,15 +33,9 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import secrets
-import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from bastion.service import macnonce
 from bastion.service.attestation.errors import AttestationFailure, FailureCode
 from bastion.service.devices.service import validate_device_id
 
@@ -59,20 +56,16 @@ __all__ = [
 #: How long a challenge nonce is valid (issue 2: 60 s). The expiry is carried in
 #: whole seconds, rounded up, so a nonce is valid for at least this long.
 CHALLENGE_TTL = dt.timedelta(seconds=60)
-#: Random bytes at the start of a nonce (unpredictable, so it cannot be precomputed).
-NONCE_RANDOM_BYTES = 16
-#: Bytes of the expiry field (u32 big-endian epoch seconds).
-_EXPIRY = struct.Struct(">I")
-#: Bytes of the truncated HMAC-SHA256 tag (96 bits: a forgery succeeds with p = 2**-96).
-NONCE_MAC_BYTES = 12
+#: Random bytes at the start of a nonce (:mod:`bastion.service.macnonce`).
+NONCE_RANDOM_BYTES = macnonce.NONCE_RANDOM_BYTES
+#: Bytes of the truncated HMAC-SHA256 tag.
+NONCE_MAC_BYTES = macnonce.NONCE_MAC_BYTES
 #: Total size of a nonce.
-NONCE_BYTES = NONCE_RANDOM_BYTES + _EXPIRY.size + NONCE_MAC_BYTES
+NONCE_BYTES = macnonce.NONCE_BYTES
 #: Domain separation for the MAC input.
 CHALLENGE_MAC_DOMAIN = b"bastion-challenge-v1"
-#: HKDF info deriving the challenge key from the master key.
+#: HKDF info deriving the challenge key from the master key (not the claim key's: ownership/challenge.py).
 CHALLENGE_KEY_INFO = b"bastion attestation challenge key v1"
-#: Length of the derived challenge key.
-CHALLENGE_KEY_BYTES = 32
 #: A consumed nonce row is kept until its nonce expired this long ago (clock skew margin).
 CONSUMED_NONCE_RETENTION = dt.timedelta(minutes=10)
 
@@ -89,8 +82,7 @@ class ChallengeKey:
     @classmethod
     def from_master_key(cls, master_key: bytes) -> ChallengeKey:
         """Derive the challenge key: HKDF-SHA256(master key, info=:data:`CHALLENGE_KEY_INFO`)."""
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=CHALLENGE_KEY_BYTES, salt=None, info=CHALLENGE_KEY_INFO)
-        return cls(hkdf.derive(master_key))
+        return cls(macnonce.derive_key(master_key, CHALLENGE_KEY_INFO))
 
     def __repr__(self) -> str:
         """Never show the key."""
@@ -98,8 +90,15 @@ class ChallengeKey:
 
     def mac(self, device_id: str, random: bytes, expiry: bytes) -> bytes:
         """The truncated MAC binding ``random`` and ``expiry`` to ``device_id``."""
-        message = CHALLENGE_MAC_DOMAIN + device_id.encode("ascii") + random + expiry
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:NONCE_MAC_BYTES]
+        return macnonce.nonce_mac(self._key, CHALLENGE_MAC_DOMAIN, device_id.encode("ascii"), random, expiry)
+
+    def issue(self, device_id: str, *, expiry: int) -> bytes:
+        """A nonce for ``device_id`` expiring at ``expiry`` (epoch seconds)."""
+        return macnonce.make_nonce(self._key, CHALLENGE_MAC_DOMAIN, device_id.encode("ascii"), expiry=expiry)
+
+    def read(self, nonce: bytes, device_id: str) -> dt.datetime | None:
+        """The expiry of a nonce this key issued to ``device_id``, else None."""
+        return macnonce.read_nonce(self._key, CHALLENGE_MAC_DOMAIN, device_id.encode("ascii"), nonce)
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,6 @@ class IssuedChallenge:
     nonce: bytes
     device_id: str
     expires_at: dt.datetime
-
-
-def _epoch_seconds_ceil(moment: dt.datetime) -> int:
-    seconds = int(moment.timestamp())
-    return seconds if seconds >= moment.timestamp() else seconds + 1
 
 
 def issue_challenge(
@@ -127,10 +121,8 @@ def issue_challenge(
         InvalidDeviceId: ``device_id`` is not 64 lowercase hex characters.
     """
     validate_device_id(device_id)
-    expiry = _epoch_seconds_ceil(now + ttl)
-    random = secrets.token_bytes(NONCE_RANDOM_BYTES)
-    expiry_bytes = _EXPIRY.pack(expiry)
-    nonce = random + expiry_bytes + key.mac(device_id, random, expiry_bytes)
+    expiry = macnonce.expiry_after(now, ttl)
+    nonce = key.issue(device_id, expiry=expiry)
     return IssuedChallenge(nonce=nonce, device_id=device_id, expires_at=dt.datetime.fromtimestamp(expiry, dt.UTC))
 
 
@@ -147,24 +139,14 @@ def check_nonce(key: ChallengeKey, nonce: bytes, device_id: str, *, now: dt.date
             another device) or ``nonce_expired``. Both carry ``authenticated=True``:
             the caller checks the nonce only after the evidence verified.
     """
-    if len(nonce) != NONCE_BYTES:
+    expires_at = key.read(nonce, device_id)
+    if expires_at is None:
         raise AttestationFailure(
             FailureCode.UNKNOWN_NONCE,
             "the nonce was not issued by this service for this device; fetch a new challenge",
             device_id=device_id,
             authenticated=True,
         )
-    random = nonce[:NONCE_RANDOM_BYTES]
-    expiry_bytes = nonce[NONCE_RANDOM_BYTES : NONCE_RANDOM_BYTES + _EXPIRY.size]
-    tag = nonce[NONCE_RANDOM_BYTES + _EXPIRY.size :]
-    if not hmac.compare_digest(tag, key.mac(device_id, random, expiry_bytes)):
-        raise AttestationFailure(
-            FailureCode.UNKNOWN_NONCE,
-            "the nonce was not issued by this service for this device; fetch a new challenge",
-            device_id=device_id,
-            authenticated=True,
-        )
-    expires_at = dt.datetime.fromtimestamp(_EXPIRY.unpack(expiry_bytes)[0], dt.UTC)
     if now >= expires_at:
         raise AttestationFailure(
             FailureCode.NONCE_EXPIRED,

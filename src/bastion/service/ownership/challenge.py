@@ -15,20 +15,17 @@ Evidence over another tenant's claim challenge fails the MAC for the caller's
 tenant (``claim_challenge_invalid``): a challenge cannot be replayed across
 tenants. Single use is enforced by the caller, which inserts the nonce in the
 ``challenges`` table in the claim's transaction (a conflict is a replay).
+
+The nonce code itself is :mod:`bastion.service.macnonce`, shared with attestation;
+this module holds only what makes a claim nonce a claim nonce (key, domain, binding).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import secrets
-import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from bastion.service import macnonce
 from bastion.service.errors import ClaimRefused
 
 __all__ = [
@@ -43,16 +40,19 @@ __all__ = [
 
 #: How long a claim challenge is valid: long enough to boot the device on the bench.
 CLAIM_CHALLENGE_TTL = dt.timedelta(minutes=5)
-_RANDOM_BYTES = 16
-_EXPIRY = struct.Struct(">I")
-_MAC_BYTES = 12
 #: Total size of a claim nonce (fits the monitor's 8..64-byte nonce bound).
-CLAIM_NONCE_BYTES = _RANDOM_BYTES + _EXPIRY.size + _MAC_BYTES
-#: Domain separation for the MAC input.
+CLAIM_NONCE_BYTES = macnonce.NONCE_BYTES
+#: Domain separation for the MAC input (not the attestation nonce's).
 CLAIM_MAC_DOMAIN = b"bastion-claim-v1"
-#: HKDF info deriving the claim key from the master key.
+#: HKDF info deriving the claim key from the master key (not the attestation key's).
 CLAIM_KEY_INFO = b"bastion claim challenge key v1"
 _MAX_TENANT_ID_BYTES = 255
+
+
+def _binding(tenant_id: str, device_id: str) -> bytes:
+    """What a claim nonce is issued to: ``len(tenant) (u8) || tenant || device_id``."""
+    tenant = tenant_id.encode("utf-8")[:_MAX_TENANT_ID_BYTES]
+    return bytes([len(tenant)]) + tenant + device_id.encode("ascii")
 
 
 class ClaimKey:
@@ -67,8 +67,7 @@ class ClaimKey:
     @classmethod
     def from_master_key(cls, master_key: bytes) -> ClaimKey:
         """Derive the claim key: HKDF-SHA256(master key, info=:data:`CLAIM_KEY_INFO`)."""
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CLAIM_KEY_INFO)
-        return cls(hkdf.derive(master_key))
+        return cls(macnonce.derive_key(master_key, CLAIM_KEY_INFO))
 
     def __repr__(self) -> str:
         """Never show the key."""
@@ -76,9 +75,15 @@ class ClaimKey:
 
     def mac(self, tenant_id: str, device_id: str, random: bytes, expiry: bytes) -> bytes:
         """The truncated MAC binding ``random`` and ``expiry`` to the tenant and the device."""
-        tenant = tenant_id.encode("utf-8")[:_MAX_TENANT_ID_BYTES]
-        message = CLAIM_MAC_DOMAIN + bytes([len(tenant)]) + tenant + device_id.encode("ascii") + random + expiry
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+        return macnonce.nonce_mac(self._key, CLAIM_MAC_DOMAIN, _binding(tenant_id, device_id), random, expiry)
+
+    def issue(self, tenant_id: str, device_id: str, *, expiry: int) -> bytes:
+        """A nonce for the tenant and the device expiring at ``expiry`` (epoch seconds)."""
+        return macnonce.make_nonce(self._key, CLAIM_MAC_DOMAIN, _binding(tenant_id, device_id), expiry=expiry)
+
+    def read(self, nonce: bytes, tenant_id: str, device_id: str) -> dt.datetime | None:
+        """The expiry of a nonce this key issued to the tenant for the device, else None."""
+        return macnonce.read_nonce(self._key, CLAIM_MAC_DOMAIN, _binding(tenant_id, device_id), nonce)
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,8 @@ def issue_claim_challenge(
 
     The caller has validated ``device_id``. Writes nothing.
     """
-    moment = (now + ttl).timestamp()
-    expiry = int(moment) + (0 if int(moment) == moment else 1)
-    random = secrets.token_bytes(_RANDOM_BYTES)
-    expiry_bytes = _EXPIRY.pack(expiry)
-    nonce = random + expiry_bytes + key.mac(tenant_id, device_id, random, expiry_bytes)
+    expiry = macnonce.expiry_after(now, ttl)
+    nonce = key.issue(tenant_id, device_id, expiry=expiry)
     return IssuedClaimChallenge(
         nonce=nonce, tenant_id=tenant_id, device_id=device_id, expires_at=dt.datetime.fromtimestamp(expiry, dt.UTC)
     )
@@ -123,15 +125,9 @@ def check_claim_nonce(key: ClaimKey, nonce: bytes, tenant_id: str, device_id: st
         "run 'bastion device claim --dir DEV' again (it fetches a fresh challenge)",
         code="claim_challenge_invalid",
     )
-    if len(nonce) != CLAIM_NONCE_BYTES:
+    expires_at = key.read(nonce, tenant_id, device_id)
+    if expires_at is None:
         raise invalid
-    random = nonce[:_RANDOM_BYTES]
-    expiry_bytes = nonce[_RANDOM_BYTES : _RANDOM_BYTES + _EXPIRY.size]
-    if not hmac.compare_digest(
-        nonce[_RANDOM_BYTES + _EXPIRY.size :], key.mac(tenant_id, device_id, random, expiry_bytes)
-    ):
-        raise invalid
-    expires_at = dt.datetime.fromtimestamp(_EXPIRY.unpack(expiry_bytes)[0], dt.UTC)
     if now >= expires_at:
         raise ClaimRefused(
             f"the claim challenge expired at {expires_at.isoformat()}; run 'bastion device claim --dir DEV' again",
