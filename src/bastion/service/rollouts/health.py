@@ -1,8 +1,10 @@
 """What the gate needs to know about a release's health, as an interface.
 
-The real source is :mod:`bastion.service.errorreports.health` (crash-free device
-rates and new buckets from the signed error reports); tests may pass an
-in-memory one with the same two methods.
+The real source is the module :mod:`bastion.service.errorreports.health` itself
+(crash-free device rates and new buckets from the signed error reports): its two
+functions have exactly these signatures, so the module is a :class:`HealthSource`
+(mypy checks a module against a protocol) and nothing forwards the calls. Tests
+may pass an in-memory object with the same two methods.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from bastion.service.rollouts._errorreports import ErrorReportsHealth as _ErrorReportsHealth
+from bastion.service.errorreports import health as _error_report_health
 
 __all__ = ["HealthDep", "HealthSource", "ReleaseHealthView", "default_health", "get_health"]
 
@@ -71,8 +73,8 @@ def get_health(request: Request) -> HealthSource:
 
 
 def default_health() -> HealthSource:
-    """The real source: :mod:`bastion.service.errorreports.health`."""
-    return _ErrorReportsHealth()
+    """The real source: the module :mod:`bastion.service.errorreports.health`."""
+    return _error_report_health
 
 
 HealthDep = Annotated[HealthSource, Depends(get_health)]
