@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from bastion.crypto.errors import CryptoError
 from bastion.crypto.keys import PublicKey, load_public_key_pem, public_key_pem
 from bastion.images.package import key_id
-from bastion.service.audit.service import record
 from bastion.service.errors import InvalidRequest
 from bastion.service.models import OsPublisherKey
+from bastion.service.vendors._trust import MAX_TRUST_NAME, add_once
 
 __all__ = [
     "MAX_OS_KEY_PEM_BYTES",
@@ -38,7 +38,7 @@ __all__ = [
 #: Bound on an OS-publisher public key PEM.
 MAX_OS_KEY_PEM_BYTES = 8 * 1024
 #: Bound on a key's label.
-MAX_OS_KEY_NAME = 200
+MAX_OS_KEY_NAME = MAX_TRUST_NAME
 _PRIVATE_MARKER = b"PRIVATE KEY"
 
 
@@ -72,25 +72,21 @@ def trust_os_publisher(
     except CryptoError as exc:
         raise InvalidRequest(f"not a P-256 public key PEM: {exc}", code="invalid_key") from exc
     kid = key_id(key).hex()
-    existing = session.get(OsPublisherKey, kid)
-    if existing is not None:
-        return OsKeyResult(key=existing, added=False)
     label = (name or f"os-publisher {kid[:16]}")[:MAX_OS_KEY_NAME]
-    row = OsPublisherKey(
-        key_id=kid, name=label, public_key_pem=public_key_pem(key).decode("ascii"), created_at=now, created_by=actor
-    )
-    session.add(row)
-    record(
+    row, added = add_once(
         session,
-        now=now,
-        tenant_id=None,
-        actor=actor,
+        OsPublisherKey,
+        kid,
+        lambda: OsPublisherKey(
+            key_id=kid, name=label, public_key_pem=public_key_pem(key).decode("ascii"), created_at=now, created_by=actor
+        ),
+        label=label,
         action="os_publisher.trust",
         target=f"os_publisher_key:{kid}",
-        detail=f"name={label}",
+        actor=actor,
+        now=now,
     )
-    session.commit()
-    return OsKeyResult(key=row, added=True)
+    return OsKeyResult(key=row, added=added)
 
 
 def list_os_publishers(session: Session) -> Sequence[OsPublisherKey]:

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 
 from bastion.crypto.certs import certificate_fingerprint, load_certificate_pem
 from bastion.crypto.errors import CryptoError
-from bastion.service.audit.service import record
 from bastion.service.errors import InvalidRequest
 from bastion.service.models import VendorCA
+from bastion.service.vendors._trust import MAX_TRUST_NAME, add_once
 
 __all__ = ["TrustResult", "list_vendors", "trust_vendor", "trusted_vendor_certs"]
 
-MAX_VENDOR_NAME = 200
+MAX_VENDOR_NAME = MAX_TRUST_NAME
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,24 @@ def trust_vendor(
             "this certificate is not a CA (basicConstraints CA:TRUE is missing)", code="invalid_certificate"
         )
     fingerprint = certificate_fingerprint(cert)
-    existing = session.get(VendorCA, fingerprint)
-    if existing is not None:
-        return TrustResult(vendor=existing, added=False)
     label = (name or cert.subject.rfc4514_string() or fingerprint)[:MAX_VENDOR_NAME]
-    row = VendorCA(
-        fingerprint=fingerprint, name=label, cert_pem=cert.public_bytes(Encoding.PEM).decode("ascii"), created_at=now
-    )
-    session.add(row)
-    record(
+    row, added = add_once(
         session,
-        now=now,
-        tenant_id=None,
-        actor=actor,
+        VendorCA,
+        fingerprint,
+        lambda: VendorCA(
+            fingerprint=fingerprint,
+            name=label,
+            cert_pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
+            created_at=now,
+        ),
+        label=label,
         action="vendor.trust",
         target=f"vendor_ca:{fingerprint}",
-        detail=f"name={label}",
+        actor=actor,
+        now=now,
     )
-    session.commit()
-    return TrustResult(vendor=row, added=True)
+    return TrustResult(vendor=row, added=added)
 
 
 def list_vendors(session: Session) -> Sequence[VendorCA]:
