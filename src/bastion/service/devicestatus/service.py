@@ -33,11 +33,10 @@ from sqlalchemy.orm import Session
 from bastion.crypto.certs import device_cert_uri, load_certificate_der, load_certificate_pem, verify_chain
 from bastion.crypto.cose import Sign1Message, decode_sign1, verify_sign1
 from bastion.crypto.errors import CertificateError, CryptoError
-from bastion.service.audit.service import record_denied
 from bastion.service.ca.revocation import certificate_revoked
 from bastion.service.ca.service import trusted_cas
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
-from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.eligibility.refusals import RefusalLog, record_refusal
 from bastion.service.errorreports.activity import record_activity
 from bastion.service.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
 from bastion.service.fleet import repository
@@ -145,14 +144,6 @@ def accept_report(
     are: one device must not be able to flood its tenant's audit view.
     """
 
-    def audited(code: str, detail: str) -> str | None:
-        if refusals is None:
-            return detail
-        suppressed = refusals.admit((cert_device, "status", code), now=now.timestamp())
-        if suppressed is None:
-            return None
-        return detail + (f" ({suppressed} more since the last record)" if suppressed else "")
-
     if len(body) > limits.max_status_bytes:
         raise PayloadTooLarge(f"a status report is at most {limits.max_status_bytes} bytes", code="status_too_large")
     try:
@@ -160,6 +151,20 @@ def accept_report(
     except CryptoError as exc:
         raise _malformed(str(exc)) from exc
     tenant_id, cert_device = _authenticate(session, message, now=now)
+
+    def audited(code: str, detail: str) -> None:
+        record_refusal(
+            session,
+            refusals,
+            (cert_device, "status", code),
+            now=now,
+            tenant_id=tenant_id,
+            actor=f"device:{cert_device}",
+            action="device.status",
+            target=f"device:{cert_device}",
+            detail=detail,
+        )
+
     try:
         report = parse_report(
             message.payload,
@@ -169,31 +174,11 @@ def accept_report(
         )
     except ReportError as exc:
         # The device is authenticated: its malformed payload is on the record (a parser bug it probes, or a bad agent).
-        malformed = audited("malformed_status", f"malformed payload: {exc}")
-        if malformed is not None:
-            record_denied(
-                session,
-                now=now,
-                tenant_id=tenant_id,
-                actor=f"device:{cert_device}",
-                action="device.status",
-                target=f"device:{cert_device}",
-                detail=malformed,
-            )
+        audited("malformed_status", f"malformed payload: {exc}")
         raise _malformed(str(exc)) from exc
 
     def refuse(error: Forbidden | Conflict, detail: str) -> NoReturn:
-        recorded = audited(error.code, detail)
-        if recorded is not None:
-            record_denied(
-                session,
-                now=now,
-                tenant_id=tenant_id,
-                actor=f"device:{cert_device}",
-                action="device.status",
-                target=f"device:{cert_device}",
-                detail=recorded,
-            )
+        audited(error.code, detail)
         raise error
 
     if report.device_id != cert_device:

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from bastion.service.audit.service import record
+from bastion.service.audit.service import record, record_denied
 from bastion.service.eligibility.credential import CredentialError
 
 __all__ = [
@@ -33,8 +33,10 @@ __all__ = [
     "REFUSAL_WINDOW_S",
     "RefusalLog",
     "record_download_refusal",
+    "record_refusal",
     "record_symlink_refusal",
     "refusal_key",
+    "suppressed_note",
 ]
 
 #: At most one audit event per (device or "anonymous", reason) in this many seconds.
@@ -69,6 +71,47 @@ class RefusalLog:
             return seen[1] if seen is not None else 0
 
 
+def suppressed_note(suppressed: int) -> str:
+    """What a record adds when refusals of its kind were suppressed since the last one ("" for none)."""
+    return f" ({suppressed} more since the last record)" if suppressed else ""
+
+
+def record_refusal(
+    session: Session,
+    refusals: RefusalLog | None,
+    key: tuple[str, ...],
+    *,
+    now: dt.datetime,
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    target: str,
+    detail: str,
+) -> bool:
+    """Record a refused request (``record_denied``) unless the ``refusals`` log suppresses it in its window.
+
+    The one path of the signed-device endpoints (status reports, download
+    credentials): at most one record per ``key`` and window, the next one saying
+    how many were suppressed. Without a ``refusals`` log every refusal is recorded.
+
+    Returns:
+        True if a record was written (and committed, after rolling back anything pending).
+    """
+    suppressed = 0 if refusals is None else refusals.admit(key, now=now.timestamp())
+    if suppressed is None:
+        return False
+    record_denied(
+        session,
+        now=now,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        target=target,
+        detail=detail + suppressed_note(suppressed),
+    )
+    return True
+
+
 def refusal_key(error: CredentialError) -> tuple[str, ...]:
     """The :class:`RefusalLog` key of a refused download: the device if the credential was authentic."""
     return (error.grant.device_id if error.grant is not None else "anonymous", "download", error.reason)
@@ -89,7 +132,7 @@ def record_download_refusal(
     _log.warning("target download refused (%s) for %s in group %s", error.reason, who, group_id)
     if engine is None:
         return
-    more = f" ({suppressed} more since the last record)" if suppressed else ""
+    more = suppressed_note(suppressed)
     with Session(engine) as session:
         record(
             session,
@@ -115,7 +158,7 @@ def record_symlink_refusal(
     _log.warning("refused a symlink in the TUF tree: %s", path[:200])
     if engine is None:
         return
-    more = f" ({suppressed} more since the last record)" if suppressed else ""
+    more = suppressed_note(suppressed)
     with Session(engine) as session:
         record(
             session,

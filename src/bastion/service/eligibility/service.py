@@ -36,10 +36,9 @@ from sqlalchemy.orm import Session
 
 from bastion.crypto.cose import cbor_loads_exact, decode_sign1
 from bastion.crypto.errors import CryptoError, MalformedInput
-from bastion.service.audit.service import record_denied
 from bastion.service.devicestatus.service import RevokedCertificateError, authenticate_device
 from bastion.service.eligibility.credential import CREDENTIAL_TTL, DownloadKey, mint_credential
-from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.eligibility.refusals import RefusalLog, record_refusal
 from bastion.service.errors import Forbidden, InvalidRequest, PayloadTooLarge
 from bastion.service.models import Device
 
@@ -132,18 +131,17 @@ def issue_credential(
     device_id, iat = _request_fields(message.payload)
 
     def refuse(code: str, detail: str, why: str) -> NoReturn:
-        suppressed = refusals.admit((cert_device, "credential", code), now=now.timestamp())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last record)" if suppressed else ""
-            record_denied(
-                session,
-                now=now,
-                tenant_id=tenant_id,
-                actor=f"device:{cert_device}",
-                action="device.download_credential",
-                target=f"device:{cert_device}",
-                detail=why + more,
-            )
+        record_refusal(
+            session,
+            refusals,
+            (cert_device, "credential", code),
+            now=now,
+            tenant_id=tenant_id,
+            actor=f"device:{cert_device}",
+            action="device.download_credential",
+            target=f"device:{cert_device}",
+            detail=why,
+        )
         raise Forbidden(detail, code=code)
 
     if revoked is not None:
