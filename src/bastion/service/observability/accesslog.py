@@ -45,27 +45,26 @@ __all__ = ["MAX_PENDING_LINES", "AccessLogHandler", "access_line"]
 MAX_PENDING_LINES = 512
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-#: ``(method, route, status)`` -> the JSON-encoded ``msg`` and ``route`` (bounded: labels are bounded).
-_ENCODED: dict[tuple[str, str, int], tuple[str, str]] = {}
+#: ``(method, route, status, process)`` -> the line's fixed parts around ts, pid, request id and ms.
+_ENCODED: dict[tuple[str, str, int, str], tuple[str, str]] = {}
 _MAX_ENCODED = 4096
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its ISO text up to the seconds
 
 
-def _iso(now: float) -> str:
-    """``now`` as JsonFormatter writes it (UTC, milliseconds, ``Z``), the seconds part cached."""
-    whole = int(now)
-    if _second[0] != whole:
-        _second[0] = whole
-        _second[1] = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
-
-
-def _encoded(method: str, route: str, status: int) -> tuple[str, str]:
-    key = (method, route, status)
+def _parts(method: str, route: str, status: int, process: str) -> tuple[str, str]:
+    key = (method, route, status, process)
     found = _ENCODED.get(key)
     if found is None:
         message = redact(f"{method} {route} {status}"[:MAX_LOG_MESSAGE_CHARS])
-        found = (orjson.dumps(message).decode(), orjson.dumps(route[:512]).decode())
+        head = (
+            f'Z","level":"info","logger":"{ACCESS_LOGGER}","msg":{orjson.dumps(message).decode()},'
+            f'"process":{orjson.dumps(process).decode()},"pid":'
+        )
+        tail = (
+            f',"method":{orjson.dumps(method).decode()},"route":{orjson.dumps(route[:512]).decode()},'
+            f'"status":{int(status)},"ms":'
+        )
+        found = (head, tail)
         if len(_ENCODED) < _MAX_ENCODED:
             _ENCODED[key] = found
     return found
@@ -75,13 +74,14 @@ def access_line(
     method: str, route: str, status: int, ms: float, request_id: str, *, now: float, process: str = "service"
 ) -> str:
     """One access line, the same object :class:`~bastion.jsonlog.JsonFormatter` writes for it (no newline)."""
-    message, route_json = _encoded(method, route, status)
+    head, tail = _parts(method, route, status, process)
     rid = f'"{request_id}"' if _SAFE_ID.fullmatch(request_id) else orjson.dumps(request_id[:64]).decode()
-    return (
-        f'{{"ts":"{_iso(now)}","level":"info","logger":"{ACCESS_LOGGER}","msg":{message},'
-        f'"process":{orjson.dumps(process).decode()},"pid":{os.getpid()},"request_id":{rid},'
-        f'"method":{orjson.dumps(method).decode()},"route":{route_json},"status":{int(status)},"ms":{float(ms)!r}}}'
-    )
+    whole = int(now)
+    if _second[0] != whole:
+        _second[0] = whole
+        _second[1] = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    millis = int((now - whole) * 1000)
+    return f'{{"ts":"{_second[1]}.{millis:03d}{head}{os.getpid()},"request_id":{rid}{tail}{float(ms)!r}}}'
 
 
 class AccessLogHandler(logging.StreamHandler[IO[str]]):
