@@ -14,11 +14,18 @@ The access log (one JSON line per request, on by default, ADR 0019) is measured
 in the same run: the load runs against the service with ``--no-access-log`` and
 with it, alternating (``--access-log-pairs``), and ``access_log_ratio`` is the
 rate with the log over the rate without (target: >= 0.95); ``access_log_cpu_ratio``
-is the same from service CPU per attestation (steadier on a shared machine).
+is the same from service CPU per attestation (steadier on a shared machine), and
+``access_log_loss_pct`` is the loss it implies. Both swing with the neighbours on a
+shared host, so the script also measures, in-process and in the same run, what
+the access log adds to one request through the real ``Observer`` with the
+service's logging configuration (``access_line_us``: with minus without, the
+line written to a file), and ``access_log_share_pct``: that cost for the two
+requests of an attestation over the service CPU one attestation took.
 
     python benchmarks/attest.py [--devices 256] [--concurrency 64] [--seconds 10] [--workers 2] [--access-log-pairs 1]
 
-Last line: ``attest_per_s=<n> floor_per_s=<n> ratio=<r> access_log_ratio=<r> access_log_cpu_ratio=<r>``.
+Last line: ``attest_per_s=<n> floor_per_s=<n> ratio=<r> access_log_ratio=<r> access_log_cpu_ratio=<r>
+access_log_loss_pct=<p> access_line_us=<n> access_log_share_pct=<p>`` (one line).
 """
 
 from __future__ import annotations
@@ -215,6 +222,53 @@ def crypto_floor(devices: list[SimDevice], tenant_key: keys.PrivateKey, seconds:
     return count / (time.perf_counter() - begin)
 
 
+def observer_cost_us(access_log: bool, requests: int = 20_000) -> float:
+    """Microseconds per request through the service's ``Observer`` around an empty app, log on or off.
+
+    The logging is configured as ``bastion service run`` configures it (``log_config``), with the
+    access handler writing to a temporary file instead of stderr.
+    """
+    import logging
+    import logging.config
+
+    from bastion.service.observability.logconfig import ACCESS_LOGGER, log_config
+    from bastion.service.observability.middleware import Observer
+
+    logging.config.dictConfig(log_config("warning", access_log=access_log))
+    access = logging.getLogger(ACCESS_LOGGER)
+    observer = Observer()
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/attestation", "headers": [(b"host", b"127.0.0.1")]}
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    async def send(message: object) -> None:
+        return None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    async def serve() -> float:
+        begin = time.perf_counter()
+        for i in range(requests):
+            await observer(scope, receive, send, app)  # type: ignore[arg-type]
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # a loop turn ends now and then, as it does under load
+        return (time.perf_counter() - begin) / requests * 1e6
+
+    with tempfile.NamedTemporaryFile("w", prefix="bastion-access-") as sink:
+        for handler in access.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sink)
+        try:
+            return asyncio.run(serve())
+        finally:
+            logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+            for handler in access.handlers[:]:
+                access.removeHandler(handler)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=256)
@@ -231,8 +285,9 @@ def main() -> None:
         setup = stack_setup(stack, args.devices)
         rates: dict[bool, list[float]] = {False: [], True: []}
         cpu_per: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(args.access_log_pairs):
-            for access_log in (False, True):
+        for pair in range(args.access_log_pairs):
+            # The order alternates (off/on, then on/off): a later run in a pair meets a bigger database.
+            for access_log in (False, True) if pair % 2 == 0 else (True, False):
                 flag = "--access-log" if access_log else "--no-access-log"
                 port = int(stack.start_service(extra_args=["--workers", str(args.workers), flag]).rsplit(":", 1)[1])
                 try:
@@ -257,6 +312,12 @@ def main() -> None:
                     f"service CPU {1e6 * server_cpu / max(ok, 1):.0f} us per attestation",
                     file=sys.stderr,
                 )
+        line_samples = []
+        for _ in range(5):  # alternating, the minimum of each: the least disturbed by the neighbours
+            line_samples.append((observer_cost_us(access_log=False), observer_cost_us(access_log=True)))
+        for off_us, on_us in line_samples:
+            print(f"  in-process Observer: {off_us:.1f} us without the access log, {on_us:.1f} us with it")
+        access_line_us = min(on for _, on in line_samples) - min(off for off, _ in line_samples)
         without_log, with_log = sum(rates[False]), sum(rates[True])
         access_log_ratio = with_log / without_log if without_log else 0.0
         # On a shared machine throughput swings with the neighbours; service CPU per attestation does not.
@@ -264,6 +325,15 @@ def main() -> None:
         print(
             f"access log: {with_log / len(rates[True]):.0f}/s with, {without_log / len(rates[False]):.0f}/s without "
             f"(ratio {access_log_ratio:.3f}); service CPU per attestation ratio {cpu_ratio:.3f}"
+        )
+        loss_pct = 100 * (1 - cpu_ratio) if cpu_ratio else 0.0
+        # An attestation is two requests (challenge, then the EAT), each with one access line.
+        cpu_us = 1e6 * min(cpu_per[True]) if cpu_per[True] else 0.0
+        share_pct = 100 * 2 * access_line_us / cpu_us if cpu_us else 0.0
+        print(
+            f"access log loss: {loss_pct:.1f} % of service CPU per attestation (load runs, noisy); "
+            f"{access_line_us:.1f} us per access line in-process = {share_pct:.2f} % of the {cpu_us:.0f} us "
+            "an attestation took (two lines each)"
         )
         attest_per_s = ok / seconds  # the last run: the default service (access log on)
         print(f"full attestations: {ok} ok, {failed} failed in {seconds:.1f}s -> {attest_per_s:.0f}/s")
@@ -283,7 +353,8 @@ def main() -> None:
     ratio = attest_per_s / floor_per_s if floor_per_s else 0.0
     print(
         f"attest_per_s={attest_per_s:.0f} floor_per_s={floor_per_s:.0f} ratio={ratio:.3f} "
-        f"access_log_ratio={access_log_ratio:.3f} access_log_cpu_ratio={cpu_ratio:.3f}"
+        f"access_log_ratio={access_log_ratio:.3f} access_log_cpu_ratio={cpu_ratio:.3f} "
+        f"access_log_loss_pct={loss_pct:.1f} access_line_us={access_line_us:.1f} access_log_share_pct={share_pct:.2f}"
     )
 
 

@@ -50,25 +50,30 @@ def record_activity(
     ]
     if not rows:  # pragma: no cover - the OS row is always there
         return
-    dialect = session.get_bind().dialect.name
+    session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+#: The upsert per dialect, built once (an ON CONFLICT with ``excluded`` costs milliseconds to build).
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """INSERT the rows (executemany), or move ``last_seen`` forward and take the current group."""
+    found = _UPSERTS.get(dialect)
+    if found is not None:
+        return found
     table = DeviceReleaseActivity.__table__.c
-    statement: Any
     if dialect == "postgresql":
-        pg = postgresql.insert(DeviceReleaseActivity).values(rows)
-        statement = pg.on_conflict_do_update(
+        pg = postgresql.insert(DeviceReleaseActivity)
+        found = pg.on_conflict_do_update(
             index_elements=["tenant_id", "device_id", "component_id", "version", "day"],
-            set_={
-                "last_seen": func.greatest(table.last_seen, pg.excluded.last_seen),
-                "group_id": pg.excluded.group_id,
-            },
+            set_={"last_seen": func.greatest(table.last_seen, pg.excluded.last_seen), "group_id": pg.excluded.group_id},
         )
     else:
-        lite = sqlite.insert(DeviceReleaseActivity).values(rows)
-        statement = lite.on_conflict_do_update(
+        lite = sqlite.insert(DeviceReleaseActivity)
+        found = lite.on_conflict_do_update(
             index_elements=["tenant_id", "device_id", "component_id", "version", "day"],
-            set_={
-                "last_seen": func.max(table.last_seen, lite.excluded.last_seen),
-                "group_id": lite.excluded.group_id,
-            },
+            set_={"last_seen": func.max(table.last_seen, lite.excluded.last_seen), "group_id": lite.excluded.group_id},
         )
-    session.execute(statement)
+    _UPSERTS[dialect] = found
+    return found

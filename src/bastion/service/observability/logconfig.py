@@ -25,12 +25,20 @@ def log_config(level: str, *, access_log: bool) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "bastion.jsonlog.JsonFormatter", "process": "service"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            # Pre-built lines, written once per event-loop turn (observability/accesslog.py).
+            "access": {
+                "()": "bastion.service.observability.accesslog.AccessLogHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+        },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
-            ACCESS_LOGGER: {"handlers": ["stderr"], "level": "INFO" if access_log else "WARNING", "propagate": False},
+            ACCESS_LOGGER: {"handlers": ["access"], "level": "INFO" if access_log else "WARNING", "propagate": False},
         },
         "root": {"handlers": ["stderr"], "level": level},
     }

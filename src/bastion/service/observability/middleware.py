@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.jsonlog import REQUEST_ID
 from bastion.service import metrics
+from bastion.service.observability.accesslog import AccessLogHandler, access_line
 from bastion.service.observability.logconfig import ACCESS_LOGGER
 
 __all__ = ["ACCESS_LOGGER", "MAX_REQUEST_ID_CHARS", "REQUEST_ID_HEADER", "Observer", "route_label"]
@@ -106,20 +107,54 @@ class Observer:
             method = scope.get("method", "")
             method = method if method in _METHODS else "other"
             route = route_label(scope, self._exact)
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_REQUEST_SECONDS.labels(route, method).observe(elapsed)
-            kind = _CHECKIN_ROUTES.get(route)
-            if kind is not None and status < 400:
-                metrics.CHECKINS.labels(kind).inc()
+            requests, seconds, checkins = _children(route, method, status)
+            requests.inc()
+            seconds.observe(elapsed)
+            if checkins is not None:
+                checkins.inc()
             if _access.isEnabledFor(logging.INFO):
-                extra: dict[str, Any] = {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 3),
-                }
-                _access.info("%s %s %d", method, route, status, extra=extra)
+                ms = round(elapsed * 1000, 3)
+                sink = _fast_sink()
+                if sink is not None:
+                    sink.write_line(
+                        access_line(method, route, status, ms, request_id, now=time.time(), process=sink.process)
+                    )
+                else:  # another handler (a test's, an operator's dictConfig): the ordinary record
+                    extra: dict[str, Any] = {"method": method, "route": route, "status": status, "ms": ms}
+                    _access.info("%s %s %d", method, route, status, extra=extra)
             REQUEST_ID.reset(token)
+
+
+#: ``(route, method, status)`` -> the metric children it counts in (labels are bounded; so is this).
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+_MAX_CHILDREN = 4096
+
+
+def _children(route: str, method: str, status: int) -> tuple[Any, Any, Any]:
+    """The request counter, latency histogram and check-in counter children (``labels()`` once per key)."""
+    key = (route, method, status)
+    found = _CHILDREN.get(key)
+    if found is None:
+        kind = _CHECKIN_ROUTES.get(route)
+        found = (
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+            metrics.HTTP_REQUEST_SECONDS.labels(route, method),
+            metrics.CHECKINS.labels(kind) if kind is not None and status < 400 else None,
+        )
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = found
+    return found
+
+
+def _fast_sink() -> AccessLogHandler | None:
+    """The access logger's one handler when it is ours and nothing else would see the record, else None."""
+    handlers = _access.handlers
+    if len(handlers) != 1 or _access.propagate or _access.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not AccessLogHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
 
 
 def wrap(app: ASGIApp) -> ASGIApp:  # pragma: no cover - convenience for other ASGI apps
