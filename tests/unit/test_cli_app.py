@@ -56,7 +56,7 @@ def test_keys_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
 def test_keys_create_default_dir_follows_the_config_variables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without -o the key pair lands beside the operator config: never in $HOME when XDG/BASTION_CONFIG say so."""
+    """Without -o the key pair lands in $XDG_CONFIG_HOME/bastion/keys: never in $HOME when XDG_CONFIG_HOME says so."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -67,10 +67,10 @@ def test_keys_create_default_dir_follows_the_config_variables(
     assert json.loads(out)["public_key"] == str(tmp_path / "xdg" / "bastion" / "keys" / "x.pub.pem")
     assert (tmp_path / "xdg" / "bastion" / "keys" / "x.key").is_file()
 
-    monkeypatch.setenv("BASTION_CONFIG", str(tmp_path / "op" / "config.json"))
+    monkeypatch.setenv("BASTION_CONFIG", str(tmp_path / "op" / "config.json"))  # the login file only
     code, out, err = run(monkeypatch, capsys, "keys", "create", "--name", "y", "--json")
     assert code == 0, err
-    assert json.loads(out)["private_key"] == str(tmp_path / "op" / "keys" / "y.key")
+    assert json.loads(out)["private_key"] == str(tmp_path / "xdg" / "bastion" / "keys" / "y.key")
 
     monkeypatch.delenv("BASTION_CONFIG")
     monkeypatch.delenv("XDG_CONFIG_HOME")

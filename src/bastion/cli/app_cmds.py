@@ -26,17 +26,15 @@ _MAX_KEY_NAME = 64
 
 
 def default_keys_dir() -> Path:
-    """Where app-signing keys go by default: a ``keys`` directory beside the operator config.
+    """Where app-signing keys go by default: ``$XDG_CONFIG_HOME/bastion/keys``, else ``~/.config/bastion/keys``.
 
-    That is ``$XDG_CONFIG_HOME/bastion/keys`` (``~/.config/bastion/keys`` without
-    it), or ``keys/`` next to ``$BASTION_CONFIG`` when that is set, so that the
-    variables that keep the operator's state out of the home directory keep the
-    keys out of it too (docs/design.md, "Data directories"). Read at call time,
-    never at import.
+    Read at call time, never at import, so that the variable that keeps the
+    operator's configuration out of the home directory keeps the keys out of it
+    too (docs/design.md, "Data directories"). ``BASTION_CONFIG`` names the login
+    file only.
     """
-    from bastion.cli._client import config_path
-
-    return config_path().parent / "keys"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "bastion" / "keys"
 
 
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -61,8 +59,7 @@ def create_key_cmd(
         typer.Option(
             "-o",
             "--output",
-            help="Directory for the key pair [default: keys/ beside the operator config, "
-            "$XDG_CONFIG_HOME/bastion/keys or ~/.config/bastion/keys].",
+            help="Directory for the key pair [default: $XDG_CONFIG_HOME/bastion/keys, else ~/.config/bastion/keys].",
             show_default=False,
         ),
     ] = None,
