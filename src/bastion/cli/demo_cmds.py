@@ -437,10 +437,12 @@ def _print_by_hand(stack: LocalStack) -> None:
     env = stack.env()
     console.print(
         "\n[bold]Run it by hand[/bold]\n"
-        f"  export BASTION_HOME={env['BASTION_HOME']} BASTION_CONFIG={env['BASTION_CONFIG']}\n"
-        "  bastion service run --port 8443                 # in one terminal\n"
-        f"  bastion device run --dir {stack.device_dir('device-1')} --service http://127.0.0.1:8443\n"
-        "  bastion device list                             # in another\n"
+        f"  export BASTION_HOME={env['BASTION_HOME']} BASTION_CONFIG={env['BASTION_CONFIG']} "
+        f"XDG_CONFIG_HOME={env['XDG_CONFIG_HOME']}\n"
+        "  bastion service run --port 8443                 # in one terminal: it runs until stopped\n"
+        f"  bastion device run --dir {stack.device_dir('device-1')} --service http://127.0.0.1:8443"
+        "   # in a second one: so does this\n"
+        "  bastion device list                             # in a third, with the same variables exported\n"
         f"  bastion device update-check --dir {stack.device_dir('device-1')}\n"
         "Or add --keep-running to `bastion demo` to leave this service up."
     )
