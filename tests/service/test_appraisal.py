@@ -143,7 +143,7 @@ def test_every_failing_rule_is_named_and_the_first_gives_the_code(
 def test_a_trial_boot_attests_with_the_fuse_below_the_new_image(
     client: TestClient, world: World, clock: FakeClock
 ) -> None:
-    """The fuse is raised only after the new OS is confirmed (DESIGN.md, Updates): a lower counter is consistent."""
+    """The fuse is raised only after the new OS is confirmed (design.md, "Updates"): a lower counter is consistent."""
     chip = world.device()
     assert attest(client, chip, clock, rollback_counters={"os": 0}).status_code == 200
     assert attest(client, chip, clock, rollback_counters={}).status_code == 200  # never burned

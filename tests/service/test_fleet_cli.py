@@ -124,8 +124,17 @@ def test_fleet_cli_end_to_end(tmp_path: Path, session_factory: sessionmaker[Sess
     promoted = run_json("os", "promote", "1.1.0", "--to", "retail")
     assert isinstance(promoted, dict)
     assert promoted["promoted_at"]
+    # Issue 9 §7: promote shows the feed it changed (both versions are on retail now).
+    assert [i["version"] for i in promoted["feed_images"]] == ["1.1.0", "1.0.0"]
+    path = tmp_path / "os-1.2.0.img"
+    path.write_bytes(os_image(os_key, "1.2.0"))
+    run("os", "publish", str(path), "--feed", "retail-eval")
+    shown = run("os", "promote", "1.2.0")
+    assert "OS 1.2.0 promoted to retail" in shown
+    feed_table = shown[shown.index("feed retail now") :]
+    assert all(v in feed_table for v in ("1.2.0", "1.1.0", "1.0.0"))
     with pytest.raises(CliError) as twice:
-        run("os", "promote", "1.1.0")
+        run("os", "promote", "1.2.0")
     assert "already_on_feed" in twice.value.message
 
     device = new_device_id()

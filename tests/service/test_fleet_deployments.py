@@ -148,7 +148,15 @@ def test_deployment_show_counts_devices_per_state(
         r = fleet.client.post("/api/v1/device/status", content=body, headers=COSE)
         assert r.status_code == 200, r.text
     shown = fleet.call("GET", f"/deployments/{deployment['id']}").json()
-    assert shown["counts"] == {"pending": 1, "installed": 1, "deferred": 0, "failed": 1, "rolled_back": 1}
+    assert shown["counts"] == {
+        "pending": 1,
+        "installed": 1,
+        "deferred": 0,
+        "failed": 1,
+        "rolled_back": 1,
+        "revoked": 0,
+    }
+    assert shown["complete"] is False
     states = {d["device_id"]: d["state"] for d in shown["devices"]}
     assert states == {
         installed.device_id: "installed",
@@ -162,3 +170,43 @@ def test_deployment_show_counts_devices_per_state(
     v2 = fleet.app("2.0.0")
     newer = fleet.deploy(group, str(v2["id"])).json()
     assert newer["counts"]["installed"] == 0
+
+
+def test_a_revoked_or_unclaimed_device_does_not_hold_a_deployment_pending(
+    fleet: Fleet, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    """Issue 9 §7: a revoked device gets no update, so it is counted apart and the deployment completes."""
+    image = fleet.app("1.0.0")
+    group = fleet.groups["Field Test"]
+    deployment = fleet.deploy(group, str(image["id"])).json()
+    devices = [
+        make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+        for _ in range(3)
+    ]
+    for device in devices:
+        assert fleet.call("POST", f"/devices/{device.device_id}/group", json={"group": group}).status_code == 200
+    installed, revoked, unclaimed = devices
+    now = clock()
+    body = installed.report(
+        iat=now, installed=[(APP_COMPONENT, "1.0.0")], events=[event(now, "app_installed", APP_COMPONENT, "1.0.0")]
+    )
+    assert fleet.client.post("/api/v1/device/status", content=body, headers=COSE).status_code == 200
+    shown = fleet.call("GET", f"/deployments/{deployment['id']}").json()
+    assert (shown["counts"]["pending"], shown["counts"]["installed"], shown["complete"]) == (2, 1, False)
+
+    assert fleet.call("POST", f"/devices/{revoked.device_id}/revoke").status_code == 200
+    assert fleet.call("POST", f"/devices/{unclaimed.device_id}/unclaim").status_code == 200
+    shown = fleet.call("GET", f"/deployments/{deployment['id']}").json()
+    assert shown["counts"] == {
+        "pending": 0,
+        "installed": 1,
+        "deferred": 0,
+        "failed": 0,
+        "rolled_back": 0,
+        "revoked": 1,
+    }
+    assert {d["device_id"]: d["state"] for d in shown["devices"]} == {
+        installed.device_id: "installed",
+        revoked.device_id: "revoked",
+    }
+    assert shown["complete"] is True

@@ -307,6 +307,23 @@ def test_a_healthy_v2_goes_through_every_stage(ctx: Ctx) -> None:
     }
 
 
+def test_a_stage_of_revoked_devices_does_not_wait_for_them_forever(ctx: Ctx) -> None:
+    """Issue 9 §7: revoked devices get no update; a stage whose devices are all revoked soaks, then advances."""
+    world, publisher, health, session_factory, settings, clock, _tenant = ctx.parts()
+    created = staged_deploy(world)
+    rollout_id = created["rollout"]["id"]
+    stage1 = members(created["rollout"], FIRST_BP, world.devices)
+    assert gate(session_factory, settings, clock, publisher, health) == {rollout_id: "none"}  # waits for an install
+    for device_id in stage1:
+        assert world.fleet.call("POST", f"/devices/{device_id}/revoke").status_code == 200
+    assert gate(session_factory, settings, clock, publisher, health) == {rollout_id: "soaking"}
+    shown = world.fleet.call("GET", f"/deployments/{created['id']}").json()
+    assert shown["rollout"]["stages"][0]["devices"] == 0
+    assert shown["counts"]["revoked"] == len(stage1)
+    clock.advance(dt.timedelta(seconds=SOAK))
+    assert gate(session_factory, settings, clock, publisher, health) == {rollout_id: "advanced"}
+
+
 def test_min_sample_prevents_a_halt_on_a_tiny_sample(ctx: Ctx) -> None:
     world, publisher, health, session_factory, settings, clock, tenant = ctx.parts()
     created = staged_deploy(world, min_sample=DEVICES)

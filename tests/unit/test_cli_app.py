@@ -53,6 +53,34 @@ def test_keys_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     assert "invalid key name" in err
 
 
+def test_keys_create_default_dir_follows_the_config_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without -o the key pair lands in $XDG_CONFIG_HOME/bastion/keys: never in $HOME when XDG_CONFIG_HOME says so."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("BASTION_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    code, out, err = run(monkeypatch, capsys, "keys", "create", "--name", "x", "--json")
+    assert code == 0, err
+    assert json.loads(out)["public_key"] == str(tmp_path / "xdg" / "bastion" / "keys" / "x.pub.pem")
+    assert (tmp_path / "xdg" / "bastion" / "keys" / "x.key").is_file()
+
+    monkeypatch.setenv("BASTION_CONFIG", str(tmp_path / "op" / "config.json"))  # the login file only
+    code, out, err = run(monkeypatch, capsys, "keys", "create", "--name", "y", "--json")
+    assert code == 0, err
+    assert json.loads(out)["private_key"] == str(tmp_path / "xdg" / "bastion" / "keys" / "y.key")
+
+    monkeypatch.delenv("BASTION_CONFIG")
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    code, out, err = run(monkeypatch, capsys, "keys", "create", "--name", "z", "--json")
+    assert code == 0, err
+    assert json.loads(out)["private_key"] == str(home / ".config" / "bastion" / "keys" / "z.key")
+    # Nothing but the last (no variable set) went under $HOME.
+    assert sorted(p.name for p in (home / ".config" / "bastion" / "keys").iterdir()) == ["z.key", "z.pub.pem"]
+
+
 def test_app_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(monkeypatch, capsys, "app", "validate", str(HELLO))
     assert code == 0, err

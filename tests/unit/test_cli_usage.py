@@ -24,6 +24,15 @@ SRC = ROOT / "src" / "bastion"
 _HINT_RE = re.compile(r"`bastion ([^`\n]*)`")
 #: A command line in a shell block of the docs (up to a comment).
 _DOC_LINE_RE = re.compile(r"^\s*bastion ([^\n#]*)", re.MULTILINE)
+#: A command substitution in a shell block: VAR=$(bastion ...).
+_SUBST_RE = re.compile(r"\$\(bastion ([^)\n]*)\)")
+
+
+def _commands(found: str) -> list[str]:
+    """The bastion commands of a shell line: a pipeline's segments that run bastion (`a | jq | bastion b`)."""
+    first, *rest = found.split(" | ")
+    return [first.strip()] + [p.strip().removeprefix("bastion ") for p in rest if p.strip().startswith("bastion ")]
+
 
 USAGE_ERRORS = [
     ["nosuch"],
@@ -130,7 +139,8 @@ def test_every_bastion_command_in_the_readme_and_docs_exists() -> None:
     hints: set[str] = set()
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = path.read_text(encoding="utf-8")
-        hints.update(h.strip() for h in _HINT_RE.findall(text) + _DOC_LINE_RE.findall(text))
+        for found in _HINT_RE.findall(text) + _DOC_LINE_RE.findall(text) + _SUBST_RE.findall(text):
+            hints.update(_commands(found))
     checked = [h for h in sorted(hints) if h and "{" not in h]
     assert len(checked) > 20
     problems = [f"{h!r}: {p}" for h in checked if (p := _check_hint(root, h)) is not None]

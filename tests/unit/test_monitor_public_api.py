@@ -102,7 +102,7 @@ def test_error_trees_have_one_root() -> None:
 
 
 def test_the_monitor_stays_small() -> None:
-    # DESIGN.md: the monitor is the small TCB; the issue asks for under 800 lines.
+    # docs/design.md: the monitor is the small TCB; the issue asks for under 800 lines.
     # client.py runs in the OS process, not the monitor's, so it is not TCB code;
     # the A/B slot logic the monitor runs is bastion.boot.slots, shared with the bootloader.
     package = Path(bastion.monitor.__file__).parent

@@ -36,7 +36,7 @@ from bastion.hw.flash import Partition
 from bastion.os.config import DeviceConfig, encode_config
 from bastion.os.errors import ConfigError
 
-#: The packages an OS image carries (see bastion.boot, DESIGN.md "The OS image is real code").
+#: The packages an OS image carries (see bastion.boot, docs/design.md "The OS image is real code").
 IMAGE_PACKAGES = ("os", "monitor", "crypto", "images", "hw", "applibs", "jsonlog")  # as OS_PACKAGES
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import stat
 import threading
 import time
@@ -116,6 +117,23 @@ def test_scheduler_runs_jobs_when_due() -> None:
     sched.run_due()
     assert runs == [NOW, NOW + dt.timedelta(hours=1)]
     assert sched.due_times() == {"attestation": NOW + dt.timedelta(hours=2)}
+
+
+def test_an_idle_scheduler_does_not_log_a_line_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9 §7: the app supervisor's one-second poll is not an INFO line; an hourly job still is."""
+    t = [NOW]
+    sched = Scheduler(clock=lambda: t[0], stop=threading.Event())
+    sched.add("apps", lambda now: now + dt.timedelta(seconds=1), first_at=NOW)
+    sched.add("updates", lambda now: now + dt.timedelta(hours=1), first_at=NOW)
+    idle_s = 300
+    with caplog.at_level(logging.DEBUG, logger="bastion.os.scheduler"):
+        for second in range(idle_s):
+            t[0] = NOW + dt.timedelta(seconds=second)
+            sched.run_due()
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info == [f"updates: next run at {(NOW + dt.timedelta(hours=1)).isoformat(timespec='seconds')}"]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == idle_s  # still there when asked for
 
 
 def test_scheduler_stops_when_asked() -> None:

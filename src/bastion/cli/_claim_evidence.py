@@ -1,7 +1,7 @@
 """Claim evidence from a device on the bench: boot it, and have its monitor sign an EAT over a claim challenge.
 
 ``bastion device claim --dir DEV`` proves physical possession the way the device
-attests (DESIGN.md, "Claim"): the ROM and bootloader run as at every boot
+attests (docs/design.md, "Claim"): the ROM and bootloader run as at every boot
 (:func:`bastion.boot.boot_device`) and derive the Alias key from the measured
 OS; the monitor's own request handler (:class:`bastion.monitor.server.MonitorServer`)
 signs the EAT, reached through :class:`bastion.monitor.client.MonitorClient`

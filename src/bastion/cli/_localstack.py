@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,28 @@ COMMAND_TIMEOUT_S = 120.0
 WAIT_TIMEOUT_S = 60.0
 WAIT_POLL_S = 0.2
 
+#: How long a stopping service and a stopping device may take before SIGKILL.
+SERVICE_STOP_TIMEOUT_S = 10.0
+DEVICE_STOP_TIMEOUT_S = 20.0
+
 T = TypeVar("T")
+
+
+def _stop(process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """SIGTERM the process and let it stop its own children; then SIGKILL its process group's leftovers.
+
+    Every process the stack starts leads its own session (``start_new_session``),
+    so its group holds exactly its descendants; none of them outlives the stack.
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 class CommandFailedError(RuntimeError):
@@ -176,16 +198,10 @@ class LocalStack:
         raise RuntimeError(f"the service did not answer within {SERVICE_START_TIMEOUT_S}s")
 
     def stop_service(self) -> None:
-        """Stop the service process (SIGTERM, then SIGKILL)."""
+        """Stop the service process (SIGTERM, then SIGKILL), and whatever it left in its process group."""
         if self.service is None:
             return
-        if self.service.poll() is None:
-            self.service.terminate()
-            try:
-                self.service.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+        _stop(self.service, timeout=SERVICE_STOP_TIMEOUT_S)
         self.service = None
 
     def start_device(self, dev: Path) -> subprocess.Popen[bytes]:
@@ -221,13 +237,7 @@ class LocalStack:
     def stop_devices(self) -> None:
         """Stop every device started with :meth:`start_device`."""
         for process in self.devices.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            _stop(process, timeout=DEVICE_STOP_TIMEOUT_S)
         self.devices.clear()
 
     @contextlib.contextmanager

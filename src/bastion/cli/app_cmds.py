@@ -20,11 +20,21 @@ from bastion.cli.output import JsonOption, emit_object, fail, load_signing_key, 
 if TYPE_CHECKING:
     from bastion.images.manifest import ManifestError
 
-__all__ = ["DEFAULT_KEYS_DIR", "create_key_cmd", "package_cmd", "validate_cmd"]
+__all__ = ["create_key_cmd", "default_keys_dir", "package_cmd", "validate_cmd"]
 
-#: Where app-signing keys go by default (operator config, see DESIGN.md "Data directories").
-DEFAULT_KEYS_DIR = Path.home() / ".config" / "bastion" / "keys"
 _MAX_KEY_NAME = 64
+
+
+def default_keys_dir() -> Path:
+    """Where app-signing keys go by default: ``$XDG_CONFIG_HOME/bastion/keys``, else ``~/.config/bastion/keys``.
+
+    Read at call time, never at import, so that the variable that keeps the
+    operator's configuration out of the home directory keeps the keys out of it
+    too (docs/design.md, "Data directories"). ``BASTION_CONFIG`` names the login
+    file only.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "bastion" / "keys"
 
 
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -44,7 +54,15 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
 
 @keys_app.command("create")
 def create_key_cmd(
-    out_dir: Annotated[Path, typer.Option("-o", "--output", help="Directory for the key pair.")] = DEFAULT_KEYS_DIR,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Directory for the key pair [default: $XDG_CONFIG_HOME/bastion/keys, else ~/.config/bastion/keys].",
+            show_default=False,
+        ),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="File name stem: NAME.key and NAME.pub.pem.")] = "app-signing",
     as_json: JsonOption = False,
 ) -> None:
@@ -54,6 +72,8 @@ def create_key_cmd(
 
     if not name or len(name) > _MAX_KEY_NAME or not all(c.isalnum() or c in "-_." for c in name) or name[0] == ".":
         fail(f"invalid key name {name[:_MAX_KEY_NAME]!r}", hint="use letters, digits, '-', '_' and '.'")
+    if out_dir is None:
+        out_dir = default_keys_dir()
     private_path = out_dir / f"{name}.key"
     public_path = out_dir / f"{name}.pub.pem"
     for path in (private_path, public_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -43,41 +44,99 @@ def _step(number: int, text: str) -> None:
     console.print(f"\n[bold cyan]{number}.[/bold cyan] [bold]{text}[/bold]")
 
 
+class _Stop(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM arrived: unwind through ``finally`` so every child process is stopped."""
+
+
+#: The parts of the demo: ``service`` is steps 1-3 (vendor, service, tenant), ``chain``
+#: adds the device and its certificate (steps 4-8), ``all`` is everything.
+STEP_SETS = ("all", "chain", "service")
+
+
 @app.command()
 def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Data directory for everything the demo makes (wiped first).")
     ] = Path(".bastion-demo"),
     keep_running: Annotated[
-        bool, typer.Option("--keep-running", help="Leave the service running at the end (Ctrl-C stops it).")
+        bool,
+        typer.Option(
+            "--keep-running", help="Leave the service running at the end; Ctrl-C or SIGTERM stops it and every child."
+        ),
     ] = False,
+    steps: Annotated[
+        str, typer.Option("--steps", help="Which part to run: all, chain (steps 1-8) or service (steps 1-3).")
+    ] = "all",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Service port (0: a free one).")] = 0,
 ) -> None:
     """Run the chain of trust end to end: vendor, service, tenant, device, attestation, certificate."""
+    if steps not in STEP_SETS:
+        raise CliError(f"unknown --steps {steps[:20]!r}", hint="use one of: " + ", ".join(STEP_SETS))
     started = time.monotonic()
     if directory.exists():
         progress(f"removing the previous demo in {directory}")
         shutil.rmtree(directory)
     stack = LocalStack(directory, columns=console.width, extra_env=DEMO_ENV)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        _run(stack)
+        _run(stack, steps=steps, port=port or None)
         if keep_running and stack.service is not None:
-            console.print(f"\nThe service keeps running at {stack.url}; press Ctrl-C to stop it.")
+            _print_console(stack, live=True)
+            console.print("The service keeps running; press Ctrl-C (or send SIGTERM) to stop it.", highlight=False)
             stack.service.wait()
     except (CommandFailedError, TimeoutError) as exc:
         raise CliError(
             f"a demo step failed: {exc}",
             hint=f"the service log is {stack.service_log}; re-run `make demo` after fixing the cause",
         ) from exc
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Stop):
+        console.print("\nstopping the demo's processes")
     finally:
-        stack.stop_devices()
-        stack.stop_service()
+        # No new SIGTERM may cut the clean-up short; then every process the demo started goes.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.stop_devices()
+            stack.stop_service()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     console.print(f"\n[green]Demo finished in {time.monotonic() - started:.1f}s.[/green]")
     _print_by_hand(stack)
+    if not keep_running:
+        _print_console(stack, live=False)
 
 
-def _run(stack: LocalStack) -> None:
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _sign_in_hint(stack: LocalStack) -> str:
+    env = stack.env()
+    return (
+        f"  BASTION_HOME={env['BASTION_HOME']} BASTION_CONFIG={env['BASTION_CONFIG']} \\\n"
+        "    bastion token create --role admin --expires 8h   # prints a new token once; paste it into the page"
+    )
+
+
+def _print_console(stack: LocalStack, *, live: bool) -> None:
+    """The console's URL and how to sign in (a command that prints a token; no token on a command line)."""
+    if live and stack.url is not None:
+        console.print(
+            f"\n[bold]Console[/bold]: {stack.url}/console\n"
+            f"Sign in with a token; print one with:\n{_sign_in_hint(stack)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    console.print(
+        "\n[bold]Console[/bold]: http://127.0.0.1:8443/console once `bastion service run --port 8443` runs "
+        "(or `bastion demo --keep-running` keeps this one up).\nSign in with a token; print one with:\n"
+        + _sign_in_hint(stack),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _run(stack: LocalStack, *, steps: str = "all", port: int | None = None) -> None:
     root = stack.root
     device_dir = stack.device_dir("device-1")
     os_image = root / "os-1.0.0.img"
@@ -90,13 +149,15 @@ def _run(stack: LocalStack) -> None:
     _step(2, "Start the Security Service on loopback (SQLite) and trust the vendor CA")
     stack.bastion("service", "trust-vendor", str(stack.vendor_dir / "ca.pem"), "--name", "Demo Silicon")
     stack.bastion("service", "trust-os-publisher", str(stack.vendor_dir / "os-signing.pub.pem"), "--name", "Demo OS")
-    url = stack.start_service()
+    url = stack.start_service(port=port)
     console.print(f"service at {url} (log: {stack.service_log})")
 
     _step(3, "Create a tenant and log in with its first admin token")
     tenant = stack.bastion_json("tenant", "create", "demo-tenant")
     stack.bastion("login", "--url", url, "--token-stdin", stdin=tenant["token"])
     console.print(f"tenant {tenant['tenant_id']} created; token stored in {stack.env()['BASTION_CONFIG']} (0600)")
+    if steps == "service":
+        return
 
     _step(4, "Build OS 1.0.0 from the real device runtime and publish it as known-good")
     stack.bastion(
@@ -132,6 +193,8 @@ def _run(stack: LocalStack) -> None:
     console.print((verify.stdout + verify.stderr).rstrip())
     if verify.returncode != 0:
         raise CliError("openssl did not accept the device certificate", hint=f"inspect {device_cert}")
+    if steps == "chain":
+        return
     _updates(stack, device_dir, device_id)
 
 
@@ -374,10 +437,12 @@ def _print_by_hand(stack: LocalStack) -> None:
     env = stack.env()
     console.print(
         "\n[bold]Run it by hand[/bold]\n"
-        f"  export BASTION_HOME={env['BASTION_HOME']} BASTION_CONFIG={env['BASTION_CONFIG']}\n"
-        "  bastion service run --port 8443                 # in one terminal\n"
-        f"  bastion device run --dir {stack.device_dir('device-1')} --service http://127.0.0.1:8443\n"
-        "  bastion device list                             # in another\n"
+        f"  export BASTION_HOME={env['BASTION_HOME']} BASTION_CONFIG={env['BASTION_CONFIG']} "
+        f"XDG_CONFIG_HOME={env['XDG_CONFIG_HOME']}\n"
+        "  bastion service run --port 8443                 # in one terminal: it runs until stopped\n"
+        f"  bastion device run --dir {stack.device_dir('device-1')} --service http://127.0.0.1:8443"
+        "   # in a second one: so does this\n"
+        "  bastion device list                             # in a third, with the same variables exported\n"
         f"  bastion device update-check --dir {stack.device_dir('device-1')}\n"
         "Or add --keep-running to `bastion demo` to leave this service up."
     )

@@ -1,6 +1,6 @@
 """``bastion device run``: boot an emulated device and run it as its own processes.
 
-This command is the device's boot process (DESIGN.md, "Processes on an emulated
+This command is the device's boot process (docs/design.md, "Processes on an emulated
 device"):
 
 1. boot: the ROM (here) verifies, measures and unpacks the bootloader image,

@@ -210,7 +210,42 @@ def os_promote_cmd(  # noqa: PLR0917 - one parameter per documented option
         body["rollout"] = rollout
     with _client() as client:
         promoted = client.post_json(f"/os-feeds/{to}/images", body)
-    emit_object(promoted, as_json=as_json, title=f"OS {promoted['version']} promoted to {to}")
+        feed = _feed_images(client, to)
+    if as_json:
+        emit_object({**promoted, "feed_images": feed}, as_json=True)
+        return
+    emit_object(promoted, as_json=False, title=f"OS {promoted['version']} promoted to {to}")
+    emit_table(feed, FEED_COLUMNS, as_json=False, title=f"feed {to} now (newest first)")
+
+
+#: Rows asked for per request while ``os promote`` reads the feed it changed.
+FEED_PAGE = 500
+#: At most this many OS images are read back to show the feed.
+MAX_FEED_IMAGES = 10_000
+FEED_COLUMNS = ("version", "security_version", "measurement", "promoted_at", "published_at")
+
+
+def _on_feed(image: dict[str, Any], feed: str) -> bool:
+    if feed == "retail":
+        return image.get("feed") == "retail" or image.get("promoted_at") is not None
+    return feed == "retail-eval"
+
+
+def _feed_images(client: ServiceClient, feed: str) -> list[dict[str, Any]]:
+    """The feed's images as devices see it now, newest first (the service's ``feed_os_images`` rule).
+
+    ``retail`` holds the images published there and the promoted evaluation images;
+    ``retail-eval`` holds every image that is not revoked.
+    """
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    while offset < MAX_FEED_IMAGES:
+        batch = client.get_json("/os-images", limit=FEED_PAGE, offset=offset)
+        rows.extend(i for i in batch if i.get("revoked_at") is None and _on_feed(i, feed))
+        offset += len(batch)
+        if len(batch) < FEED_PAGE:
+            break
+    return rows
 
 
 def _show_rollout(path: str, *, as_json: bool, title: str, body: bool = False) -> None:

@@ -11,7 +11,7 @@ Layout of ``DEV``::
     flash/bootstate.json       the active OS slot
 
 The emulated chip models the process boundary only: a local root user can read
-these files (see DESIGN.md, "Honest limits").
+these files (see docs/design.md, "Honest limits").
 
 Example:
     >>> import tempfile, pathlib

@@ -1,4 +1,4 @@
-"""The device's attestation client (DESIGN.md, "Attestation").
+"""The device's attestation client (docs/design.md, "Attestation").
 
 One attempt: fetch a nonce, have the monitor sign an EAT over it that certifies
 the device TLS key, send the EAT, and check the certificate that comes back.

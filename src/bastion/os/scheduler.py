@@ -30,6 +30,9 @@ __all__ = ["MAX_SLEEP_S", "WAKE_POLL_S", "Job", "Scheduler"]
 MAX_SLEEP_S = 60.0
 #: How soon a sleeping scheduler notices :meth:`Scheduler.wake` from another thread.
 WAKE_POLL_S = 0.2
+#: A job that asks to run again sooner than this is a poll (the app supervisor every
+#: second): its "next run" is logged at debug, so an idle device writes no line a second.
+QUIET_RESCHEDULE_S = 60.0
 
 Job = Callable[[dt.datetime], dt.datetime]
 
@@ -115,7 +118,8 @@ class Scheduler:
                 entry.running = False
                 requested, entry.requested = entry.requested, None
                 entry.due = answer if requested is None else min(answer, requested)
-                _log.info("%s: next run at %s", entry.name, entry.due.isoformat(timespec="seconds"))
+            level = logging.DEBUG if (entry.due - now).total_seconds() < QUIET_RESCHEDULE_S else logging.INFO
+            _log.log(level, "%s: next run at %s", entry.name, entry.due.isoformat(timespec="seconds"))
 
     def run(self) -> None:
         """Run jobs until ``stop`` is set. A job's exception ends the loop."""

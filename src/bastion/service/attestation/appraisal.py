@@ -27,7 +27,7 @@ sandbox     ``sandbox_disabled``         claim -70006 is absent: the device does
 ==========  ===========================  ===========================================
 
 A rollback counter *below* the image's security version is consistent: the
-boot chain raises the fuse only after a new OS is confirmed (DESIGN.md,
+boot chain raises the fuse only after a new OS is confirmed (docs/design.md,
 Updates), so a trial boot attests with the old counter. A counter *above* it
 means the device booted an image its own fuses forbid.
 

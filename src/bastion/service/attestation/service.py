@@ -89,7 +89,7 @@ class AttestationOutcome:
 def _judge(
     standing: repository.DeviceStanding | None, device_id: str
 ) -> repository.DeviceStanding | AttestationFailure:
-    """The standing if the device and its OS are good, else the refusal (DESIGN.md step 3)."""
+    """The standing if the device and its OS are good, else the refusal (docs/design.md, "Attestation", step 3)."""
     if standing is None:
         return AttestationFailure(
             FailureCode.DEVICE_UNCLAIMED,

@@ -1,6 +1,6 @@
 """Pure verification of a device's attestation evidence (an EAT). No database, no I/O.
 
-The checks run in the order of DESIGN.md (Attestation, step 3) and docs/api.md:
+The checks run in the order of docs/design.md ("Attestation", step 3) and docs/api.md:
 
 1. decode the EAT within a size bound;
 2. verify the chain Alias <- DeviceID <- a trusted vendor CA, with the DICE

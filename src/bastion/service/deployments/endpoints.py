@@ -41,6 +41,7 @@ def _detail(
         current=report.current,
         images=[AppImageOut.model_validate(i) for i in report.images],
         counts=report.counts,
+        complete=report.complete,
         devices=[DeviceStateOut.model_validate(d) for d in report.devices],
         rollout=None if staged is None else rollout_out(session, staged, health, now=now),
     )

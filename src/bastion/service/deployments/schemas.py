@@ -46,5 +46,9 @@ class DeploymentDetail(DeploymentOut):
     current: bool
     images: list[AppImageOut]
     counts: dict[str, int]
+    complete: bool = Field(
+        description="every device of the group that is not revoked reports the deployment installed "
+        "(revoked devices are counted apart and never hold it back)"
+    )
     devices: list[DeviceStateOut]
     rollout: RolloutOut | None = None

@@ -4,6 +4,11 @@ A device's state in a deployment is derived from its last reported status:
 ``installed`` when it reports every image of the deployment installed;
 otherwise ``rolled_back``, ``failed`` or ``deferred`` after a report of that
 kind; otherwise ``pending`` (including devices that have not reported yet).
+A revoked device is ``revoked`` whatever it reported: it gets no certificate
+and so no update, and waiting for it would keep the deployment pending forever.
+An unclaimed device has left the group (its row is gone) and is not counted.
+A deployment is ``complete`` when every device it still counts (all but the
+revoked) reports it installed (docs/adr/0024).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from bastion.service.rollouts.rules import RolloutPlan
 
 __all__ = [
     "DEPLOYMENT_STATES",
+    "EXCLUDED_STATES",
     "DeploymentReport",
     "DeviceState",
     "create_deployment",
@@ -40,7 +46,9 @@ __all__ = [
 ]
 
 #: Every state ``deployment show`` counts, in display order.
-DEPLOYMENT_STATES = ("pending", "installed", "deferred", "failed", "rolled_back")
+DEPLOYMENT_STATES = ("pending", "installed", "deferred", "failed", "rolled_back", "revoked")
+#: States that leave a device out of the deployment: it can complete without them.
+EXCLUDED_STATES = frozenset({"revoked"})
 _FAILED_KINDS = frozenset({"update_failed", "update_refused", "app_failed"})
 
 
@@ -135,7 +143,7 @@ def get_deployment_for(session: Session, who: Principal, deployment_id: int, *, 
 
 
 def device_state(status: DeviceUpdateStatus | None, wanted: set[tuple[str, str]]) -> str:
-    """A device's state for a deployment of the ``wanted`` (component id, version) pairs."""
+    """A device's state for a deployment of the ``wanted`` (component id, version) pairs (revoked aside)."""
     if status is None:
         return "pending"
     installed = {(str(i.get("component_id")), str(i.get("version"))) for i in status.installed}
@@ -173,6 +181,11 @@ class DeploymentReport:
     counts: dict[str, int]
     devices: list[DeviceState]
 
+    @property
+    def complete(self) -> bool:
+        """Every device the deployment still counts (not revoked) reports it installed."""
+        return all(n == 0 for state, n in self.counts.items() if state != "installed" and state not in EXCLUDED_STATES)
+
 
 def deployment_report(session: Session, deployment: Deployment, *, max_devices: int) -> DeploymentReport:
     """Count the group's devices per state for ``deployment`` (rows for at most ``max_devices``)."""
@@ -183,15 +196,15 @@ def deployment_report(session: Session, deployment: Deployment, *, max_devices: 
     wanted = {(i.component_id, i.version) for i in images}
     current = repository.current_deployment(session, group.id)
     rows = session.execute(
-        select(Device.device_id, DeviceUpdateStatus)
+        select(Device.device_id, Device.revoked_at, DeviceUpdateStatus)
         .outerjoin(DeviceUpdateStatus, DeviceUpdateStatus.device_id == Device.device_id)
         .where(Device.group_id == group.id, Device.tenant_id == deployment.tenant_id)
         .order_by(Device.device_id)
     ).all()
     counts = dict.fromkeys(DEPLOYMENT_STATES, 0)
     devices: list[DeviceState] = []
-    for device_id, status in rows:
-        state = device_state(status, wanted)
+    for device_id, revoked_at, status in rows:
+        state = "revoked" if revoked_at is not None else device_state(status, wanted)
         counts[state] += 1
         if len(devices) < max_devices:
             devices.append(

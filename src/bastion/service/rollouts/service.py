@@ -276,10 +276,19 @@ def releases(session: Session, rollout: Rollout) -> list[Release]:
 
 
 def stage_members(session: Session, rollout: Rollout, percent_bp: int) -> list[str]:
-    """The group's devices in a stage of ``percent_bp`` (the same set the devices compute)."""
+    """The group's devices in a stage of ``percent_bp`` (the same set the devices compute).
+
+    Revoked devices are left out: they get no certificate and so no update, and a
+    stage whose only new devices were revoked would otherwise never start its soak.
+    Membership is a hash of each device ID, so leaving some out moves no one else.
+    """
     ids = session.scalars(
         select(Device.device_id)
-        .where(Device.group_id == rollout.group_id, Device.tenant_id == rollout.tenant_id)
+        .where(
+            Device.group_id == rollout.group_id,
+            Device.tenant_id == rollout.tenant_id,
+            Device.revoked_at.is_(None),
+        )
         .order_by(Device.device_id)
         .limit(MAX_GROUP_DEVICES)
     ).all()
