@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 #: Modules that register commands on the groups in :mod:`bastion.cli.apps`.
 _COMMAND_MODULES = (
+    "bastion.cli.profile_cmds",
     "bastion.cli.vendor_cmds",
     "bastion.cli.device_local_cmds",
     "bastion.cli.device_run_cmds",

@@ -96,6 +96,9 @@ def login_cmd(
     ca_file: Annotated[
         Path | None, typer.Option("--ca-file", help="CA bundle that signed the service's TLS certificate.")
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Save the login under this profile (default: the one in use).")
+    ] = None,
 ) -> None:
     """Check a token against the service and save the login (0600). The token is prompted for, never an argument."""
     if not url.startswith(("http://", "https://")):
@@ -106,11 +109,11 @@ def login_cmd(
     config = OperatorConfig(url=url.rstrip("/"), token=token, ca_file=str(ca_file.absolute()) if ca_file else None)
     with ServiceClient(config) as client:
         who = client.get_json("/whoami")
-    path = save_config(config)
+    path, saved_as = save_config(config, profile=profile)
     expiry = f"; the token expires at {who['expires_at']}" if who.get("expires_at") else ""
     console.print(
         f"logged in to {config.url} as tenant [bold]{who['tenant_name']}[/bold] "
-        f"({who['tenant_id']}), role {who['role']}; saved to {path}{expiry}"
+        f"({who['tenant_id']}), role {who['role']}; saved as profile {saved_as!r} in {path}{expiry}"
     )
 
 
