@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import secrets
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from bastion.cli.apps import app as cli_app
 from bastion.cli.main import _register
 from bastion.cli.output import CliError
 from bastion.service.config import Settings
+from bastion.service.models import Device
 
 
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Settings) -> Path:
@@ -40,3 +44,23 @@ def run(*args: str, stdin: str | None = None) -> str:
         raise result.exception
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout
+
+
+def new_device_id() -> str:
+    """A random device ID (64 lowercase hex characters)."""
+    return secrets.token_hex(32)
+
+
+def add_device(sessions: sessionmaker[Session], tenant_id: str, device_id: str, *, group_id: str | None = None) -> None:
+    """Write a claimed device's row directly, for tests that are not about claiming."""
+    with sessions() as session:
+        session.add(
+            Device(
+                device_id=device_id,
+                tenant_id=tenant_id,
+                claimed_at=dt.datetime.now(dt.UTC),
+                claimed_by="token:test",
+                group_id=group_id,
+            )
+        )
+        session.commit()

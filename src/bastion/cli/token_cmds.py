@@ -25,6 +25,7 @@ from bastion.cli.output import (
     JsonOption,
     LimitOption,
     OffsetOption,
+    OutputOption,
     console,
     emit_cut_note,
     emit_object,
@@ -142,11 +143,13 @@ def token_create_cmd(
 
 
 @token_app.command("list")
-def token_list_cmd(limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False) -> None:
+def token_list_cmd(
+    limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False, output: OutputOption = "table"
+) -> None:
     """List your tenant's tokens with their state: active, expired or revoked (admin)."""
     with ServiceClient.from_saved_login() as client:
         page = client.get_pages("/tokens", limit=limit, offset=offset)
-    emit_table(page.rows, TOKEN_COLUMNS, as_json=as_json, title="operator tokens")
+    emit_table(page.rows, TOKEN_COLUMNS, as_json=as_json, title="operator tokens", output=output)
     emit_cut_note(shown=len(page.rows), offset=offset, more=page.more, what="tokens")
 
 
