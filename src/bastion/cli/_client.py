@@ -59,6 +59,8 @@ _HINTS = {
     409: "nothing to do: it already exists",
     413: "the upload is larger than the service accepts",
 }
+#: Error codes whose detail already says what to do (the status's generic hint would mislead).
+_NO_HINT_CODES = frozenset({"group_in_use", "product_in_use", "default_group", "product_exists", "group_exists"})
 
 
 @dataclass(frozen=True)
@@ -356,4 +358,5 @@ class ServiceClient:
             code, detail = str(body["error"]), str(body["detail"])
         except (ValueError, KeyError, TypeError):
             code, detail = "http_error", f"the service answered HTTP {response.status_code}"
-        return CliError(f"{detail} ({code}, HTTP {response.status_code})", hint=_HINTS.get(response.status_code))
+        hint = None if code in _NO_HINT_CODES else _HINTS.get(response.status_code)
+        return CliError(f"{detail} ({code}, HTTP {response.status_code})", hint=hint)

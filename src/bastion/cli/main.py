@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "bastion.cli.devmode_cmds",
     # Last: its `os publish` and `device show` replace fleet_cmds' (a later registration wins).
     "bastion.cli.fleet_update_cmds",
+    "bastion.cli.fleet_lifecycle_cmds",
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.rollout_cmds",
