@@ -60,7 +60,7 @@ def test_login_writes_0600_config_and_never_prints_the_token(cli_env: Path, live
     assert tenant["token"] not in result.output
     assert "acme" in result.stdout
     assert stat.S_IMODE(cli_env.stat().st_mode) == 0o600
-    saved = json.loads(cli_env.read_text())
+    saved = json.loads(cli_env.read_text())["profiles"]["default"]  # the first login is profile "default"
     assert saved["url"] == live_url
     assert saved["token"] == tenant["token"]
 

@@ -59,7 +59,10 @@ def as_json(*args: str) -> list[dict[str, str]]:
 def test_login_reads_the_token_from_stdin_and_never_prints_it(operator: dict[str, str], tmp_path: Path) -> None:
     result = invoke("login", "--url", operator["url"], "--token-stdin", stdin=operator["token"] + "\n")
     assert operator["token"] not in result.output
-    assert json.loads((tmp_path / "operator" / "config.json").read_text())["token"] == operator["token"]
+    assert (
+        json.loads((tmp_path / "operator" / "config.json").read_text())["profiles"]["default"]["token"]
+        == operator["token"]
+    )
 
 
 def test_login_with_empty_stdin_says_what_to_do(operator: dict[str, str]) -> None:

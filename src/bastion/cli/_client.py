@@ -1,8 +1,11 @@
 """The operator's HTTP client for the Security Service, and the login config file.
 
-The config (service URL, token, optional CA bundle) lives in
-``$BASTION_CONFIG``, else ``$XDG_CONFIG_HOME/bastion/config.json``, else
-``~/.config/bastion/config.json``; it is written atomically with mode 0600.
+The config lives in ``$BASTION_CONFIG``, else
+``$XDG_CONFIG_HOME/bastion/config.json``, else ``~/.config/bastion/config.json``;
+it is written atomically with mode 0600. It holds named profiles (service URL,
+token, optional CA bundle), one per service or tenant, and the current one; a
+command uses ``--profile NAME``, else ``$BASTION_PROFILE``, else the current
+profile. A file from before profiles (one flat login) reads as profile ``default``.
 HTTP failures become :class:`~bastion.cli.output.CliError` carrying the
 service's own ``detail`` and a hint; the token never appears in output.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +26,19 @@ from bastion.cli.output import CliError
 from bastion.service.config import write_private_file
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "SERVICE_MAX_ROWS",
     "OperatorConfig",
     "Page",
+    "ProfileStore",
     "ServiceClient",
     "config_path",
     "load_config",
+    "load_profiles",
+    "parse_profile_name",
     "save_config",
+    "save_profiles",
+    "select_profile",
 ]
 
 #: Seconds to wait for the service (connect and each read).
@@ -49,6 +59,8 @@ _HINTS = {
     409: "nothing to do: it already exists",
     413: "the upload is larger than the service accepts",
 }
+#: Error codes whose detail already says what to do (the status's generic hint would mislead).
+_NO_HINT_CODES = frozenset({"group_in_use", "product_in_use", "default_group", "product_exists", "group_exists"})
 
 
 @dataclass(frozen=True)
@@ -78,38 +90,154 @@ class OperatorConfig:
     ca_file: str | None = None
 
 
-def save_config(config: OperatorConfig) -> Path:
-    """Write the config atomically with mode 0600; return its path."""
-    path = config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = {"url": config.url, "token": config.token, "ca_file": config.ca_file}
-    write_private_file(path, json.dumps(data, indent=2).encode() + b"\n")
-    return path
+#: Name of the profile used when none is chosen (and of the one an old single-login file holds).
+DEFAULT_PROFILE = "default"
+#: Bound on the number of profiles one config file may hold.
+MAX_PROFILES = 64
+#: How many characters of a profile name are shown in an error about a bad one.
+_SHOWN_NAME_CHARS = 40
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
+
+#: The profile named by ``--profile`` for this invocation (set by the root callback), if any.
+_selected_profile: str | None = None
 
 
-def load_config() -> OperatorConfig:
-    """Read the saved login.
+def select_profile(name: str | None) -> None:
+    """Use profile ``name`` for this invocation (``None``: ``$BASTION_PROFILE``, else the current one)."""
+    global _selected_profile  # noqa: PLW0603 - one CLI invocation chooses one profile
+    _selected_profile = None if name is None else parse_profile_name(name)
+
+
+def parse_profile_name(name: str) -> str:
+    """``name`` if it is a valid profile name (letters, digits, ``.``, ``_``, ``-``; up to 63).
 
     Raises:
-        CliError: no login yet, or the file is unreadable.
+        CliError: it is not.
+    """
+    if _PROFILE_NAME.fullmatch(name) is None:
+        raise CliError(
+            f"{name[:_SHOWN_NAME_CHARS]!r} is not a profile name",
+            hint="use letters, digits, '.', '_' and '-' (up to 63, starting with a letter or digit)",
+        )
+    return name
+
+
+@dataclass
+class ProfileStore:
+    """Every saved profile, and which one is current (``bastion profile use``)."""
+
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    current: str = DEFAULT_PROFILE
+
+    def chosen(self) -> tuple[str, str]:
+        """The profile this invocation uses and why: ``--profile``, ``BASTION_PROFILE`` or ``current``."""
+        if _selected_profile is not None:
+            return _selected_profile, "--profile"
+        env = os.environ.get("BASTION_PROFILE")
+        if env:
+            return parse_profile_name(env), "BASTION_PROFILE"
+        return self.current, "current profile"
+
+
+def _decode_store(raw: bytes, path: Path) -> ProfileStore:
+    try:
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError("too large")
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        if "profiles" not in data:  # a config from before profiles: one login, the default profile
+            return ProfileStore({DEFAULT_PROFILE: _decode_login(data)})
+        profiles = data["profiles"]
+        if not isinstance(profiles, dict) or len(profiles) > MAX_PROFILES:
+            raise TypeError("bad profiles")
+        store = ProfileStore(
+            {parse_profile_name(str(k)): _decode_login(v) for k, v in profiles.items()},
+            current=parse_profile_name(str(data.get("current", DEFAULT_PROFILE))),
+        )
+    except (ValueError, KeyError, TypeError, CliError) as exc:
+        raise CliError(f"{path} is not a valid Bastion config", hint="run `bastion login` again") from exc
+    return store
+
+
+def _decode_login(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError("a profile is not an object")
+    token = data.get("token")
+    ca_file = data.get("ca_file")
+    return {
+        "url": str(data["url"]),
+        "token": None if token is None else str(token),
+        "ca_file": None if ca_file is None else str(ca_file),
+    }
+
+
+def load_profiles() -> ProfileStore:
+    """Every saved profile (an empty store when there is no config file yet).
+
+    Raises:
+        CliError: the file is unreadable or not a Bastion config.
     """
     path = config_path()
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise CliError(
-            "you are not logged in", hint="run `bastion login --url URL` (it prompts for the token)"
-        ) from None
+        return ProfileStore()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ValueError("too large")
-        data = json.loads(raw)
-        return OperatorConfig(url=str(data["url"]), token=str(data["token"]), ca_file=data.get("ca_file"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"{path} is not a valid Bastion config", hint="run `bastion login` again") from exc
+    return _decode_store(raw, path)
+
+
+def save_profiles(store: ProfileStore) -> Path:
+    """Write every profile atomically, mode 0600 (a temporary file renamed over the old one); return the path."""
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = {"current": store.current, "profiles": store.profiles}
+    write_private_file(path, json.dumps(data, indent=2).encode() + b"\n")
+    return path
+
+
+def save_config(config: OperatorConfig, *, profile: str | None = None) -> tuple[Path, str]:
+    """Save ``config`` as a profile (``profile``, else the chosen one); return the path and the profile's name.
+
+    The first profile saved becomes the current one.
+    """
+    store = load_profiles()
+    name = parse_profile_name(profile) if profile is not None else store.chosen()[0]
+    if not store.profiles:
+        store.current = name
+    if name not in store.profiles and len(store.profiles) >= MAX_PROFILES:
+        raise CliError(f"the config already holds {MAX_PROFILES} profiles", hint="remove one from the config file")
+    store.profiles[name] = {"url": config.url, "token": config.token, "ca_file": config.ca_file}
+    return save_profiles(store), name
+
+
+def _login_hint(name: str) -> str:
+    flag = "" if name == DEFAULT_PROFILE else f" --profile {name}"
+    return f"run `bastion login{flag} --url URL` (it prompts for the token)"
+
+
+def load_config() -> OperatorConfig:
+    """Read the login of the chosen profile.
+
+    Raises:
+        CliError: no login yet, the profile is missing or logged out, or the file is unreadable.
+    """
+    store = load_profiles()
+    name, why = store.chosen()
+    if not store.profiles:
+        raise CliError("you are not logged in", hint=_login_hint(name))
+    login = store.profiles.get(name)
+    if login is None:
+        known = ", ".join(sorted(store.profiles))
+        raise CliError(
+            f"no profile named {name!r} (chosen by {why}); the saved profiles are: {known}",
+            hint=_login_hint(name) + ", or pick one with `bastion profile use NAME`",
+        )
+    if not login["token"]:
+        raise CliError(f"profile {name!r} is logged out", hint=_login_hint(name))
+    return OperatorConfig(url=login["url"], token=login["token"], ca_file=login["ca_file"])
 
 
 class ServiceClient:
@@ -230,4 +358,5 @@ class ServiceClient:
             code, detail = str(body["error"]), str(body["detail"])
         except (ValueError, KeyError, TypeError):
             code, detail = "http_error", f"the service answered HTTP {response.status_code}"
-        return CliError(f"{detail} ({code}, HTTP {response.status_code})", hint=_HINTS.get(response.status_code))
+        hint = None if code in _NO_HINT_CODES else _HINTS.get(response.status_code)
+        return CliError(f"{detail} ({code}, HTTP {response.status_code})", hint=hint)

@@ -59,3 +59,6 @@ app.add_typer(rollout_app, name="rollout")
 __all__ += ["rollout_app"]
 fleet_app = _group("The fleet as a whole: simulation (and health, where the service offers it).")
 app.add_typer(fleet_app, name="fleet")
+profile_app = _group("Named logins (profiles) for several services or tenants: list, show, use.")
+app.add_typer(profile_app, name="profile")
+__all__ += ["profile_app"]

@@ -25,7 +25,7 @@ import typer
 
 from bastion.cli._client import ServiceClient
 from bastion.cli.apps import app
-from bastion.cli.output import CliError, JsonOption, console, emit_object, emit_table
+from bastion.cli.output import CliError, JsonOption, OutputOption, console, emit_object, emit_table
 
 __all__ = [
     "download_cmd",
@@ -100,6 +100,7 @@ def list_cmd(
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIST_ROWS, help="Buckets to show at most.")] = 100,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """List error buckets, most recently seen first."""
     params: dict[str, Any] = {"state": state, "component": component, "version": version}
@@ -117,10 +118,10 @@ def list_cmd(
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-    if as_json:
+    if as_json and output.lower() == "table":
         emit_object({"items": items, "next_cursor": cursor}, as_json=True)
         return
-    emit_table(items, BUCKET_COLUMNS, as_json=False, title="error buckets")
+    emit_table(items, BUCKET_COLUMNS, as_json=as_json, title="error buckets", output=output)
     if cursor is not None:
         print(f"output cut at {len(items)} buckets; see more with --limit", file=sys.stderr)
 

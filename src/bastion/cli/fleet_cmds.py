@@ -22,6 +22,7 @@ from bastion.cli.output import (
     JsonOption,
     LimitOption,
     OffsetOption,
+    OutputOption,
     emit_cut_note,
     emit_object,
     emit_table,
@@ -60,11 +61,12 @@ def audit_cmd(
         int | None, typer.Option("--limit", min=1, max=AUDIT_MAX_ROWS, help="How many events (newest first).")
     ] = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """Show the tenant's audit log, newest first (admin)."""
     with ServiceClient.from_saved_login() as client:
         page = client.get_capped("/audit", limit=limit, default=AUDIT_DEFAULT_ROWS)
-    emit_table(page.rows, AUDIT_COLUMNS, as_json=as_json, title="audit log")
+    emit_table(page.rows, AUDIT_COLUMNS, as_json=as_json, title="audit log", output=output)
     emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="events", pages=False)
 
 
@@ -184,11 +186,13 @@ def ownership_cmd(
 
 
 @device_app.command("list")
-def list_cmd(limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False) -> None:
+def list_cmd(
+    limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False, output: OutputOption = "table"
+) -> None:
     """List your tenant's devices with their last attestation result (all of them, or a page)."""
     with ServiceClient.from_saved_login() as client:
         page = client.get_pages("/devices", limit=limit, offset=offset)
-    emit_table(page.rows, DEVICE_COLUMNS, as_json=as_json, title="devices")
+    emit_table(page.rows, DEVICE_COLUMNS, as_json=as_json, title="devices", output=output)
     emit_cut_note(shown=len(page.rows), offset=offset, more=page.more, what="devices")
 
 

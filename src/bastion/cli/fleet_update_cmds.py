@@ -22,7 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 
 from bastion.cli._client import SERVICE_MAX_ROWS, ServiceClient
 from bastion.cli.apps import deployment_app, device_app, device_group_app, image_app, keys_app, os_app, product_app
-from bastion.cli.output import JsonOption, emit_cut_note, emit_object, emit_table, err_console, fail
+from bastion.cli.output import JsonOption, OutputOption, emit_cut_note, emit_object, emit_table, err_console, fail
 
 __all__ = [
     "assign_cmd",
@@ -340,11 +340,12 @@ def image_list_cmd(
 def deployment_list_cmd(
     group: Annotated[str | None, typer.Option("--group", help="Only this group's deployments.")] = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """List deployments, newest first."""
     with _client() as client:
         page = client.get_bounded("/deployments", {"group": group} if group else None)
-    emit_table(page.rows, DEPLOYMENT_COLUMNS, as_json=as_json, title="deployments")
+    emit_table(page.rows, DEPLOYMENT_COLUMNS, as_json=as_json, title="deployments", output=output)
     emit_cut_note(shown=len(page.rows), offset=0, more=page.more, what="deployments", hint=_BOUNDED_HINT + " (--group)")
 
 

@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 #: Modules that register commands on the groups in :mod:`bastion.cli.apps`.
 _COMMAND_MODULES = (
+    "bastion.cli.profile_cmds",
     "bastion.cli.vendor_cmds",
     "bastion.cli.device_local_cmds",
     "bastion.cli.device_run_cmds",
@@ -30,6 +31,7 @@ _COMMAND_MODULES = (
     "bastion.cli.devmode_cmds",
     # Last: its `os publish` and `device show` replace fleet_cmds' (a later registration wins).
     "bastion.cli.fleet_update_cmds",
+    "bastion.cli.fleet_lifecycle_cmds",
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.rollout_cmds",

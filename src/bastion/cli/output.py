@@ -7,6 +7,8 @@ a library error be turned into one) so the user sees one clear line and a hint.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,12 +27,15 @@ __all__ = [
     "JsonOption",
     "LimitOption",
     "OffsetOption",
+    "OutputOption",
     "console",
+    "emit_csv",
     "emit_cut_note",
     "emit_object",
     "emit_table",
     "fail",
     "inert_text",
+    "is_whole_column",
     "load_signing_key",
     "progress",
 ]
@@ -45,6 +50,22 @@ LimitOption = Annotated[
     int | None, typer.Option("--limit", min=1, max=100_000, help="Show at most this many rows (default: all).")
 ]
 OffsetOption = Annotated[int, typer.Option("--offset", min=0, max=10**9, help="Skip this many rows first.")]
+#: Formats of ``--output`` (``--json`` stays as it is).
+OUTPUT_FORMATS = ("table", "csv")
+OutputOption = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        help="table, or csv (every field, a header row; for a spreadsheet). --json prints JSON.",
+        case_sensitive=False,
+    ),
+]
+#: Columns whose values are printed whole on one line, never folded or cut: IDs, tokens, digests.
+WHOLE_COLUMNS = frozenset({"id", "token", "sha256", "measurement", "fingerprint", "serial", "key_id"})
+#: Narrowest a folded column of a table is allowed to get before the rows are printed as records.
+MIN_FOLDED_WIDTH = 6
+#: A CSV cell starting with one of these is read as a formula by spreadsheets ("CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CliError(Exception):
@@ -86,46 +107,145 @@ def inert_text(text: str) -> str:
     return "".join(map(_inert_char, text))
 
 
-def _cell(value: Any) -> Text:
-    """A table cell shown as the text it is: no rich markup, no terminal control sequences.
+def is_whole_column(name: str) -> bool:
+    """Whether a column holds IDs, tokens or digests, which are never split across lines."""
+    return name in WHOLE_COLUMNS or name.endswith("_id")
+
+
+def _text(value: Any) -> str:
+    """A cell's text as it is: no terminal control sequences, and (as a ``Text``) no rich markup.
 
     Cells hold remote text (a device's crash description, an app's log, a bucket title):
     as a markup string ``[/bold]`` would crash the table and ``[link=...]`` plant a link,
     and an ESC byte would reach the operator's terminal.
     """
-    text = "" if value is None else str(_jsonable(value))
-    return Text(inert_text(text))
+    return "" if value is None else inert_text(str(_jsonable(value)))
+
+
+def _terminal_width() -> int | None:
+    """The width to lay tables out in: the terminal's, or ``None`` into a pipe (nothing is folded there).
+
+    It asks the file itself, not ``console.is_terminal``: FORCE_COLOR makes rich call a pipe a terminal.
+    """
+    tty = getattr(console.file, "isatty", lambda: False)()
+    return console.width if tty else None
+
+
+def _fits(table: Table, width: int, whole: Sequence[str]) -> bool:
+    """Whether ``table`` laid out in ``width`` columns shows every value of ``whole`` on one line."""
+    probe = Console(file=io.StringIO(), width=width, color_system=None, highlight=False, legacy_windows=False)
+    # Each column: its narrowest width, a space either side and a border; plus the last border.
+    narrowest = 1 + sum((column.min_width or 1) + 3 for column in table.columns)
+    if narrowest > width:
+        return False  # rich would squeeze the whole columns or crop the columns on the right
+    probe.print(table)
+    lines = probe.file.getvalue().splitlines()  # type: ignore[attr-defined] # a StringIO, made above
+    return all(any(value in line for line in lines) for value in whole)
+
+
+def _print_records(rows: Sequence[Sequence[tuple[str, str]]], *, title: str | None) -> None:
+    """Rows as records, one field a line: for a terminal too narrow for the table (IDs stay whole)."""
+    if title:
+        console.print(Text(title, style="bold"))
+    for number, fields in enumerate(rows):
+        if number:
+            console.print()
+        for key, value in fields:
+            if is_whole_column(key) and len(key) + 2 + len(value) > console.width:
+                # Too long to follow its name: on a line of its own, from the first column.
+                console.print(Text(f"{key}:", style="bold"))
+                console.print(Text(value), soft_wrap=True)
+            else:
+                console.print(Text.assemble((f"{key}: ", "bold"), value), soft_wrap=is_whole_column(key))
+
+
+def _print_table(
+    table: Table, whole: Sequence[str], records: Sequence[Sequence[tuple[str, str]]], title: str | None
+) -> None:
+    """Print ``table`` so that no value of ``whole`` is split: into the terminal's width, else as records."""
+    width = _terminal_width()
+    if width is None:
+        console.print(table, width=PIPE_TABLE_WIDTH)
+    elif _fits(table, width, whole):
+        console.print(table, width=width)
+    else:
+        _print_records(records, title=title)
 
 
 def emit_object(obj: Mapping[str, Any], *, as_json: bool, title: str | None = None) -> None:
-    """Print one record as JSON or as a two-column table."""
+    """Print one record as JSON or as a two-column table (an ID or a token is never split)."""
     if as_json:
         sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in obj.items()}, indent=2) + "\n")
         return
+    fields = [(str(k), _text(v)) for k, v in obj.items()]
+    whole = [v for k, v in fields if is_whole_column(k) and v]
     table = Table(title=title, show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in obj.items():
-        table.add_row(_cell(key), _cell(value))
-    console.print(table)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold", min_width=max(map(len, whole), default=None))
+    for key, value in fields:
+        table.add_row(Text(key), Text(value))
+    _print_table(table, whole, [fields], title)
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, default=_jsonable)
+    text = "" if value is None else str(_jsonable(value))
+    # A cell a spreadsheet would run as a formula is quoted with a leading apostrophe (OWASP CSV injection).
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def emit_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Print rows as CSV: ``columns`` first, then every other field the rows have, and a header row."""
+    names = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(name)) for name in names])
+    sys.stdout.write(out.getvalue())
 
 
 def emit_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: bool, title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    as_json: bool,
+    title: str | None = None,
+    output: str = "table",
 ) -> None:
-    """Print a list of records as JSON (all fields) or as a table (``columns``)."""
+    """Print a list of records as JSON (all fields), CSV (all fields) or a table (``columns``).
+
+    In a table, ID, token and digest columns (:func:`is_whole_column`) are never
+    folded or cut; when the terminal is too narrow for them and the rest, the rows
+    are printed as records, one field a line.
+
+    Raises:
+        CliError: an unknown ``output`` format, or ``--output csv`` with ``--json``.
+    """
+    fmt = output.lower()
+    if fmt not in OUTPUT_FORMATS:
+        fail(f"unknown output format {output[:20]!r}", hint="use --output table or --output csv (or --json)")
+    if as_json and fmt != "table":
+        fail("--json and --output csv ask for two formats", hint="pick one of them")
     if as_json:
         sys.stdout.write(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
         return
+    if fmt == "csv":
+        emit_csv(rows, columns)
+        return
+    cells = [[(c, _text(row.get(c))) for c in columns] for row in rows]
+    whole = [v for fields in cells for c, v in fields if is_whole_column(c) and v]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    # On a terminal the table fits the window; into a pipe (grep, a file) nothing is folded.
-    # (the file itself, not console.is_terminal: FORCE_COLOR makes rich call a pipe a terminal).
-    tty = getattr(console.file, "isatty", lambda: False)()
-    console.print(table, width=None if tty else PIPE_TABLE_WIDTH)
+        if is_whole_column(column):
+            longest = max((len(v) for fields in cells for c, v in fields if c == column), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(longest, len(column)))
+        else:
+            table.add_column(column, overflow="fold", min_width=min(MIN_FOLDED_WIDTH, len(column)))
+    for fields in cells:
+        table.add_row(*(Text(v) for _c, v in fields))
+    _print_table(table, whole, cells, title)
 
 
 def emit_cut_note(

@@ -25,6 +25,7 @@ from bastion.cli.output import (
     JsonOption,
     LimitOption,
     OffsetOption,
+    OutputOption,
     console,
     emit_cut_note,
     emit_object,
@@ -96,6 +97,9 @@ def login_cmd(
     ca_file: Annotated[
         Path | None, typer.Option("--ca-file", help="CA bundle that signed the service's TLS certificate.")
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Save the login under this profile (default: the one in use).")
+    ] = None,
 ) -> None:
     """Check a token against the service and save the login (0600). The token is prompted for, never an argument."""
     if not url.startswith(("http://", "https://")):
@@ -106,11 +110,11 @@ def login_cmd(
     config = OperatorConfig(url=url.rstrip("/"), token=token, ca_file=str(ca_file.absolute()) if ca_file else None)
     with ServiceClient(config) as client:
         who = client.get_json("/whoami")
-    path = save_config(config)
+    path, saved_as = save_config(config, profile=profile)
     expiry = f"; the token expires at {who['expires_at']}" if who.get("expires_at") else ""
     console.print(
         f"logged in to {config.url} as tenant [bold]{who['tenant_name']}[/bold] "
-        f"({who['tenant_id']}), role {who['role']}; saved to {path}{expiry}"
+        f"({who['tenant_id']}), role {who['role']}; saved as profile {saved_as!r} in {path}{expiry}"
     )
 
 
@@ -139,11 +143,13 @@ def token_create_cmd(
 
 
 @token_app.command("list")
-def token_list_cmd(limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False) -> None:
+def token_list_cmd(
+    limit: LimitOption = None, offset: OffsetOption = 0, as_json: JsonOption = False, output: OutputOption = "table"
+) -> None:
     """List your tenant's tokens with their state: active, expired or revoked (admin)."""
     with ServiceClient.from_saved_login() as client:
         page = client.get_pages("/tokens", limit=limit, offset=offset)
-    emit_table(page.rows, TOKEN_COLUMNS, as_json=as_json, title="operator tokens")
+    emit_table(page.rows, TOKEN_COLUMNS, as_json=as_json, title="operator tokens", output=output)
     emit_cut_note(shown=len(page.rows), offset=offset, more=page.more, what="tokens")
 
 

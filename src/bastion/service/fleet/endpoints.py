@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.devices.schemas import DeviceOut
-from bastion.service.fleet import blocklist, service
+from bastion.service.fleet import blocklist, lifecycle, service
 from bastion.service.fleet.schemas import (
     AssignRequest,
     BlocklistClearCreate,
@@ -19,6 +19,7 @@ from bastion.service.fleet.schemas import (
     ProductCreate,
     ProductDetail,
     ProductOut,
+    ProductUpdate,
 )
 from bastion.service.fleet.targets import PublisherDep
 from bastion.service.web import NowDep, SessionDep, SettingsDep
@@ -56,6 +57,23 @@ def show_product(ref: str, who: ReaderDep, session: SessionDep, settings: Settin
     product = service.get_product_for(session, who, ref, action="product.read", now=now)
     groups = service.list_groups(session, who, product_id=product.id, limit=settings.limits.list_max_page_size)
     return ProductDetail(**ProductOut.model_validate(product).model_dump(), groups=[GroupOut.of(g) for g in groups])
+
+
+@router.patch("/products/{ref}")
+def rename_product(
+    ref: str, body: ProductUpdate, who: ContributorDep, *, session: SessionDep, settings: SettingsDep, now: NowDep
+) -> ProductDetail:
+    """Rename a product (409 ``product_exists`` when the name is taken)."""
+    product = lifecycle.rename_product(session, who, ref, body.name, now=now)
+    groups = service.list_groups(session, who, product_id=product.id, limit=settings.limits.list_max_page_size)
+    return ProductDetail(**ProductOut.model_validate(product).model_dump(), groups=[GroupOut.of(g) for g in groups])
+
+
+@router.delete("/products/{ref}", status_code=204)
+def delete_product(ref: str, who: ContributorDep, session: SessionDep, now: NowDep) -> Response:
+    """Delete a product and its default groups; 409 while it has other groups or a group is in use."""
+    lifecycle.delete_product(session, who, ref, now=now)
+    return Response(status_code=204)
 
 
 @router.post("/device-groups", status_code=201)
@@ -124,8 +142,17 @@ def update_group(
         window_start=window.start if window else None,
         window_minutes=window.duration_minutes if window else None,
     )
+    if body.name is not None:
+        ref = lifecycle.rename_group(session, who, ref, body.name, now=now).id
     group = service.update_group(session, who, ref, change, settings=settings, now=now, publisher=pub)
     return GroupOut.of(group)
+
+
+@router.delete("/device-groups/{ref:path}", status_code=204)
+def delete_group(ref: str, who: ContributorDep, session: SessionDep, now: NowDep) -> Response:
+    """Delete a device group; 409 while it is in use (devices, deployments, rollouts) or a default group."""
+    lifecycle.delete_group(session, who, ref, now=now)
+    return Response(status_code=204)
 
 
 @router.post("/devices/{device_id}/group")

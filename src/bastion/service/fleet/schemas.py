@@ -89,6 +89,13 @@ class GroupUpdate(BaseModel):
     update_policy: str | None = Field(default=None, max_length=40)
     os_feed: str | None = Field(default=None, max_length=40)
     maintenance_window: MaintenanceWindow | None = None
+    name: str | None = Field(default=None, max_length=200, description="a new name (not for a default group)")
+
+
+class ProductUpdate(BaseModel):
+    """A rename of a product."""
+
+    name: str = Field(max_length=200)
 
 
 class AssignRequest(BaseModel):

@@ -1,0 +1,249 @@
+"""Renaming and deleting products and device groups, refused while they are in use.
+
+A device group is in use while a device is in it (or returns to it after
+development mode), or a deployment, a staged rollout, a development capability
+or an OS-blocklist clear names it: those keep history that points at the group,
+so the operator moves the devices and the group stays. A product's five default
+groups (:data:`~bastion.service.fleet.policy.DEFAULT_GROUPS`) belong to it: they
+are neither renamed nor deleted on their own, and go with the product, which can
+be deleted once it holds only its unused default groups. Every change and every
+refusal is in the audit log. A deleted group's TUF repository files stay in the
+blob store (a device may still hold their metadata); nothing serves them a new
+version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.service.audit.service import record
+from bastion.service.auth.service import Principal
+from bastion.service.errors import Conflict
+from bastion.service.fleet import repository
+from bastion.service.fleet.policy import DEFAULT_GROUPS, parse_name
+from bastion.service.fleet.service import get_group_for, get_product_for
+from bastion.service.models import (
+    Deployment,
+    Device,
+    DeviceCapability,
+    DeviceGroup,
+    GroupAppraisalPolicy,
+    OsBlocklistClear,
+    Product,
+    Rollout,
+)
+
+__all__ = ["delete_group", "delete_product", "group_uses", "rename_group", "rename_product"]
+
+_DEFAULT_NAMES = frozenset(g.name for g in DEFAULT_GROUPS)
+#: Bound on the groups of one product looked at by a delete.
+MAX_PRODUCT_GROUPS = 1000
+
+
+def group_uses(session: Session, group_id: str) -> list[str]:
+    """What keeps a group in use, e.g. ``["2 devices", "1 deployment"]`` (empty: it is not in use)."""
+    counts = (
+        (
+            "device",
+            select(func.count())
+            .select_from(Device)
+            .where(or_(Device.group_id == group_id, Device.group_before_development == group_id)),
+        ),
+        ("deployment", select(func.count()).select_from(Deployment).where(Deployment.group_id == group_id)),
+        ("rollout", select(func.count()).select_from(Rollout).where(Rollout.group_id == group_id)),
+        (
+            "development capability",
+            select(func.count()).select_from(DeviceCapability).where(DeviceCapability.group_id == group_id),
+        ),
+        (
+            "OS blocklist clear",
+            select(func.count()).select_from(OsBlocklistClear).where(OsBlocklistClear.group_id == group_id),
+        ),
+    )
+    uses = []
+    for noun, query in counts:
+        n = int(session.scalar(query) or 0)
+        if n:
+            uses.append(f"{n} {noun}{'' if n == 1 else 's'}")
+    return uses
+
+
+def _refuse(
+    session: Session, who: Principal, *, now: dt.datetime, action: str, target: str, why: str, code: str
+) -> Conflict:
+    """Record the refusal (committed: the request fails) and return the error to raise."""
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action=action,
+        target=target,
+        outcome="refused",
+        detail=why,
+    )
+    session.commit()
+    return Conflict(why, code=code)
+
+
+def rename_product(session: Session, who: Principal, ref: str, new_name: str, *, now: dt.datetime) -> Product:
+    """Rename one of the caller's products; commit.
+
+    Raises:
+        InvalidRequest: a bad name.
+        NotFound: no such product in the caller's tenant.
+        Conflict: the tenant has a product of that name (``product_exists``).
+    """
+    product = get_product_for(session, who, ref, action="product.rename", now=now)
+    name = parse_name(new_name, "product")
+    if name == product.name:
+        return product
+    exists = Conflict(f"your tenant already has a product named {name!r}", code="product_exists")
+    if repository.find_product(session, who.tenant_id, name) is not None:
+        raise exists
+    old, product.name = product.name, name
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent rename or create
+        session.rollback()
+        raise exists from exc
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="product.rename",
+        target=f"product:{product.id}",
+        detail=f"name={old}->{name}",
+    )
+    session.commit()
+    return product
+
+
+def delete_product(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
+    """Delete one of the caller's products with its default groups; commit.
+
+    Raises:
+        NotFound: no such product in the caller's tenant.
+        Conflict: it has groups of its own (``product_in_use``), or a group is in use (``group_in_use``).
+    """
+    product = get_product_for(session, who, ref, action="product.delete", now=now)
+    target = f"product:{product.id}"
+    groups: Sequence[DeviceGroup] = repository.list_groups(
+        session, who.tenant_id, product_id=product.id, limit=MAX_PRODUCT_GROUPS
+    )
+    extra = sorted(g.name for g in groups if g.name not in _DEFAULT_NAMES)
+    if extra:
+        why = (
+            f"product {product.name!r} still has device groups of its own ({', '.join(extra[:5])}); "
+            "delete them first with 'bastion device-group delete'"
+        )
+        raise _refuse(session, who, now=now, action="product.delete", target=target, why=why, code="product_in_use")
+    for group in groups:
+        uses = group_uses(session, group.id)
+        if uses:
+            why = (
+                f"product {product.name!r} is in use: its group {group.name!r} has {', '.join(uses)}; "
+                "move its devices to another group first ('bastion device assign')"
+            )
+            raise _refuse(session, who, now=now, action="product.delete", target=target, why=why, code="group_in_use")
+    ids = [g.id for g in groups]
+    session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id.in_(ids)))
+    session.execute(delete(DeviceGroup).where(DeviceGroup.id.in_(ids)))
+    session.execute(delete(Product).where(Product.id == product.id))
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="product.delete",
+        target=target,
+        detail=f"name={product.name} groups={len(ids)}",
+    )
+    session.commit()
+
+
+def _refuse_default(session: Session, who: Principal, group: DeviceGroup, *, now: dt.datetime, action: str) -> None:
+    if group.name in _DEFAULT_NAMES:
+        why = (
+            f"{group.name!r} is one of the product's default groups; it keeps its name and goes only with the "
+            "product ('bastion product delete')"
+        )
+        raise _refuse(
+            session, who, now=now, action=action, target=f"device_group:{group.id}", why=why, code="default_group"
+        )
+
+
+def rename_group(session: Session, who: Principal, ref: str, new_name: str, *, now: dt.datetime) -> DeviceGroup:
+    """Rename one of the caller's device groups (not a default one); commit.
+
+    Its id, its TUF repository and its devices stay as they are.
+
+    Raises:
+        InvalidRequest: a bad name.
+        NotFound: no such group in the caller's tenant.
+        Conflict: a default group (``default_group``), or the product has a group of that name (``group_exists``).
+    """
+    group = get_group_for(session, who, ref, action="device_group.rename", now=now)
+    name = parse_name(new_name, "device group")
+    if name == group.name:
+        return group
+    _refuse_default(session, who, group, now=now, action="device_group.rename")
+    exists = Conflict(f"the product already has a device group named {name!r}", code="group_exists")
+    if name in _DEFAULT_NAMES or session.scalar(
+        select(DeviceGroup.id).where(DeviceGroup.product_id == group.product_id, DeviceGroup.name == name)
+    ):
+        raise exists
+    old, group.name, group.updated_at = group.name, name, now
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise exists from exc
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="device_group.rename",
+        target=f"device_group:{group.id}",
+        detail=f"name={old}->{name}",
+    )
+    session.commit()
+    return group
+
+
+def delete_group(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
+    """Delete one of the caller's device groups that is not in use (and not a default one); commit.
+
+    Raises:
+        NotFound: no such group in the caller's tenant.
+        Conflict: a default group (``default_group``), or in use (``group_in_use``, naming what uses it).
+    """
+    group = get_group_for(session, who, ref, action="device_group.delete", now=now)
+    target = f"device_group:{group.id}"
+    _refuse_default(session, who, group, now=now, action="device_group.delete")
+    uses = group_uses(session, group.id)
+    if uses:
+        why = (
+            f"device group {group.name!r} is in use: it has {', '.join(uses)}; "
+            "move its devices to another group first ('bastion device assign')"
+        )
+        raise _refuse(session, who, now=now, action="device_group.delete", target=target, why=why, code="group_in_use")
+    session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id == group.id))
+    session.execute(delete(DeviceGroup).where(DeviceGroup.id == group.id))
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="device_group.delete",
+        target=target,
+        detail=f"product={group.product_id} name={group.name}",
+    )
+    session.commit()
