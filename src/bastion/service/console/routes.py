@@ -23,7 +23,12 @@ __all__ = ["CONSOLE_PREFIX", "PAGE_MODULES", "console_router", "nav_items"]
 CONSOLE_PREFIX = "/console"
 
 #: The page modules, in navigation order (each has a ``router``; ``NAV`` is optional).
-PAGE_MODULES: tuple[str, ...] = ("bastion.service.console.pages.signin",)
+PAGE_MODULES: tuple[str, ...] = (
+    "bastion.service.console.pages.signin",
+    "bastion.service.console.pages.devices",
+    "bastion.service.console.pages.audit",
+    "bastion.service.console.pages.tokens",
+)
 
 
 @functools.cache
