@@ -7,12 +7,18 @@ view tests both check against the numbers it documents.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from bastion.service.models import Attestation, Device, DeviceGroup, Product
+
+# The fleet helpers (image packages, an app key, an in-memory TUF publisher) live beside the service tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 
 XSS = "<script>alert(1)</script>"
 
@@ -107,3 +113,50 @@ def seed_fleet(session: Session, tenant_id: str, *, now: dt.datetime, prefix: st
     session.add(Attestation(at=now - 72 * hour, device_id=ids[0], tenant_id=tenant_id, result="failed", reason="x"))
     session.commit()
     return SeededFleet(product_id=product_id, group_ids=(g1, g2), device_ids=tuple(ids))
+
+
+@dataclass(frozen=True)
+class Health:
+    """A release's health as ``errorreports.health`` answers it."""
+
+    devices: int
+    crashed_devices: int
+    crash_free_rate: float | None
+
+
+@dataclass
+class FakeHealth:
+    """An in-memory rollout health source: which devices run a release, and which of them crashed."""
+
+    running: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    crashed: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def release_health(
+        self,
+        session: Session,
+        tenant_id: str,
+        *,
+        component_id: str,
+        version: str,
+        since: dt.datetime,
+        until: dt.datetime,
+        group_id: str | None = None,
+        device_ids: Collection[str] | None = None,
+    ) -> Health:
+        seen = self.running.get((component_id, version), set())
+        if device_ids is not None:
+            seen &= set(device_ids)
+        crashed = len(seen & self.crashed.get((component_id, version), set()))
+        return Health(len(seen), crashed, None if not seen else 1 - crashed / len(seen))
+
+    def new_buckets(
+        self,
+        session: Session,
+        tenant_id: str,
+        *,
+        component_id: str,
+        version: str,
+        since: dt.datetime,
+        device_ids: Collection[str] | None = None,
+    ) -> list[str]:
+        return []
