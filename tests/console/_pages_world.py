@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from bastion.service.models import Attestation, Device, DeviceGroup, Product
+from bastion.service.models import Attestation, Device, DeviceGroup, OsImage, Product
 
 # The fleet helpers (image packages, an app key, an in-memory TUF publisher) live beside the service tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
@@ -90,6 +90,19 @@ def seed_fleet(session: Session, tenant_id: str, *, now: dt.datetime, prefix: st
         ("revoked", "1.0.0", g1, 30 * 24 * hour),
         ("never", None, None, None),
     ]
+    for n, version in enumerate(("1.0.0", "1.1.0")):
+        session.add(
+            OsImage(
+                tenant_id=tenant_id,
+                measurement=f"{prefix}{n}".encode().hex().ljust(64, "0"),
+                component_id=str(uuid.UUID(int=5)),
+                version=version,
+                security_version=1,
+                size=1,
+                published_at=now - 30 * 24 * hour,
+                feed="retail",
+            )
+        )
     ids = []
     for n, (standing, os_version, group, age) in enumerate(spec):
         did = device_id(n, prefix)

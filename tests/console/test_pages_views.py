@@ -40,6 +40,20 @@ def test_fleet_overview_counts_every_breakdown_from_one_scan(
     assert _counts(view.by_last_seen) == {"<1h": 4, "<24h": 3, "<7d": 1, "older": 1, "never": 1}
 
 
+def test_fleet_overview_falls_back_to_group_by_past_the_column_bound(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = clock()
+    with session_factory() as session:
+        seed_fleet(session, tenant.tenant_id, now=now)
+        by_filter = fleet.fleet_overview(session, tenant.tenant_id, now=now)
+        monkeypatch.setattr(fleet, "MAX_GROUP_ROWS", 1)
+        by_group_by = fleet.fleet_overview(session, tenant.tenant_id, now=now)
+    assert _counts(by_group_by.by_group) == _counts(by_filter.by_group)
+    assert _counts(by_group_by.by_os_version) == _counts(by_filter.by_os_version)
+    assert by_group_by.by_standing == by_filter.by_standing
+
+
 def test_fleet_activity_buckets_attestations_per_hour_and_day(
     session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock
 ) -> None:

@@ -21,18 +21,20 @@ class Step(enum.StrEnum):
 
 
 _SQLITE_FORMAT = {Step.HOUR: "%Y-%m-%d %H", Step.DAY: "%Y-%m-%d"}
+_SQLITE_PREFIX = {Step.HOUR: 13, Step.DAY: 10}
 _PG_FORMAT = {Step.HOUR: "YYYY-MM-DD HH24", Step.DAY: "YYYY-MM-DD"}
 
 
 def bucket_expr(session: Session, column: Any, step: Step) -> ColumnElement[str]:
     """A text key of the UTC hour or day ``column`` falls in (``2026-01-15 12`` / ``2026-01-15``).
 
-    SQLite stores the UTC time as text (``UTCDateTime``), PostgreSQL as ``timestamptz``.
+    SQLite stores the UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (``UTCDateTime``), so the key
+    is a prefix of it (``substr`` costs far less per row than ``strftime``); PostgreSQL has ``timestamptz``.
     """
     if session.get_bind().dialect.name == "postgresql":
         utc = func.timezone(literal_column("'UTC'"), column)
         return func.to_char(utc, _PG_FORMAT[step])
-    return func.strftime(_SQLITE_FORMAT[step], column)
+    return func.substr(column, 1, _SQLITE_PREFIX[step])
 
 
 def _floor(when: dt.datetime, step: Step) -> dt.datetime:
