@@ -53,6 +53,7 @@ from bastion.service.ca.endpoints import router as ca_router
 from bastion.service.ca.refresh import CRL_REFRESH_INTERVAL_S, crl_refresher
 from bastion.service.capabilities.endpoints import router as capabilities_router
 from bastion.service.config import HttpLimits, Settings
+from bastion.service.console import console_router
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.deployments.endpoints import router as deployments_router
 from bastion.service.devices.endpoints import router as devices_router
@@ -420,6 +421,7 @@ def create_app(
     # Fleet health and device log requests (docs/error-reports.md "Fleet health", "Device logs").
     app.include_router(fleet_health_router, prefix=API_PREFIX)
     app.include_router(device_logs_router, prefix=API_PREFIX)
+    app.include_router(console_router())  # the operator console at /console (ADR 0022)
     # Static TUF files (metadata public, targets behind a download credential), served ahead of
     # routing: added last, so the outermost middleware.
     app.add_middleware(TufStaticMiddleware, settings=settings, state=app.state)

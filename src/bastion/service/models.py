@@ -785,3 +785,25 @@ class OsBlocklistClear(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(100))
+
+
+# --- operator console (migration 0019_console_sessions, ADR 0022) ---
+
+
+class ConsoleSession(Base):
+    """A signed-in console session: a browser holding a cookie, on behalf of one operator token.
+
+    Only the SHA-256 of the cookie's 32 random bytes is stored, never the cookie itself. The
+    session dies with its token (revoked or expired), after an idle time and at an absolute end.
+    """
+
+    __tablename__ = "console_sessions"
+
+    #: Hex SHA-256 of the session id the cookie carries.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: The absolute end: sign-in time plus the session's maximum age, or the token's expiry if sooner.
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,0 +1,115 @@
+"""CSRF protection of every console POST.
+
+A signed-in session's CSRF token is an HMAC of a fixed label under the session's
+own random id (the cookie's bytes), so it is bound to that session, is never
+stored, and another session's token never matches. Before sign-in there is no
+session: the sign-in form uses a double-submit cookie (a random value in an
+HttpOnly, SameSite=Strict cookie and the same value in the form).
+
+Every POST must carry the token in the form field ``csrf_token`` or the header
+``X-CSRF-Token`` (compared in constant time), and, when the browser sends them,
+``Origin`` must be the console's own origin and ``Sec-Fetch-Site`` must be
+``same-origin``. A refusal raises :class:`CsrfRefused`; the console answers 403
+with a page that says what happened, and records it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from fastapi import Request
+
+__all__ = [
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "MAX_CSRF_CHARS",
+    "SIGNIN_COOKIE",
+    "CsrfRefused",
+    "check_origin",
+    "check_token",
+    "new_signin_token",
+    "presented_token",
+    "session_csrf_token",
+]
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+#: The double-submit cookie of the sign-in form.
+SIGNIN_COOKIE = "bastion_console_signin"
+#: Bound on a presented CSRF token (a real one is 43 characters).
+MAX_CSRF_CHARS = 64
+_LABEL = b"bastion console csrf v1"
+
+
+class CsrfRefused(Exception):  # noqa: N818 - a refusal carried to the route, which answers 403
+    """A POST without the right CSRF token, or from another origin; ``reason`` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def session_csrf_token(session_raw: bytes) -> str:
+    """The CSRF token of the session whose cookie carries ``session_raw``."""
+    return _b64(hmac.new(session_raw, _LABEL, hashlib.sha256).digest())
+
+
+def new_signin_token() -> str:
+    """A fresh random value for the sign-in form's double-submit cookie."""
+    return secrets.token_urlsafe(32)
+
+
+async def presented_token(request: Request) -> str | None:
+    """The CSRF token a POST carries: the ``X-CSRF-Token`` header, else the ``csrf_token`` form field."""
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None:
+        return header
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return None
+    form = await request.form()
+    value = form.get(CSRF_FIELD)
+    return value if isinstance(value, str) else None
+
+
+def check_token(presented: str | None, expected: str) -> None:
+    """Compare a presented CSRF token with the expected one in constant time.
+
+    Raises:
+        CsrfRefused: missing, too long, or not equal.
+    """
+    if not presented:
+        raise CsrfRefused("csrf_missing", "the form carried no CSRF token")
+    if len(presented) > MAX_CSRF_CHARS or not presented.isascii():
+        raise CsrfRefused("csrf_mismatch", "the form's CSRF token is not this session's")
+    if not hmac.compare_digest(presented.encode("ascii"), expected.encode("ascii")):
+        raise CsrfRefused("csrf_mismatch", "the form's CSRF token is not this session's")
+
+
+def _own_origin(request: Request) -> str:
+    url = request.url
+    return f"{url.scheme}://{url.netloc}".lower()
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a POST whose ``Origin`` is another origin, or whose ``Sec-Fetch-Site`` is not same-origin.
+
+    Both headers are optional (older clients, the CLI's tests); when present they must agree.
+
+    Raises:
+        CsrfRefused: the request came from another site.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and origin.lower() != _own_origin(request):
+        raise CsrfRefused("cross_origin", "the form was posted from another origin")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.lower() != "same-origin":
+        raise CsrfRefused("cross_site", "the form was posted from another site")

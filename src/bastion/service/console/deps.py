@@ -1,0 +1,278 @@
+"""Console dependencies: who is signed in, with what role, and the CSRF check of a POST.
+
+Example:
+    >>> router = page_router()
+    >>> @router.get("/things")
+    ... def things(request: Request, me: ConsoleReaderDep) -> HTMLResponse:
+    ...     return render(request, "pages/things.html", {})  # doctest: +SKIP
+
+Every console route is a :class:`ConsoleRoute` (made by :func:`page_router`):
+it turns the refusals raised here into pages (a 303 to the sign-in page, a 403
+page) instead of the API's JSON errors, and sets the console's security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import quote, unquote
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
+
+from bastion.service import errors
+from bastion.service.audit.service import record_denied
+from bastion.service.auth.service import Principal
+from bastion.service.auth.tokens import ROLES, role_allows
+from bastion.service.console.csrf import CsrfRefused, check_origin, check_token, presented_token, session_csrf_token
+from bastion.service.console.headers import apply_page_headers
+from bastion.service.console.session import COOKIE_NAME, Ended, clear_cookie, get_console_settings, look_up
+from bastion.service.web import NowDep, SessionDep
+
+__all__ = [
+    "ConsoleAdminDep",
+    "ConsoleContributorDep",
+    "ConsolePrincipal",
+    "ConsoleReaderDep",
+    "ConsoleRoute",
+    "CsrfDep",
+    "RoleTooLow",
+    "SignInRequired",
+    "page_router",
+    "safe_next",
+]
+
+_log = logging.getLogger(__name__)
+_security_log = logging.getLogger("bastion.service.console.security")
+
+#: Bound on a ``next=`` path (longer ones are dropped, not cut).
+MAX_NEXT_CHARS = 500
+HOME = "/console/"
+
+
+@dataclass(frozen=True)
+class ConsolePrincipal:
+    """The signed-in operator: the token's principal, the session's CSRF token and its stored name."""
+
+    principal: Principal
+    csrf_token: str = field(repr=False)
+    session_id_hash: str = field(repr=False)
+
+    def can(self, role: str) -> bool:
+        """Whether the session's token has ``role`` or a higher one."""
+        return role_allows(self.principal.role, role)
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant the session acts in."""
+        return self.principal.tenant_id
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the session's writes: its token, as the API would."""
+        return self.principal.actor
+
+
+class SignInRequired(Exception):  # noqa: N818 - a redirect carried to the route
+    """No live session: the route answers 303 to the sign-in page (with why, when a session ended)."""
+
+    def __init__(self, next_path: str, reason: str | None = None) -> None:
+        super().__init__(reason or "sign in")
+        self.next_path = next_path
+        self.reason = reason
+
+
+class RoleTooLow(Exception):  # noqa: N818 - a refusal carried to the route
+    """The session's token has too low a role; the route answers a 403 page."""
+
+    def __init__(self, need: str, have: str) -> None:
+        super().__init__(f"this needs the {need} role; your token has the {have} role")
+        self.need = need
+        self.have = have
+
+
+def safe_next(raw: str | None) -> str:
+    """A ``next=`` value that stays inside the console, else the console's home (no open redirect).
+
+    Only a path under ``/console`` is kept: no scheme, no host, no ``//``, no backslash,
+    no dot segment (plain or percent-encoded), no control character.
+    """
+    if not raw or len(raw) > MAX_NEXT_CHARS or not raw.isascii() or not raw.isprintable():
+        return HOME
+    if "\\" in raw or "//" in raw or not (raw == "/console" or raw.startswith(("/console/", "/console?"))):
+        return HOME
+    path = unquote(raw.split("?", 1)[0])
+    if any(segment in {".", ".."} for segment in path.split("/")) or "\\" in path or "//" in path:
+        return HOME  # a dot segment (also percent-encoded) would climb out of /console
+    if path.startswith(("/console/signin", "/console/signout")):
+        return HOME
+    return raw
+
+
+def _current_path(request: Request) -> str:
+    path = request.url.path
+    if request.method == "GET" and request.url.query:
+        path = f"{path}?{request.url.query}"
+    return path
+
+
+def console_session(request: Request, session: SessionDep, now: NowDep) -> ConsolePrincipal:
+    """The signed-in operator of any role, else :class:`SignInRequired`."""
+    found = getattr(request.state, "console", None)
+    if isinstance(found, ConsolePrincipal):
+        return found
+    try:
+        lookup = look_up(session, request.cookies.get(COOKIE_NAME), now=now, settings=get_console_settings(request))
+    except Ended as ended:
+        raise SignInRequired(_current_path(request), ended.reason) from None
+    if lookup is None:
+        raise SignInRequired(_current_path(request))
+    me = ConsolePrincipal(
+        principal=lookup.principal, csrf_token=session_csrf_token(lookup.raw), session_id_hash=lookup.id_hash
+    )
+    request.state.console = me
+    return me
+
+
+def require_console_role(role: str) -> Callable[..., ConsolePrincipal]:
+    """A dependency: the signed-in operator, whose token must have ``role`` or higher."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+
+    def dependency(
+        request: Request,
+        session: SessionDep,
+        now: NowDep,
+        me: Annotated[ConsolePrincipal, Depends(console_session)],
+    ) -> ConsolePrincipal:
+        if not me.can(role):
+            record_denied(
+                session,
+                now=now,
+                tenant_id=me.tenant_id,
+                actor=me.actor,
+                action="console.insufficient_role",
+                target=f"{request.method} {request.url.path}"[:200],
+                detail=f"role {me.principal.role} is below {role}",
+            )
+            raise RoleTooLow(role, me.principal.role)
+        return me
+
+    dependency.__name__ = f"require_console_{role}"
+    return dependency
+
+
+async def check_csrf(
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    me: Annotated[ConsolePrincipal, Depends(console_session)],
+) -> ConsolePrincipal:
+    """Check a signed-in POST's CSRF token and origin; a refusal is recorded in the tenant's audit log."""
+    try:
+        check_origin(request)
+        check_token(await presented_token(request), me.csrf_token)
+    except CsrfRefused as refused:
+        record_denied(
+            session,
+            now=now,
+            tenant_id=me.tenant_id,
+            actor=me.actor,
+            action="console.csrf_refused",
+            target=f"{request.method} {request.url.path}"[:200],
+            detail=f"{refused.reason}: {refused.detail}",
+        )
+        _security_log.warning("console CSRF refusal: %s on %s", refused.reason, request.url.path[:200])
+        raise
+    return me
+
+
+ConsoleReaderDep = Annotated[ConsolePrincipal, Depends(require_console_role("reader"))]
+ConsoleContributorDep = Annotated[ConsolePrincipal, Depends(require_console_role("contributor"))]
+ConsoleAdminDep = Annotated[ConsolePrincipal, Depends(require_console_role("admin"))]
+#: Every console POST depends on this as well as on its role.
+CsrfDep = Annotated[ConsolePrincipal, Depends(check_csrf)]
+
+#: Domain errors a console page may let through -> the status of the error page.
+_STATUS: dict[type[errors.ServiceError], int] = {
+    errors.InvalidRequest: 400,
+    errors.InvalidDeviceId: 400,
+    errors.PayloadTooLarge: 413,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+}
+
+
+def _status(exc: errors.ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def _signin_redirect(request: Request, refused: SignInRequired) -> Response:
+    target = f"/console/signin?next={quote(safe_next(refused.next_path), safe='/')}"
+    if refused.reason is not None:
+        target += f"&ended={quote(refused.reason)}"
+    if request.headers.get("hx-request") == "true":
+        # htmx follows a 303 inside the fragment; HX-Redirect moves the whole page instead.
+        response: Response = Response(status_code=200, headers={"HX-Redirect": target})
+    else:
+        response = RedirectResponse(target, status_code=303)
+    if refused.reason is not None:
+        clear_cookie(response, request)
+    return response
+
+
+def _problem(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+    from bastion.service.console.render import render
+
+    return render(request, "problem.html", {"title": title, "detail": detail}, status=status)
+
+
+class ConsoleRoute(APIRoute):
+    """An API route whose refusals and errors are console pages, with the console's headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                response = await original(request)
+            except SignInRequired as refused:
+                response = _signin_redirect(request, refused)
+            except RoleTooLow as refused:
+                response = _problem(request, 403, "Not allowed", str(refused))
+            except CsrfRefused as refused:
+                response = _problem(
+                    request,
+                    403,
+                    "Request refused (CSRF)",
+                    f"{refused.detail}. Nothing was changed. Reload the page and try again; the refusal was recorded.",
+                )
+            except errors.ServiceError as exc:
+                status = _status(exc)
+                if status >= 500:
+                    _log.error("console page failed", exc_info=exc)
+                    response = _problem(request, status, "Error", "the service could not complete this request")
+                else:
+                    response = _problem(request, status, "Cannot do that", exc.detail)
+            except RequestValidationError:
+                response = _problem(request, 400, "Bad request", "a value in the request is not valid")
+            except OperationalError:
+                response = _problem(request, 503, "Busy", "the service's database is busy or unreachable; retry")
+            return apply_page_headers(response)
+
+        return handler
+
+
+def page_router() -> APIRouter:
+    """The router every console page module builds its routes on."""
+    return APIRouter(route_class=ConsoleRoute)

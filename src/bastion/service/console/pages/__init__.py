@@ -1,0 +1,1 @@
+"""Console pages, one module per page (each a ``router`` and, optionally, a ``NAV`` entry)."""

@@ -1,0 +1,1 @@
+"""Console tests (in-process and in Chromium)."""

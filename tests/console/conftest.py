@@ -1,0 +1,62 @@
+"""Console test helpers: sign a TestClient in, read a page's CSRF token, make tokens of each role.
+
+In-process tests use the shared ``client``/``app``/``tenant`` fixtures of ``tests/conftest.py``;
+browser tests use :mod:`_browser` (Playwright driving Debian's Chromium against a live service).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.service.auth.service import issue_token
+from bastion.service.console.session import COOKIE_NAME
+from bastion.service.tenants.service import CreatedTenant
+from conftest import FakeClock, TestClient
+
+__all__ = ["csrf_from", "sign_in"]
+
+_CSRF_RE = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+def csrf_from(html: str) -> str:
+    """The first CSRF token in a page's forms."""
+    found = _CSRF_RE.search(html)
+    if found is None:
+        raise AssertionError("no csrf_token field in the page")
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str, *, next_path: str = "/console/") -> str:
+    """Sign ``client`` in with ``token``; return the session's CSRF token (read from the home page)."""
+    form = client.get("/console/signin")
+    assert form.status_code == 200, form.text
+    r = client.post(
+        "/console/signin",
+        data={"token": token, "csrf_token": csrf_from(form.text), "next": next_path},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert client.cookies.get(COOKIE_NAME, path="/console")
+    home = client.get("/console/")
+    assert home.status_code == 200, home.text
+    return csrf_from(home.text)
+
+
+@pytest.fixture
+def make_token(session_factory: sessionmaker[Session], clock: FakeClock) -> Callable[[CreatedTenant, str], str]:
+    """Factory: a new token of ``role`` in ``tenant`` (the raw token string)."""
+
+    def _make(tenant: CreatedTenant, role: str, lifetime: dt.timedelta | None = None) -> str:
+        with session_factory() as session:
+            minted = issue_token(
+                session, tenant.tenant_id, name=f"{role}-test", role=role, now=clock(), lifetime=lifetime
+            )
+            session.commit()
+            return minted.token
+
+    return _make
