@@ -20,6 +20,10 @@ from bastion.service.models import Attestation, Device, DeviceGroup, OsImage, Pr
 # The fleet helpers (image packages, an app key, an in-memory TUF publisher) live beside the service tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 
+from fleet_world import FakePublisher, Fleet
+
+__all__ = ["XSS", "FakeHealth", "FakePublisher", "Fleet", "SeededFleet", "device_id", "make_product", "seed_fleet"]
+
 XSS = "<script>alert(1)</script>"
 
 

@@ -6,9 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
-from _pages_world import XSS, FakeHealth, device_id, make_product, seed_fleet
 from fastapi import FastAPI
-from fleet_world import FakePublisher, Fleet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +17,7 @@ from bastion.service.errorreports.service import list_buckets
 from bastion.service.models import Deployment, Device, ErrorBucket, ErrorDailyCount, Rollout
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
+from console._pages_world import XSS, FakeHealth, FakePublisher, Fleet, device_id, make_product, seed_fleet
 
 
 def _counts(rows: object) -> dict[str, int]:

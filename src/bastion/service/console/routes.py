@@ -23,7 +23,14 @@ __all__ = ["CONSOLE_PREFIX", "PAGE_MODULES", "console_router", "nav_items"]
 CONSOLE_PREFIX = "/console"
 
 #: The page modules, in navigation order (each has a ``router``; ``NAV`` is optional).
-PAGE_MODULES: tuple[str, ...] = ("bastion.service.console.pages.signin",)
+PAGE_MODULES: tuple[str, ...] = (
+    "bastion.service.console.pages.signin",
+    "bastion.service.console.pages.fleet",
+    "bastion.service.console.pages.products",
+    "bastion.service.console.pages.deployments",
+    "bastion.service.console.pages.osfeeds",
+    "bastion.service.console.pages.buckets",
+)
 
 
 @functools.cache
