@@ -60,3 +60,31 @@ def make_token(session_factory: sessionmaker[Session], clock: FakeClock) -> Call
             return minted.token
 
     return _make
+
+
+@pytest.fixture
+def add_device(session_factory: sessionmaker[Session], clock: FakeClock) -> Callable[..., str]:
+    """Factory: a claimed device row in ``tenant`` (no real chip), returning its ID."""
+    import secrets
+
+    from bastion.service.models import Device
+
+    def _add(tenant: CreatedTenant, *, os_version: str = "1.0.0", result: str | None = "ok", **fields: object) -> str:
+        device_id = secrets.token_hex(32)
+        with session_factory() as session:
+            session.add(
+                Device(
+                    device_id=device_id,
+                    tenant_id=tenant.tenant_id,
+                    claimed_at=clock(),
+                    claimed_by="test",
+                    os_version=os_version,
+                    last_result=result,
+                    last_attested_at=clock() if result else None,
+                    **fields,
+                )
+            )
+            session.commit()
+        return device_id
+
+    return _add

@@ -49,7 +49,9 @@ MAX_TOKEN_FIELD = 200
 SIGNIN_COOKIE_MAX_AGE_S = 3600
 
 
-def _form(request: Request, *, next_path: str, status: int = 200, error: str | None = None) -> HTMLResponse:
+def _form(
+    request: Request, *, next_path: str, status: int = 200, error: str | None = None, current: str | None = None
+) -> HTMLResponse:
     token = new_signin_token()
     ended = request.query_params.get("ended")
     notice = END_REASONS.get(ended) if ended else None
@@ -58,7 +60,7 @@ def _form(request: Request, *, next_path: str, status: int = 200, error: str | N
     response = render(
         request,
         "pages/signin.html",
-        {"signin_csrf": token, "next_path": next_path, "error": error, "notice": notice},
+        {"signin_csrf": token, "next_path": next_path, "error": error, "notice": notice, "current": current},
         status=status,
     )
     response.set_cookie(
@@ -75,15 +77,16 @@ def _form(request: Request, *, next_path: str, status: int = 200, error: str | N
 
 @router.get("/signin", include_in_schema=False)
 def signin_page(request: Request, session: SessionDep, now: NowDep) -> Response:
-    """The sign-in form; a browser already signed in goes on to ``next``."""
+    """The sign-in form, always (a browser already signed in is told so, never carried into that session)."""
     next_path = safe_next(request.query_params.get("next"))
     try:
         live = look_up(session, request.cookies.get(COOKIE_NAME), now=now, settings=get_console_settings(request))
     except Ended:
         live = None
+    current = None
     if live is not None:
-        return RedirectResponse(next_path, status_code=303)
-    return _form(request, next_path=next_path)
+        current = f"{live.principal.tenant_name} ({live.principal.role})"
+    return _form(request, next_path=next_path, current=current)
 
 
 @router.post("/signin", include_in_schema=False)
