@@ -309,3 +309,18 @@ def test_fleet_page_counts_one_tenant_only(
     page = client.get("/console/fleet").text
     assert "0 devices" in page
     assert "widget/" not in page
+
+
+def test_fleet_breakdowns_link_to_the_filtered_device_list(
+    client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    with session_factory() as session:
+        seeded = seed_fleet(session, tenant.tenant_id, now=clock())
+    sign_in(client, tenant.admin_token)
+    page = client.get("/console/fleet").text
+    assert "/console/devices?os=1.0.0" in page
+    assert f"/console/devices?group={seeded.group_ids[0]}" in page
+    assert "/console/devices?standing=failed" in page
+    assert "/console/devices?standing=expired" not in page  # the device list has no such filter
+    listed = client.get("/console/devices?os=1.1.0")
+    assert listed.status_code == 200
