@@ -181,6 +181,7 @@ def create_proposed_indexes(engine: Engine) -> None:
     with engine.begin() as conn:
         for sql in statements:
             conn.execute(text(sql))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # VACUUM: no transaction
         conn.execute(text("VACUUM ANALYZE" if pg else "ANALYZE"))
 
 
