@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,8 +19,9 @@ from bastion.service.auth.service import issue_token
 from bastion.service.console.session import COOKIE_NAME
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
+from console._browser import TIMEOUT_MS, LiveConsole, Shots, launch, require_chromium, start_live_console
 
-__all__ = ["csrf_from", "sign_in"]
+__all__ = ["browser_sign_in", "csrf_from", "sign_in"]
 
 _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]*)"')
 
@@ -88,3 +91,61 @@ def add_device(session_factory: sessionmaker[Session], clock: FakeClock) -> Call
         return device_id
 
     return _add
+
+
+# --- browser tests (Playwright + Debian's Chromium; see _browser.py) ---
+
+
+@pytest.fixture(scope="module")
+def console_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveConsole]:
+    """A real ``bastion service run`` subprocess with tenant ``acme``, shared by a module's browser tests."""
+    require_chromium()
+    live = start_live_console(tmp_path_factory.mktemp("console-live"))
+    try:
+        yield live
+    finally:
+        live.stack.stop_service()
+        live.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def chromium(console_live: LiveConsole) -> Iterator[Any]:
+    """Headless Chromium (``/usr/bin/chromium``), one per module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def console_page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) and page; console errors and CSP violations are collected."""
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.console_messages = []  # type: ignore[attr-defined]
+    page.on("console", lambda msg: page.console_messages.append(f"{msg.type}: {msg.text}"))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Shots:
+    """Screenshots under ``tmp_path/screenshots``."""
+    return Shots(tmp_path / "screenshots")
+
+
+def browser_sign_in(page: Any, url: str, token: str) -> None:
+    """Sign in through the form, as an operator would (on the sign-in page already shown, keeping its next=)."""
+    if "/console/signin" not in page.url:
+        page.goto(f"{url}/console/signin")
+    page.fill("#token", token)
+    with page.expect_navigation():
+        page.click("form[action='/console/signin'] button[type=submit]")
+    page.wait_for_load_state("load")

@@ -108,8 +108,10 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused_and_recorded(
     assert "not this session" in r.text
     r = client.post("/console/signout", data={"csrf_token": csrf}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+    r = client.post("/console/signout", data={"csrf_token": csrf}, headers={"Origin": "null"})
+    assert r.status_code == 403  # an opaque origin (a sandboxed frame) without Sec-Fetch-Site: same-origin
     actions = _actions(session_factory, tenant.tenant_id)
-    assert actions.count(("console.csrf_refused", "denied")) == 3
+    assert actions.count(("console.csrf_refused", "denied")) == 4
     assert client.get("/console/", follow_redirects=False).status_code == 200  # still signed in
 
 
@@ -118,7 +120,9 @@ def test_sign_out_deletes_the_session_and_clears_the_cookie(
 ) -> None:
     csrf = sign_in(client, tenant.admin_token)
     cookie = client.cookies.get(COOKIE_NAME, path="/console")
-    r = client.post("/console/signout", data={"csrf_token": csrf}, follow_redirects=False)
+    # What Chromium sends from a no-referrer page: Origin null, with Sec-Fetch-Site same-origin.
+    headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    r = client.post("/console/signout", data={"csrf_token": csrf}, headers=headers, follow_redirects=False)
     assert r.status_code == 303
     with session_factory() as s:
         assert s.scalars(select(ConsoleSession)).all() == []

@@ -103,13 +103,19 @@ def check_origin(request: Request) -> None:
     """Refuse a POST whose ``Origin`` is another origin, or whose ``Sec-Fetch-Site`` is not same-origin.
 
     Both headers are optional (older clients, the CLI's tests); when present they must agree.
+    ``Origin: null`` is what Chromium sends for a form POST from a page under
+    ``Referrer-Policy: no-referrer`` (the console's own pages), but also what a sandboxed
+    frame sends: it counts only with ``Sec-Fetch-Site: same-origin`` beside it.
 
     Raises:
         CsrfRefused: the request came from another site.
     """
     origin = request.headers.get("origin")
-    if origin is not None and origin.lower() != _own_origin(request):
-        raise CsrfRefused("cross_origin", "the form was posted from another origin")
     site = request.headers.get("sec-fetch-site")
+    if origin == "null":
+        if site is None or site.lower() != "same-origin":
+            raise CsrfRefused("opaque_origin", "the form was posted from an opaque origin")
+    elif origin is not None and origin.lower() != _own_origin(request):
+        raise CsrfRefused("cross_origin", "the form was posted from another origin")
     if site is not None and site.lower() != "same-origin":
         raise CsrfRefused("cross_site", "the form was posted from another site")
