@@ -25,7 +25,12 @@ CONSOLE_PREFIX = "/console"
 #: The page modules, in navigation order (each has a ``router``; ``NAV`` is optional).
 PAGE_MODULES: tuple[str, ...] = (
     "bastion.service.console.pages.signin",
+    "bastion.service.console.pages.fleet",
     "bastion.service.console.pages.devices",
+    "bastion.service.console.pages.products",
+    "bastion.service.console.pages.deployments",
+    "bastion.service.console.pages.osfeeds",
+    "bastion.service.console.pages.buckets",
     "bastion.service.console.pages.audit",
     "bastion.service.console.pages.tokens",
 )

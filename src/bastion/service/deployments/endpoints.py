@@ -10,15 +10,14 @@ from sqlalchemy.orm import Session
 
 from bastion.service.appimages.schemas import AppImageOut
 from bastion.service.auth.deps import ContributorDep, ReaderDep
+from bastion.service.auth.service import Principal
+from bastion.service.config import Settings
 from bastion.service.deployments import service
 from bastion.service.deployments.schemas import DeploymentCreate, DeploymentDetail, DeploymentOut, DeviceStateOut
-from bastion.service.errors import NotFound
 from bastion.service.fleet import repository
-from bastion.service.fleet.limits import FleetLimitsDep
+from bastion.service.fleet.limits import FleetLimits, FleetLimitsDep
 from bastion.service.fleet.service import get_group_for
-from bastion.service.fleet.targets import PublisherDep
-from bastion.service.models import Rollout
-from bastion.service.rollouts import service as rollouts
+from bastion.service.fleet.targets import Publisher, PublisherDep
 from bastion.service.rollouts.endpoints import rollout_out
 from bastion.service.rollouts.health import HealthDep, HealthSource
 from bastion.service.web import NowDep, SessionDep, SettingsDep
@@ -96,11 +95,21 @@ def show(
     return _detail(report, session, health, now=now)
 
 
-def _staged(session: Session, deployment_id: int) -> Rollout:
-    staged = repository.deployment_rollout(session, deployment_id)
-    if staged is None:
-        raise NotFound(f"deployment {deployment_id} has no staged rollout (it was created without --stages)")
-    return staged
+def _change(
+    deployment_id: int,
+    action: str,
+    who: Principal,
+    *,
+    session: Session,
+    settings: Settings,
+    now: dt.datetime,
+    pub: Publisher,
+    limits: FleetLimits,
+    health: HealthSource,
+) -> DeploymentDetail:
+    deployment = service.change_rollout(session, who, deployment_id, action, now=now, settings=settings, publisher=pub)
+    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
+    return _detail(report, session, health, now=now)
 
 
 @router.post("/deployments/{deployment_id}/resume")
@@ -116,10 +125,9 @@ def resume(
     health: HealthDep,
 ) -> DeploymentDetail:
     """Resume the deployment's halted rollout at the stage it halted in (no request body; audited)."""
-    deployment = service.get_deployment_for(session, who, deployment_id, now=now)
-    rollouts.resume(session, who, _staged(session, deployment.id), now=now, settings=settings, publisher=pub)
-    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
-    return _detail(report, session, health, now=now)
+    return _change(
+        deployment_id, "resume", who, session=session, settings=settings, now=now, pub=pub, limits=limits, health=health
+    )
 
 
 @router.post("/deployments/{deployment_id}/abort")
@@ -135,7 +143,6 @@ def abort(
     health: HealthDep,
 ) -> DeploymentDetail:
     """Abort the deployment's rollout: every device of the group is offered the previous release (audited)."""
-    deployment = service.get_deployment_for(session, who, deployment_id, now=now)
-    rollouts.abort(session, who, _staged(session, deployment.id), now=now, settings=settings, publisher=pub)
-    report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
-    return _detail(report, session, health, now=now)
+    return _change(
+        deployment_id, "abort", who, session=session, settings=settings, now=now, pub=pub, limits=limits, health=health
+    )

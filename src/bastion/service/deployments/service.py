@@ -36,8 +36,10 @@ from bastion.service.rollouts.rules import RolloutPlan
 __all__ = [
     "DEPLOYMENT_STATES",
     "EXCLUDED_STATES",
+    "ROLLOUT_ACTIONS",
     "DeploymentReport",
     "DeviceState",
+    "change_rollout",
     "create_deployment",
     "deployment_report",
     "device_state",
@@ -50,6 +52,8 @@ DEPLOYMENT_STATES = ("pending", "installed", "deferred", "failed", "rolled_back"
 #: States that leave a device out of the deployment: it can complete without them.
 EXCLUDED_STATES = frozenset({"revoked"})
 _FAILED_KINDS = frozenset({"update_failed", "update_refused", "app_failed"})
+#: What an operator can do to a deployment's staged rollout (``POST /deployments/{id}/<action>``, the console).
+ROLLOUT_ACTIONS = ("resume", "abort")
 
 
 def create_deployment(
@@ -139,6 +143,38 @@ def get_deployment_for(session: Session, who: Principal, deployment_id: int, *, 
             target=f"deployment:{deployment_id}",
         )
         raise NotFound(f"no deployment {deployment_id} in your tenant; list them with 'bastion deployment list'")
+    return deployment
+
+
+def change_rollout(
+    session: Session,
+    who: Principal,
+    deployment_id: int,
+    action: str,
+    *,
+    now: dt.datetime,
+    settings: Settings,
+    publisher: Publisher,
+) -> Deployment:
+    """Resume or abort the staged rollout of one of the caller's deployments; republish, audit, commit.
+
+    The one path of the API (``/deployments/{id}/resume|abort``) and the console, so both
+    check the same things and write the same audit record with the caller's actor.
+
+    Raises:
+        InvalidRequest: ``action`` is not one of :data:`ROLLOUT_ACTIONS`.
+        NotFound: no such deployment in the caller's tenant, or it has no staged rollout.
+        Conflict: the rollout's state does not allow it (``rollout_not_halted``, ``rollout_finished``),
+            or another change won the race (``rollout_changed``).
+    """
+    if action not in ROLLOUT_ACTIONS:
+        raise InvalidRequest(f"a rollout action is one of {', '.join(ROLLOUT_ACTIONS)}", code="invalid_action")
+    deployment = get_deployment_for(session, who, deployment_id, now=now)
+    staged = repository.deployment_rollout(session, deployment.id)
+    if staged is None:
+        raise NotFound(f"deployment {deployment.id} has no staged rollout (it was created without --stages)")
+    change = rollouts.resume if action == "resume" else rollouts.abort
+    change(session, who, staged, now=now, settings=settings, publisher=publisher)
     return deployment
 
 
