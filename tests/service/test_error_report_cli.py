@@ -74,6 +74,13 @@ def test_list_show_resolve_and_download(
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1][0] == device.device_id
     assert json.loads(run("error-report", "download", "--format", "json"))[0]["EventCount"] == 2
+    one = json.loads(run("error-report", "download", "--format", "json", "--bucket", bucket))
+    assert [e["Bucket"] for e in one] == [bucket]
+    with pytest.raises(CliError):
+        run("error-report", "download", "--bucket", "b" + "0" * 16)  # none of ours: 404
+    assert [b["bucket_id"] for b in json.loads(run("error-report", "list", "--include-info", "--json"))["items"]] == [
+        bucket
+    ]
     with pytest.raises(CliError):
         run("error-report", "show", "b0000000000000000")
     with pytest.raises(CliError):

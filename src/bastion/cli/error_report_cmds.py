@@ -97,6 +97,9 @@ def list_cmd(
     state: Annotated[str | None, typer.Option("--state", help="open, resolved or regressed.")] = None,
     component: Annotated[str | None, typer.Option("--component", help="Component ID ('' = OS-wide).")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Buckets seen in this version.")] = None,
+    include_info: Annotated[
+        bool, typer.Option("--include-info", help="Also buckets of Info records only (default: Error and Warning).")
+    ] = False,
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIST_ROWS, help="Buckets to show at most.")] = 100,
     as_json: JsonOption = False,
@@ -104,6 +107,7 @@ def list_cmd(
 ) -> None:
     """List error buckets, most recently seen first."""
     params: dict[str, Any] = {"state": state, "component": component, "version": version}
+    params["severity"] = "info" if include_info else "warning"
     if since:
         params["since"] = parse_since(since, now=_now())
     items: list[dict[str, Any]] = []
@@ -164,6 +168,7 @@ def download_cmd(
     fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     since: SinceOption = None,
     until: Annotated[str | None, typer.Option("--until", help="Like --since; the end of the window.")] = None,
+    bucket: Annotated[str | None, typer.Option("--bucket", help="Only this bucket's events (from `list`).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file (default: stdout).")] = None,
 ) -> None:
     """Download the raw error events (CSV columns: Azure Sphere's, then Bucket, Component, Version, OsVersion)."""
@@ -173,6 +178,8 @@ def download_cmd(
     params = {"format": fmt} | ({"since": parse_since(since, now=now)} if since else {})
     if until:
         params["until"] = parse_since(until, now=now)
+    if bucket:
+        params["bucket"] = bucket
     with ServiceClient.from_saved_login() as client:
         response = client.request("GET", "/error-reports/download", params=params)
     data = response.content
