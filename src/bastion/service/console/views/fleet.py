@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.service.console.views._sql import Step, bucket_expr, bucket_keys
+from bastion.service.console.views._sql import Step, bucket_expr, bucket_key, bucket_keys
 from bastion.service.models import Attestation, Device, DeviceGroup, OsImage, Product
 
 __all__ = [
@@ -261,5 +261,5 @@ def attestation_activity(session: Session, tenant_id: str, *, now: dt.datetime, 
     ok: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     for key, result, n in rows:
-        (ok if result == "ok" else failed)[key] += n
+        (ok if result == "ok" else failed)[bucket_key(key, step)] += n
     return [ActivityPoint(start=start, ok=ok[key], failed=failed[key]) for key, start in keys]
