@@ -53,6 +53,20 @@ def test_fleet_overview_falls_back_to_group_by_past_the_column_bound(
     assert by_group_by.by_standing == by_filter.by_standing
 
 
+def test_fleet_overview_names_versions_that_were_never_published(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock
+) -> None:
+    now = clock()
+    with session_factory() as session:
+        seed_fleet(session, tenant.tenant_id, now=now)
+        device = session.get(Device, device_id(0))
+        assert device is not None
+        device.os_version = "9.9.9-dev"
+        session.commit()
+        view = fleet.fleet_overview(session, tenant.tenant_id, now=now)
+    assert _counts(view.by_os_version) == {"1.0.0": 5, "1.1.0": 3, "9.9.9-dev": 1, "(none)": 1}
+
+
 def test_fleet_activity_buckets_attestations_per_hour_and_day(
     session_factory: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock
 ) -> None:

@@ -33,6 +33,8 @@ router = page_router()
 NAV = NavItem("Deployments", "/console/deployments")
 #: How often a running deployment's page refreshes its progress (htmx polling a fragment).
 POLL_SECONDS = 5
+#: Device rows shown on a deployment's page (the device list pages through the rest).
+DEVICE_ROWS = 50
 #: Bound on the text of the create form's fields.
 MAX_FIELD_CHARS = 300
 
@@ -111,7 +113,8 @@ def _view_context(
 ) -> dict[str, object]:
     deployment = service.get_deployment_for(session, me.principal, deployment_id, now=now)
     report = service.deployment_report(session, deployment, max_devices=limits.deployment_device_rows)
-    return {"d": deployment_view(session, report, health, now=now), "poll_seconds": POLL_SECONDS}
+    view = deployment_view(session, report, health, now=now)
+    return {"d": view, "poll_seconds": POLL_SECONDS, "device_rows": DEVICE_ROWS}
 
 
 @router.get("/deployments/{deployment_id}", include_in_schema=False)

@@ -10,7 +10,7 @@ from sqlalchemy import func, literal_column
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["Step", "bucket_expr", "bucket_keys"]
+__all__ = ["Step", "bucket_expr", "bucket_key", "bucket_keys"]
 
 
 class Step(enum.StrEnum):
@@ -22,19 +22,26 @@ class Step(enum.StrEnum):
 
 _SQLITE_FORMAT = {Step.HOUR: "%Y-%m-%d %H", Step.DAY: "%Y-%m-%d"}
 _SQLITE_PREFIX = {Step.HOUR: 13, Step.DAY: 10}
-_PG_FORMAT = {Step.HOUR: "YYYY-MM-DD HH24", Step.DAY: "YYYY-MM-DD"}
 
 
-def bucket_expr(session: Session, column: Any, step: Step) -> ColumnElement[str]:
+def bucket_expr(session: Session, column: Any, step: Step) -> ColumnElement[Any]:
     """A text key of the UTC hour or day ``column`` falls in (``2026-01-15 12`` / ``2026-01-15``).
 
     SQLite stores the UTC time as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (``UTCDateTime``), so the key
     is a prefix of it (``substr`` costs far less per row than ``strftime``); PostgreSQL has ``timestamptz``.
     """
     if session.get_bind().dialect.name == "postgresql":
+        # date_trunc groups on a timestamp (no text, no collation sort); bucket_key makes the text key.
         utc = func.timezone(literal_column("'UTC'"), column)
-        return func.to_char(utc, _PG_FORMAT[step])
+        return func.date_trunc(step.value, utc)
     return func.substr(column, 1, _SQLITE_PREFIX[step])
+
+
+def bucket_key(value: object, step: Step) -> str:
+    """The text key of a :func:`bucket_expr` value (SQLite gives the key, PostgreSQL a naive UTC timestamp)."""
+    if isinstance(value, dt.datetime):
+        return value.strftime(_SQLITE_FORMAT[step])
+    return str(value)
 
 
 def _floor(when: dt.datetime, step: Step) -> dt.datetime:

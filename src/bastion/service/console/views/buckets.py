@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.service.console.views._sql import Step, bucket_expr, bucket_keys
+from bastion.service.console.views._sql import Step, bucket_expr, bucket_key, bucket_keys
 from bastion.service.errorreports.service import BucketDetail, BucketPage
 from bastion.service.models import ErrorBucket, ErrorDailyCount, ErrorEvent
 
@@ -64,7 +64,7 @@ def bucket_trends(
             .where(ErrorEvent.tenant_id == tenant_id, ErrorEvent.bucket_id.in_(bucket_ids), ErrorEvent.last_at >= since)
             .group_by(ErrorEvent.bucket_id, day)
         ):
-            counts[(bid, key)] += int(n or 0)
+            counts[(bid, bucket_key(key, Step.DAY))] += int(n or 0)
         for bid, when, n in session.execute(
             select(ErrorDailyCount.bucket_id, ErrorDailyCount.day, func.sum(ErrorDailyCount.events))
             .where(

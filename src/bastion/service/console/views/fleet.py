@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.service.console.views._sql import Step, bucket_expr, bucket_keys
+from bastion.service.console.views._sql import Step, bucket_expr, bucket_key, bucket_keys
 from bastion.service.models import Attestation, Device, DeviceGroup, OsImage, Product
 
 __all__ = [
@@ -178,6 +178,10 @@ def fleet_overview(session: Session, tenant_id: str, *, now: dt.datetime, window
         version_labels = {v: v for v in versions}
     else:
         group_counts, version_counts, version_labels = _grouped(session, tenant_id, groups)
+    if by_filter and total - no_version - sum(version_counts.values()) > 0:
+        # Devices on a version the tenant never published (or no longer lists): name them all.
+        version_counts = _version_counts(session, tenant_id)
+        version_labels = {v: v for v in version_counts}
     seen_rows = []
     previous = 0
     for label, n in zip(bounded, within, strict=True):  # cumulative counts -> per bucket
@@ -201,6 +205,19 @@ def fleet_overview(session: Session, tenant_id: str, *, now: dt.datetime, window
         activity=activity,
         window=window,
     )
+
+
+def _version_counts(session: Session, tenant_id: str) -> dict[str, int]:
+    return {
+        str(version): int(n)
+        for version, n in session.execute(
+            select(Device.os_version, func.count())
+            .where(Device.tenant_id == tenant_id, Device.os_version.is_not(None))
+            .group_by(Device.os_version)
+            .order_by(func.count().desc())
+            .limit(MAX_GROUP_ROWS)
+        )
+    }
 
 
 def _grouped(
@@ -244,5 +261,5 @@ def attestation_activity(session: Session, tenant_id: str, *, now: dt.datetime, 
     ok: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     for key, result, n in rows:
-        (ok if result == "ok" else failed)[key] += n
+        (ok if result == "ok" else failed)[bucket_key(key, step)] += n
     return [ActivityPoint(start=start, ok=ok[key], failed=failed[key]) for key, start in keys]
