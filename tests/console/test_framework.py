@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -247,8 +249,6 @@ def test_a_tokens_oldest_sessions_end_past_the_bound(
 
 
 def test_settings_from_env_are_bounded() -> None:
-    import pytest
-
     from bastion.service.errors import ConfigError
 
     got = ConsoleSettings.from_env({"BASTION_CONSOLE_IDLE_TIMEOUT_S": "60", "BASTION_CONSOLE_SESSION_MAX_S": "120"})
@@ -256,3 +256,14 @@ def test_settings_from_env_are_bounded() -> None:
     for bad in ("0", "-1", "1e3", "x", str(10**9)):
         with pytest.raises(ConfigError):
             ConsoleSettings.from_env({"BASTION_CONSOLE_IDLE_TIMEOUT_S": bad})
+
+
+def test_console_routes_are_labelled_by_their_full_template(
+    client: TestClient, tenant: CreatedTenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    sign_in(client, tenant.admin_token)
+    with caplog.at_level(logging.INFO, logger="bastion.access"):
+        client.get("/console/devices/" + "a" * 64)
+        client.get("/console/signin")
+    routes = {getattr(r, "route", None) for r in caplog.records if r.name == "bastion.access"}
+    assert {"/console/devices/{device_id}", "/console/signin"} <= routes
