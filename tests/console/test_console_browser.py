@@ -63,6 +63,8 @@ def test_sign_in_find_a_device_and_sign_out(console_live: LiveConsole, console_p
     assert cookie["sameSite"] == "Strict"
     assert cookie["path"] == "/console"
     assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    # htmx loaded under the CSP, configured from the meta tag (no eval).
+    assert page.evaluate("typeof htmx === 'object' && htmx.config.allowEval === false") is True
     shots.take(page, "devices")
     page.fill("input[name=id]", wanted[:8])
     page.click("#device-filters button[type=submit]")
@@ -81,6 +83,7 @@ def test_sign_in_find_a_device_and_sign_out(console_live: LiveConsole, console_p
     assert not [c for c in page.context.cookies() if c["name"] == COOKIE_NAME]
     page.goto(f"{console_live.url}/console/devices")
     assert "/console/signin" in page.url
+    assert console_live.admin_token not in console_live.stack.service_log.read_text()  # no token in any log line
 
 
 def test_revoke_a_token_in_the_browser(console_live: LiveConsole, console_page: Any, shots: Shots) -> None:

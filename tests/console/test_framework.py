@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -224,3 +226,44 @@ def test_vendored_htmx_is_the_pinned_release(client: TestClient) -> None:
     assert r.content == body
     assert client.get("/console/static/..%2f..%2fapp.py").status_code == 404
     assert client.get("/console/static/app.py").status_code == 404
+
+
+def test_htmx_request_without_a_session_moves_the_whole_page(client: TestClient) -> None:
+    r = client.get("/console/", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert r.status_code == 200
+    assert r.headers["hx-redirect"].startswith("/console/signin?next=")
+
+
+def test_a_tokens_oldest_sessions_end_past_the_bound(
+    client: TestClient, tenant: CreatedTenant, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    client.app.state.console_settings = ConsoleSettings(max_sessions_per_token=2)  # type: ignore[attr-defined]
+    browsers = [TestClient(client.app) for _ in range(3)]
+    for browser in browsers:
+        sign_in(browser, tenant.admin_token)
+        clock.advance(dt.timedelta(seconds=1))
+    with session_factory() as s:
+        assert len(s.scalars(select(ConsoleSession)).all()) == 2
+    assert browsers[0].get("/console/", follow_redirects=False).status_code == 303
+    assert browsers[2].get("/console/", follow_redirects=False).status_code == 200
+
+
+def test_settings_from_env_are_bounded() -> None:
+    from bastion.service.errors import ConfigError
+
+    got = ConsoleSettings.from_env({"BASTION_CONSOLE_IDLE_TIMEOUT_S": "60", "BASTION_CONSOLE_SESSION_MAX_S": "120"})
+    assert (got.idle_timeout, got.max_age) == (dt.timedelta(seconds=60), dt.timedelta(seconds=120))
+    for bad in ("0", "-1", "1e3", "x", str(10**9)):
+        with pytest.raises(ConfigError):
+            ConsoleSettings.from_env({"BASTION_CONSOLE_IDLE_TIMEOUT_S": bad})
+
+
+def test_console_routes_are_labelled_by_their_full_template(
+    client: TestClient, tenant: CreatedTenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    sign_in(client, tenant.admin_token)
+    with caplog.at_level(logging.INFO, logger="bastion.access"):
+        client.get("/console/devices/" + "a" * 64)
+        client.get("/console/signin")
+    routes = {getattr(r, "route", None) for r in caplog.records if r.name == "bastion.access"}
+    assert {"/console/devices/{device_id}", "/console/signin"} <= routes

@@ -274,5 +274,9 @@ class ConsoleRoute(APIRoute):
 
 
 def page_router() -> APIRouter:
-    """The router every console page module builds its routes on."""
-    return APIRouter(route_class=ConsoleRoute)
+    """The router every console page module builds its routes on (paths below ``/console``).
+
+    The prefix is the page router's own, so each route's template is its full path
+    (``/console/devices``), which the access log and the metrics label it by.
+    """
+    return APIRouter(prefix="/console", route_class=ConsoleRoute)

@@ -68,7 +68,7 @@ def console_router() -> APIRouter:
     Raises:
         TypeError: a page route is not a :class:`ConsoleRoute` (its refusals would be JSON, without the CSP).
     """
-    router = APIRouter(prefix=CONSOLE_PREFIX, include_in_schema=False)
+    router = APIRouter(include_in_schema=False)  # each page router carries the /console prefix itself
     router.include_router(home)
     router.include_router(static.router)
     for module in _modules():

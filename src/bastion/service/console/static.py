@@ -23,7 +23,7 @@ STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
 }
 
-router = APIRouter()
+router = APIRouter(prefix="/console")
 
 
 @functools.cache
