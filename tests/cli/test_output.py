@@ -15,6 +15,7 @@ import termios
 from collections.abc import Callable
 from fcntl import ioctl
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from _opcli_support import add_device, cli_env, new_device_id, run
@@ -132,3 +133,28 @@ def test_ids_and_tokens_stay_whole_at_80_columns(
     token_ids = [t["token_id"] for t in json.loads(run("token", "list", "--json"))]
     for token_id in token_ids:
         assert any(token_id in line for line in listed.splitlines()), listed
+
+
+class _OsImages:
+    """A client whose /os-images list holds three images (the paging of os list asks with limit/offset)."""
+
+    rows: ClassVar[list[dict[str, object]]] = [
+        {"version": f"1.{n}.0", "security_version": 1, "feed": "retail", "measurement": "ab" * 32} for n in (2, 1, 0)
+    ]
+
+    def __enter__(self) -> _OsImages:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def get_json(self, path: str, *, limit: int, offset: int) -> list[dict[str, object]]:
+        assert path == "/os-images"
+        return self.rows[offset : offset + limit]
+
+
+def test_os_list_prints_csv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bastion.cli.fleet_update_cmds._client", _OsImages)
+    rows = list(csv.DictReader(io.StringIO(run("os", "list", "--output", "csv"))))
+    assert [r["version"] for r in rows] == ["1.2.0", "1.1.0", "1.0.0"]
+    assert rows[0]["measurement"] == "ab" * 32

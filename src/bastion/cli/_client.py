@@ -12,13 +12,14 @@ service's own ``detail`` and a hint; the token never appears in output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -291,6 +292,30 @@ class ServiceClient:
         if response.is_success:
             return response
         raise self._error(response)
+
+    def download(self, path: str, sink: BinaryIO, *, max_bytes: int) -> tuple[int, str]:
+        """Stream a GET of ``path`` into ``sink``; return the byte count and the SHA-256 (hex) of what came.
+
+        Raises:
+            CliError: the service refused, could not be reached, or sent more than ``max_bytes``.
+        """
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self._http.stream("GET", path) as response:
+                if not response.is_success:
+                    response.read()
+                    raise self._error(response)
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise CliError(f"the service sent more than the {max_bytes} bytes expected from {path}")
+                    digest.update(chunk)
+                    sink.write(chunk)
+        except httpx.TimeoutException as exc:
+            raise CliError(f"the service at {self.config.url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise CliError(f"the download from {self.config.url} failed: {type(exc).__name__}") from exc
+        return size, digest.hexdigest()
 
     def get_json(self, path: str, **params: Any) -> Any:
         """GET a JSON document."""

@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     # Last: its `os publish` and `device show` replace fleet_cmds' (a later registration wins).
     "bastion.cli.fleet_update_cmds",
     "bastion.cli.fleet_lifecycle_cmds",
+    "bastion.cli.image_cmds",
     "bastion.cli.tenant_ca_cmds",
     "bastion.cli.appraisal_cmds",
     "bastion.cli.rollout_cmds",

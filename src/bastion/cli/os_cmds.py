@@ -14,7 +14,16 @@ from urllib.parse import quote
 import typer
 
 from bastion.cli.apps import os_app, service_app
-from bastion.cli.output import JsonOption, emit_object, emit_table, err_console, fail, load_signing_key, progress
+from bastion.cli.output import (
+    JsonOption,
+    OutputOption,
+    emit_object,
+    emit_table,
+    err_console,
+    fail,
+    load_signing_key,
+    progress,
+)
 
 __all__ = ["build_cmd", "list_cmd", "os_publishers_cmd", "revoke_cmd", "trust_os_publisher_cmd"]
 
@@ -64,6 +73,7 @@ def list_cmd(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many (default: all).")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many, newest first.")] = 0,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """List your tenant's OS images (known-good and revoked), newest first; fetches every page."""
     from bastion.cli.fleet_update_cmds import _client
@@ -83,8 +93,8 @@ def list_cmd(
     title = f"OS images {offset + 1}-{offset + len(shown)}" if shown else "OS images"
     if cut:
         title += f" (cut at --limit {limit}; see more with --offset {offset + len(shown)})"
-    emit_table(shown, OS_COLUMNS, as_json=as_json, title=title)
-    if cut and as_json:
+    emit_table(shown, OS_COLUMNS, as_json=as_json, title=title, output=output)
+    if cut and (as_json or output.lower() == "csv"):
         err_console.print(f"output cut at --limit {limit}; see more with --offset {offset + len(shown)}")
 
 

@@ -8,14 +8,17 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any
 
 import typer
 
+from bastion.cli import deployment_watch
 from bastion.cli._client import ServiceClient
 from bastion.cli.apps import deployment_app, os_app, rollout_app
+from bastion.cli.deployment_watch import MAX_INTERVAL_S, MIN_INTERVAL_S
 from bastion.cli.fleet_update_cmds import DEVICE_STATE_COLUMNS, IMAGE_COLUMNS
-from bastion.cli.output import JsonOption, emit_object, emit_table, fail
+from bastion.cli.output import JsonOption, console, emit_object, emit_table, err_console, fail
 
 __all__ = [
     "deployment_abort_cmd",
@@ -161,11 +164,44 @@ def deployment_create_cmd(
 
 
 @deployment_app.command("show")
-def deployment_show_cmd(deployment_id: DeploymentId, as_json: JsonOption = False) -> None:
+def deployment_show_cmd(
+    deployment_id: DeploymentId,
+    as_json: JsonOption = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="A live progress view until it completes (exit 0), halts or aborts (exit 1), or Ctrl-C."
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=MIN_INTERVAL_S, max=MAX_INTERVAL_S, help="Seconds between two polls (--watch)."),
+    ] = 2.0,
+) -> None:
     """Show a deployment: its images, its rollout stages (progress, health, halt reason), its devices."""
     with _client() as client:
-        shown = client.get_json(f"/deployments/{deployment_id}")
-    _emit_deployment(shown, as_json=as_json, title=f"deployment {deployment_id}")
+        if not watch:
+            shown = client.get_json(f"/deployments/{deployment_id}")
+            _emit_deployment(shown, as_json=as_json, title=f"deployment {deployment_id}")
+            return
+        if as_json:
+            fail("--watch draws a live view; it does not print JSON", hint="drop --json, or poll without --watch")
+        try:
+            why, _last = deployment_watch.watch(
+                lambda: client.get_json(f"/deployments/{deployment_id}"),
+                interval=interval,
+                sleep=time.sleep,
+                console=console,
+            )
+        except KeyboardInterrupt:
+            err_console.print("stopped watching (the deployment goes on)")
+            raise typer.Exit(130) from None
+    if why != "completed":
+        fail(
+            f"deployment {deployment_id} {why}",
+            hint=f"see `bastion deployment show {deployment_id}`; resume or abort it",
+        )
+    console.print(f"deployment {deployment_id} completed", markup=False)
 
 
 @deployment_app.command("resume")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.service.appimages import keys
 from bastion.service.appimages.schemas import AppImageOut, AppKeyCreate, AppKeyOut
-from bastion.service.appimages.service import add_app_image, list_app_images
+from bastion.service.appimages.service import add_app_image, find_images_for, list_app_images
+from bastion.service.audit.service import record
 from bastion.service.auth.deps import AdminDep, ContributorDep, ReaderDep
+from bastion.service.errors import NotFound
 from bastion.service.fleet.limits import FleetLimitsDep
 from bastion.service.fleet.targets import blob_store
 from bastion.service.fleet.upload import receive_upload
@@ -72,3 +75,34 @@ def list_images(
 ) -> list[AppImageOut]:
     bound = settings.limits.page(limit)
     return [AppImageOut.model_validate(i) for i in list_app_images(session, who, limit=bound)]
+
+
+@router.get(APP_UPLOAD_PATH + "/{ref}")
+def show_image(ref: str, who: ReaderDep, session: SessionDep, now: NowDep) -> AppImageOut:
+    """One app image of the caller's tenant, by id or SHA-256."""
+    (image,) = find_images_for(session, who, [ref[:100]], now=now, action="app_image.read")
+    return AppImageOut.model_validate(image)
+
+
+@router.get(APP_UPLOAD_PATH + "/{ref}/content")
+def download_image(ref: str, who: ReaderDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> FileResponse:
+    """The bytes of one app image (the signed package as uploaded); the client checks them against ``sha256``."""
+    (image,) = find_images_for(session, who, [ref[:100]], now=now, action="app_image.download")
+    path = blob_store(settings).path(image.sha256)
+    if not path.is_file():
+        raise NotFound(f"the bytes of app image {image.id} are not in the blob store", code="blob_missing")
+    record(
+        session,
+        now=now,
+        tenant_id=who.tenant_id,
+        actor=who.actor,
+        action="app_image.download",
+        target=f"app_image:{image.id}",
+        detail=f"sha256={image.sha256}",
+    )
+    session.commit()
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"X-Bastion-SHA256": image.sha256, "Cache-Control": "no-store"},
+    )

@@ -186,7 +186,9 @@ def list_app_images(session: Session, who: Principal, *, limit: int) -> Sequence
     return session.scalars(query).all()
 
 
-def find_images_for(session: Session, who: Principal, refs: Sequence[str], *, now: dt.datetime) -> list[AppImage]:
+def find_images_for(
+    session: Session, who: Principal, refs: Sequence[str], *, now: dt.datetime, action: str = "deployment.create"
+) -> list[AppImage]:
     """The caller's app images named by id (decimal) or SHA-256, in order.
 
     Raises:
@@ -209,7 +211,7 @@ def find_images_for(session: Session, who: Principal, refs: Sequence[str], *, no
                 now=now,
                 tenant_id=who.tenant_id,
                 actor=who.actor,
-                action="deployment.create",
+                action=action,
                 target=f"app_image:{ref[:64]}",
             )
             raise NotFound(f"no app image {ref[:64]!r} in your tenant; list them with 'bastion image list'")
