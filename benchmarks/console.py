@@ -8,7 +8,10 @@ PostgreSQL). In the same run, on the same rows, the script measures:
 * the fleet page: ``GET /console/fleet`` through the service's ASGI app, signed
   in with a console session; server time (the app's own time from the request to
   the last byte of the rendered page), median of ``--repeat`` requests;
-* ``GET /metrics`` the same way.
+* ``GET /metrics`` the same way;
+* the overview's own computation, uncached (the page serves a snapshot of it that
+  is refreshed in the background once 30 s old, ``BASTION_CONSOLE_FLEET_MAX_AGE_S``;
+  the first view of a tenant, or one after ten times that age, pays this).
 
     python benchmarks/console.py [--devices 100000] [--repeat 15] [--database-url URL]
 
@@ -36,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.app import create_app
 from bastion.service.config import Settings
+from bastion.service.console.views.fleet import fleet_overview
 from bastion.service.db import create_engine_for, make_sessionmaker, migrate
 from bastion.service.models import Attestation, Device, DeviceGroup, Product
 from bastion.service.tenants.service import create_tenant
@@ -234,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference: SELECT count(*) over {count()} devices: {reference:.2f} ms")
             print(f"fleet page (GET /console/fleet, server time, render included): {page:.2f} ms")
             print(f"metrics scrape (GET /metrics, server time): {metrics_ms:.2f} ms")
+            with sessions() as session:
+                uncached = median_ms(lambda: fleet_overview(session, tenant_id, now=now), 3)
+            print(
+                f"fleet overview computed uncached (a tenant's first view, and each background refresh):"
+                f" {uncached:.2f} ms, {uncached / reference:.1f}x the count"
+            )
             if args.proposed_indexes:
                 create_proposed_indexes(engine)
                 ref2, page2, _ = measure(client, app, count, args.repeat)

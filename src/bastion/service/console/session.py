@@ -13,6 +13,7 @@ Example:
 Environment:
     ``BASTION_CONSOLE_IDLE_TIMEOUT_S``: seconds without a request before a session ends (default 1800).
     ``BASTION_CONSOLE_SESSION_MAX_S``: seconds after sign-in at which a session ends anyway (default 43200).
+    ``BASTION_CONSOLE_FLEET_MAX_AGE_S``: age at which the fleet page's counts are refreshed (default 30; 0: always).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ SESSION_ID_BYTES = 32
 MAX_COOKIE_CHARS = 64
 _IDLE_ENV = "BASTION_CONSOLE_IDLE_TIMEOUT_S"
 _MAX_ENV = "BASTION_CONSOLE_SESSION_MAX_S"
+_FLEET_ENV = "BASTION_CONSOLE_FLEET_MAX_AGE_S"
+#: Largest age a deployment may give the fleet page's counts (one hour).
+MAX_FLEET_AGE_SECONDS = 3600
 #: Largest idle timeout or maximum age a deployment may set (30 days).
 MAX_SESSION_SECONDS = 30 * 24 * 3600
 
@@ -74,6 +78,8 @@ class ConsoleSettings:
     max_sessions_per_token: int = 20
     #: ``last_seen_at`` is written at most once per this interval (a page view is not a write each time).
     touch_interval: dt.timedelta = dt.timedelta(seconds=30)
+    #: The fleet page's counts are recomputed in the background once they are this old (0: on every view).
+    fleet_max_age: dt.timedelta = dt.timedelta(seconds=30)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
@@ -91,7 +97,12 @@ class ConsoleSettings:
             if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_SESSION_SECONDS):
                 raise ConfigError(f"{name} must be a whole number of seconds from 1 to {MAX_SESSION_SECONDS}")
             values[attr] = dt.timedelta(seconds=int(raw))
-        return cls(**values)  # type: ignore[arg-type] # only the two timedelta fields are set
+        raw = env.get(_FLEET_ENV)
+        if raw:
+            if not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_FLEET_AGE_SECONDS):
+                raise ConfigError(f"{_FLEET_ENV} must be a whole number of seconds from 0 to {MAX_FLEET_AGE_SECONDS}")
+            values["fleet_max_age"] = dt.timedelta(seconds=int(raw))
+        return cls(**values)  # type: ignore[arg-type] # only timedelta fields are set
 
 
 def get_console_settings(request: Request) -> ConsoleSettings:
