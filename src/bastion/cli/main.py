@@ -38,7 +38,6 @@ _COMMAND_MODULES = (
     "bastion.cli.rollout_cmds",
     "bastion.cli.fleet_sim_cmds",
     "bastion.cli.error_report_cmds",
-    "bastion.cli.rollout_cmds",
     "bastion.cli.fleet_health_cmds",
     "bastion.cli.os_blocklist_cmds",
 )
