@@ -28,24 +28,22 @@ import datetime as dt
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.crypto.cose import decode_sign1
-from bastion.crypto.errors import CryptoError
 from bastion.images.semver import lenient_semver_key
-from bastion.service.audit.service import record, record_denied
-from bastion.service.devicestatus.service import RevokedCertificateError, authenticate_device
+from bastion.service.audit.service import record
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports.activity import record_activity
 from bastion.service.errorreports.fingerprint import ALGORITHM, Fingerprint, bucket_id, fingerprint
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
+from bastion.service.errorreports.signed import Refuser, device_in_standing, verify_signed
 from bastion.service.errorreports.wire import Batch, Record, WireError, decode
-from bastion.service.errors import Forbidden, InvalidRequest, PayloadTooLarge, ServiceError
+from bastion.service.errors import InvalidRequest, PayloadTooLarge
 from bastion.service.models import (
     Device,
     ErrorBucket,
@@ -92,31 +90,6 @@ def _malformed(detail: str) -> InvalidRequest:
     return InvalidRequest(f"malformed error report: {detail}", code="malformed_report")
 
 
-class _Refuser:
-    """Records refusals: in the tenant's audit view once the device is authentic, else service-wide."""
-
-    def __init__(self, session: Session, refusals: RefusalLog, now: dt.datetime) -> None:
-        self.session, self.refusals, self.now = session, refusals, now
-        self.tenant_id: str | None = None
-        self.device_id: str | None = None
-
-    def __call__(self, error: ServiceError, why: str) -> NoReturn:
-        who = self.device_id or "anonymous"
-        suppressed = self.refusals.admit((who, "error_report", error.code), now=self.now.timestamp())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last record)" if suppressed else ""
-            record_denied(
-                self.session,
-                now=self.now,
-                tenant_id=self.tenant_id,
-                actor=f"device:{who}" if self.device_id else "anonymous",
-                action=ACTION,
-                target=f"device:{who}" if self.device_id else "error-reports",
-                detail=f"{error.code}: {why}"[:180] + more,
-            )
-        raise error
-
-
 def accept_batch(
     session: Session,
     body: bytes,
@@ -133,30 +106,18 @@ def accept_batch(
         InvalidRequest: ``malformed_report``.
         Forbidden: a certificate, signature or standing check.
     """
-    refuse = _Refuser(session, refusals, now)
-    if len(body) > settings.max_batch_bytes:
-        refuse(
-            PayloadTooLarge(
-                f"an error-report batch is at most {settings.max_batch_bytes} bytes", code="report_too_large"
-            ),
-            f"{len(body)} bytes",
-        )
-    try:
-        message = decode_sign1(body, max_size=settings.max_batch_bytes)
-    except CryptoError as exc:
-        refuse(_malformed("not a COSE_Sign1"), str(exc)[:120])
-    revoked: RevokedCertificateError | None = None
-    try:
-        tenant_id, cert_device = authenticate_device(session, message, now=now)
-    except RevokedCertificateError as exc:  # authentic, then refused: recorded in the tenant's view
-        revoked, tenant_id, cert_device = exc, exc.tenant_id, exc.device_id
-    except InvalidRequest as exc:
-        refuse(_malformed(exc.detail.removeprefix("malformed status report: ")), exc.code)
-    except Forbidden as exc:
-        refuse(exc, exc.detail[:120])
-    refuse.tenant_id, refuse.device_id = tenant_id, cert_device
-    if revoked is not None:
-        refuse(revoked, "certificate on the CRL")
+    refuse = Refuser(session, refusals, now, kind="error_report", action=ACTION, anonymous_target="error-reports")
+    message = verify_signed(
+        session,
+        body,
+        refuse,
+        now=now,
+        max_bytes=settings.max_batch_bytes,
+        too_large=lambda: PayloadTooLarge(
+            f"an error-report batch is at most {settings.max_batch_bytes} bytes", code="report_too_large"
+        ),
+        malformed=_malformed,
+    )
     try:
         batch = decode(
             message.payload,
@@ -166,16 +127,8 @@ def accept_batch(
         )
     except WireError as exc:
         refuse(_malformed(str(exc)), str(exc))
-    if batch.device_id != cert_device:
-        refuse(
-            Forbidden("the batch's device_id is not the certificate's device", code="device_mismatch"),
-            "device_id differs from the certificate",
-        )
-    device = session.get(Device, cert_device)
-    if device is None or device.tenant_id != tenant_id:
-        refuse(Forbidden("the device is not claimed by the certificate's tenant", code="unknown_device"), "not claimed")
-    if device.revoked_at is not None:
-        refuse(Forbidden("the device is revoked", code="device_revoked"), "device revoked")
+    device = device_in_standing(session, refuse, claimed_device_id=batch.device_id, noun="batch")
+    tenant_id = device.tenant_id
     iat = dt.datetime.fromtimestamp(batch.iat, dt.UTC)
     if not now - settings.max_batch_age <= iat <= now + settings.max_clock_ahead:
         refuse(

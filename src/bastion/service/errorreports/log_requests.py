@@ -23,21 +23,21 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from bastion.crypto.cose import cbor_loads_exact, decode_sign1
+from bastion.crypto.cose import cbor_loads_exact
 from bastion.crypto.error_report import MAX_LOG_TEXT_BYTES, LogUpload, decode_log
-from bastion.crypto.errors import CryptoError, MalformedInput
+from bastion.crypto.errors import MalformedInput
 from bastion.service.audit.service import record, record_denied
 from bastion.service.auth.service import Principal
 from bastion.service.devices.service import get_device_for
-from bastion.service.devicestatus.service import RevokedCertificateError, authenticate_device
 from bastion.service.eligibility.refusals import RefusalLog
-from bastion.service.errors import Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge, ServiceError
-from bastion.service.models import Device, DeviceLogRequest
+from bastion.service.errorreports.signed import Refuser, device_in_standing, verify_signed
+from bastion.service.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from bastion.service.models import DeviceLogRequest
 
 __all__ = [
     "DEFAULT_LOG_REQUEST_SETTINGS",
@@ -267,70 +267,29 @@ def _malformed(detail: str) -> InvalidRequest:
     return InvalidRequest(f"malformed log upload: {detail}", code="malformed_log")
 
 
-class _Refuser:
-    def __init__(self, session: Session, refusals: RefusalLog, now: dt.datetime) -> None:
-        self.session, self.refusals, self.now = session, refusals, now
-        self.tenant_id: str | None = None
-        self.device_id: str | None = None
-
-    def __call__(self, error: ServiceError, why: str) -> NoReturn:
-        who = self.device_id or "anonymous"
-        suppressed = self.refusals.admit((who, "log_upload", error.code), now=self.now.timestamp())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last record)" if suppressed else ""
-            record_denied(
-                self.session,
-                now=self.now,
-                tenant_id=self.tenant_id,
-                actor=f"device:{who}" if self.device_id else "anonymous",
-                action=UPLOAD_ACTION,
-                target=f"device:{who}" if self.device_id else "device-logs",
-                detail=f"{error.code}: {why}"[:180] + more,
-            )
-        raise error
-
-
 def _verified(
-    session: Session, body: bytes, refuse: _Refuser, *, now: dt.datetime, settings: LogRequestSettings
+    session: Session, body: bytes, refuse: Refuser, *, now: dt.datetime, settings: LogRequestSettings
 ) -> tuple[str, str, LogUpload]:
     """Size, COSE, certificate and signature (as a status report), payload, device standing."""
-    if len(body) > settings.max_upload_bytes:
-        refuse(
-            PayloadTooLarge(f"a log upload is at most {settings.max_upload_bytes} bytes", code="log_too_large"),
-            f"{len(body)} bytes",
-        )
-    try:
-        message = decode_sign1(body, max_size=settings.max_upload_bytes)
-    except CryptoError as exc:
-        refuse(_malformed("not a COSE_Sign1"), str(exc)[:120])
-    revoked: RevokedCertificateError | None = None
-    try:
-        tenant_id, cert_device = authenticate_device(session, message, now=now)
-    except RevokedCertificateError as exc:
-        revoked, tenant_id, cert_device = exc, exc.tenant_id, exc.device_id
-    except InvalidRequest as exc:
-        refuse(_malformed(exc.detail.removeprefix("malformed status report: ")), exc.code)
-    except Forbidden as exc:
-        refuse(exc, exc.detail[:120])
-    refuse.tenant_id, refuse.device_id = tenant_id, cert_device
-    if revoked is not None:
-        refuse(revoked, "certificate on the CRL")
+    message = verify_signed(
+        session,
+        body,
+        refuse,
+        now=now,
+        max_bytes=settings.max_upload_bytes,
+        too_large=lambda: PayloadTooLarge(
+            f"a log upload is at most {settings.max_upload_bytes} bytes", code="log_too_large"
+        ),
+        malformed=_malformed,
+    )
     try:
         upload = _decode(message.payload)
     except PayloadTooLarge as exc:
         refuse(exc, "text over the contract's bound")
     except ValueError as exc:
         refuse(_malformed(str(exc)), str(exc))
-    if upload.device_id != cert_device:
-        refuse(
-            Forbidden("the upload's device_id is not the certificate's device", code="device_mismatch"),
-            "device_id differs from the certificate",
-        )
-    device = session.get(Device, cert_device)
-    if device is None or device.tenant_id != tenant_id:
-        refuse(Forbidden("the device is not claimed by the certificate's tenant", code="unknown_device"), "not claimed")
-    if device.revoked_at is not None:
-        refuse(Forbidden("the device is revoked", code="device_revoked"), "device revoked")
+    device = device_in_standing(session, refuse, claimed_device_id=upload.device_id, noun="upload")
+    tenant_id, cert_device = device.tenant_id, device.device_id
     if dt.datetime.fromtimestamp(upload.iat, dt.UTC) > now + settings.max_clock_ahead:
         refuse(_malformed("iat is ahead of the service clock; check the device clock"), f"iat {upload.iat}")
     return tenant_id, cert_device, upload
@@ -353,7 +312,7 @@ def accept_upload(
             ``device_revoked``, ``certificate_revoked``, ...).
         NotFound: ``unknown_log_request`` (no such pending request for this device and component).
     """
-    refuse = _Refuser(session, refusals, now)
+    refuse = Refuser(session, refusals, now, kind="log_upload", action=UPLOAD_ACTION, anonymous_target="device-logs")
     tenant_id, cert_device, upload = _verified(session, body, refuse, now=now, settings=settings)
     row = session.get(DeviceLogRequest, upload.request_id[:20])
     unknown = NotFound("no such pending log request for this device", code="unknown_log_request")
