@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from error_world import COSE, ENDPOINT, batch, crash
+from fastapi import FastAPI
+from fleet_world import make_status_device
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,9 +17,9 @@ from bastion.service.errorreports.bucket_cap import CAP_ACTION, cap_new_buckets,
 from bastion.service.errorreports.fingerprint import bucket_id
 from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.errors import ConfigError
-from bastion.service.models import AuditEvent, ErrorBucket
+from bastion.service.models import AuditEvent, ErrorBucket, ErrorEvent
 from bastion.service.tenants.service import CreatedTenant
-from conftest import FakeClock
+from conftest import FakeClock, TestClient, bearer
 
 
 def _bucket(session: Session, tenant_id: str, bid: str, fingerprint: str, now: dt.datetime) -> None:
@@ -109,3 +112,31 @@ def test_the_cap_is_a_named_setting_from_the_environment() -> None:
     for bad in ("0", "-1", "many"):
         with pytest.raises(ConfigError):
             ErrorReportSettings.from_env({"BASTION_ERROR_MAX_BUCKETS_PER_TENANT": bad})
+
+
+def test_ingest_applies_the_cap_end_to_end(
+    *,
+    app: FastAPI,
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """Signed batches over HTTP: past a cap of 2, new fingerprints count in the overflow bucket; no event is lost."""
+    app.state.error_report_settings = ErrorReportSettings(max_buckets_per_tenant=2)
+    device = make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=clock())
+    for names in (["A", "B", "C"], ["D"], ["A"]):
+        records = [crash(clock(), exception=n) for n in names]
+        r = client.post(ENDPOINT, content=batch(device, iat=clock(), records=records), headers=COSE)
+        assert r.status_code == 200, r.text
+    with session_factory() as session:
+        buckets = {b.id: b for b in session.scalars(select(ErrorBucket))}
+        assert len(buckets) == 3
+        overflow = buckets[overflow_bucket_id(tenant.tenant_id)]
+        assert overflow.event_count >= 2
+        assert sum(b.event_count for b in buckets.values()) == 5
+        assert len(_records(session, tenant.tenant_id)) == 1
+        assert {e.bucket_id for e in session.scalars(select(ErrorEvent))} == set(buckets)
+    items = client.get("/api/v1/error-reports/buckets", headers=bearer(tenant.admin_token)).json()["items"]
+    assert any(i["title"].startswith("overflow") for i in items)

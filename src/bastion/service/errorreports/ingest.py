@@ -39,6 +39,7 @@ from bastion.images.semver import lenient_semver_key
 from bastion.service.audit.service import record
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports.activity import record_activity
+from bastion.service.errorreports.bucket_cap import cap_new_buckets
 from bastion.service.errorreports.fingerprint import ALGORITHM, Fingerprint, bucket_id, fingerprint
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
 from bastion.service.errorreports.signed import Refuser, device_in_standing, verify_signed
@@ -139,7 +140,7 @@ def accept_batch(
             f"iat {batch.iat} outside its window",
         )
     batch = _clamp_times(batch, settings)
-    status = _store(session, device, batch, tenant_id=tenant_id, now=now)
+    status = _store(session, device, batch, tenant_id=tenant_id, now=now, max_buckets=settings.max_buckets_per_tenant)
     log_requests = pending_log_requests(session, device.device_id, now)
     return Accepted(batch_id=batch.batch_id, status=status, records=len(batch.records), log_requests=log_requests)
 
@@ -211,7 +212,9 @@ def _grouping_input(rec: Record) -> tuple[object, ...]:
     )
 
 
-def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime) -> str:
+def _store(
+    session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime, max_buckets: int
+) -> str:
     """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID."""
     # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
     # writer overtook cannot become a write transaction (SQLITE_BUSY_SNAPSHOT, no busy wait); a
@@ -274,6 +277,16 @@ def _store(session: Session, device: Device, batch: Batch, *, tenant_id: str, no
                 "received_at": now,
             }
         )
+    per_bucket, titles = cap_new_buckets(
+        session,
+        tenant_id,
+        per_bucket,
+        titles,
+        events,
+        max_buckets=max_buckets,
+        actor=f"device:{device.device_id}",
+        now=now,
+    )
     if per_bucket:
         _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
     if events:
