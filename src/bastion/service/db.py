@@ -11,17 +11,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import weakref
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate", "writer_lock"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: How long a SQLite writer waits for the lock before failing, in milliseconds.
@@ -40,6 +44,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_sqlite_writers_guard = threading.Lock()
+
+
+def writer_lock(bind: Engine | Connection) -> AbstractContextManager[object]:
+    """A lock that serializes one process's write transactions on a SQLite database.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    its busy handler for 1 to 100 ms before it looks again: a lock freed meanwhile sits
+    unused. Threads of one process that queue on this lock instead are handed it at
+    once. Other processes still meet SQLite's own lock. Other databases get a no-op.
+    """
+    engine = bind.engine
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _sqlite_writers_guard:
+        lock = _sqlite_writers.get(engine)
+        if lock is None:
+            lock = _sqlite_writers[engine] = threading.Lock()
+    return lock
 
 
 def create_engine_for(url: str) -> Engine:

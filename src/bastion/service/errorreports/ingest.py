@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from bastion.images.semver import lenient_semver_key
 from bastion.service.audit.service import record
+from bastion.service.db import writer_lock
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports.activity import record_activity
 from bastion.service.errorreports.bucket_cap import cap_new_buckets
@@ -215,35 +216,15 @@ def _grouping_input(rec: Record) -> tuple[object, ...]:
 def _store(
     session: Session, device: Device, batch: Batch, *, tenant_id: str, now: dt.datetime, max_buckets: int
 ) -> str:
-    """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID."""
-    # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
-    # writer overtook cannot become a write transaction (SQLITE_BUSY_SNAPSHOT, no busy wait); a
-    # transaction that starts with the INSERT waits for the write lock instead.
-    session.commit()
-    try:
-        batch_insert = _statement(session, "batch", lambda _: insert(ErrorReportBatch).returning(ErrorReportBatch.id))
-        batch_pk = (
-            session.connection()
-            .execute(
-                batch_insert,
-                {
-                    "tenant_id": tenant_id,
-                    "device_id": device.device_id,
-                    "batch_id": batch.batch_id,
-                    "iat": batch.iat,
-                    "received_at": now,
-                    "records": len(batch.records),
-                    "dropped": batch.dropped,
-                },
-            )
-            .scalar_one()
-        )
-    except IntegrityError:  # the unique (device_id, batch_id): a replay, or a concurrent copy that won
-        session.rollback()
-        return "duplicate"
+    """Write the batch in one transaction; ``"duplicate"`` if this device already sent this batch ID.
+
+    The rows are built first; the write transaction then holds SQLite's one write lock
+    only for the statements (and this process's writers queue on :func:`writer_lock`).
+    """
     # The service's record of the device's group, not the batch's claim: a device must not put its
     # records (and its check-ins) into another group's fleet health and rollout baseline.
     group_id = device.group_id
+    device_id = device.device_id
     events: list[dict[str, Any]] = []
     per_bucket: dict[str, list[Record]] = {}
     titles: dict[str, tuple[str, str]] = {}
@@ -259,8 +240,8 @@ def _store(
         events.append(
             {
                 "tenant_id": tenant_id,
-                "device_id": device.device_id,
-                "batch_pk": batch_pk,
+                "device_id": device_id,
+                "batch_pk": None,
                 "bucket_id": bid,
                 "group_id": group_id,
                 "os_version": batch.os_version,
@@ -277,31 +258,62 @@ def _store(
                 "received_at": now,
             }
         )
-    per_bucket, titles = cap_new_buckets(
-        session,
-        tenant_id,
-        per_bucket,
-        titles,
-        events,
-        max_buckets=max_buckets,
-        actor=f"device:{device.device_id}",
-        now=now,
-    )
-    if per_bucket:
-        _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
-    if events:
-        event_insert = _statement(session, "events", lambda _: insert(ErrorEvent))
-        session.connection().execute(event_insert, events)  # Core executemany, not the ORM bulk path
-    record_activity(
-        session,
-        tenant_id=tenant_id,
-        device_id=device.device_id,
-        group_id=group_id,
-        os_version=batch.os_version,
-        installed=[(i.component_id, i.version) for i in batch.installed],
-        seen_at=now,
-    )
+    installed = [(i.component_id, i.version) for i in batch.installed]
+    # End the read transaction of the checks first: on SQLite (WAL) a read snapshot that another
+    # writer overtook cannot become a write transaction (SQLITE_BUSY_SNAPSHOT, no busy wait); a
+    # transaction that starts with the INSERT waits for the write lock instead.
     session.commit()
+    with writer_lock(session.get_bind()):
+        try:
+            batch_insert = _statement(
+                session, "batch", lambda _: insert(ErrorReportBatch).returning(ErrorReportBatch.id)
+            )
+            batch_pk = (
+                session.connection()
+                .execute(
+                    batch_insert,
+                    {
+                        "tenant_id": tenant_id,
+                        "device_id": device_id,
+                        "batch_id": batch.batch_id,
+                        "iat": batch.iat,
+                        "received_at": now,
+                        "records": len(batch.records),
+                        "dropped": batch.dropped,
+                    },
+                )
+                .scalar_one()
+            )
+        except IntegrityError:  # the unique (device_id, batch_id): a replay, or a concurrent copy that won
+            session.rollback()
+            return "duplicate"
+        for event in events:
+            event["batch_pk"] = batch_pk
+        per_bucket, titles = cap_new_buckets(
+            session,
+            tenant_id,
+            per_bucket,
+            titles,
+            events,
+            max_buckets=max_buckets,
+            actor=f"device:{device_id}",
+            now=now,
+        )
+        if per_bucket:
+            _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
+        if events:
+            event_insert = _statement(session, "events", lambda _: insert(ErrorEvent))
+            session.connection().execute(event_insert, events)  # Core executemany, not the ORM bulk path
+        record_activity(
+            session,
+            tenant_id=tenant_id,
+            device_id=device_id,
+            group_id=group_id,
+            os_version=batch.os_version,
+            installed=installed,
+            seen_at=now,
+        )
+        session.commit()
     return "accepted"
 
 
