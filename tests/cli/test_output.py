@@ -82,6 +82,14 @@ def test_csv_cells_are_not_formulas(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows == [["name", "n", "tags", "note"], ['\'=HYPERLINK("http://evil")', "1", '["a", "b"]', "'-1+1"]]
 
 
+def test_csv_header_cells_from_the_service_are_not_formulas(capsys: pytest.CaptureFixture[str]) -> None:
+    """Red team: the header row names every field the service's rows carry, so a field name is the service's
+    text too; a hostile or compromised service must not put a formula into the operator's spreadsheet."""
+    emit_csv([{"id": "d1", '=HYPERLINK("http://evil","x")': "v", "@SUM(1)": "w"}], ["id"])
+    header = next(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert header == ["id", '\'=HYPERLINK("http://evil","x")', "'@SUM(1)"]
+
+
 def _on_terminal(args: list[str], *, columns: int, stdin: str | None = None) -> str:
     """Run ``bastion ARGS`` with its stdout on a pseudo-terminal ``columns`` wide; return what it printed."""
     leader, follower = pty.openpty()

@@ -94,6 +94,24 @@ def test_audit_filters_by_actor_action_outcome_and_time(
     assert "no matching events" in bad.text  # '%' is a literal, not a wildcard
 
 
+def test_audit_outcome_filter_finds_refused_writes(client: TestClient, tenant: CreatedTenant) -> None:
+    """Red team: a refused product or group delete is audited with outcome ``refused``; the page's outcome
+    filter must offer it (it offered ``failed``, which nothing writes, and ignored ``refused``)."""
+    auth = bearer(tenant.admin_token)
+    assert client.post("/api/v1/products", json={"name": "widget"}, headers=auth).status_code == 201
+    made = client.post("/api/v1/device-groups", json={"product": "widget", "name": "Lab"}, headers=auth)
+    assert made.status_code == 201, made.text
+    assert client.delete("/api/v1/products/widget", headers=auth).status_code == 409
+    sign_in(client, tenant.admin_token)
+    page = client.get("/console/audit?outcome=refused")
+    assert page.status_code == 200
+    assert "ignored" not in page.text
+    rows = page.text.split('id="audit"')[1]
+    assert "product.delete" in rows
+    assert "console.signin" not in rows
+    assert 'value="refused"' in page.text
+
+
 def test_reader_sees_no_write_controls_and_is_refused_anyway(
     client: TestClient,
     tenant: CreatedTenant,

@@ -134,3 +134,48 @@ def test_bucket_lists_show_error_and_warning_unless_info_is_asked_for(
     everything = client.get(f"{API}/buckets", params={"severity": "info"}, headers=auth).json()["items"]
     assert sorted(b["category"] for b in everything) == ["AppCrash", "Update"]
     assert client.get(f"{API}/buckets", params={"severity": "debug"}, headers=auth).status_code in (400, 422)
+
+
+def test_a_bucket_id_collision_never_counts_into_another_tenants_bucket(  # noqa: PLR0917 - fixtures
+    client: TestClient,
+    tenant: CreatedTenant,
+    make_tenant: Callable[[str], CreatedTenant],
+    send: Callable[..., None],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    """Red team: a bucket ID is 64 bits of SHA-256(tenant, fingerprint), and the fingerprint is the device's
+    to choose, so a colliding ID is a matter of compute. Ingest must check the row it locks is the reporting
+    tenant's bucket of that fingerprint, not just a row with that ID.
+
+    The collision is simulated: the owner's bucket row is handed to another tenant (another fingerprint).
+    """
+    send(crash(clock(), count=3))
+    owner = bearer(tenant.admin_token)
+    bucket_id = client.get(f"{API}/buckets", headers=owner).json()["items"][0]["bucket_id"]
+    victim = make_tenant("victim")
+    with session_factory() as session:
+        row = session.get(ErrorBucket, bucket_id)
+        assert row is not None
+        row.tenant_id, row.fingerprint, row.state, row.resolved_version = (
+            victim.tenant_id,
+            "v" * 64,
+            "resolved",
+            "1.0.0",
+        )
+        session.commit()
+
+    send(crash(clock(), count=5, version="2.0.0"))  # the hostile device reports again into the colliding ID
+
+    with session_factory() as session:
+        theirs = session.get(ErrorBucket, bucket_id)
+        assert theirs is not None
+        assert (theirs.event_count, theirs.state, theirs.last_version) == (3, "resolved", "1.0.0")
+        assert not session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.target == f"bucket:{bucket_id}", AuditEvent.action == "error_report.regressed"
+            )
+        ).all()
+    # The reporting tenant still sees its new records in a bucket of its own.
+    items = client.get(f"{API}/buckets", headers=owner).json()["items"]
+    assert [(b["event_count"], b["bucket_id"] != bucket_id) for b in items] == [(5, True)]

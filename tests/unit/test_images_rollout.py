@@ -52,5 +52,13 @@ def test_a_bad_stage_is_refused(percent: float) -> None:
         percent_to_bp(percent)
 
 
+@pytest.mark.parametrize("percent", [1e-9, 1e-300, 5e-324])
+def test_a_stage_too_small_for_a_basis_point_is_refused(percent: float) -> None:
+    """Red team: a tiny positive percentage passed the (0, 100] check, then rounded to a 0-basis-point stage
+    (a stage no device is ever in), because the two-decimal check allows a 1e-6 slack around 0 too."""
+    with pytest.raises(ValueError, match="percentage"):
+        percent_to_bp(percent)
+
+
 def test_percentages_in_basis_points() -> None:
     assert [percent_to_bp(p) for p in (1, 10, 50, 100, 0.5)] == [100, 1000, 5000, 10000, 50]

@@ -200,7 +200,7 @@ def emit_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     names = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(names)
+    writer.writerow([_csv_cell(name) for name in names])  # the field names are the service's text too
     for row in rows:
         writer.writerow([_csv_cell(row.get(name)) for name in names])
     sys.stdout.write(out.getvalue())

@@ -63,6 +63,6 @@ def percent_to_bp(percent: float) -> int:
     if not 0 < percent <= 100:  # also refuses NaN
         raise ValueError(f"a stage is a percentage in (0, 100] with at most two decimals; got {percent}")
     bp = round(percent * 100)
-    if abs(bp - percent * 100) > 1e-6:
+    if bp < 1 or abs(bp - percent * 100) > 1e-6:  # bp < 1: a tiny p would round to a stage of no device
         raise ValueError(f"a stage is a percentage in (0, 100] with at most two decimals; got {percent}")
     return bp

@@ -300,7 +300,9 @@ def _store(
             now=now,
         )
         if per_bucket:
-            _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
+            moved = _update_buckets(session, per_bucket, titles, tenant_id=tenant_id, device=device, now=now)
+            for event in events:
+                event["bucket_id"] = moved.get(event["bucket_id"], event["bucket_id"])
         if events:
             event_insert = _statement(session, "events", lambda _: insert(ErrorEvent))
             session.connection().execute(event_insert, events)  # Core executemany, not the ORM bulk path
@@ -325,12 +327,17 @@ def _update_buckets(
     tenant_id: str,
     device: Device,
     now: dt.datetime,
-) -> None:
+) -> dict[str, str]:
     """Create missing buckets, lock them (one order: no deadlock), then count this batch's records in them.
 
     A handful of set-based statements per batch, whatever its size: the new
     buckets in one INSERT .. ON CONFLICT DO NOTHING, the locks in one SELECT ..
     FOR UPDATE, the device and version counters in one upsert each.
+
+    A bucket ID is 64 bits of a hash of (tenant, fingerprint), and a device chooses its
+    fingerprint, so an ID may collide with a bucket of another tenant (or fingerprint).
+    Such a row is never counted into: the records move to the tenant's bucket of that
+    fingerprint under another ID (:func:`_rehome`). Returns the moves, old ID -> new ID.
     """
     ids = sorted(per_bucket)
     new_rows = []
@@ -370,6 +377,13 @@ def _update_buckets(
             .execution_options(populate_existing=True)
         )
     }
+    foreign = [bid for bid in ids if (buckets[bid].tenant_id, buckets[bid].fingerprint) != (tenant_id, titles[bid][0])]
+    if foreign:
+        moved = {bid: _rehome(session, tenant_id, titles[bid][0]) for bid in foreign}
+        moved_per_bucket = {moved.get(bid, bid): records for bid, records in per_bucket.items()}
+        moved_titles = {moved.get(bid, bid): title for bid, title in titles.items()}
+        again = _update_buckets(session, moved_per_bucket, moved_titles, tenant_id=tenant_id, device=device, now=now)
+        return {bid: again.get(new, new) for bid, new in moved.items()}
     # Under the bucket locks: which of these buckets (and versions) already counted this device.
     known_devices = set(
         session.scalars(
@@ -440,6 +454,29 @@ def _update_buckets(
     _upsert_counters(session, ErrorBucketDevice, device_rows, ["bucket_id", "device_id"], device_count=False)
     _upsert_counters(session, ErrorBucketVersion, version_rows, ["bucket_id", "version"], device_count=True)
     session.flush()
+    return {}
+
+
+#: How many other IDs a bucket whose ID collides may try (each is another 64-bit hash).
+MAX_BUCKET_REHOMES = 4
+
+
+def _rehome(session: Session, tenant_id: str, fp: str) -> str:
+    """The ID of the tenant's bucket of ``fp`` when its first ID belongs to another bucket.
+
+    The existing one (the unique (tenant, fingerprint) finds it), else the first free
+    ``bucket_id(tenant, fp#n)``. Raises InvalidRequest when every candidate is taken too.
+    """
+    found = session.scalar(
+        select(ErrorBucket.id).where(ErrorBucket.tenant_id == tenant_id, ErrorBucket.fingerprint == fp)
+    )
+    if found is not None:
+        return str(found)
+    for n in range(1, MAX_BUCKET_REHOMES + 1):
+        candidate = bucket_id(tenant_id, f"{fp}#{n}")
+        if session.get(ErrorBucket, candidate) is None:
+            return candidate
+    raise _malformed("the report's fingerprint collides with other buckets' IDs")
 
 
 def _upsert_counters(

@@ -32,7 +32,8 @@ NAV = NavItem("Audit", "/console/audit", role="admin")
 
 #: Bars in the "events by action" chart.
 CHART_ACTIONS = 12
-OUTCOMES = ("ok", "denied", "failed")
+#: Every outcome the audit log records (audit.service.record and record_denied; fleet lifecycle refusals).
+OUTCOMES = ("ok", "denied", "refused")
 
 
 @dataclass(frozen=True)
