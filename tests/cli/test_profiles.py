@@ -106,3 +106,19 @@ def test_an_old_single_login_file_reads_as_the_default_profile(tmp_path: Path, m
     ]
     run("logout")
     assert "bst_old" not in config.read_text()
+
+
+def test_load_config_reads_another_operators_file(tmp_path: Path) -> None:
+    """``make demo`` reads its operator's login from the stack's own config file (it broke on the profile format)."""
+    from bastion.cli._client import load_config
+
+    path = tmp_path / "op" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"current": "acme", "profiles": {"acme": {"url": "http://127.0.0.1:1", "token": "t1"}}}))
+    login = load_config(path)
+    assert (login.url, login.token) == ("http://127.0.0.1:1", "t1")
+    path.write_text(json.dumps({"url": "http://127.0.0.1:2", "token": "t2"}))  # a file from before profiles
+    assert load_config(path).token == "t2"
+    path.write_text(json.dumps({"current": "acme", "profiles": {"acme": {"url": "http://x", "token": None}}}))
+    with pytest.raises(CliError, match="logged out"):
+        load_config(path)

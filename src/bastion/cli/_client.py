@@ -173,13 +173,13 @@ def _decode_login(data: Any) -> dict[str, Any]:
     }
 
 
-def load_profiles() -> ProfileStore:
-    """Every saved profile (an empty store when there is no config file yet).
+def load_profiles(path: Path | None = None) -> ProfileStore:
+    """Every saved profile in ``path`` (default: :func:`config_path`); an empty store when there is none yet.
 
     Raises:
         CliError: the file is unreadable or not a Bastion config.
     """
-    path = config_path()
+    path = path or config_path()
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -219,13 +219,13 @@ def _login_hint(name: str) -> str:
     return f"run `bastion login{flag} --url URL` (it prompts for the token)"
 
 
-def load_config() -> OperatorConfig:
-    """Read the login of the chosen profile.
+def load_config(path: Path | None = None) -> OperatorConfig:
+    """Read the login of the chosen profile (from ``path``, default :func:`config_path`).
 
     Raises:
         CliError: no login yet, the profile is missing or logged out, or the file is unreadable.
     """
-    store = load_profiles()
+    store = load_profiles(path)
     name, why = store.chosen()
     if not store.profiles:
         raise CliError("you are not logged in", hint=_login_hint(name))

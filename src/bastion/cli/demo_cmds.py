@@ -20,7 +20,6 @@ which halts at its first stage by itself, and its devices go back to 1.0.0.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -33,6 +32,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from bastion.cli._client import load_config
 from bastion.cli._localstack import CommandFailedError, LocalStack, wait_for
 from bastion.cli.apps import app
 from bastion.cli.output import CliError, console, progress
@@ -334,11 +334,11 @@ def _rollout(stack: LocalStack, crasher: dict[str, str]) -> None:
 
     _step(18, f"{FLEET_DEVICES} simulated devices (real attestation, TUF, signed reports) join {FLEET_GROUP} on 1.0.0")
     stack.bastion("deployment", "create", "--group", FLEET_GROUP, "--image", crasher["1.0.0"])
-    login = json.loads(Path(stack.env()["BASTION_CONFIG"]).read_text())
+    login = load_config(Path(stack.env()["BASTION_CONFIG"]))
     config = SimConfig(devices=FLEET_DEVICES, group=FLEET_GROUP, seed=1, concurrency=4, crash_rates={"2.0.0": 0.5})
     base = str(stack.url)
     with (
-        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {login['token']}"}, timeout=30) as operator,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {login.token}"}, timeout=30) as operator,
         httpx.Client(base_url=base, timeout=30) as devices,
     ):
         sim = FleetSimulator(
