@@ -101,3 +101,18 @@ def test_the_command_exits_by_how_it_ended(
 
 def test_interval_is_bounded() -> None:
     assert invoke("deployment", "show", "7", "--watch", "--interval", "0.01").exit_code == 2
+
+
+def test_the_view_never_reads_the_services_words_as_markup() -> None:
+    """A hostile service's stage fields show as typed (red-team finding: they were parsed as rich markup)."""
+    deployment = _deployment("running", 3)
+    deployment["id"] = "[link=http://evil.example]7[/link]"
+    deployment["rollout"]["stages"][0]["index"] = "[bold red]0"
+    deployment["rollout"]["stages"][0]["percent"] = "[blink]10"
+    out = io.StringIO()
+    Console(file=out, force_terminal=False, width=120).print(deployment_watch.render(deployment))
+    text = out.getvalue()
+    assert "[link=http://evil.example]7[/link]" in text
+    assert "[bold red]0" in text
+    assert "[blink]10%" in text
+    assert "100%" in text  # numbers still print as before

@@ -44,6 +44,12 @@ def finished(deployment: Mapping[str, Any]) -> str | None:
     return "completed" if not counts.get("pending") and not counts.get("deferred") else None
 
 
+def _percent(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}%"
+    return inert_text(f"{value}%")
+
+
 def _health(stage: Mapping[str, Any]) -> str:
     parts = []
     for h in stage.get("health", []):
@@ -56,11 +62,11 @@ def _health(stage: Mapping[str, Any]) -> str:
 def render(deployment: Mapping[str, Any]) -> Group:
     """The view of one poll of ``deployment``."""
     rollout = deployment.get("rollout")
-    head = Text(f"deployment {deployment.get('id')} to group {deployment.get('group_id')}", style="bold")
+    head = Text(inert_text(f"deployment {deployment.get('id')} to group {deployment.get('group_id')}"), style="bold")
     parts: list[Any] = [head]
     if rollout is not None:
         state = str(rollout.get("state"))
-        parts.append(Text(f"rollout {rollout.get('id')}: {state}, stage {rollout.get('stage')}"))
+        parts.append(Text(inert_text(f"rollout {rollout.get('id')}: {state}, stage {rollout.get('stage')}")))
         if rollout.get("halt_reason"):
             parts.append(Text(f"halted: {inert_text(str(rollout['halt_reason']))}", style="red"))
         stages = Table(show_edge=False, box=None, padding=(0, 1))
@@ -69,16 +75,16 @@ def render(deployment: Mapping[str, Any]) -> Group:
         for stage in rollout.get("stages", []):
             devices, installed = int(stage.get("devices", 0)), int(stage.get("installed", 0))
             marker = ">" if stage.get("current") else " "
-            stages.add_row(
-                f"{marker}{stage.get('index')}",
-                f"{stage.get('percent', 0):g}%",
+            stages.add_row(  # cells from the service are Text, never read as rich markup
+                Text(inert_text(f"{marker}{stage.get('index')}")),
+                Text(_percent(stage.get("percent", 0))),
                 ProgressBar(total=max(devices, 1), completed=installed, width=BAR_WIDTH),
-                f"{installed}/{devices}",
+                Text(f"{installed}/{devices}"),
                 Text(inert_text(_health(stage))),
             )
         parts.append(stages)
     counts = deployment.get("counts", {})
-    parts.append(Text("devices: " + ", ".join(f"{k} {v}" for k, v in counts.items())))
+    parts.append(Text(inert_text("devices: " + ", ".join(f"{k} {v}" for k, v in counts.items()))))
     return Group(*parts)
 
 
