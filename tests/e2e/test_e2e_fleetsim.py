@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from bastion.boot.vendor import Vendor, load_vendor
+from bastion.cli._client import load_config
 from bastion.cli._localstack import LocalStack
 from bastion.crypto.keys import load_private_key_pem
 from bastion.images.package import ImageType, build_image
@@ -113,7 +114,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimWorld]:
         image = stack.root / f"os-{OS_VERSION}.img"
         facts = os_package(stack.vendor_dir, image, OS_VERSION)
         stack.bastion("os", "publish", str(image))
-        login = json.loads((stack.root / "operators" / "default" / "config.json").read_text())
+        login = {"token": load_config(stack.root / "operators" / "default" / "config.json").token}
         yield SimWorld(stack, url, load_vendor(stack.vendor_dir), facts, keys / "simco-apps.key", login)
     finally:
         stack.stop_service()
