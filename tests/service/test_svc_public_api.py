@@ -59,7 +59,14 @@ EXPECTED = {
         "record_auth_failure",
         "window_start",
     ],
-    "bastion.service.db": ["MIGRATIONS_DIR", "alembic_config", "create_engine_for", "make_sessionmaker", "migrate"],
+    "bastion.service.db": [
+        "MIGRATIONS_DIR",
+        "alembic_config",
+        "create_engine_for",
+        "make_sessionmaker",
+        "migrate",
+        "writer_lock",
+    ],
     "bastion.service.config": ["HttpLimits", "Limits", "Settings", "load_or_create_master_key", "write_private_file"],
     "bastion.service.http_server": ["MAX_HEADER_BYTES", "BoundedHttpToolsProtocol", "header_too_large_response"],
     "bastion.service.audit.service": [
