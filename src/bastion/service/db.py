@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import weakref
@@ -46,17 +47,48 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class _SqliteWriterLock:
+    """One process's threads queue on a thread lock; processes then queue on an ``flock`` of a lock file."""
+
+    def __init__(self, lock_path: Path | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._lock_path = lock_path
+        self._fd: int | None = None
+
+    def __enter__(self) -> _SqliteWriterLock:
+        self._thread_lock.acquire()
+        try:
+            if self._lock_path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    weakref.finalize(self, os.close, self._fd)  # closed with the engine's lock
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, _SqliteWriterLock] = weakref.WeakKeyDictionary()
 _sqlite_writers_guard = threading.Lock()
 
 
 def writer_lock(bind: Engine | Connection) -> AbstractContextManager[object]:
-    """A lock that serializes one process's write transactions on a SQLite database.
+    """A lock that serializes write transactions on a SQLite database, across threads and processes.
 
     SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
     its busy handler for 1 to 100 ms before it looks again: a lock freed meanwhile sits
-    unused. Threads of one process that queue on this lock instead are handed it at
-    once. Other processes still meet SQLite's own lock. Other databases get a no-op.
+    unused. Writers that queue on this lock instead are handed it at once: the threads
+    of one process on a thread lock, then the processes (``service run --workers N``)
+    on an ``flock`` of ``<database>-writer.lock`` beside the database file. Writers that
+    do not take it still meet SQLite's own lock. Other databases get a no-op.
     """
     engine = bind.engine
     if engine.dialect.name != "sqlite":
@@ -64,7 +96,9 @@ def writer_lock(bind: Engine | Connection) -> AbstractContextManager[object]:
     with _sqlite_writers_guard:
         lock = _sqlite_writers.get(engine)
         if lock is None:
-            lock = _sqlite_writers[engine] = threading.Lock()
+            database = engine.url.database
+            lock_path = Path(f"{database}-writer.lock") if database and database != ":memory:" else None
+            lock = _sqlite_writers[engine] = _SqliteWriterLock(lock_path)
     return lock
 
 
