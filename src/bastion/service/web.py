@@ -53,14 +53,14 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (``async``: no I/O, so FastAPI runs it on the loop, not in a thread)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_now(request: Request) -> dt.datetime:
-    """The current time from the app's clock (a parameter, so tests need not patch time)."""
+async def get_now(request: Request) -> dt.datetime:
+    """The current time from the app's clock (a parameter, so tests need not patch time; no I/O, so ``async``)."""
     clock: Clock = request.app.state.clock
     return clock()
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from bastion.service import metrics
 from bastion.service.auth.deps import ContributorDep, ReaderDep
@@ -61,9 +63,31 @@ def _refusals(request: Request) -> RefusalLog:
     return refusals
 
 
+#: Batches verified and stored at once per worker process. SQLite takes one writer at a time and
+#: the checks are CPU-bound under one GIL, so more threads only add switching; PostgreSQL's
+#: writers do not queue on one lock, and a few more keep its round trips overlapped.
+INGEST_THREADS = {"sqlite": 2, "postgresql": 4}
+
+
+def _ingest_limiter(request: Request) -> anyio.CapacityLimiter:
+    limiter = getattr(request.app.state, "error_report_limiter", None)
+    if limiter is None:
+        factory: sessionmaker[Session] = request.app.state.sessionmaker
+        bind = factory.kw.get("bind")
+        dialect = bind.dialect.name if bind is not None else "sqlite"
+        limiter = request.app.state.error_report_limiter = anyio.CapacityLimiter(INGEST_THREADS.get(dialect, 4))
+    return limiter
+
+
+def _accept(factory: sessionmaker[Session], body: bytes, **kwargs: Any) -> ingest.Accepted:
+    """:func:`ingest.accept_batch` in a session of its own, opened and closed in the calling (worker) thread."""
+    with factory() as session:
+        return ingest.accept_batch(session, body, **kwargs)
+
+
 @router.post("/device/error-reports", response_model=BatchAccepted)
 async def report_errors(
-    request: Request, session: SessionDep, now: NowDep, settings: ErrorReportSettingsDep
+    request: Request, now: NowDep, settings: ErrorReportSettingsDep
 ) -> BatchAccepted | JSONResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != REPORT_CONTENT_TYPE:
@@ -74,16 +98,20 @@ async def report_errors(
         body += chunk
         if len(body) > settings.max_batch_bytes:
             break
-    # An oversized body is refused (413) and recorded by accept_batch's first check.
+    # An oversized body is refused (413) and recorded by accept_batch's first check. The session
+    # lives in the one worker-thread call (not a dependency's two more thread hops).
     try:
-        accepted = await run_in_threadpool(
-            ingest.accept_batch,
-            session,
-            bytes(body),
-            now=now,
-            refusals=refusals,
-            settings=settings,
-            pending_log_requests=pending_log_requests,
+        accepted = await anyio.to_thread.run_sync(
+            functools.partial(
+                _accept,
+                request.app.state.sessionmaker,
+                bytes(body),
+                now=now,
+                refusals=refusals,
+                settings=settings,
+                pending_log_requests=pending_log_requests,
+            ),
+            limiter=_ingest_limiter(request),
         )
     except ServiceError:
         metrics.ERROR_REPORTS_INGESTED.labels(status="refused").inc()

@@ -115,8 +115,8 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
 DEFAULT_ERROR_REPORT_SETTINGS = ErrorReportSettings()
 
 
-def get_error_report_settings(request: Request) -> ErrorReportSettings:
-    """The app's error-report settings (``app.state.error_report_settings``, else the defaults)."""
+async def get_error_report_settings(request: Request) -> ErrorReportSettings:
+    """The app's error-report settings (``app.state.error_report_settings``, else the defaults; no I/O)."""
     settings = getattr(request.app.state, "error_report_settings", None)
     return settings if isinstance(settings, ErrorReportSettings) else DEFAULT_ERROR_REPORT_SETTINGS
 
