@@ -80,6 +80,34 @@ def test_a_crash_makes_one_bucket_with_the_right_count(
         assert releases == {("", "1.0.0"), ("app1", "1.0.0")}
 
 
+def test_devices_are_counted_once_per_bucket_and_version(
+    client: TestClient,
+    device: StatusDevice,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """A device that crashes again is not a new device; a new version or another device is."""
+    now = clock()
+    other = make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=now)
+    sends = [
+        (device, [crash(now), crash(now, line=7)]),  # one device, one version, twice in a batch
+        (device, [crash(now)]),  # the same device and version, again
+        (device, [crash(now, version="1.1.0"), crash(now)]),  # a new version of it, and the old one once more
+        (other, [crash(now)]),  # another device, the first version
+    ]
+    for sender, records in sends:
+        assert _post(client, batch(sender, iat=now, records=records)) == (200, "accepted")
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.event_count, bucket.device_count) == (6, 2)
+        versions = {v.version: (v.event_count, v.device_count) for v in session.scalars(select(ErrorBucketVersion))}
+        assert versions == {"1.0.0": (5, 2), "1.1.0": (1, 1)}
+        per_device = {d.device_id: d.event_count for d in session.scalars(select(ErrorBucketDevice))}
+        assert per_device == {device.device_id: 5, other.device_id: 1}
+
+
 def test_an_empty_batch_is_a_heartbeat(
     client: TestClient, device: StatusDevice, session_factory: sessionmaker[Session], clock: FakeClock
 ) -> None:

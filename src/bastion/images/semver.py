@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["MAX_VERSION_CHARS", "compare_versions", "is_newer", "lenient_semver_key", "semver_key"]
@@ -28,8 +29,9 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
 
 
+@functools.lru_cache(maxsize=1024)
 def semver_key(version: str) -> SemverKey:
-    """A key whose order is semantic-version precedence (build metadata ignored).
+    """A key whose order is semantic-version precedence (build metadata ignored; memoized, bounded).
 
     Raises:
         ValueError: ``version`` is not a semantic version, or is too long.
@@ -48,6 +50,7 @@ def semver_key(version: str) -> SemverKey:
     return (int(major), int(minor), int(patch), 0, ids)
 
 
+@functools.lru_cache(maxsize=1024)
 def lenient_semver_key(version: str) -> SemverKey:
     """Like :func:`semver_key`, but a string that is not a version sorts before every version."""
     try:

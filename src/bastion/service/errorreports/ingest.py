@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import String, bindparam, exists, func, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -201,16 +201,28 @@ def _newer(version: str, than: str | None) -> bool:
 
 
 def _grouping_input(rec: Record) -> tuple[object, ...]:
-    """Everything :func:`fingerprint` may read of a record, as a memo key (more is harmless, less would be wrong)."""
-    frames = rec.detail.get("frames")
+    """What :func:`fingerprint` reads of a record, as a memo key (more is harmless, less would be wrong).
+
+    That is the category, event type, component and version, the detail's exception,
+    signal, capability and reason, and the frames' files and functions (not their lines).
+    """
+    detail = rec.detail
+    frames = detail.get("frames")
     return (
         rec.category,
         rec.event_type,
         rec.component_id,
         rec.version,
-        repr(sorted((k, v) for k, v in rec.detail.items() if k not in ("frames", "stderr_tail", "uptime_s"))),
-        tuple((f.get("file"), f.get("function")) for f in frames) if isinstance(frames, list) else None,
+        _hashable(detail.get("exception")),
+        _hashable(detail.get("signal")),
+        _hashable(detail.get("capability")),
+        _hashable(detail.get("reason")),
+        tuple((f.get("file"), f.get("function")) for f in frames) if isinstance(frames, list) else _hashable(frames),
     )
+
+
+def _hashable(value: object) -> object:
+    return value if value is None or isinstance(value, str | int) else repr(value)
 
 
 def _store(
@@ -340,43 +352,26 @@ def _update_buckets(
     fingerprint under another ID (:func:`_rehome`). Returns the moves, old ID -> new ID.
     """
     ids = sorted(per_bucket)
-    new_rows = []
-    for bid in ids:
-        records = per_bucket[bid]
-        head = records[0]
-        new_rows.append(
-            {
-                "id": bid,
-                "tenant_id": tenant_id,
-                "fingerprint": titles[bid][0],
-                "algorithm": ALGORITHM,
-                "category": head.category,
-                "event_type": head.event_type,
-                "component_id": head.component_id,
-                "title": titles[bid][1],
-                "state": "open",
-                "first_seen": min(_ts(r.first_at) for r in records),
-                "last_seen": min(_ts(r.first_at) for r in records),
-                "event_count": 0,
-                "device_count": 0,
-                "first_version": min((r.version for r in records), key=lenient_semver_key),
-                "last_version": head.version,
-            }
-        )
-    new_buckets = _statement(
+    # Core rows, not ORM objects: the counters are read under the row locks and written back in one
+    # executemany UPDATE (the ORM's identity map and flush cost more than the statements here).
+    conn = session.connection()
+    lock = _statement(session, "lock-buckets", lambda _: _LOCK_BUCKETS)
+    create = _statement(
         session, "buckets", lambda d: _dialect_insert(d, ErrorBucket).on_conflict_do_nothing(index_elements=["id"])
     )
-    session.connection().execute(new_buckets, new_rows)
-    buckets = {
-        b.id: b
-        for b in session.scalars(
-            select(ErrorBucket)
-            .where(ErrorBucket.id.in_(ids))
-            .order_by(ErrorBucket.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    }
+    if conn.dialect.name == "sqlite":
+        # One writer at a time (writer_lock, SQLite's own lock): no row locks to order. Read the
+        # buckets, and create only the missing ones (none, once a fleet's failures are known).
+        buckets = {row.id: row for row in conn.execute(lock, {"ids": ids})}
+        missing = [bid for bid in ids if bid not in buckets]
+        if missing:
+            conn.execute(create, [_new_bucket(bid, per_bucket[bid], titles[bid], tenant_id) for bid in missing])
+            buckets.update({row.id: row for row in conn.execute(lock, {"ids": missing})})
+    else:
+        # Create (DO NOTHING when a concurrent batch did), then lock every one in ID order: no
+        # transaction holds a bucket lock while it waits on another's new bucket (no deadlock).
+        conn.execute(create, [_new_bucket(bid, per_bucket[bid], titles[bid], tenant_id) for bid in ids])
+        buckets = {row.id: row for row in conn.execute(lock, {"ids": ids})}
     foreign = [bid for bid in ids if (buckets[bid].tenant_id, buckets[bid].fingerprint) != (tenant_id, titles[bid][0])]
     if foreign:
         moved = {bid: _rehome(session, tenant_id, titles[bid][0]) for bid in foreign}
@@ -386,21 +381,14 @@ def _update_buckets(
         return {bid: again.get(new, new) for bid, new in moved.items()}
     # Under the bucket locks: which of these buckets (and versions) already counted this device.
     known_devices = set(
-        session.scalars(
+        conn.execute(
             select(ErrorBucketDevice.bucket_id).where(
                 ErrorBucketDevice.device_id == device.device_id, ErrorBucketDevice.bucket_id.in_(ids)
             )
-        )
+        ).scalars()
     )
-    known_versions = {
-        (str(row[0]), str(row[1]))
-        for row in session.execute(
-            select(ErrorEvent.bucket_id, ErrorEvent.version)
-            .where(ErrorEvent.device_id == device.device_id, ErrorEvent.bucket_id.in_(ids))
-            .distinct()
-        )
-    }
-    device_rows, version_rows = [], []
+    known_versions = _known_versions(session, device.device_id, per_bucket)
+    device_rows, version_rows, bucket_rows = [], [], []
     for bid in ids:
         records, bucket = per_bucket[bid], buckets[bid]
         first = min(_ts(r.first_at) for r in records)
@@ -416,8 +404,6 @@ def _update_buckets(
                 "last_seen": last,
             }
         )
-        if bid not in known_devices:
-            bucket.device_count += 1
         by_version: dict[str, list[Record]] = {}
         for r in records:
             by_version.setdefault(r.version, []).append(r)
@@ -432,16 +418,25 @@ def _update_buckets(
                     "last_seen": max(_ts(r.last_at) for r in recs),
                 }
             )
-        bucket.event_count += count
-        bucket.first_seen = min(bucket.first_seen, first)
+        row = {
+            "b_id": bid,
+            "b_event_count": bucket.event_count + count,
+            "b_device_count": bucket.device_count + (0 if bid in known_devices else 1),
+            "b_first_seen": min(bucket.first_seen, first),
+            "b_last_seen": bucket.last_seen,
+            "b_last_version": bucket.last_version,
+            "b_first_version": bucket.first_version,
+            "b_state": bucket.state,
+            "b_regressed_at": bucket.regressed_at,
+        }
         if last >= bucket.last_seen:
-            bucket.last_seen, bucket.last_version = last, last_rec.version
+            row["b_last_seen"], row["b_last_version"] = last, last_rec.version
         lowest = min(by_version, key=lenient_semver_key)
         if lenient_semver_key(lowest) < lenient_semver_key(bucket.first_version):
-            bucket.first_version = lowest
+            row["b_first_version"] = lowest
         newest = max(by_version, key=lenient_semver_key)
         if bucket.state == "resolved" and _newer(newest, bucket.resolved_version):
-            bucket.state, bucket.regressed_at = "regressed", now
+            row["b_state"], row["b_regressed_at"] = "regressed", now
             record(
                 session,
                 now=now,
@@ -451,10 +446,103 @@ def _update_buckets(
                 target=f"bucket:{bid}",
                 detail=f"resolved in {bucket.resolved_version}, seen again in {newest}"[:200],
             )
+        bucket_rows.append(row)
+    conn.execute(_statement(session, "update-buckets", lambda _: _UPDATE_BUCKETS), bucket_rows)
     _upsert_counters(session, ErrorBucketDevice, device_rows, ["bucket_id", "device_id"], device_count=False)
     _upsert_counters(session, ErrorBucketVersion, version_rows, ["bucket_id", "version"], device_count=True)
-    session.flush()
+    session.flush()  # the regression's audit record
     return {}
+
+
+_BUCKETS = ErrorBucket.__table__
+#: The batch's buckets, locked in one order (no deadlock between two batches) and read for their counters.
+_LOCK_BUCKETS = (
+    select(
+        _BUCKETS.c.id,
+        _BUCKETS.c.tenant_id,
+        _BUCKETS.c.fingerprint,
+        _BUCKETS.c.state,
+        _BUCKETS.c.first_seen,
+        _BUCKETS.c.last_seen,
+        _BUCKETS.c.event_count,
+        _BUCKETS.c.device_count,
+        _BUCKETS.c.first_version,
+        _BUCKETS.c.last_version,
+        _BUCKETS.c.resolved_version,
+        _BUCKETS.c.regressed_at,
+    )
+    .where(_BUCKETS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_BUCKETS.c.id)
+    .with_for_update()
+)
+#: The counters and state computed under those locks, written back (one executemany).
+_UPDATE_BUCKETS = (
+    update(ErrorBucket)
+    .where(_BUCKETS.c.id == bindparam("b_id"))
+    .values(
+        event_count=bindparam("b_event_count"),
+        device_count=bindparam("b_device_count"),
+        first_seen=bindparam("b_first_seen"),
+        last_seen=bindparam("b_last_seen"),
+        last_version=bindparam("b_last_version"),
+        first_version=bindparam("b_first_version"),
+        state=bindparam("b_state"),
+        regressed_at=bindparam("b_regressed_at"),
+    )
+)
+
+
+def _known_versions(session: Session, device_id: str, per_bucket: dict[str, list[Record]]) -> set[tuple[str, str]]:
+    """The (bucket, version) pairs of this batch that already have an event of this device.
+
+    One index seek per pair (EXISTS on ``ix_error_events_device_bucket``), not a DISTINCT
+    over every event the device ever sent to those buckets: that grew with its history.
+    The statement for ``n`` pairs is built once (a batch has at most ``max_records``).
+    """
+    pairs = sorted({(bid, r.version) for bid, records in per_bucket.items() for r in records})
+    if not pairs:
+        return set()
+    query = _statement(session, f"known-versions:{len(pairs)}", lambda _: _known_versions_query(len(pairs)))
+    params: dict[str, str] = {"device": device_id}
+    for n, (bid, version) in enumerate(pairs):
+        params[f"b{n}"], params[f"v{n}"] = bid, version
+    return {(str(b), str(v)) for b, v in session.connection().execute(query, params)}
+
+
+def _known_versions_query(count: int) -> Any:
+    def check(n: int) -> Any:
+        bid, version = bindparam(f"b{n}", type_=String), bindparam(f"v{n}", type_=String)
+        return select(bid.label("bucket_id"), version.label("version")).where(
+            exists().where(
+                ErrorEvent.device_id == bindparam("device"), ErrorEvent.bucket_id == bid, ErrorEvent.version == version
+            )
+        )
+
+    checks = [check(n) for n in range(count)]
+    return checks[0] if count == 1 else union_all(*checks)
+
+
+def _new_bucket(bid: str, records: list[Record], title: tuple[str, str], tenant_id: str) -> dict[str, Any]:
+    """A new bucket's row, with zero counters (the batch's records are counted in by the UPDATE)."""
+    head = records[0]
+    first = min(_ts(r.first_at) for r in records)
+    return {
+        "id": bid,
+        "tenant_id": tenant_id,
+        "fingerprint": title[0],
+        "algorithm": ALGORITHM,
+        "category": head.category,
+        "event_type": head.event_type,
+        "component_id": head.component_id,
+        "title": title[1],
+        "state": "open",
+        "first_seen": first,
+        "last_seen": first,
+        "event_count": 0,
+        "device_count": 0,
+        "first_version": min((r.version for r in records), key=lenient_semver_key),
+        "last_version": head.version,
+    }
 
 
 #: How many other IDs a bucket whose ID collides may try (each is another 64-bit hash).
