@@ -63,10 +63,11 @@ def _refusals(request: Request) -> RefusalLog:
     return refusals
 
 
-#: Batches verified and stored at once per worker process. SQLite takes one writer at a time and
-#: the checks are CPU-bound under one GIL, so more threads only add switching; PostgreSQL's
-#: writers do not queue on one lock, and a few more keep its round trips overlapped.
-INGEST_THREADS = {"sqlite": 2, "postgresql": 4}
+#: Batches verified and stored at once per worker process. On SQLite one: writers take turns on
+#: one lock (db.writer_lock), and a second thread of the same process would share the GIL with the
+#: lock holder and so hold every other worker's writer up; parallelism comes from worker processes.
+#: PostgreSQL's writers do not queue on one lock, and a few threads keep its round trips overlapped.
+INGEST_THREADS = {"sqlite": 1, "postgresql": 4}
 
 
 def _ingest_limiter(request: Request) -> anyio.CapacityLimiter:

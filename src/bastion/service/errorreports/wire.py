@@ -65,11 +65,22 @@ class Batch:
 
 
 def _from_codec(rec: ErrorRecord) -> Record:
+    # Attribute by attribute, not a getattr loop: this runs for every record of every batch.
     detail: dict[str, Any] = {}
-    for name in ("exception", "stderr_tail", "capability", "reason", "exit_code", "signal", "uptime_s"):
-        value = getattr(rec, name)
-        if value is not None:
-            detail[name] = value
+    if rec.exception is not None:
+        detail["exception"] = rec.exception
+    if rec.stderr_tail is not None:
+        detail["stderr_tail"] = rec.stderr_tail
+    if rec.capability is not None:
+        detail["capability"] = rec.capability
+    if rec.reason is not None:
+        detail["reason"] = rec.reason
+    if rec.exit_code is not None:
+        detail["exit_code"] = rec.exit_code
+    if rec.signal is not None:
+        detail["signal"] = rec.signal
+    if rec.uptime_s is not None:
+        detail["uptime_s"] = rec.uptime_s
     if rec.frames is not None:
         detail["frames"] = [{"file": f.file, "function": f.function, "line": f.line} for f in rec.frames]
     return Record(
