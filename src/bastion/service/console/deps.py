@@ -31,7 +31,7 @@ from bastion.service.auth.service import Principal
 from bastion.service.auth.tokens import ROLES, role_allows
 from bastion.service.console.csrf import CsrfRefused, check_origin, check_token, presented_token, session_csrf_token
 from bastion.service.console.headers import apply_page_headers
-from bastion.service.console.session import COOKIE_NAME, Ended, clear_cookie, get_console_settings, look_up
+from bastion.service.console.session import Ended, clear_cookie, get_console_settings, look_up, presented_cookie
 from bastion.service.web import NowDep, SessionDep
 
 __all__ = [
@@ -127,7 +127,7 @@ def console_session(request: Request, session: SessionDep, now: NowDep) -> Conso
     if isinstance(found, ConsolePrincipal):
         return found
     try:
-        lookup = look_up(session, request.cookies.get(COOKIE_NAME), now=now, settings=get_console_settings(request))
+        lookup = look_up(session, presented_cookie(request), now=now, settings=get_console_settings(request))
     except Ended as ended:
         raise SignInRequired(_current_path(request), ended.reason) from None
     if lookup is None:
