@@ -295,6 +295,11 @@ def assign_device(
     if device.development_mode:
         device.group_before_development = chosen
         detail += " (after development mode)"
+        # That column has no foreign key: hold the group, so a delete under way cannot leave it dangling.
+        session.flush()
+        if chosen is not None and not repository.hold_group(session, chosen):
+            session.rollback()
+            raise NotFound(f"device group {chosen!r} was deleted meanwhile; {_NO_GROUP_HINT}")
     else:
         device.group_id = chosen
     record(

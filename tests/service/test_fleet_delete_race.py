@@ -1,0 +1,252 @@
+"""Deleting a product or device group races no writer: what arrives meanwhile is refused or waits and fails.
+
+Each test runs an intruder in another thread, on its own connection, right after
+the delete's in-use check: it puts a device into the group, gives the group a
+deployment, or adds a group to the product. Before the delete locked its rows,
+the intruder committed at once and the delete then failed with a foreign-key
+``IntegrityError`` (a 500) or, for a column without a foreign key, left a device
+pointing at a deleted group. Now the intruder waits for the delete's transaction
+and then fails its own foreign key, and nothing dangles. Both databases (the
+``db_url`` fixture runs each test on SQLite and on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.service.auth.service import Principal
+from bastion.service.errors import Conflict, NotFound
+from bastion.service.fleet import lifecycle, repository
+from bastion.service.fleet import service as fleet_service
+from bastion.service.models import AuditEvent, Deployment, Device, DeviceGroup, Product
+from bastion.service.tenants.service import CreatedTenant
+from conftest import T0
+
+#: How long the delete lets the intruder run before it goes on (the intruder commits in well under this
+#: when nothing holds it back; held back, it waits for the delete's commit).
+INTRUDER_HEAD_START_S = 1.5
+
+
+def _who(tenant: CreatedTenant) -> Principal:
+    return Principal(tenant_id=tenant.tenant_id, tenant_name=tenant.name, token_id="t-race", role="admin")
+
+
+def _product(sessions: sessionmaker[Session], tenant_id: str, *, groups: tuple[str, ...]) -> tuple[str, list[str]]:
+    with sessions() as session:
+        product = Product(id=str(uuid.uuid4()), tenant_id=tenant_id, name="Lamp", description="", created_at=T0)
+        session.add(product)
+        session.flush()
+        ids = []
+        for name in groups:
+            group = _group_row(tenant_id, product.id, name)
+            session.add(group)
+            ids.append(group.id)
+        session.commit()
+        return product.id, ids
+
+
+def _group_row(tenant_id: str, product_id: str, name: str) -> DeviceGroup:
+    return DeviceGroup(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        product_id=product_id,
+        name=name,
+        update_policy="UpdateAll",
+        os_feed="retail",
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def _device_row(tenant_id: str, **fields: object) -> Device:
+    return Device(device_id=secrets.token_hex(32), tenant_id=tenant_id, claimed_at=T0, claimed_by="test", **fields)
+
+
+@dataclass
+class Intruder:
+    """A writer in another thread; ``error`` is what its commit raised (None: it committed)."""
+
+    sessions: sessionmaker[Session]
+    write: Callable[[Session], None]
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        try:
+            with self.sessions() as session:
+                self.write(session)
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.done.wait(INTRUDER_HEAD_START_S)
+
+    def join(self) -> None:
+        assert self.thread is not None
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the intruder never finished"
+
+
+@pytest.fixture
+def after_check(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Intruder]]:
+    """Intruders to start right after the delete's (first) in-use check."""
+    intruders: list[Intruder] = []
+    original = lifecycle.group_uses
+    started = False
+
+    def checked_then_intrude(session: Session, group_id: str) -> list[str]:
+        nonlocal started
+        uses = original(session, group_id)
+        if not started:
+            started = True
+            for intruder in intruders:
+                intruder.start()
+        return uses
+
+    monkeypatch.setattr(lifecycle, "group_uses", checked_then_intrude)
+    yield intruders
+    for intruder in intruders:
+        if intruder.thread is not None:
+            intruder.join()
+
+
+def _delete_group(sessions: sessionmaker[Session], tenant: CreatedTenant, group_id: str) -> None:
+    with sessions() as session:
+        lifecycle.delete_group(session, _who(tenant), group_id, now=T0)
+
+
+def _delete_product(sessions: sessionmaker[Session], tenant: CreatedTenant, product_id: str) -> None:
+    with sessions() as session:
+        lifecycle.delete_product(session, _who(tenant), product_id, now=T0)
+
+
+def _no_dangling_references(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        groups = set(session.scalars(select(DeviceGroup.id)).all())
+        for device in session.scalars(select(Device)).all():
+            assert device.group_id is None or device.group_id in groups
+            assert device.group_before_development is None or device.group_before_development in groups
+        for deployment in session.scalars(select(Deployment)).all():
+            assert deployment.group_id in groups
+
+
+def test_a_device_put_into_the_group_during_its_delete_waits_and_fails(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, after_check: list[Intruder]
+) -> None:
+    _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
+    intruder = Intruder(session_factory, lambda s: s.add(_device_row(tenant.tenant_id, group_id=night)))
+    after_check.append(intruder)
+    _delete_group(session_factory, tenant, night)
+    intruder.join()
+    assert isinstance(intruder.error, IntegrityError)  # it waited for the delete, then its group was gone
+    with session_factory() as session:
+        assert session.get(DeviceGroup, night) is None
+        assert session.scalars(select(Device)).all() == []
+    _no_dangling_references(session_factory)
+
+
+def test_a_deployment_made_during_the_group_delete_waits_and_fails(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, after_check: list[Intruder]
+) -> None:
+    _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
+    intruder = Intruder(
+        session_factory,
+        lambda s: s.add(Deployment(tenant_id=tenant.tenant_id, group_id=night, created_at=T0, created_by="race")),
+    )
+    after_check.append(intruder)
+    _delete_group(session_factory, tenant, night)
+    intruder.join()
+    assert isinstance(intruder.error, IntegrityError)
+    _no_dangling_references(session_factory)
+
+
+def test_a_group_added_to_the_product_during_its_delete_waits_and_fails(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, after_check: list[Intruder]
+) -> None:
+    product_id, _ = _product(session_factory, tenant.tenant_id, groups=("Field Test", "Production"))
+    intruder = Intruder(session_factory, lambda s: s.add(_group_row(tenant.tenant_id, product_id, "Late")))
+    after_check.append(intruder)
+    _delete_product(session_factory, tenant, product_id)
+    intruder.join()
+    assert isinstance(intruder.error, IntegrityError)
+    with session_factory() as session:
+        assert session.get(Product, product_id) is None
+        assert session.scalars(select(DeviceGroup)).all() == []
+
+
+def test_a_device_put_into_a_default_group_during_the_product_delete_waits_and_fails(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, after_check: list[Intruder]
+) -> None:
+    product_id, (field_test, _) = _product(session_factory, tenant.tenant_id, groups=("Field Test", "Production"))
+    intruder = Intruder(session_factory, lambda s: s.add(_device_row(tenant.tenant_id, group_id=field_test)))
+    after_check.append(intruder)
+    _delete_product(session_factory, tenant, product_id)
+    intruder.join()
+    assert isinstance(intruder.error, IntegrityError)
+    _no_dangling_references(session_factory)
+
+
+def test_a_foreign_key_refusing_the_delete_is_a_409_not_a_500(
+    session_factory: sessionmaker[Session],
+    tenant: CreatedTenant,
+    after_check: list[Intruder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The net under the locks: with them off, the intruder wins and the delete says so as a Conflict."""
+    monkeypatch.setattr(repository, "lock_for_delete", lambda *_a, **_k: None)
+    _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
+    intruder = Intruder(session_factory, lambda s: s.add(_device_row(tenant.tenant_id, group_id=night)))
+    after_check.append(intruder)
+    with pytest.raises(Conflict) as refused:
+        _delete_group(session_factory, tenant, night)
+    assert refused.value.code == "changed_while_deleting"
+    assert "changed while it was being deleted" in refused.value.detail
+    intruder.join()
+    assert intruder.error is None
+    with session_factory() as session:
+        assert session.get(DeviceGroup, night) is not None
+        outcomes = session.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "device_group.delete")).all()
+        assert outcomes == ["refused"]
+    _no_dangling_references(session_factory)
+
+
+def test_assigning_a_development_device_to_a_group_deleted_meanwhile_is_not_found(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``group_before_development`` has no foreign key: the assignment holds the group instead."""
+    _, (dev, night) = _product(session_factory, tenant.tenant_id, groups=("Development", "Night"))
+    with session_factory() as session:
+        device = _device_row(tenant.tenant_id, group_id=dev, capability_kind="appDevelopment")
+        session.add(device)
+        session.commit()
+        device_id = device.device_id
+    original = fleet_service.get_group_for
+
+    def found_then_deleted(session: Session, who: Principal, ref: str, *, action: str, now: dt.datetime) -> object:
+        group = original(session, who, ref, action=action, now=now)
+        _delete_group(session_factory, tenant, night)  # another operator deletes it right after the lookup
+        return group
+
+    monkeypatch.setattr(fleet_service, "get_group_for", found_then_deleted)
+    with session_factory() as session, pytest.raises(NotFound, match="deleted meanwhile"):
+        fleet_service.assign_device(session, _who(tenant), device_id, night, now=T0)
+    with session_factory() as session:
+        assert session.get(DeviceGroup, night) is None
+        assert session.get(Device, device_id).group_before_development is None  # type: ignore[union-attr]
+    _no_dangling_references(session_factory)
