@@ -192,3 +192,13 @@ def test_a_contributor_deletes_an_unused_group_and_is_told_why_a_used_one_stays(
     assert gone.headers["location"] == "/console/products"
     assert client.get(f"/console/groups/{late}").status_code == 404
     assert [e.outcome for e in _audit(session_factory, "device_group.delete")] == ["refused", "ok"]
+
+
+def test_the_day_window_chart_wraps_past_midnight_and_shades_the_day_without_a_window() -> None:
+    from bastion.service.console.charts import day_window
+
+    wrapped = str(day_window("23:00", 120))
+    assert wrapped.count('class="window"') == 2  # 23:00-24:00 and 00:00-01:00
+    assert "style=" not in wrapped
+    assert str(day_window(None, None)).count('class="window"') == 1  # any time: the whole day
+    assert str(day_window("02:00", 120)).count('class="window"') == 1
