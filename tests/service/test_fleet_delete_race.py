@@ -250,3 +250,14 @@ def test_assigning_a_development_device_to_a_group_deleted_meanwhile_is_not_foun
         assert session.get(DeviceGroup, night) is None
         assert session.get(Device, device_id).group_before_development is None  # type: ignore[union-attr]
     _no_dangling_references(session_factory)
+
+
+def test_the_cli_gives_no_misleading_hint_for_a_delete_that_met_a_change() -> None:
+    import httpx
+
+    from bastion.cli._client import ServiceClient
+
+    answer = httpx.Response(409, json={"error": "changed_while_deleting", "detail": "device group 'x' changed"})
+    error = ServiceClient._error(answer)
+    assert "changed_while_deleting, HTTP 409" in error.message
+    assert error.hint is None  # not "nothing to do: it already exists"
