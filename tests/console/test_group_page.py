@@ -73,6 +73,10 @@ def test_a_reader_sees_the_group_with_charts_paged_members_and_deployments_but_n
     assert "2 devices" in text
     assert len(_members(text)) == 2
     assert 'href="/console/deployments/' in text.split('id="group-deployments"', 1)[1]
+    # The deployment pages link back to it.
+    assert f'href="/console/groups/{second}"' in client.get("/console/deployments").text
+    (deployment,) = re.findall(r'href="/console/deployments/(\d+)"', text)
+    assert f'href="/console/groups/{second}"' in client.get(f"/console/deployments/{deployment}").text
     # A reader: no write control at all.
     assert "/settings" not in text
     assert "Delete group" not in text

@@ -79,6 +79,8 @@ class Intruder:
     sessions: sessionmaker[Session]
     write: Callable[[Session], None]
     error: BaseException | None = None
+    #: How long the delete waits for it before going on (held back by the delete's locks, it waits longer).
+    head_start_s: float = INTRUDER_HEAD_START_S
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -95,7 +97,7 @@ class Intruder:
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.done.wait(INTRUDER_HEAD_START_S)
+        self.done.wait(self.head_start_s)
 
     def join(self) -> None:
         assert self.thread is not None
@@ -211,7 +213,10 @@ def test_a_foreign_key_refusing_the_delete_is_a_409_not_a_500(
     """The net under the locks: with them off, the intruder wins and the delete says so as a Conflict."""
     monkeypatch.setattr(repository, "lock_for_delete", lambda *_a, **_k: None)
     _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
-    intruder = Intruder(session_factory, lambda s: s.add(_device_row(tenant.tenant_id, group_id=night)))
+    # Nothing holds it back here: the delete waits until it has committed, however loaded the machine.
+    intruder = Intruder(
+        session_factory, lambda s: s.add(_device_row(tenant.tenant_id, group_id=night)), head_start_s=30
+    )
     after_check.append(intruder)
     with pytest.raises(Conflict) as refused:
         _delete_group(session_factory, tenant, night)
