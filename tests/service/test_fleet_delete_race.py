@@ -266,3 +266,25 @@ def test_the_cli_gives_no_misleading_hint_for_a_delete_that_met_a_change() -> No
     error = ServiceClient._error(answer)
     assert "changed_while_deleting, HTTP 409" in error.message
     assert error.hint is None  # not "nothing to do: it already exists"
+
+
+def test_assigning_a_development_device_names_the_group_it_returns_to(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant
+) -> None:
+    _, (dev, night) = _product(session_factory, tenant.tenant_id, groups=("Development", "Night"))
+    with session_factory() as session:
+        device = _device_row(tenant.tenant_id, group_id=dev, capability_kind="appDevelopment")
+        session.add(device)
+        session.commit()
+        device_id = device.device_id
+    with session_factory() as session:
+        fleet_service.assign_device(session, _who(tenant), device_id, night, now=T0)
+    with session_factory() as session:
+        row = session.get(Device, device_id)
+        assert row is not None
+        assert (row.group_id, row.group_before_development) == (dev, night)
+        details = session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "device.assign")).all()
+        assert details == [f"group={night} (after development mode)"]
+    # And the group it returns to is in use: it cannot be deleted.
+    with session_factory() as session, pytest.raises(Conflict, match="is in use: it has 1 device"):
+        lifecycle.delete_group(session, _who(tenant), night, now=T0)
