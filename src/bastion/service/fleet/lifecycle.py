@@ -7,16 +7,16 @@ so the operator moves the devices and the group stays. A product's five default
 groups (:data:`~bastion.service.fleet.policy.DEFAULT_GROUPS`) belong to it: they
 are neither renamed nor deleted on their own, and go with the product, which can
 be deleted once it holds only its unused default groups. Every change and every
-refusal is in the audit log.
+refusal is in the audit log. A deleted group's TUF repository files stay in the
+blob store (a device may still hold their metadata); nothing serves them a new
+version.
 
 A delete is race-free: it locks the product's and groups' rows first
 (:func:`~bastion.service.fleet.repository.lock_for_delete`), then checks, then
 deletes, so a device, deployment or group added meanwhile either is seen by the
-check (409 ``group_in_use``) or waits and then fails its foreign key; nothing
+check (409 ``group_in_use``) or waits and then fails its own foreign key; nothing
 is left pointing at a deleted group. Should a foreign key refuse the delete
-anyway, that is a 409 ``changed_while_deleting`` too, never a 500. A deleted group's TUF repository files stay in the
-blob store (a device may still hold their metadata); nothing serves them a new
-version.
+anyway, that is a 409 ``changed_while_deleting``, never a 500.
 """
 
 from __future__ import annotations
