@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from fleet_world import FakePublisher
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.auth.service import Principal
+from bastion.service.config import Settings
 from bastion.service.errors import Conflict, NotFound
 from bastion.service.fleet import lifecycle, repository
 from bastion.service.fleet import service as fleet_service
@@ -288,3 +290,74 @@ def test_assigning_a_development_device_names_the_group_it_returns_to(
     # And the group it returns to is in use: it cannot be deleted.
     with session_factory() as session, pytest.raises(Conflict, match="is in use: it has 1 device"):
         lifecycle.delete_group(session, _who(tenant), night, now=T0)
+
+
+@pytest.fixture
+def deleted_after_lookup(
+    session_factory: sessionmaker[Session], tenant: CreatedTenant, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[object, str], None]:
+    """Make ``module.get_group_for`` delete the group it found right after the lookup (another operator's delete)."""
+
+    def patch(module: object, group_id: str) -> None:
+        original = fleet_service.get_group_for
+
+        def found_then_deleted(session: Session, who: Principal, ref: str, *, action: str, now: dt.datetime) -> object:
+            group = original(session, who, ref, action=action, now=now)
+            _delete_group(session_factory, tenant, group_id)
+            return group
+
+        monkeypatch.setattr(module, "get_group_for", found_then_deleted)
+
+    return patch
+
+
+def test_assigning_a_device_to_a_group_deleted_meanwhile_is_not_found_not_a_500(
+    session_factory: sessionmaker[Session],
+    tenant: CreatedTenant,
+    deleted_after_lookup: Callable[[object, str], None],
+) -> None:
+    _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
+    with session_factory() as session:
+        device = _device_row(tenant.tenant_id)
+        session.add(device)
+        session.commit()
+        device_id = device.device_id
+    deleted_after_lookup(fleet_service, night)
+    with session_factory() as session, pytest.raises(NotFound, match="deleted meanwhile"):
+        fleet_service.assign_device(session, _who(tenant), device_id, night, now=T0)
+    _no_dangling_references(session_factory)
+
+
+def test_a_deployment_to_a_group_deleted_meanwhile_is_not_found_not_a_500(
+    session_factory: sessionmaker[Session],
+    tenant: CreatedTenant,
+    settings: Settings,
+    deleted_after_lookup: Callable[[object, str], None],
+) -> None:
+    from bastion.service.deployments import service as deployments
+    from bastion.service.models import AppImage
+
+    _, (night,) = _product(session_factory, tenant.tenant_id, groups=("Night",))
+    with session_factory() as session:
+        image = AppImage(
+            tenant_id=tenant.tenant_id,
+            sha256="ab" * 32,
+            component_id=str(uuid.UUID(int=7)),
+            version="1.0.0",
+            security_version=1,
+            size=1,
+            signer_key_id="cd" * 32,
+            uploaded_at=T0,
+            uploaded_by="test",
+        )
+        session.add(image)
+        session.commit()
+        image_id = image.id
+    deleted_after_lookup(deployments, night)
+    with session_factory() as session, pytest.raises(NotFound, match="deleted meanwhile"):
+        deployments.create_deployment(
+            session, _who(tenant), night, [str(image_id)], settings=settings, now=T0, publisher=FakePublisher()
+        )
+    with session_factory() as session:
+        assert session.scalars(select(Deployment)).all() == []
+    _no_dangling_references(session_factory)
