@@ -229,3 +229,65 @@ def test_an_expired_session_goes_back_to_sign_in(console_live: LiveConsole, cons
     shots.take(page, "expired")
     browser_sign_in(page, console_live.url, console_live.admin_token)  # next= brings it back
     assert page.url.endswith("/console/audit")
+
+
+def _group_with_members(live: LiveConsole) -> tuple[str, str]:
+    """A new product (default groups, through the API), devices in its Field Test group: (product, group id)."""
+    import secrets
+
+    name = f"Lamp-{secrets.token_hex(3)}"
+    assert _api(live, "POST", "/products", live.admin_token, {"name": name}) == 201
+    with Session(live.engine) as session:
+        gid = session.scalars(
+            select(DeviceGroup.id)
+            .join(Product, Product.id == DeviceGroup.product_id)
+            .where(Product.name == name, DeviceGroup.name == "Field Test")
+        ).one()
+    for n, (version, result) in enumerate([("1.0.0", "ok")] * 5 + [("1.1.0", "ok")] * 3 + [("1.1.0", "failed")] * 2):
+        live.add_device(os_version=version, result=result if n != 9 else None, group_id=gid)
+    return name, gid
+
+
+def test_the_group_page_from_the_products_list(console_live: LiveConsole, console_page: Any, shots: Shots) -> None:
+    page = console_page
+    product, gid = _group_with_members(console_live)
+    browser_sign_in(page, console_live.url, console_live.token("contributor"))
+    page.goto(f"{console_live.url}/console/products?name={product}")
+    with page.expect_navigation():
+        page.click(f"a.group-link[href='/console/groups/{gid}']")
+    assert page.url.endswith(f"/console/groups/{gid}")
+    assert "Device group Field Test" in page.inner_text("h1")
+    assert page.locator("#group-health svg.chart").count() == 2  # standing and OS versions
+    assert page.locator("svg.day-window").count() == 1
+    assert page.locator("#members tbody tr").count() == 10
+    shots.take(page, "group")
+
+    form = page.locator("#group-settings-form")
+    form.locator("input[name=window_start]").fill("22:30")
+    form.locator("input[name=window_minutes]").fill("180")
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    assert "group settings saved" in page.inner_text("main")
+    assert "22:30-01:30 UTC" in page.inner_text("#group-settings")
+    shots.take(page, "group-window-saved")
+    page.goto(f"{console_live.url}/console/groups/{gid}?limit=4")
+    assert page.locator("#members tbody tr").count() == 4
+    with page.expect_navigation():
+        page.click("#members ~ nav.pager a[rel=next]")
+    assert "offset=4" in page.url
+    _no_csp_violation(page)
+
+
+def test_a_reader_sees_the_group_page_without_write_controls(
+    console_live: LiveConsole, console_page: Any, shots: Shots
+) -> None:
+    page = console_page
+    _, gid = _group_with_members(console_live)
+    browser_sign_in(page, console_live.url, console_live.token("reader"))
+    page.goto(f"{console_live.url}/console/groups/{gid}")
+    assert "Device group Field Test" in page.inner_text("h1")
+    shots.take(page, "group-as-reader")
+    assert page.locator("#group-settings-form").count() == 0
+    assert page.locator("form[action$='/delete']").count() == 0
+    assert page.locator("main form[method=post]").count() == 0
+    _no_csp_violation(page)

@@ -99,7 +99,7 @@ def test_an_operator_sees_the_fleet_creates_a_staged_deployment_and_watches_it_h
             page.goto(live_url + "/console/deployments")
             form = page.locator("#create-deployment")
             form.locator("input[name=group]").fill(group)
-            form.locator("input[name=images]").fill(str(v2["id"]))
+            form.locator("select[name=images]").select_option(str(v2["id"]))
             form.locator("input[name=stages]").fill("20,50,100")
             form.locator("input[name=soak_seconds]").fill("60")
             form.locator("button[type=submit]").click()

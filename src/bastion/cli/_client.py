@@ -61,7 +61,9 @@ _HINTS = {
     413: "the upload is larger than the service accepts",
 }
 #: Error codes whose detail already says what to do (the status's generic hint would mislead).
-_NO_HINT_CODES = frozenset({"group_in_use", "product_in_use", "default_group", "product_exists", "group_exists"})
+_NO_HINT_CODES = frozenset(
+    {"group_in_use", "product_in_use", "default_group", "product_exists", "group_exists", "changed_while_deleting"}
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from markupsafe import Markup, escape
 
-__all__ = ["MAX_BARS", "MAX_POINTS", "MAX_SERIES", "bar_chart", "sparkline", "time_series"]
+__all__ = ["MAX_BARS", "MAX_POINTS", "MAX_SERIES", "bar_chart", "day_window", "sparkline", "time_series"]
 
 #: Most bars drawn (the rest are summed into "other").
 MAX_BARS = 30
@@ -139,3 +139,43 @@ def sparkline(values: Sequence[float], *, width: int = 100, height: int = 20) ->
         parts.append(f'<polyline points="{coords}" fill="none" class="series series-0"/>')
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - numbers only
+
+
+_DAY_MINUTES = 24 * 60
+
+
+def day_window(start: str | None, minutes: int | None, *, width: int = 480, height: int = 44) -> Markup:
+    """A UTC day from 00:00 to 24:00 with a maintenance window shaded (``HH:MM`` start, duration in minutes).
+
+    A window past midnight is drawn as its two parts; no window shades the whole day (updates at any time).
+    """
+    pad = 8
+    plot_w, bar_h = width - 2 * pad, 16
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart day-window" role="img" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}">',
+        "<title>Maintenance window (UTC)</title>",
+        f'<rect x="{pad}" y="4" width="{plot_w}" height="{bar_h}" class="day"/>',
+    ]
+    spans: list[tuple[int, int]] = [(0, _DAY_MINUTES)]
+    if start is not None and minutes:
+        hours, mins = (int(p) for p in start.split(":", 1))
+        first = (hours * 60 + mins) % _DAY_MINUTES
+        length = max(0, min(int(minutes), _DAY_MINUTES))
+        end = first + length
+        spans = [(first, min(end, _DAY_MINUTES))]
+        if end > _DAY_MINUTES:
+            spans.append((0, end - _DAY_MINUTES))
+    for a, b in spans:
+        x = pad + plot_w * a / _DAY_MINUTES
+        w = plot_w * (b - a) / _DAY_MINUTES
+        parts.append(f'<rect x="{_num(x)}" y="4" width="{_num(w)}" height="{bar_h}" class="window"/>')
+    for hour in range(0, 25, 6):
+        x = pad + plot_w * hour / 24
+        anchor = "start" if hour == 0 else ("end" if hour == 24 else "middle")
+        parts.append(
+            f'<line x1="{_num(x)}" y1="4" x2="{_num(x)}" y2="{4 + bar_h + 3}" class="axis"/>'
+            f'<text x="{_num(x)}" y="{4 + bar_h + 15}" text-anchor="{anchor}" class="chart-label">{hour:02d}:00</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - numbers and fixed text only

@@ -20,25 +20,34 @@ import hashlib
 import hmac
 import secrets
 
-from fastapi import Request
+from fastapi import Request, Response
 
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
     "MAX_CSRF_CHARS",
+    "SECURE_SIGNIN_COOKIE",
     "SIGNIN_COOKIE",
+    "SIGNIN_COOKIE_PATH",
     "CsrfRefused",
     "check_origin",
     "check_token",
+    "clear_signin_cookie",
     "new_signin_token",
+    "presented_signin_cookie",
     "presented_token",
     "session_csrf_token",
+    "set_signin_cookie",
 ]
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-#: The double-submit cookie of the sign-in form.
+#: The double-submit cookie of the sign-in form over plain http, and its path there.
 SIGNIN_COOKIE = "bastion_console_signin"
+SIGNIN_COOKIE_PATH = "/console/signin"
+#: Its name over https: ``__Host-`` (Secure, Path=/, no Domain), so no sibling host or plain-http
+#: answer can plant the value a forged sign-in would need (the classic attack on a double submit).
+SECURE_SIGNIN_COOKIE = "__Host-bastion_console_signin"
 #: Bound on a presented CSRF token (a real one is 43 characters).
 MAX_CSRF_CHARS = 64
 _LABEL = b"bastion console csrf v1"
@@ -65,6 +74,41 @@ def session_csrf_token(session_raw: bytes) -> str:
 def new_signin_token() -> str:
     """A fresh random value for the sign-in form's double-submit cookie."""
     return secrets.token_urlsafe(32)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def set_signin_cookie(response: Response, request: Request, value: str, *, max_age: int) -> None:
+    """Set the sign-in form's double-submit cookie (HttpOnly, SameSite=Strict; ``__Host-`` over https)."""
+    secure = _secure(request)
+    response.set_cookie(
+        SECURE_SIGNIN_COOKIE if secure else SIGNIN_COOKIE,
+        value,
+        max_age=max_age,
+        path="/" if secure else SIGNIN_COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+
+
+def clear_signin_cookie(response: Response, request: Request) -> None:
+    """Drop the sign-in form's double-submit cookie (once it has served)."""
+    secure = _secure(request)
+    response.delete_cookie(
+        SECURE_SIGNIN_COOKIE if secure else SIGNIN_COOKIE,
+        path="/" if secure else SIGNIN_COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+
+
+def presented_signin_cookie(request: Request) -> str:
+    """The double-submit value the request's cookie carries ("" when none), under this scheme's name only."""
+    return request.cookies.get(SECURE_SIGNIN_COOKIE if _secure(request) else SIGNIN_COOKIE) or ""
 
 
 async def presented_token(request: Request) -> str | None:

@@ -14,6 +14,7 @@ page) instead of the API's JSON errors, and sets the console's security headers.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -23,15 +24,18 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import OperationalError
+from markupsafe import escape
+from sqlalchemy.exc import DataError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bastion.jsonlog import REQUEST_ID
 from bastion.service import errors
 from bastion.service.audit.service import record_denied
 from bastion.service.auth.service import Principal
 from bastion.service.auth.tokens import ROLES, role_allows
 from bastion.service.console.csrf import CsrfRefused, check_origin, check_token, presented_token, session_csrf_token
 from bastion.service.console.headers import apply_page_headers
-from bastion.service.console.session import COOKIE_NAME, Ended, clear_cookie, get_console_settings, look_up
+from bastion.service.console.session import Ended, clear_cookie, get_console_settings, look_up, presented_cookie
 from bastion.service.web import NowDep, SessionDep
 
 __all__ = [
@@ -127,7 +131,7 @@ def console_session(request: Request, session: SessionDep, now: NowDep) -> Conso
     if isinstance(found, ConsolePrincipal):
         return found
     try:
-        lookup = look_up(session, request.cookies.get(COOKIE_NAME), now=now, settings=get_console_settings(request))
+        lookup = look_up(session, presented_cookie(request), now=now, settings=get_console_settings(request))
     except Ended as ended:
         raise SignInRequired(_current_path(request), ended.reason) from None
     if lookup is None:
@@ -231,10 +235,46 @@ def _signin_redirect(request: Request, refused: SignInRequired) -> Response:
     return response
 
 
-def _problem(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+def _problem(request: Request, status: int, title: str, detail: str, request_id: str | None = None) -> HTMLResponse:
     from bastion.service.console.render import render
 
-    return render(request, "problem.html", {"title": title, "detail": detail}, status=status)
+    return render(request, "problem.html", {"title": title, "detail": detail, "request_id": request_id}, status=status)
+
+
+#: The page of a failed console request when even the error template cannot be drawn (no template, no context).
+_BARE_ERROR_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Error · Bastion</title></head>'
+    "<body><h1>Error</h1><p>The service could not complete this request.</p>"
+    '<p>Request ID: <code class="request-id">{request_id}</code></p>'
+    '<p><a href="/console/">Back to the console</a></p></body></html>'
+)
+
+
+def _request_id() -> str:
+    """The id the access log and every log line of this request carry (a fresh one outside the observer)."""
+    return REQUEST_ID.get() or secrets.token_hex(16)
+
+
+def _failure_page(request: Request, exc: BaseException) -> HTMLResponse:
+    """A 500 page for a console request that failed: the request id to quote, never the error itself.
+
+    The traceback goes to the service log with the same id, so an operator's report finds it.
+    """
+    request_id = _request_id()
+    _log.error(
+        "console page failed: %s %s (request %s)",
+        request.method,
+        request.url.path[:200],
+        request_id,
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
+    detail = "the service could not complete this request; quote the request ID below when you report it"
+    try:
+        return _problem(request, 500, "Error", detail, request_id=request_id)
+    except Exception as render_exc:  # noqa: BLE001 - the error page itself failed: a fixed page, still HTML
+        _log.error("console error page failed (request %s)", request_id, exc_info=render_exc)
+        return HTMLResponse(_BARE_ERROR_PAGE.format(request_id=escape(request_id)), status_code=500)
 
 
 class ConsoleRoute(APIRoute):
@@ -260,14 +300,19 @@ class ConsoleRoute(APIRoute):
             except errors.ServiceError as exc:
                 status = _status(exc)
                 if status >= 500:
-                    _log.error("console page failed", exc_info=exc)
-                    response = _problem(request, status, "Error", "the service could not complete this request")
+                    response = _failure_page(request, exc)
                 else:
                     response = _problem(request, status, "Cannot do that", exc.detail)
             except RequestValidationError:
                 response = _problem(request, 400, "Bad request", "a value in the request is not valid")
+            except (OverflowError, DataError):
+                response = _problem(request, 400, "Bad request", "a number in the request is out of range")
             except OperationalError:
                 response = _problem(request, 503, "Busy", "the service's database is busy or unreachable; retry")
+            except StarletteHTTPException:
+                raise  # the framework's own answers (an unparseable body): the app's handler shapes them
+            except Exception as exc:  # noqa: BLE001 - a bug (a template that fails to render): HTML, not JSON
+                response = _failure_page(request, exc)
             return apply_page_headers(response)
 
         return handler

@@ -60,6 +60,7 @@ def environment() -> jinja2.Environment:
     env.globals["bar_chart"] = charts.bar_chart
     env.globals["time_series"] = charts.time_series
     env.globals["sparkline"] = charts.sparkline
+    env.globals["day_window"] = charts.day_window
     env.globals["static_url"] = static_url
     return env
 

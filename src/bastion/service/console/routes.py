@@ -28,6 +28,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "bastion.service.console.pages.fleet",
     "bastion.service.console.pages.devices",
     "bastion.service.console.pages.products",
+    "bastion.service.console.pages.groups",
     "bastion.service.console.pages.deployments",
     "bastion.service.console.pages.osfeeds",
     "bastion.service.console.pages.buckets",

@@ -38,22 +38,32 @@ from bastion.service.models import ApiToken, ConsoleSession, Tenant
 __all__ = [
     "COOKIE_NAME",
     "COOKIE_PATH",
+    "SECURE_COOKIE_NAME",
     "SESSION_ID_BYTES",
     "ConsoleSettings",
     "Ended",
     "NewSession",
     "SessionLookup",
     "clear_cookie",
+    "cookie_name",
     "create_session",
     "delete_session",
     "get_console_settings",
     "hash_session_id",
+    "is_secure",
     "look_up",
+    "presented_cookie",
     "set_cookie",
 ]
 
+#: The session cookie's name over plain http (a browser refuses a ``__Host-`` cookie without Secure).
 COOKIE_NAME = "bastion_console"
+#: Its path over plain http.
 COOKIE_PATH = "/console"
+#: The session cookie's name over https: the ``__Host-`` prefix makes the browser take it only with
+#: Secure, ``Path=/`` and no ``Domain`` (RFC 6265bis §4.1.3.2), so neither a sibling host nor a
+#: plain-http answer can plant or overwrite it.
+SECURE_COOKIE_NAME = "__Host-bastion_console"
 SESSION_ID_BYTES = 32
 #: Bound on a presented cookie value, checked before decoding (43 characters is the real length).
 MAX_COOKIE_CHARS = 64
@@ -259,21 +269,49 @@ def delete_session(session: Session, id_hash: str) -> None:
     session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == id_hash))
 
 
+def is_secure(request: Request) -> bool:
+    """Whether the console is served over TLS here (its cookies are then Secure and ``__Host-``)."""
+    return request.url.scheme == "https"
+
+
+def cookie_name(request: Request) -> str:
+    """The session cookie's name for this request: :data:`SECURE_COOKIE_NAME` over https, else :data:`COOKIE_NAME`."""
+    return SECURE_COOKIE_NAME if is_secure(request) else COOKIE_NAME
+
+
+def presented_cookie(request: Request) -> str | None:
+    """The session cookie the request carries, under this scheme's name only.
+
+    Over https the unprefixed name is ignored: anyone on the network path can set that
+    one from a plain-http answer (cookie tossing), but not a ``__Host-`` one.
+    """
+    return request.cookies.get(cookie_name(request))
+
+
 def set_cookie(response: Response, request: Request, cookie: str, *, max_age: dt.timedelta) -> None:
-    """Give the browser its session cookie: HttpOnly, SameSite=Strict, Path=/console, Secure over https."""
+    """Give the browser its session cookie: HttpOnly, SameSite=Strict; over https ``__Host-``, Secure, Path=/.
+
+    Over plain http it is ``bastion_console`` with Path=/console.
+    """
+    secure = is_secure(request)
     response.set_cookie(
-        COOKIE_NAME,
+        cookie_name(request),
         cookie,
         max_age=int(max_age.total_seconds()),
-        path=COOKIE_PATH,
+        path="/" if secure else COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure,
     )
 
 
 def clear_cookie(response: Response, request: Request) -> None:
-    """Tell the browser to drop its session cookie."""
+    """Tell the browser to drop its session cookie (the same name, path and flags it was set with)."""
+    secure = is_secure(request)
     response.delete_cookie(
-        COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        cookie_name(request),
+        path="/" if secure else COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
     )

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.service.appimages.service import find_images_for
@@ -75,7 +76,7 @@ def create_deployment(
 
     Raises:
         InvalidRequest: no image, too many, or two images of one component.
-        NotFound: the group or an image is not the caller's.
+        NotFound: the group or an image is not the caller's (or the group was deleted meanwhile).
     """
     if not image_refs or len(image_refs) > limits.max_deployment_images:
         raise InvalidRequest(
@@ -92,7 +93,13 @@ def create_deployment(
     previous = repository.current_deployment(session, group.id)
     deployment = Deployment(tenant_id=who.tenant_id, group_id=group.id, created_at=now, created_by=who.actor)
     session.add(deployment)
-    session.flush()
+    group_id = group.id
+    try:
+        # From here the row's foreign key holds the group (its row lock, or SQLite's write lock) until commit.
+        session.flush()
+    except IntegrityError as exc:  # the group was deleted since it was looked up
+        session.rollback()
+        raise NotFound(f"device group {group_id!r} was deleted meanwhile; nothing was deployed") from exc
     session.add_all(DeploymentImage(deployment_id=deployment.id, image_id=i.id) for i in images)
     session.flush()
     rollouts.supersede(session, who, group.id, kind="deployment", now=now)

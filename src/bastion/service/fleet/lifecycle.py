@@ -10,6 +10,13 @@ be deleted once it holds only its unused default groups. Every change and every
 refusal is in the audit log. A deleted group's TUF repository files stay in the
 blob store (a device may still hold their metadata); nothing serves them a new
 version.
+
+A delete is race-free: it locks the product's and groups' rows first
+(:func:`~bastion.service.fleet.repository.lock_for_delete`), then checks, then
+deletes, so a device, deployment or group added meanwhile either is seen by the
+check (409 ``group_in_use``) or waits and then fails its own foreign key; nothing
+is left pointing at a deleted group. Should a foreign key refuse the delete
+anyway, that is a 409 ``changed_while_deleting``, never a 500.
 """
 
 from __future__ import annotations
@@ -125,22 +132,39 @@ def rename_product(session: Session, who: Principal, ref: str, new_name: str, *,
     return product
 
 
+def _changed(session: Session, who: Principal, *, now: dt.datetime, action: str, target: str, what: str) -> Conflict:
+    """The delete met a row it did not check for (a foreign key refused it): roll back, record, 409."""
+    session.rollback()
+    why = (
+        f"{what} changed while it was being deleted (something now uses it); nothing was deleted. "
+        "Look at what uses it and try again"
+    )
+    return _refuse(session, who, now=now, action=action, target=target, why=why, code="changed_while_deleting")
+
+
 def delete_product(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
     """Delete one of the caller's products with its default groups; commit.
 
+    The product's row and its groups' are locked before the checks (see the module docstring).
+
     Raises:
         NotFound: no such product in the caller's tenant.
-        Conflict: it has groups of its own (``product_in_use``), or a group is in use (``group_in_use``).
+        Conflict: it has groups of its own (``product_in_use``), a group is in use (``group_in_use``),
+            or something started to use it during the delete (``changed_while_deleting``).
     """
     product = get_product_for(session, who, ref, action="product.delete", now=now)
-    target = f"product:{product.id}"
+    product_id, product_name = product.id, product.name
+    target = f"product:{product_id}"
+    repository.lock_for_delete(session, product_id=product_id)
     groups: Sequence[DeviceGroup] = repository.list_groups(
-        session, who.tenant_id, product_id=product.id, limit=MAX_PRODUCT_GROUPS
+        session, who.tenant_id, product_id=product_id, limit=MAX_PRODUCT_GROUPS
     )
+    ids = [g.id for g in groups]
+    repository.lock_for_delete(session, group_ids=ids)
     extra = sorted(g.name for g in groups if g.name not in _DEFAULT_NAMES)
     if extra:
         why = (
-            f"product {product.name!r} still has device groups of its own ({', '.join(extra[:5])}); "
+            f"product {product_name!r} still has device groups of its own ({', '.join(extra[:5])}); "
             "delete them first with 'bastion device-group delete'"
         )
         raise _refuse(session, who, now=now, action="product.delete", target=target, why=why, code="product_in_use")
@@ -148,24 +172,28 @@ def delete_product(session: Session, who: Principal, ref: str, *, now: dt.dateti
         uses = group_uses(session, group.id)
         if uses:
             why = (
-                f"product {product.name!r} is in use: its group {group.name!r} has {', '.join(uses)}; "
+                f"product {product_name!r} is in use: its group {group.name!r} has {', '.join(uses)}; "
                 "move its devices to another group first ('bastion device assign')"
             )
             raise _refuse(session, who, now=now, action="product.delete", target=target, why=why, code="group_in_use")
-    ids = [g.id for g in groups]
-    session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id.in_(ids)))
-    session.execute(delete(DeviceGroup).where(DeviceGroup.id.in_(ids)))
-    session.execute(delete(Product).where(Product.id == product.id))
-    record(
-        session,
-        now=now,
-        tenant_id=who.tenant_id,
-        actor=who.actor,
-        action="product.delete",
-        target=target,
-        detail=f"name={product.name} groups={len(ids)}",
-    )
-    session.commit()
+    try:
+        session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id.in_(ids)))
+        session.execute(delete(DeviceGroup).where(DeviceGroup.id.in_(ids)))
+        session.execute(delete(Product).where(Product.id == product_id))
+        record(
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="product.delete",
+            target=target,
+            detail=f"name={product_name} groups={len(ids)}",
+        )
+        session.commit()
+    except IntegrityError as exc:
+        raise _changed(
+            session, who, now=now, action="product.delete", target=target, what=f"product {product_name!r}"
+        ) from exc
 
 
 def _refuse_default(session: Session, who: Principal, group: DeviceGroup, *, now: dt.datetime, action: str) -> None:
@@ -221,29 +249,39 @@ def rename_group(session: Session, who: Principal, ref: str, new_name: str, *, n
 def delete_group(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
     """Delete one of the caller's device groups that is not in use (and not a default one); commit.
 
+    The group's row is locked before the check (see the module docstring).
+
     Raises:
         NotFound: no such group in the caller's tenant.
-        Conflict: a default group (``default_group``), or in use (``group_in_use``, naming what uses it).
+        Conflict: a default group (``default_group``), in use (``group_in_use``, naming what uses it),
+            or something started to use it during the delete (``changed_while_deleting``).
     """
     group = get_group_for(session, who, ref, action="device_group.delete", now=now)
-    target = f"device_group:{group.id}"
+    group_id, group_name, product_id = group.id, group.name, group.product_id
+    target = f"device_group:{group_id}"
     _refuse_default(session, who, group, now=now, action="device_group.delete")
-    uses = group_uses(session, group.id)
+    repository.lock_for_delete(session, group_ids=[group_id])
+    uses = group_uses(session, group_id)
     if uses:
         why = (
-            f"device group {group.name!r} is in use: it has {', '.join(uses)}; "
+            f"device group {group_name!r} is in use: it has {', '.join(uses)}; "
             "move its devices to another group first ('bastion device assign')"
         )
         raise _refuse(session, who, now=now, action="device_group.delete", target=target, why=why, code="group_in_use")
-    session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id == group.id))
-    session.execute(delete(DeviceGroup).where(DeviceGroup.id == group.id))
-    record(
-        session,
-        now=now,
-        tenant_id=who.tenant_id,
-        actor=who.actor,
-        action="device_group.delete",
-        target=target,
-        detail=f"product={group.product_id} name={group.name}",
-    )
-    session.commit()
+    try:
+        session.execute(delete(GroupAppraisalPolicy).where(GroupAppraisalPolicy.group_id == group_id))
+        session.execute(delete(DeviceGroup).where(DeviceGroup.id == group_id))
+        record(
+            session,
+            now=now,
+            tenant_id=who.tenant_id,
+            actor=who.actor,
+            action="device_group.delete",
+            target=target,
+            detail=f"product={product_id} name={group_name}",
+        )
+        session.commit()
+    except IntegrityError as exc:
+        raise _changed(
+            session, who, now=now, action="device_group.delete", target=target, what=f"device group {group_name!r}"
+        ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
@@ -28,8 +28,10 @@ __all__ = [
     "find_group",
     "find_product",
     "groups_following",
+    "hold_group",
     "list_groups",
     "list_products",
+    "lock_for_delete",
     "os_rollout",
 ]
 
@@ -69,6 +71,67 @@ def list_groups(session: Session, tenant_id: str, *, product_id: str | None, lim
         query = query.where(DeviceGroup.product_id == product_id)
     query = query.order_by(DeviceGroup.product_id, DeviceGroup.created_at, DeviceGroup.name).limit(limit)
     return session.scalars(query).all()
+
+
+#: A no-op write touches no loaded object: nothing to synchronize.
+_NO_SYNC = {"synchronize_session": False}
+
+
+def _is_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def lock_for_delete(session: Session, *, product_id: str | None = None, group_ids: Sequence[str] = ()) -> None:
+    """Hold a product and groups about to be deleted, so the checks that follow stay true until commit.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` on their rows. That conflicts with the
+    ``FOR KEY SHARE`` lock an insert or update takes on the row its foreign key
+    names (a device put into a group, a deployment or rollout for it, a group added
+    to the product): a writer already under way makes this wait, and the checks then
+    see its row; a later one waits for this transaction and then fails its
+    foreign key instead of pointing at a deleted row.
+    SQLite: it has one writer at a time, so a first (no-op) write takes the
+    database's write lock; nobody else commits until this transaction ends, and
+    the checks read the final state.
+
+    Lock the product before listing its groups (a group added meanwhile waits).
+    """
+    if _is_sqlite(session):
+        if product_id is not None:
+            session.execute(
+                update(Product).where(Product.id == product_id).values(name=Product.name), execution_options=_NO_SYNC
+            )
+        elif group_ids:
+            session.execute(
+                update(DeviceGroup).where(DeviceGroup.id == group_ids[0]).values(updated_at=DeviceGroup.updated_at),
+                execution_options=_NO_SYNC,
+            )
+        return
+    if product_id is not None:
+        session.execute(select(Product.id).where(Product.id == product_id).with_for_update())
+    if group_ids:
+        session.execute(
+            select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids)).order_by(DeviceGroup.id).with_for_update()
+        )
+
+
+def hold_group(session: Session, group_id: str) -> bool:
+    """Whether the group still exists, held so it stays until this transaction ends (for a reference without a FK).
+
+    PostgreSQL: ``FOR KEY SHARE``, which waits for a delete under way
+    (:func:`lock_for_delete`) and then finds no row. SQLite: a no-op write takes the
+    write lock first, so no delete commits between this read and the commit.
+    """
+    if _is_sqlite(session):
+        held = session.execute(
+            update(DeviceGroup).where(DeviceGroup.id == group_id).values(updated_at=DeviceGroup.updated_at),
+            execution_options=_NO_SYNC,
+        )
+        return bool(getattr(held, "rowcount", 0))
+    found = session.scalar(
+        select(DeviceGroup.id).where(DeviceGroup.id == group_id).with_for_update(read=True, key_share=True)
+    )
+    return found is not None
 
 
 def groups_following(session: Session, tenant_id: str, feeds: Sequence[OsFeed]) -> Sequence[DeviceGroup]:

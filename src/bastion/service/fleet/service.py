@@ -286,7 +286,7 @@ def assign_device(
 
     Raises:
         InvalidDeviceId: malformed device ID.
-        NotFound: the device or the group is not in the caller's tenant.
+        NotFound: the device or the group is not in the caller's tenant (or the group was deleted meanwhile).
     """
     device = get_device_for(session, who, device_id, action="device.assign", now=now)
     group = None if group_ref is None else get_group_for(session, who, group_ref, action="device.assign", now=now)
@@ -295,6 +295,11 @@ def assign_device(
     if device.development_mode:
         device.group_before_development = chosen
         detail += " (after development mode)"
+        # That column has no foreign key: hold the group, so a delete under way cannot leave it dangling.
+        session.flush()
+        if chosen is not None and not repository.hold_group(session, chosen):
+            session.rollback()
+            raise NotFound(f"device group {chosen!r} was deleted meanwhile; {_NO_GROUP_HINT}")
     else:
         device.group_id = chosen
     record(
@@ -306,5 +311,9 @@ def assign_device(
         target=f"device:{device_id}",
         detail=detail,
     )
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as exc:  # the group was deleted since it was looked up (its foreign key refused)
+        session.rollback()
+        raise NotFound(f"device group {chosen!r} was deleted meanwhile; {_NO_GROUP_HINT}") from exc
     return device, group

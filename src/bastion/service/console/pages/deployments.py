@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from bastion.service.console.deps import ConsoleContributorDep, ConsoleReaderDep, CsrfDep, page_router
 from bastion.service.console.paging import PageParamsDep, filter_value, paginate
 from bastion.service.console.render import NavItem, render, render_fragment
-from bastion.service.console.views.deployments import deployment_view, deployments_page
+from bastion.service.console.views.deployments import deployment_view, deployments_page, image_choices
 from bastion.service.deployments import service
 from bastion.service.errors import InvalidRequest
 from bastion.service.fleet.limits import FleetLimitsDep
@@ -37,6 +37,8 @@ POLL_SECONDS = 5
 DEVICE_ROWS = 50
 #: Bound on the text of the create form's fields.
 MAX_FIELD_CHARS = 300
+#: Bound on the image fields one create form may carry (the service allows fewer per deployment).
+MAX_IMAGE_FIELDS = 64
 
 DeploymentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 FormText = Annotated[str, Form(max_length=MAX_FIELD_CHARS)]
@@ -53,7 +55,10 @@ def deployments(
         group_id = get_group_for(session, me.principal, group_ref, action="deployment.read", now=now).id
     page = deployments_page(session, me.tenant_id, offset=params.offset, limit=params.fetch, group_id=group_id)
     rows, pager = paginate(params, page.rows, "/console/deployments", {"group": group_ref})
-    return render(request, "pages/deployments.html", {"rows": rows, "pager": pager, "group": group_ref})
+    choices = image_choices(session, me.tenant_id) if me.can("contributor") else None
+    return render(
+        request, "pages/deployments.html", {"rows": rows, "pager": pager, "group": group_ref, "choices": choices}
+    )
 
 
 def _stages(raw: str) -> list[float]:
@@ -79,15 +84,19 @@ def create(
     pub: PublisherDep,
     limits: FleetLimitsDep,
     group: FormText,
-    images: FormText,
+    images: Annotated[list[str], Form(max_length=MAX_IMAGE_FIELDS)],
     stages: Annotated[str, Form(max_length=MAX_FIELD_CHARS)] = "",
     soak_seconds: Annotated[int, Form(ge=0)] = 3600,
 ) -> Response:
-    """Create a deployment of image ids/refs (comma-separated) to a group, staged when ``stages`` is given."""
+    """Create a deployment of the images picked in the form's select to a group, staged when ``stages`` is given.
+
+    Each ``images`` value is an image id (a value may also list ids separated by commas); the
+    service checks that every one is the tenant's, whatever the select offered.
+    """
     plan = None
     if stages.strip():
         plan = parse_plan(_stages(stages), soak_seconds=soak_seconds, halt=None)
-    refs = [r.strip() for r in images.split(",") if r.strip()]
+    refs = [r.strip() for value in images for r in value[:MAX_FIELD_CHARS].split(",") if r.strip()]
     deployment = service.create_deployment(
         session,
         me.principal,

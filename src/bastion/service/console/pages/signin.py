@@ -19,11 +19,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from bastion.service.audit.service import record
 from bastion.service.auth.limits import AuthLimitsDep
 from bastion.service.auth.service import authorize
-from bastion.service.console.csrf import SIGNIN_COOKIE, CsrfRefused, check_origin, check_token, new_signin_token
+from bastion.service.console.csrf import (
+    CsrfRefused,
+    check_origin,
+    check_token,
+    clear_signin_cookie,
+    new_signin_token,
+    presented_signin_cookie,
+    set_signin_cookie,
+)
 from bastion.service.console.deps import CsrfDep, page_router, safe_next
 from bastion.service.console.render import render
 from bastion.service.console.session import (
-    COOKIE_NAME,
     END_REASONS,
     Ended,
     clear_cookie,
@@ -33,6 +40,7 @@ from bastion.service.console.session import (
     get_console_settings,
     hash_session_id,
     look_up,
+    presented_cookie,
     set_cookie,
 )
 from bastion.service.errors import Forbidden, Unauthenticated
@@ -63,15 +71,7 @@ def _form(
         {"signin_csrf": token, "next_path": next_path, "error": error, "notice": notice, "current": current},
         status=status,
     )
-    response.set_cookie(
-        SIGNIN_COOKIE,
-        token,
-        max_age=SIGNIN_COOKIE_MAX_AGE_S,
-        path="/console/signin",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    set_signin_cookie(response, request, token, max_age=SIGNIN_COOKIE_MAX_AGE_S)
     return response
 
 
@@ -80,7 +80,7 @@ def signin_page(request: Request, session: SessionDep, now: NowDep) -> Response:
     """The sign-in form, always (a browser already signed in is told so, never carried into that session)."""
     next_path = safe_next(request.query_params.get("next"))
     try:
-        live = look_up(session, request.cookies.get(COOKIE_NAME), now=now, settings=get_console_settings(request))
+        live = look_up(session, presented_cookie(request), now=now, settings=get_console_settings(request))
     except Ended:
         live = None
     current = None
@@ -104,12 +104,12 @@ def signin(
     next_path = safe_next(next)
     try:
         check_origin(request)
-        check_token(csrf_token, request.cookies.get(SIGNIN_COOKIE) or "")
+        check_token(csrf_token, presented_signin_cookie(request))
     except CsrfRefused as refused:
         # Nobody is signed in, so there is no tenant to write to: the service log has it.
         _security_log.warning("console sign-in CSRF refusal: %s", refused.reason)
         raise
-    old = decode_cookie(request.cookies.get(COOKIE_NAME))
+    old = decode_cookie(presented_cookie(request))
     if old is not None:
         delete_session(session, hash_session_id(old))
         session.commit()
@@ -133,7 +133,7 @@ def signin(
     session.commit()
     response = RedirectResponse(next_path, status_code=303)
     set_cookie(response, request, new.cookie, max_age=settings.max_age)
-    response.delete_cookie(SIGNIN_COOKIE, path="/console/signin", httponly=True, samesite="strict")
+    clear_signin_cookie(response, request)
     return response
 
 

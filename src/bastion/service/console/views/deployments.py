@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from bastion.service.deployments.service import DeploymentReport, DeviceState
 from bastion.service.fleet import repository as fleet_repository
-from bastion.service.models import Deployment, DeviceGroup, Product, Rollout
+from bastion.service.models import AppImage, Deployment, DeviceGroup, Product, Rollout
 from bastion.service.rollouts import service as rollouts
 from bastion.service.rollouts.health import HealthSource
 from bastion.service.rollouts.rules import LIVE_STATES, RolloutState
@@ -27,12 +27,18 @@ __all__ = [
     "DeploymentRow",
     "DeploymentView",
     "DeploymentsPage",
+    "ImageChoice",
+    "ImageChoices",
     "RolloutView",
     "StageView",
     "deployment_view",
     "deployments_page",
+    "image_choices",
     "rollout_view",
 ]
+
+#: Most app images the deployment form offers: the newest (older ones are deployed by id with the CLI or API).
+MAX_IMAGE_CHOICES = 200
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,43 @@ class DeploymentView:
     def finished(self) -> bool:
         """Nothing more will change by itself (the live refresh can stop)."""
         return self.rollout is None or not self.rollout.live
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """One app image the deployment form offers."""
+
+    id: int
+    component_id: str
+    version: str
+    uploaded_at: dt.datetime
+
+    @property
+    def label(self) -> str:
+        """How the form's select names it: id, app (component id) and version."""
+        return f"#{self.id} · {self.component_id} @ {self.version}"
+
+
+@dataclass(frozen=True)
+class ImageChoices:
+    """The images the form offers, newest first; ``more``: the tenant has older ones not offered."""
+
+    images: Sequence[ImageChoice]
+    more: bool
+    limit: int
+
+
+def image_choices(session: Session, tenant_id: str, *, limit: int | None = None) -> ImageChoices:
+    """The tenant's newest ``limit`` (default :data:`MAX_IMAGE_CHOICES`) app images, for the form's select."""
+    limit = MAX_IMAGE_CHOICES if limit is None else limit
+    rows = session.execute(
+        select(AppImage.id, AppImage.component_id, AppImage.version, AppImage.uploaded_at)
+        .where(AppImage.tenant_id == tenant_id)
+        .order_by(AppImage.uploaded_at.desc(), AppImage.id.desc())
+        .limit(limit + 1)
+    ).all()
+    images = [ImageChoice(id=r[0], component_id=r[1], version=r[2], uploaded_at=r[3]) for r in rows[:limit]]
+    return ImageChoices(images=images, more=len(rows) > limit, limit=limit)
 
 
 def _group_name(name: str, product: str) -> str:
