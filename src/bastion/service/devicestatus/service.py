@@ -20,6 +20,7 @@ a payload that does not parse included.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -79,6 +80,12 @@ class RevokedCertificateError(Forbidden):
         self.device_id = device_id
 
 
+@functools.lru_cache(maxsize=256)
+def _anchor(cert_pem: str) -> x509.Certificate:
+    """A tenant CA's certificate, parsed once per PEM (the PEM is the cache key: a new CA is a new entry)."""
+    return load_certificate_pem(cert_pem.encode("ascii"))
+
+
 def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) -> tuple[str, str]:
     if len(message.x5chain) != 1:
         raise _malformed("x5chain must hold exactly the device certificate")
@@ -88,7 +95,7 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
         raise _malformed("the x5chain certificate does not parse") from exc
     tenant_id, device_id = _identity(cert)
     # Only the tenant's trusted CAs: a retired one (ADR 0012) no longer vouches for anything.
-    anchors = [load_certificate_pem(row.cert_pem.encode("ascii")) for row in trusted_cas(session, tenant_id, now=now)]
+    anchors = [_anchor(row.cert_pem) for row in trusted_cas(session, tenant_id, now=now)]
     try:
         verify_chain([cert], anchors, now=now)
     except CertificateError as exc:
