@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 
 from fleet_world import APP_COMPONENT, OCTET, OS_COMPONENT, Fleet, make_status_device, os_image, trust_os_key
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from tuf_attacks import download_headers
 
 from bastion.crypto.keys import generate_private_key
 from bastion.service import tuf
 from bastion.service.config import Settings
-from bastion.service.fleet.targets import update_pointers
+from bastion.service.fleet.targets import TufPublisher, reconcile_groups, update_pointers
+from bastion.service.models import DeviceGroup
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
 
@@ -80,3 +83,47 @@ def test_deployment_and_os_publish_reach_the_group_repository(
     assert pointer["tuf_base"] == f"/tuf/{production}"
     assert base64.b64decode(pointer["root"]) == tuf.group_root(settings, production)
     assert pointer["maintenance_window"] == {"start": "01:00", "duration_minutes": 60}
+
+
+def test_a_deleted_groups_repository_and_keys_go_with_it(
+    client: TestClient, tenant: CreatedTenant, *, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    fleet = Fleet(client, tenant.admin_token, session_factory)
+    r = fleet.call("POST", "/device-groups", json={"product": "Lamp", "name": "Night shift"})
+    assert r.status_code == 201, r.text
+    night = r.json()["id"]
+    assert _targets(client, night) == {}  # published: metadata and sealed keys on disk
+    product_id = fleet.call("GET", "/products/Lamp").json()["id"]
+    repositories = settings.home / "blobs" / "tuf"
+    assert (repositories / night / "keys").is_dir()
+    assert night in tuf.list_groups(settings)
+
+    assert fleet.call("DELETE", f"/device-groups/{night}").status_code == 204
+    assert not (repositories / night).exists()
+    assert night not in tuf.list_groups(settings)  # so the refresher never re-signs it
+    assert client.get(f"/tuf/{night}/metadata/timestamp.json").status_code == 404
+    assert not [p for p in repositories.iterdir() if p.name.startswith(".")]  # no tombstone left
+
+    # A product's delete takes its default groups' repositories too.
+    defaults = list(fleet.groups.values())
+    assert all(g in tuf.list_groups(settings) for g in defaults)
+    assert fleet.call("DELETE", f"/products/{product_id}").status_code == 204
+    assert not any((repositories / g).exists() for g in defaults)
+
+
+def test_the_start_up_reconcile_removes_the_repository_of_a_group_that_is_gone(
+    client: TestClient, tenant: CreatedTenant, *, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """A worker killed between the delete's commit and the removal leaves a repository: start-up removes it."""
+    fleet = Fleet(client, tenant.admin_token, session_factory)
+    night = fleet.call("POST", "/device-groups", json={"product": "Lamp", "name": "Night shift"}).json()["id"]
+    with session_factory() as session:
+        session.execute(delete(DeviceGroup).where(DeviceGroup.id == night))  # gone, its repository not
+        session.commit()
+    assert night in tuf.list_groups(settings)
+    kept = set(fleet.groups.values())
+    with session_factory() as session:
+        checked = reconcile_groups(session.get_bind(), settings, now=dt.datetime.now(dt.UTC), publisher=TufPublisher())
+    assert checked >= len(kept)
+    assert night not in tuf.list_groups(settings)
+    assert kept <= set(tuf.list_groups(settings))  # the others are untouched

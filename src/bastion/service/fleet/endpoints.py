@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.devices.schemas import DeviceOut
-from bastion.service.fleet import blocklist, lifecycle, service
+from bastion.service.fleet import blocklist, lifecycle, service, targets
 from bastion.service.fleet.schemas import (
     AssignRequest,
     BlocklistClearCreate,
@@ -70,9 +70,9 @@ def rename_product(
 
 
 @router.delete("/products/{ref}", status_code=204)
-def delete_product(ref: str, who: ContributorDep, session: SessionDep, now: NowDep) -> Response:
+def delete_product(ref: str, who: ContributorDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> Response:
     """Delete a product and its default groups; 409 while it has other groups or a group is in use."""
-    lifecycle.delete_product(session, who, ref, now=now)
+    targets.remove_repositories(settings, lifecycle.delete_product(session, who, ref, now=now))
     return Response(status_code=204)
 
 
@@ -149,9 +149,9 @@ def update_group(
 
 
 @router.delete("/device-groups/{ref:path}", status_code=204)
-def delete_group(ref: str, who: ContributorDep, session: SessionDep, now: NowDep) -> Response:
+def delete_group(ref: str, who: ContributorDep, session: SessionDep, settings: SettingsDep, now: NowDep) -> Response:
     """Delete a device group; 409 while it is in use (devices, deployments, rollouts) or a default group."""
-    lifecycle.delete_group(session, who, ref, now=now)
+    targets.remove_repositories(settings, [lifecycle.delete_group(session, who, ref, now=now)])
     return Response(status_code=204)
 
 

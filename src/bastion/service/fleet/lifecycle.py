@@ -142,8 +142,10 @@ def _changed(session: Session, who: Principal, *, now: dt.datetime, action: str,
     return _refuse(session, who, now=now, action=action, target=target, why=why, code="changed_while_deleting")
 
 
-def delete_product(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
-    """Delete one of the caller's products with its default groups; commit.
+def delete_product(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> list[str]:
+    """Delete one of the caller's products with its default groups; commit; return the groups' ids.
+
+    The caller removes their TUF repositories (:func:`fleet.targets.remove_repositories`).
 
     The product's row and its groups' are locked before the checks (see the module docstring).
 
@@ -194,6 +196,7 @@ def delete_product(session: Session, who: Principal, ref: str, *, now: dt.dateti
         raise _changed(
             session, who, now=now, action="product.delete", target=target, what=f"product {product_name!r}"
         ) from exc
+    return list(ids)
 
 
 def _refuse_default(session: Session, who: Principal, group: DeviceGroup, *, now: dt.datetime, action: str) -> None:
@@ -246,8 +249,10 @@ def rename_group(session: Session, who: Principal, ref: str, new_name: str, *, n
     return group
 
 
-def delete_group(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> None:
-    """Delete one of the caller's device groups that is not in use (and not a default one); commit.
+def delete_group(session: Session, who: Principal, ref: str, *, now: dt.datetime) -> str:
+    """Delete one of the caller's device groups that is not in use (and not a default one); commit; return its id.
+
+    The caller removes its TUF repository (:func:`fleet.targets.remove_repositories`).
 
     The group's row is locked before the check (see the module docstring).
 
@@ -285,3 +290,4 @@ def delete_group(session: Session, who: Principal, ref: str, *, now: dt.datetime
         raise _changed(
             session, who, now=now, action="device_group.delete", target=target, what=f"device group {group_name!r}"
         ) from exc
+    return group_id

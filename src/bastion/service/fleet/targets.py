@@ -55,6 +55,7 @@ __all__ = [
     "os_target_path",
     "publish_committed",
     "reconcile_groups",
+    "remove_repositories",
     "republish",
     "republish_feeds",
     "targets_for_group",
@@ -443,7 +444,24 @@ def reconcile_groups(
             publish_committed(bind, settings, group_id, now=now, publisher=publisher, limits=limits)
         except (ServiceError, OSError) as exc:
             _log.warning("reconciling group %s failed: %s", group_id, type(exc).__name__)
+    if tenant_id is None and feeds is None:  # every group: a repository of none is a deleted group's
+        remove_repositories(settings, sorted(set(tuf.list_groups(settings)) - set(group_ids)))
     return len(group_ids)
+
+
+def remove_repositories(settings: Settings, group_ids: Sequence[str]) -> int:
+    """Remove the TUF repositories (and sealed keys) of deleted groups, after the delete committed; how many.
+
+    A failure is logged, not raised: the delete stands, and the start-up reconcile
+    (:func:`reconcile_groups`) removes what is left.
+    """
+    removed = 0
+    for group_id in group_ids:
+        try:
+            removed += int(tuf.remove_group(settings, group_id))
+        except (ServiceError, OSError) as exc:
+            _log.warning("removing the repository of deleted group %s failed: %s", group_id, type(exc).__name__)
+    return removed
 
 
 class _RootCache:

@@ -27,6 +27,7 @@ from bastion.service.tuf.repository import (
     published_targets,
     refresh_all,
     refresh_group,
+    remove_group,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "published_targets",
     "refresh_all",
     "refresh_group",
+    "remove_group",
 ]

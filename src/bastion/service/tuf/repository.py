@@ -80,6 +80,7 @@ __all__ = [
     "published_targets",
     "refresh_all",
     "refresh_group",
+    "remove_group",
 ]
 
 #: Expiry of each role's metadata after it is signed (docs/updates.md).
@@ -469,6 +470,35 @@ def refresh_all(settings: Settings, *, now: dt.datetime, on_group: Callable[[str
     if failed:
         raise TufError(f"{len(failed)} group(s) could not be refreshed: {', '.join(failed)}")
     return refreshed
+
+
+#: A removed group's directory while it is deleted (outside the group-id namespace: never served or refreshed).
+_TOMBSTONE_PREFIX = ".removed-"
+
+
+def remove_group(settings: Settings, group_id: str) -> bool:
+    """Remove a deleted group's repository and its sealed online keys; whether there was one (idempotent).
+
+    Under the group's publish lock the directory is renamed out of the served and
+    refreshed namespace (one atomic rename), then deleted: a crash midway leaves a
+    tombstone that the next removal of any group sweeps, never a half-served repository.
+    """
+    root = tuf_root(settings)
+    directory = group_dir(settings, group_id)
+    removed = False
+    if directory.is_dir():
+        with publish_lock(settings, group_id):
+            tomb = root / f"{_TOMBSTONE_PREFIX}{group_id}"
+            shutil.rmtree(tomb, ignore_errors=True)
+            try:
+                directory.rename(tomb)
+                removed = True
+            except FileNotFoundError:  # a concurrent removal won
+                pass
+            fsync_dir(root)
+    for leftover in root.glob(f"{_TOMBSTONE_PREFIX}*") if root.is_dir() else ():
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed
 
 
 def group_root(settings: Settings, group_id: str) -> bytes:

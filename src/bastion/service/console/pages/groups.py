@@ -22,7 +22,7 @@ from bastion.service.console.paging import PageParamsDep, paginate
 from bastion.service.console.render import render
 from bastion.service.console.views.groups import group_view
 from bastion.service.errors import InvalidRequest
-from bastion.service.fleet import lifecycle
+from bastion.service.fleet import lifecycle, targets
 from bastion.service.fleet import service as fleet
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
 from bastion.service.fleet.targets import PublisherDep
@@ -111,8 +111,14 @@ def update_settings(
 
 @router.post("/groups/{group_id}/delete", include_in_schema=False)
 def delete(
-    group_id: GroupIdPath, me: ConsoleContributorDep, _csrf: CsrfDep, *, session: SessionDep, now: NowDep
+    group_id: GroupIdPath,
+    me: ConsoleContributorDep,
+    _csrf: CsrfDep,
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> Response:
     """Delete the group (not a default one, not in use: the domain refuses with a 409 page that says why)."""
-    lifecycle.delete_group(session, me.principal, group_id, now=now)
+    targets.remove_repositories(settings, [lifecycle.delete_group(session, me.principal, group_id, now=now)])
     return RedirectResponse("/console/products", status_code=303)
