@@ -33,6 +33,8 @@ from bastion.cli._localstack import LocalStack, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "apps" / "hello"
+CRASHER_APP = EXAMPLE_APP.parent / "crasher"
+CRASHER_ID = json.loads((CRASHER_APP / "app_manifest.json").read_text())["ComponentId"]
 GROUP = "widget/Field Test"
 #: The service's download credential lifetime here (BASTION_DOWNLOAD_CREDENTIAL_TTL; the product's is 60 s).
 #: Above the device's reuse margin, so the device still keeps and reuses a credential for a while.
@@ -325,6 +327,42 @@ def test_5_a_closed_window_applies_at_the_next_check_in(world: World, device: Ru
     summary = device.update_check()
     assert summary.get("result") == "installed", summary
     wait_for("app v3 running", lambda: any(a.get("version") == "3.0.0" for a in device.apps()))
+
+
+def test_5b_a_crash_on_the_device_lands_in_one_bucket_signed_by_it(world: World, device: RunningDevice) -> None:
+    """Issue 8: the real OS captures a crash, queues it and uploads it signed; the service buckets it once."""
+    crasher = world.stack.root / "crasher-1.0.0.img"
+    world.stack.bastion(
+        "app", "package", str(CRASHER_APP), "--key", str(world.app_key), "--version", "1.0.0", "-o", str(crasher)
+    )  # fmt: skip
+    hello = world.stack.bastion_json("image", "add", str(world.build_app("4.0.0")))  # beside the crasher
+    added = world.stack.bastion_json("image", "add", str(crasher))
+    world.stack.bastion(
+        "deployment", "create", "--group", GROUP, "--image", str(hello["id"]), "--image", str(added["id"])
+    )  # fmt: skip
+    summary = device.update_check()
+    assert summary.get("result") == "installed", summary
+    wait_for("the crasher to crash once and recover", lambda: "recovered" in device.app_log(CRASHER_ID))
+
+    def bucket() -> dict[str, Any] | None:
+        device.update_check()  # a check-in uploads the queued reports (a crash also asks for one soon)
+        rows = world.stack.bastion_json("error-report", "list", "--component", CRASHER_ID).get("items") or []
+        return rows[0] if rows else None
+
+    found = wait_for("the crash bucket", bucket)
+    assert (found["event_count"], found["device_count"], found["state"]) == (1, 1, "open"), found
+    assert found["title"].startswith("ValueError"), found
+    # More check-ins upload nothing new: the acknowledged batch is gone from the device's queue.
+    device.update_check()
+    again = world.stack.bastion_json("error-report", "list", "--component", CRASHER_ID)["items"]
+    assert again[0]["event_count"] == 1, again
+    csv_file = world.stack.root / "errors.csv"
+    world.stack.bastion("error-report", "download", "--format", "csv", "--since", "1d", "-o", str(csv_file))
+    crashes = [line for line in csv_file.read_text().splitlines()[1:] if CRASHER_ID in line and ",AppCrash," in line]
+    assert len(crashes) == 1, crashes  # its install is there too, as an Update row
+    assert crashes[0].startswith(f"{device.device_id},AppCrash,Error,python_exception,1,"), crashes
+    mine = [e for e in world.stack.bastion_json("audit") if e.get("actor") == f"device:{device.device_id}"]
+    assert not [e for e in mine if e.get("action") == "device.error_report" and e.get("outcome") == "denied"], mine
 
 
 def test_6_a_revoked_os_fails_the_next_attestation(world: World, device: RunningDevice) -> None:
