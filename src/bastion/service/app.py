@@ -24,6 +24,7 @@ and :mod:`bastion.service.openapi` declares it on every operation.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import time
@@ -310,6 +311,7 @@ def create_app(
     retention_interval_enabled: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
     rollout_gate_interval_s: float | None = None,
+    freeze_heap_at_start: bool = False,
 ) -> ServiceApp:
     """Build the app: one engine and session factory per app, created in its lifespan.
 
@@ -322,6 +324,9 @@ def create_app(
         retention_interval_enabled: run the error-report retention task (period in the settings; off in tests).
         monotonic: the clock of the rate limiter (seconds; tests pass a fake).
         rollout_gate_interval_s: period of the staged-rollout gate; ``None`` (tests) disables it.
+        freeze_heap_at_start: once started, collect and then ``gc.freeze()`` the heap, so the cyclic
+            collector no longer walks the app's start-up objects on every full pass (a server
+            process; not tests, which build many apps in one process).
     """
 
     @asynccontextmanager
@@ -352,6 +357,11 @@ def create_app(
                     settings.error_reports.prune_interval_s if retention_interval_enabled else None,
                 ),
             ):
+                if freeze_heap_at_start:
+                    # The imports, routes, schemas and engine are there for good: the collector's
+                    # passes then walk only what requests make (~0.7 ms of 9 per error-report batch).
+                    gc.collect()
+                    gc.freeze()
                 yield
         finally:
             engine.dispose()
@@ -437,6 +447,7 @@ def create_app_from_env() -> ServiceApp:
         crl_refresh_interval_s=CRL_REFRESH_INTERVAL_S,
         retention_interval_enabled=True,
         rollout_gate_interval_s=gate_interval_from_env(os.environ),
+        freeze_heap_at_start=True,
     )
     app.state.auth_limits = AuthLimits.from_env()
     app.state.observability = ObservabilitySettings.from_env()
