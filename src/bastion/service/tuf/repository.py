@@ -479,15 +479,18 @@ _TOMBSTONE_PREFIX = ".removed-"
 def remove_group(settings: Settings, group_id: str) -> bool:
     """Remove a deleted group's repository and its sealed online keys; whether there was one (idempotent).
 
-    Under the group's publish lock the directory is renamed out of the served and
-    refreshed namespace (one atomic rename), then deleted: a crash midway leaves a
-    tombstone that the next removal of any group sweeps, never a half-served repository.
+    Under the group's publish lock and its inner writer lock (the one a publish or a
+    refresh holds while it writes files, taken in that order as :func:`publish_group`
+    is called) the directory is renamed out of the served and refreshed namespace (one
+    atomic rename), then deleted: a crash midway leaves a tombstone that the next
+    removal of any group sweeps, never a half-served repository, and no writer is
+    midway through its files when they move.
     """
     root = tuf_root(settings)
     directory = group_dir(settings, group_id)
     removed = False
     if directory.is_dir():
-        with publish_lock(settings, group_id):
+        with publish_lock(settings, group_id), group_lock(directory):
             tomb = root / f"{_TOMBSTONE_PREFIX}{group_id}"
             shutil.rmtree(tomb, ignore_errors=True)
             try:
