@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
+from fastapi import FastAPI
 from fleet_world import StatusDevice, make_status_device
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.blobs.store import BlobStore
 from bastion.service.config import Settings
+from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.models import ErrorBucket, ErrorBucketVersion
 from bastion.service.tenants.service import CreatedTenant
 from bastion.service.tuf.files import group_lock
@@ -88,3 +90,30 @@ def test_removing_a_group_waits_for_a_writer_holding_the_group_lock(tuf_settings
             t.join(10)
     assert done.is_set()
     assert not group_dir(tuf_settings, group).exists()
+
+
+def test_a_batch_of_many_buckets_past_the_cap_with_odd_versions_counts_right(  # noqa: PLR0917 - fixtures
+    app: FastAPI,
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """128 records of 64 fingerprints and two versions each, a cap of 10 buckets: the rest share the overflow."""
+    app.state.error_report_settings = ErrorReportSettings(max_buckets_per_tenant=10)
+    now = clock()
+    records = [crash(now, exception=f"E{n % 64}", version=ODD[n % 2]) for n in range(128)]
+    senders = [make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=now)]
+    senders.append(make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=now))
+    for sender in (senders[0], senders[1], senders[0]):
+        r = client.post(ENDPOINT, content=batch(sender, iat=now, records=records), headers=COSE)
+        assert r.status_code == 200, r.text
+    with session_factory() as session:
+        buckets = list(session.scalars(select(ErrorBucket)))
+        assert len(buckets) == 11
+        assert sum(b.event_count for b in buckets) == 3 * 128
+        assert {b.device_count for b in buckets} == {2}
+        versions = list(session.scalars(select(ErrorBucketVersion)))
+        assert {v.device_count for v in versions} == {2}
+        assert sum(v.event_count for v in versions) == 3 * 128
