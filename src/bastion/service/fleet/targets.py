@@ -445,8 +445,27 @@ def reconcile_groups(
         except (ServiceError, OSError) as exc:
             _log.warning("reconciling group %s failed: %s", group_id, type(exc).__name__)
     if tenant_id is None and feeds is None:  # every group: a repository of none is a deleted group's
-        remove_repositories(settings, sorted(set(tuf.list_groups(settings)) - set(group_ids)))
+        remove_repositories(settings, _gone_groups(bind, tuf.list_groups(settings, complete=False)))
     return len(group_ids)
+
+
+#: Group ids looked up per statement when the reconcile checks which directories' groups are gone.
+_GONE_CHUNK = 500
+
+
+def _gone_groups(bind: Engine | Connection, listed: Sequence[str]) -> list[str]:
+    """Which of the listed repository directories' groups are not in the database, read after the listing.
+
+    Read afresh, not from the reconcile's first read: a group created meanwhile (by another
+    worker) commits its row before its repository exists, so a directory seen here whose
+    group is not found here is a deleted group's (a group id is never reused).
+    """
+    present: set[str] = set()
+    with Session(bind=bind) as session:
+        for start in range(0, len(listed), _GONE_CHUNK):
+            chunk = list(listed[start : start + _GONE_CHUNK])
+            present.update(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(chunk))))
+    return [group_id for group_id in listed if group_id not in present]
 
 
 def remove_repositories(settings: Settings, group_ids: Sequence[str]) -> int:

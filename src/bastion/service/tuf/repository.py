@@ -426,8 +426,14 @@ def refresh_group(settings: Settings, group_id: str, *, now: dt.datetime) -> boo
         return True
 
 
-def list_groups(settings: Settings) -> list[str]:
-    """The ids of every group that has a repository, sorted."""
+def list_groups(settings: Settings, *, complete: bool = True) -> list[str]:
+    """The ids of every group that has a repository, sorted.
+
+    With ``complete=False`` also those with only part of one: a creation that stopped
+    before its first timestamp (sealed keys, a root), or only lock files (a publish that
+    found its group deleted). The refresher wants the first list; a sweep of deleted
+    groups' directories wants the second.
+    """
     base = tuf_root(settings)
     if not base.is_dir():
         return []
@@ -437,7 +443,7 @@ def list_groups(settings: Settings) -> list[str]:
             validate_group_id(entry.name)
         except TufError:
             continue
-        if (entry / "metadata" / TIMESTAMP_FILE).is_file():
+        if (entry / "metadata" / TIMESTAMP_FILE).is_file() or (not complete and entry.is_dir()):
             groups.append(entry.name)
     return sorted(groups)
 
