@@ -431,6 +431,7 @@ def test_exported_names() -> None:
             "publish_group",
             "publish_lock",
             "published_targets",
+            "remove_group",
             "refresh_all",
             "refresh_group",
         ]
