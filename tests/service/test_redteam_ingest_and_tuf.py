@@ -117,3 +117,37 @@ def test_a_batch_of_many_buckets_past_the_cap_with_odd_versions_counts_right(  #
         versions = list(session.scalars(select(ErrorBucketVersion)))
         assert {v.device_count for v in versions} == {2}
         assert sum(v.event_count for v in versions) == 3 * 128
+
+
+def test_concurrent_distinct_batches_of_two_devices_count_each_device_once(
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """Eight different batches (two devices, new bucket, two versions each) race: counts stay exact."""
+    now = clock()
+    senders = [
+        make_status_device(session_factory, owner_tenant=tenant.tenant_id, master_key=master_key, now=now)
+        for _ in range(2)
+    ]
+    records = [crash(now, version="1.0"), crash(now, version="1.0.0"), crash(now, exception="KeyError")]
+    bodies = [batch(senders[n % 2], iat=now, records=records) for n in range(8)]
+    codes: list[int] = []
+    threads = [
+        threading.Thread(target=lambda b=b: codes.append(client.post(ENDPOINT, content=b, headers=COSE).status_code))
+        for b in bodies
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 8
+    with session_factory() as session:
+        buckets = list(session.scalars(select(ErrorBucket)))
+        assert sorted((b.event_count, b.device_count) for b in buckets) == [(8, 2), (16, 2)]
+        versions = sorted(
+            (v.version, v.event_count, v.device_count) for v in session.scalars(select(ErrorBucketVersion))
+        )
+        assert versions == [("1.0", 8, 2), ("1.0.0", 8, 2), ("1.0.0", 8, 2)]
