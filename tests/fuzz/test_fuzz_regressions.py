@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import struct
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,12 +178,25 @@ def test_os_manifest_with_a_text_security_version_is_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("security_version", True), ("security_version", -1), ("security_version", 2**32), ("version", 1),
-     ("files", [["a", "b"]]), ("files", {"a": 1}), ("format", True), ("name", None)],
+     ("files", [["a", "b"]]), ("files", {"a": 1}), ("files", {"a": "00"}), ("files", {"a": "A" * 64}),
+     ("files", {"a": "\u00e9" * 64}), ("format", True), ("name", None)],
 )  # fmt: skip
 def test_os_manifest_field_of_the_wrong_type_is_refused(field: str, value: object) -> None:
-    good = json.loads(OsManifest(version="1.0.0", security_version=1, files={"a": "00"}).to_json())
+    good = json.loads(OsManifest(version="1.0.0", security_version=1, files={"a": "0" * 64}).to_json())
+    OsManifest.from_json(json.dumps(good).encode())  # the baseline itself is accepted
     with pytest.raises(ImageArchiveError):
         OsManifest.from_json(json.dumps({**good, field: value}).encode())
+
+
+def test_os_manifest_with_a_non_ascii_file_hash_is_refused() -> None:
+    # read_payload_file compared it with hmac.compare_digest, which raised TypeError (harness archive).
+    data = (REGRESSIONS / "archive" / "file-hash-not-ascii").read_bytes()[1:]  # after the selector byte
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        member = archive.extractfile("bastion-os.json")
+        assert member is not None
+        manifest = member.read()
+    with pytest.raises(ImageArchiveError, match="SHA-256 hex"):
+        OsManifest.from_json(manifest)
 
 
 # --- delta OS update patches ------------------------------------------------------------
