@@ -21,6 +21,7 @@ from bastion.boot.config import BootConfig
 from bastion.boot.errors import BootConfigError
 from bastion.crypto.certs import decode_tcb_info, load_certificate_der
 from bastion.crypto.cose import decode_sign1
+from bastion.crypto.crl import load_crl
 from bastion.crypto.errors import MalformedInput
 from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
 from bastion.images.capability import decode_capability
@@ -286,3 +287,13 @@ def test_event_queue_truncates_texts_to_the_bounds_record_applies(tmp_path: Path
     path.write_bytes((REGRESSIONS / "event_queue" / "component-id-over-its-bound").read_bytes())
     (event,) = EventQueue(path).all()
     assert (event.at, event.kind, event.component_id, event.version) == (5, "app_failed", "c" * 64, "v" * 64)
+
+
+# --- tenant CA CRLs ------------------------------------------------------------------------
+
+
+def test_crl_that_repeats_an_extension_is_malformed_input() -> None:
+    # cryptography's DuplicateExtension is not a ValueError; it escaped load_crl (harness crl).
+    data = (REGRESSIONS / "crl" / "duplicate-extension").read_bytes()
+    with pytest.raises(MalformedInput, match="repeats an extension"):
+        load_crl(data)
