@@ -27,7 +27,7 @@ lint: sysdeps $(STAMP)
 
 # The suite runs on PYTEST_WORKERS xdist workers (docs/adr/0020-parallel-tests.md): many tests wait
 # on subprocesses and sockets, so on CI's 2 cores 4 workers beat 2. PYTEST_WORKERS=0 runs it serially.
-PYTEST_WORKERS ?= 0
+PYTEST_WORKERS ?= 4
 test: lint
 	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 

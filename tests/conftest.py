@@ -64,6 +64,16 @@ PG_BASE_URL = os.environ.get("BASTION_TEST_PG_URL", "postgresql+psycopg://postgr
 PG_URL = worker_url(PG_BASE_URL)
 if PG_URL != PG_BASE_URL:
     os.environ["BASTION_TEST_PG_URL"] = PG_URL  # subprocesses and late readers see the worker's database
+#: Terminal-size variables the suite never inherits from whatever runs it.
+RUNNER_TERMINAL_VARS = ("COLUMNS", "LINES")
+# pytest imports readline (``_pytest.capture._readline_workaround``), and GNU readline puts
+# COLUMNS=80 and LINES=24 into the C environment: a serial run's ``os.environ`` never shows
+# them, but every xdist worker is a child of that process and starts with them. rich's Console
+# fixes its width from COLUMNS when it is built (``bastion.cli.output`` builds one at import),
+# so a worker's CLI tables stayed 80 wide whatever COLUMNS a test set later. No test module is
+# imported yet here; a test that needs a width sets COLUMNS through monkeypatch.
+for _name in RUNNER_TERMINAL_VARS:
+    os.environ.pop(_name, None)
 #: A fixed, timezone-aware start time for the fake clock.
 T0 = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import struct
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from bastion.boot.config import BootConfig
 from bastion.boot.errors import BootConfigError
 from bastion.crypto.certs import decode_tcb_info, load_certificate_der
 from bastion.crypto.cose import decode_sign1
+from bastion.crypto.crl import load_crl
 from bastion.crypto.errors import MalformedInput
 from bastion.crypto.keys import load_private_key_pem, load_public_key_pem
 from bastion.images.capability import decode_capability
@@ -177,12 +179,25 @@ def test_os_manifest_with_a_text_security_version_is_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("security_version", True), ("security_version", -1), ("security_version", 2**32), ("version", 1),
-     ("files", [["a", "b"]]), ("files", {"a": 1}), ("format", True), ("name", None)],
+     ("files", [["a", "b"]]), ("files", {"a": 1}), ("files", {"a": "00"}), ("files", {"a": "A" * 64}),
+     ("files", {"a": "\u00e9" * 64}), ("format", True), ("name", None)],
 )  # fmt: skip
 def test_os_manifest_field_of_the_wrong_type_is_refused(field: str, value: object) -> None:
-    good = json.loads(OsManifest(version="1.0.0", security_version=1, files={"a": "00"}).to_json())
+    good = json.loads(OsManifest(version="1.0.0", security_version=1, files={"a": "0" * 64}).to_json())
+    OsManifest.from_json(json.dumps(good).encode())  # the baseline itself is accepted
     with pytest.raises(ImageArchiveError):
         OsManifest.from_json(json.dumps({**good, field: value}).encode())
+
+
+def test_os_manifest_with_a_non_ascii_file_hash_is_refused() -> None:
+    # read_payload_file compared it with hmac.compare_digest, which raised TypeError (harness archive).
+    data = (REGRESSIONS / "archive" / "file-hash-not-ascii").read_bytes()[1:]  # after the selector byte
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        member = archive.extractfile("bastion-os.json")
+        assert member is not None
+        manifest = member.read()
+    with pytest.raises(ImageArchiveError, match="SHA-256 hex"):
+        OsManifest.from_json(manifest)
 
 
 # --- delta OS update patches ------------------------------------------------------------
@@ -272,3 +287,13 @@ def test_event_queue_truncates_texts_to_the_bounds_record_applies(tmp_path: Path
     path.write_bytes((REGRESSIONS / "event_queue" / "component-id-over-its-bound").read_bytes())
     (event,) = EventQueue(path).all()
     assert (event.at, event.kind, event.component_id, event.version) == (5, "app_failed", "c" * 64, "v" * 64)
+
+
+# --- tenant CA CRLs ------------------------------------------------------------------------
+
+
+def test_crl_that_repeats_an_extension_is_malformed_input() -> None:
+    # cryptography's DuplicateExtension is not a ValueError; it escaped load_crl (harness crl).
+    data = (REGRESSIONS / "crl" / "duplicate-extension").read_bytes()
+    with pytest.raises(MalformedInput, match="repeats an extension"):
+        load_crl(data)

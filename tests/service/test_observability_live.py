@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.cli import _localstack
-from bastion.cli._localstack import LocalStack
+from bastion.cli._localstack import LocalStack, wait_for
 
 #: Requests the test sends; the scrape must count exactly these.
 REQUESTS = 200
@@ -19,6 +19,8 @@ REQUESTS = 200
 CLIENT_THREADS = 8
 #: Two workers each import the app; on a shared, loaded machine that takes longer than one.
 START_TIMEOUT_S = 180.0
+#: The service answers once its first worker is up; the second may still be importing the app.
+BOTH_WORKERS_TIMEOUT_S = 180.0
 
 
 @pytest.fixture(autouse=True)
@@ -37,10 +39,27 @@ def _healthz_count(metrics_text: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _access_records(stack: LocalStack) -> list[dict[str, object]]:
+    """The service log's JSON access records of ``/healthz``."""
+    lines = stack.service_log.read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    return [r for r in records if r["logger"] == "bastion.access" and r["route"] == "/healthz"]
+
+
+def _both_workers_served(stack: LocalStack, url: str) -> bool:
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(lambda _: _get(f"{url}/healthz"), range(CLIENT_THREADS)))
+    return len({r["pid"] for r in _access_records(stack)}) == 2
+
+
 def test_two_workers_count_every_request_and_log_json(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path / "stack")
     url = stack.start_service(extra_args=["--workers", "2"])
     try:
+        # Under load (a parallel run) 200 requests were all served before the second worker was up.
+        wait_for(
+            "both workers to serve /healthz", lambda: _both_workers_served(stack, url), timeout=BOTH_WORKERS_TIMEOUT_S
+        )
         before = _healthz_count(_get(f"{url}/metrics")[1])
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             statuses = list(pool.map(lambda _: _get(f"{url}/healthz")[0], range(REQUESTS)))
@@ -56,11 +75,10 @@ def test_two_workers_count_every_request_and_log_json(tmp_path: Path) -> None:
     # The metric files live under the data directory (emptied at the next start).
     assert list((stack.service_home / "metrics").glob("*.db"))
     lines = stack.service_log.read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.startswith("{")]
-    access = [r for r in records if r["logger"] == "bastion.access" and r["route"] == "/healthz"]
+    access = _access_records(stack)
     assert len(access) >= REQUESTS
     assert len({r["pid"] for r in access}) == 2, "both workers served requests"
-    assert all(re.fullmatch(r"[0-9a-f]{32}", r["request_id"]) for r in access)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", str(r["request_id"])) for r in access)
     # Nothing but the CLI's start-up lines is outside the JSON format.
     assert all(line.startswith("{") for line in lines if "uvicorn" in line.lower() or "Traceback" in line)
 

@@ -152,6 +152,8 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         _ = crl.issuer, crl.last_update_utc, crl.next_update_utc, list(crl.extensions)
     except x509.InvalidVersion as exc:  # not a ValueError (found by fuzz/harnesses/fuzz_crl.py)
         raise MalformedInput("the CRL has an unknown version (RFC 5280 5.1.2.1: v2)") from exc
+    except x509.DuplicateExtension as exc:  # not a ValueError either (fuzz/regressions/crl/duplicate-extension)
+        raise MalformedInput("the CRL repeats an extension (RFC 5280 5.2: at most one of each)") from exc
     except (ValueError, TypeError) as exc:
         # TypeError: cryptography builds the issuer Name lazily and raises it for an
         # attribute of the wrong ASN.1 type (found by fuzz/harnesses/fuzz_crl.py).

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ FAULTS = frozenset({"fail-at-start"})
 _DEFAULT_IMAGE_LIMITS = ImageLimits()
 _WHAT = "OS archive"
 _PYCACHE = "__pycache__"
+#: A file's hash in the manifest: what ``hashlib.sha256(...).hexdigest()`` gives, nothing else.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,10 @@ class OsManifest:
             raise ImageArchiveError("OS manifest entry and fault must be strings")
         if type(manifest.security_version) is not int or not 0 <= manifest.security_version <= MAX_SECURITY_VERSION:
             raise ImageArchiveError("OS manifest security_version must be an integer in 0..2**32-1")
+        # Hashes are exactly lower-case SHA-256 hex: hmac.compare_digest raises TypeError on
+        # non-ASCII text (fuzz/regressions/archive/file-hash-not-ascii).
         if not isinstance(manifest.files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in manifest.files.items()
+            isinstance(k, str) and isinstance(v, str) and _SHA256_HEX.fullmatch(v) for k, v in manifest.files.items()
         ):
             raise ImageArchiveError("OS manifest files must map paths to SHA-256 hex strings")
         if manifest.fault is not None and manifest.fault not in FAULTS:
