@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 
+import pytest
 from fleet_world import APP_COMPONENT, OCTET, OS_COMPONENT, Fleet, make_status_device, os_image, trust_os_key
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,7 @@ from tuf_attacks import download_headers
 from bastion.crypto.keys import generate_private_key
 from bastion.service import tuf
 from bastion.service.config import Settings
+from bastion.service.fleet import targets as fleet_targets
 from bastion.service.fleet.targets import TufPublisher, reconcile_groups, update_pointers
 from bastion.service.models import DeviceGroup
 from bastion.service.tenants.service import CreatedTenant
@@ -112,14 +114,19 @@ def test_a_deleted_groups_repository_and_keys_go_with_it(
 
 
 def test_the_start_up_reconcile_removes_the_repository_of_a_group_that_is_gone(
-    client: TestClient, tenant: CreatedTenant, *, settings: Settings, session_factory: sessionmaker[Session]
+    client: TestClient,
+    tenant: CreatedTenant,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A worker killed between the delete's commit and the removal leaves a repository: start-up removes it."""
     fleet = Fleet(client, tenant.admin_token, session_factory)
     night = fleet.call("POST", "/device-groups", json={"product": "Lamp", "name": "Night shift"}).json()["id"]
-    with session_factory() as session:
-        session.execute(delete(DeviceGroup).where(DeviceGroup.id == night))  # gone, its repository not
-        session.commit()
+    with monkeypatch.context() as crash:
+        crash.setattr(fleet_targets, "remove_repositories", lambda settings, ids: 0)  # killed before the removal
+        assert fleet.call("DELETE", f"/device-groups/{night}").status_code == 204
     assert night in tuf.list_groups(settings)
     kept = set(fleet.groups.values())
     with session_factory() as session:
@@ -127,3 +134,23 @@ def test_the_start_up_reconcile_removes_the_repository_of_a_group_that_is_gone(
     assert checked >= len(kept)
     assert night not in tuf.list_groups(settings)
     assert kept <= set(tuf.list_groups(settings))  # the others are untouched
+
+
+def test_the_reconcile_keeps_a_repository_whose_group_is_missing_without_a_record_of_its_deletion(
+    client: TestClient,
+    tenant: CreatedTenant,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service started on the wrong (or a restored, older) database must not wipe repositories and keys."""
+    fleet = Fleet(client, tenant.admin_token, session_factory)
+    night = fleet.call("POST", "/device-groups", json={"product": "Lamp", "name": "Night shift"}).json()["id"]
+    with session_factory() as session:
+        session.execute(delete(DeviceGroup).where(DeviceGroup.id == night))  # not deleted: just not in this database
+        session.commit()
+        reconcile_groups(session.get_bind(), settings, now=dt.datetime.now(dt.UTC), publisher=TufPublisher())
+    assert night in tuf.list_groups(settings)
+    assert (settings.home / "blobs" / "tuf" / night / "keys").is_dir()
+    assert any(night in r.getMessage() and "no record of its deletion" in r.getMessage() for r in caplog.records)

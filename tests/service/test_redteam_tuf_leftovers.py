@@ -6,13 +6,11 @@ import datetime as dt
 
 import pytest
 from fleet_world import Fleet
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.service.config import Settings
 from bastion.service.fleet import targets as fleet_targets
 from bastion.service.fleet.targets import TufPublisher, publish_committed, reconcile_groups
-from bastion.service.models import DeviceGroup
 from bastion.service.tenants.service import CreatedTenant
 from bastion.service.tuf.layout import keys_dir, metadata_dir
 from bastion.service.tuf.repository import TIMESTAMP_FILE, list_groups
@@ -20,16 +18,22 @@ from conftest import TestClient
 
 
 def test_the_reconcile_removes_a_gone_groups_half_created_repository_with_its_keys(
-    client: TestClient, tenant: CreatedTenant, *, settings: Settings, session_factory: sessionmaker[Session]
+    client: TestClient,
+    tenant: CreatedTenant,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A creation that stopped after its root (keys sealed, no timestamp) of a group deleted since."""
     fleet = Fleet(client, tenant.admin_token, session_factory)
     night = fleet.call("POST", "/device-groups", json={"product": "Lamp", "name": "Night shift"}).json()["id"]
     (metadata_dir(settings, night) / TIMESTAMP_FILE).unlink()  # as a crash before the first timestamp
     assert keys_dir(settings, night).is_dir()
+    with monkeypatch.context() as crash:
+        crash.setattr(fleet_targets, "remove_repositories", lambda settings, ids: 0)  # killed before the removal
+        assert fleet.call("DELETE", f"/device-groups/{night}").status_code == 204
     with session_factory() as session:
-        session.execute(delete(DeviceGroup).where(DeviceGroup.id == night))
-        session.commit()
         reconcile_groups(session.get_bind(), settings, now=dt.datetime.now(dt.UTC), publisher=TufPublisher())
     assert not (settings.home / "blobs" / "tuf" / night).exists()  # sealed keys of a gone group stayed
 

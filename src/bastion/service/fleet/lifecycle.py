@@ -191,6 +191,16 @@ def delete_product(session: Session, who: Principal, ref: str, *, now: dt.dateti
             target=target,
             detail=f"name={product_name} groups={len(ids)}",
         )
+        for group_id in ids:  # each group's deletion on record (the TUF reconcile removes by it)
+            record(
+                session,
+                now=now,
+                tenant_id=who.tenant_id,
+                actor=who.actor,
+                action="device_group.delete",
+                target=f"device_group:{group_id}",
+                detail=f"with product {product_name}"[:200],
+            )
         session.commit()
     except IntegrityError as exc:
         raise _changed(

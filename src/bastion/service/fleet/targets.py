@@ -37,7 +37,7 @@ from bastion.service.fleet import repository
 from bastion.service.fleet.deltas import delta_targets
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.fleet.policy import OsFeed, UpdatePolicy
-from bastion.service.models import AppImage, Device, DeviceGroup, OsImage, Rollout
+from bastion.service.models import AppImage, AuditEvent, Device, DeviceGroup, OsImage, Rollout
 from bastion.service.rollouts.rules import LIVE_STATES, STAGED_STATES
 from bastion.service.tuf import TargetSpec
 
@@ -444,8 +444,8 @@ def reconcile_groups(
             publish_committed(bind, settings, group_id, now=now, publisher=publisher, limits=limits)
         except (ServiceError, OSError) as exc:
             _log.warning("reconciling group %s failed: %s", group_id, type(exc).__name__)
-    if tenant_id is None and feeds is None:  # every group: a repository of none is a deleted group's
-        remove_repositories(settings, _gone_groups(bind, tuf.list_groups(settings, complete=False)))
+    if tenant_id is None and feeds is None:  # every group: a repository of a deleted group is removed
+        remove_repositories(settings, _deleted_groups(bind, tuf.list_groups(settings, complete=False)))
     return len(group_ids)
 
 
@@ -453,19 +453,41 @@ def reconcile_groups(
 _GONE_CHUNK = 500
 
 
-def _gone_groups(bind: Engine | Connection, listed: Sequence[str]) -> list[str]:
-    """Which of the listed repository directories' groups are not in the database, read after the listing.
+def _deleted_groups(bind: Engine | Connection, listed: Sequence[str]) -> list[str]:
+    """Which listed repository directories belong to groups whose deletion the database records.
 
-    Read afresh, not from the reconcile's first read: a group created meanwhile (by another
-    worker) commits its row before its repository exists, so a directory seen here whose
-    group is not found here is a deleted group's (a group id is never reused).
+    Two reads after the listing. First, which groups are not in the database: read afresh,
+    not from the reconcile's first read, since a group created meanwhile (by another worker)
+    commits its row before its repository exists. Then, of those, which have an ``ok``
+    ``device_group.delete`` audit record (written in the delete's own transaction). Absence
+    alone is no proof: a service pointed at the wrong database would otherwise remove
+    every group's repository and sealed keys. Such a directory is kept, and logged.
     """
-    present: set[str] = set()
+    gone: list[str] = []
+    deleted: set[str] = set()
     with Session(bind=bind) as session:
         for start in range(0, len(listed), _GONE_CHUNK):
             chunk = list(listed[start : start + _GONE_CHUNK])
-            present.update(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(chunk))))
-    return [group_id for group_id in listed if group_id not in present]
+            present = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(chunk))))
+            gone += [group_id for group_id in chunk if group_id not in present]
+        for start in range(0, len(gone), _GONE_CHUNK):
+            targets = [f"device_group:{group_id}" for group_id in gone[start : start + _GONE_CHUNK]]
+            recorded = session.scalars(
+                select(AuditEvent.target).where(
+                    AuditEvent.action == "device_group.delete",
+                    AuditEvent.outcome == "ok",
+                    AuditEvent.target.in_(targets),
+                )
+            )
+            deleted.update(target.removeprefix("device_group:") for target in recorded)
+    for group_id in gone:
+        if group_id not in deleted:
+            _log.warning(
+                "the TUF repository of group %s has no group in the database and no record of its deletion: "
+                "kept (is the service on the right database?)",
+                group_id,
+            )
+    return [group_id for group_id in gone if group_id in deleted]
 
 
 def remove_repositories(settings: Settings, group_ids: Sequence[str]) -> int:
