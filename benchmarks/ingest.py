@@ -2,7 +2,9 @@
 
 Simulated, claimed devices with tenant-issued certificates post signed
 error-report batches (COSE_Sign1, 128 records each, a handful of buckets) to
-`bastion service run` on loopback; the service verifies each batch (certificate
+`bastion service run` on loopback, each client on a new connection every 16
+batches (as devices upload once per check-in: held connections stay with the
+worker that accepted them, and some runs then measured one worker); the service verifies each batch (certificate
 chain, signature, CRL, standing), dedups it, buckets its records and writes
 events, counters and activity in one transaction. In the same run, on the same
 database, the floor inserts the same number of event rows per transaction with
@@ -118,8 +120,15 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body
     return int(status_line.split()[1]), await reader.readexactly(length)
 
 
-async def run_load(port: int, bodies: list[list[bytes]], seconds: float, warmup: float) -> tuple[int, int]:
-    """Each connection posts its pre-signed batches; returns (events accepted in the window, failures)."""
+async def run_load(
+    port: int, bodies: list[list[bytes]], seconds: float, warmup: float, per_connection: int = 16
+) -> tuple[int, int]:
+    """Each client posts its pre-signed batches; returns (events accepted in the window, failures).
+
+    A client opens a new connection every ``per_connection`` batches, as devices do (one upload per
+    check-in): connections held for the whole run stay with whichever worker accepted them, and
+    on some runs that was one worker for most of them.
+    """
     events = failed = 0
     start = time.perf_counter() + warmup
     stop = start + seconds
@@ -127,9 +136,12 @@ async def run_load(port: int, bodies: list[list[bytes]], seconds: float, warmup:
     async def worker(mine: list[bytes]) -> None:
         nonlocal events, failed
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for body in mine:
+        for n, body in enumerate(mine):
             if time.perf_counter() >= stop:
                 break
+            if n and n % per_connection == 0:
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
                 status, answer = await _post(reader, writer, body)
             except (ConnectionError, asyncio.IncompleteReadError) as exc:  # the service closed it: count, reconnect
