@@ -82,6 +82,7 @@ def test_a_crash_makes_one_bucket_with_the_right_count(
 
 def test_devices_are_counted_once_per_bucket_and_version(
     client: TestClient,
+    *,
     device: StatusDevice,
     tenant: CreatedTenant,
     session_factory: sessionmaker[Session],

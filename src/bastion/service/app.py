@@ -301,6 +301,19 @@ class ServiceApp(FastAPI):
         return self.openapi_schema
 
 
+@asynccontextmanager
+async def _heap_frozen(enabled: bool) -> AsyncIterator[None]:
+    """Once started, collect and ``gc.freeze()`` the heap (when ``enabled``).
+
+    The imports, routes, schemas and engine are there for good: the collector's passes
+    then walk only what requests make (~1 ms of ~11 of service CPU per error-report batch).
+    """
+    if enabled:
+        gc.collect()
+        gc.freeze()
+    yield
+
+
 def create_app(
     settings: Settings,
     *,
@@ -356,12 +369,8 @@ def create_app(
                     app.state.clock,
                     settings.error_reports.prune_interval_s if retention_interval_enabled else None,
                 ),
+                _heap_frozen(freeze_heap_at_start),
             ):
-                if freeze_heap_at_start:
-                    # The imports, routes, schemas and engine are there for good: the collector's
-                    # passes then walk only what requests make (~0.7 ms of 9 per error-report batch).
-                    gc.collect()
-                    gc.freeze()
                 yield
         finally:
             engine.dispose()
