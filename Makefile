@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/delta.py
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) .bastion-demo .mypy_cache .pytest_cache .ruff_cache
