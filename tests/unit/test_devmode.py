@@ -256,11 +256,15 @@ def test_enable_then_sideload_start_stop_logs(device: Device) -> None:
 
     logs = device.call("app-logs", component_id=APP_A)
     assert "hello from 1.0.0" in str(logs["log"])
+    # Stopped while the file is replaced: a running app's next heartbeat would land after "the end".
+    assert device.call("app-stop", component_id=APP_A)["pid"] is None
     log.write_bytes(b"x" * 5000 + b"the end\n")
     tail = device.call("app-logs", component_id=APP_A, max_bytes=10**9)
     assert len(str(tail["log"])) == 1024  # the named bound, not the asked size
     assert str(tail["log"]).endswith("the end\n")
     assert tail["truncated"] is True
+    assert isinstance(device.call("app-start", component_id=APP_A)["pid"], int)
+    wait_for(lambda: APP_A in device.apps.running())
 
     # The developer sideloads the same version again, rebuilt: it replaces the running one.
     again = device.upload("sideload", device.image(DEV_KEY))
