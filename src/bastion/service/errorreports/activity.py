@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func
@@ -17,10 +18,22 @@ from sqlalchemy.orm import Session
 
 from bastion.service.models import DeviceReleaseActivity
 
-__all__ = ["OS_COMPONENT", "record_activity"]
+__all__ = ["OS_COMPONENT", "ActivityEntry", "record_activities", "record_activity"]
 
 #: The ``component_id`` of the OS release in activity rows and OS-wide records.
 OS_COMPONENT = ""
+
+
+@dataclass(frozen=True)
+class ActivityEntry:
+    """A device seen running ``os_version`` and ``installed`` apps at ``seen_at``."""
+
+    tenant_id: str
+    device_id: str
+    group_id: str | None
+    os_version: str
+    installed: tuple[tuple[str, str], ...]
+    seen_at: dt.datetime
 
 
 def record_activity(
@@ -34,23 +47,40 @@ def record_activity(
     seen_at: dt.datetime,
 ) -> None:
     """Upsert the device's activity rows for ``seen_at``'s day (in the caller's transaction)."""
-    releases = {(OS_COMPONENT, os_version)} | {(c, v) for c, v in installed if c != OS_COMPONENT}
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "device_id": device_id,
-            "component_id": component,
-            "version": version,
-            "day": seen_at.date(),
-            "group_id": group_id,
-            "first_seen": seen_at,
-            "last_seen": seen_at,
-        }
-        for component, version in sorted(releases)
-    ]
-    if not rows:  # pragma: no cover - the OS row is always there
-        return
-    session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+    entry = ActivityEntry(tenant_id, device_id, group_id, os_version, tuple(installed), seen_at)
+    record_activities(session, [entry])
+
+
+def record_activities(session: Session, entries: Iterable[ActivityEntry]) -> None:
+    """Upsert the activity rows of ``entries`` in one executemany (in the caller's transaction).
+
+    Rows with the same key (one device twice in a group commit) are merged first, keeping
+    the newest ``last_seen`` and its group: one statement never updates a row twice.
+    """
+    rows: dict[tuple[str, str, str, str, dt.date], dict[str, Any]] = {}
+    for entry in entries:
+        releases = {(OS_COMPONENT, entry.os_version)} | {(c, v) for c, v in entry.installed if c != OS_COMPONENT}
+        day = entry.seen_at.date()
+        for component, version in releases:
+            key = (entry.tenant_id, entry.device_id, component, version, day)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = {
+                    "tenant_id": entry.tenant_id,
+                    "device_id": entry.device_id,
+                    "component_id": component,
+                    "version": version,
+                    "day": day,
+                    "group_id": entry.group_id,
+                    "first_seen": entry.seen_at,
+                    "last_seen": entry.seen_at,
+                }
+            else:
+                row["first_seen"] = min(row["first_seen"], entry.seen_at)
+                if entry.seen_at >= row["last_seen"]:
+                    row["last_seen"], row["group_id"] = entry.seen_at, entry.group_id
+    if rows:
+        session.connection().execute(_upsert(session.get_bind().dialect.name), [rows[k] for k in sorted(rows)])
 
 
 #: The upsert per dialect, built once (an ON CONFLICT with ``excluded`` costs milliseconds to build).

@@ -8,8 +8,9 @@ tenant's overflow bucket instead, and the first time that happens it is recorded
 in the tenant's audit log (``error_report.bucket_cap_reached``), so an operator
 sees that grouping stopped and why.
 
-The cap is checked per batch under no lock: concurrent batches may open a few
-buckets more than the cap (at most one batch's worth each), never unboundedly many.
+The cap is checked per batch under no lock: concurrent batches, and the batches
+of one group commit, may open a few buckets more than the cap (at most one
+group's worth each), never unboundedly many.
 
 Example (in the ingest transaction, before the buckets are created)::
 
@@ -58,12 +59,15 @@ def cap_new_buckets(
     max_buckets: int,
     actor: str,
     now: dt.datetime,
+    existing: set[str] | None = None,
 ) -> tuple[dict[str, list[_R]], dict[str, tuple[str, str]]]:
     """This batch's records per bucket, with the buckets past the tenant's cap merged into its overflow bucket.
 
     ``events`` (the rows to insert, each with a ``bucket_id``) are moved to the overflow
     bucket in place. Buckets that already exist are never moved; new ones are kept in ID
     order while there is room. ``actor`` (the reporting device) is named in the record.
+    ``existing``, when given, holds (at least) those of the batch's bucket IDs that exist
+    (a group commit reads them once for all its batches); else they are read here.
 
     Returns:
         The (possibly merged) ``per_bucket`` and ``titles``.
@@ -72,7 +76,8 @@ def cap_new_buckets(
     ids = set(per_bucket) - {overflow}
     if not ids:
         return dict(per_bucket), dict(titles)
-    existing = set(session.scalars(select(ErrorBucket.id).where(ErrorBucket.id.in_(sorted(ids)))))
+    if existing is None:
+        existing = set(session.scalars(select(ErrorBucket.id).where(ErrorBucket.id.in_(sorted(ids)))))
     new = sorted(ids - existing)
     if not new:
         return dict(per_bucket), dict(titles)

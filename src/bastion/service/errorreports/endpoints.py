@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import functools
+import weakref
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +16,7 @@ from bastion.service import metrics
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest, log_requests, service
+from bastion.service.errorreports.ingest_queue import INGEST_THREADS, IngestQueue
 from bastion.service.errorreports.limits import ErrorReportSettingsDep
 from bastion.service.errorreports.models_out import bucket_out
 from bastion.service.errorreports.schemas import (
@@ -63,27 +63,26 @@ def _refusals(request: Request) -> RefusalLog:
     return refusals
 
 
-#: Batches verified and stored at once per worker process. On SQLite one: writers take turns on
-#: one lock (db.writer_lock), and a second thread of the same process would share the GIL with the
-#: lock holder and so hold every other worker's writer up; parallelism comes from worker processes.
-#: PostgreSQL's writers do not queue on one lock, and a few threads keep its round trips overlapped.
-INGEST_THREADS = {"sqlite": 1, "postgresql": 4}
-
-
-def _ingest_limiter(request: Request) -> anyio.CapacityLimiter:
-    limiter = getattr(request.app.state, "error_report_limiter", None)
-    if limiter is None:
+def _ingest_queue(request: Request) -> IngestQueue:
+    """This event loop's queue of batches (an app may serve on more than one loop, as tests do)."""
+    queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, IngestQueue] | None = getattr(
+        request.app.state, "error_report_queues", None
+    )
+    if queues is None:
+        queues = request.app.state.error_report_queues = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    queue = queues.get(loop)
+    if queue is None:
         factory: sessionmaker[Session] = request.app.state.sessionmaker
         bind = factory.kw.get("bind")
         dialect = bind.dialect.name if bind is not None else "sqlite"
-        limiter = request.app.state.error_report_limiter = anyio.CapacityLimiter(INGEST_THREADS.get(dialect, 4))
-    return limiter
-
-
-def _accept(factory: sessionmaker[Session], body: bytes, **kwargs: Any) -> ingest.Accepted:
-    """:func:`ingest.accept_batch` in a session of its own, opened and closed in the calling (worker) thread."""
-    with factory() as session:
-        return ingest.accept_batch(session, body, **kwargs)
+        queue = queues[loop] = IngestQueue(
+            factory,
+            _refusals(request),
+            threads=INGEST_THREADS.get(dialect, 4),
+            pending_log_requests=pending_log_requests,
+        )
+    return queue
 
 
 @router.post("/device/error-reports", response_model=BatchAccepted)
@@ -93,27 +92,15 @@ async def report_errors(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != REPORT_CONTENT_TYPE:
         return error_response(415, "unsupported_media_type", f"send the batch as {REPORT_CONTENT_TYPE}")
-    refusals = _refusals(request)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > settings.max_batch_bytes:
             break
-    # An oversized body is refused (413) and recorded by accept_batch's first check. The session
-    # lives in the one worker-thread call (not a dependency's two more thread hops).
+    # An oversized body is refused (413) and recorded by the first check. The batch is checked and
+    # stored with the others that wait in this worker (ADR 0028); the session lives in that thread.
     try:
-        accepted = await anyio.to_thread.run_sync(
-            functools.partial(
-                _accept,
-                request.app.state.sessionmaker,
-                bytes(body),
-                now=now,
-                refusals=refusals,
-                settings=settings,
-                pending_log_requests=pending_log_requests,
-            ),
-            limiter=_ingest_limiter(request),
-        )
+        accepted = await _ingest_queue(request).submit(bytes(body), now=now, settings=settings)
     except ServiceError:
         metrics.ERROR_REPORTS_INGESTED.labels(status="refused").inc()
         raise
