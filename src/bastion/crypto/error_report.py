@@ -78,6 +78,7 @@ __all__ = [
     "LogUpload",
     "bounded_text",
     "decode_batch",
+    "decode_batch_map",
     "decode_log",
     "encode_batch",
     "encode_log",
@@ -247,13 +248,14 @@ def _int(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-def _map(value: Any, what: str, required: frozenset[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _map(value: Any, what: str, required: frozenset[str], allowed: frozenset[str]) -> dict[str, Any]:
+    """``value`` if it is a map with every ``required`` key and no key outside ``allowed``."""
     if not isinstance(value, dict):
         raise MalformedInput(f"{what} is not a map")
-    keys = set(value)
+    keys = value.keys()
     if not keys >= required:
         raise MalformedInput(f"{what} lacks {sorted(required - keys)}")
-    if not keys <= required | optional:
+    if not keys <= allowed:
         raise MalformedInput(f"{what} has unknown keys")
     return value
 
@@ -264,55 +266,67 @@ def _array(value: Any, what: str, limit: int) -> list[Any]:
     return value
 
 
-def _frame(value: Any) -> Frame:
-    item = _map(value, "a frame", _FRAME_KEYS)
-    return Frame(
-        file=_text(item["file"], "frame file", MAX_FRAME_TEXT_CHARS),
-        function=_text(item["function"], "frame function", MAX_FRAME_TEXT_CHARS),
-        line=_int(item["line"], "frame line", 0, MAX_LINE),
-    )
+def _check_frame(value: Any) -> None:
+    item = _map(value, "a frame", _FRAME_KEYS, _FRAME_KEYS)
+    _text(item["file"], "frame file", MAX_FRAME_TEXT_CHARS)
+    _text(item["function"], "frame function", MAX_FRAME_TEXT_CHARS)
+    _int(item["line"], "frame line", 0, MAX_LINE)
 
 
-_OPTIONAL_CHECKS: dict[str, Callable[[Any], Any]] = {
+def _check_frames(value: Any) -> None:
+    for frame in _array(value, "frames", MAX_FRAMES):
+        _check_frame(frame)
+
+
+_OPTIONAL_CHECKS: dict[str, Callable[[Any], object]] = {
     "exit_code": lambda v: _int(v, "exit_code", -MAX_EXIT_CODE, MAX_EXIT_CODE),
     "signal": lambda v: _int(v, "signal", 1, MAX_SIGNAL),
     "uptime_s": lambda v: _int(v, "uptime_s", 0, MAX_TIME),
     "exception": lambda v: _text(v, "exception", MAX_EXCEPTION_CHARS, min_len=1),
-    "frames": lambda v: tuple(_frame(f) for f in _array(v, "frames", MAX_FRAMES)),
+    "frames": _check_frames,
     "stderr_tail": lambda v: _text(v, "stderr_tail", MAX_STDERR_TAIL_CHARS),
     "capability": lambda v: _text(v, "capability", MAX_CAPABILITY_CHARS, min_len=1),
     "reason": lambda v: _text(v, "reason", MAX_REASON_CHARS),
 }
+_RECORD_ALLOWED = _RECORD_KEYS | _RECORD_OPTIONAL
 
 
-def _record(value: Any) -> ErrorRecord:
-    item = _map(value, "a record", _RECORD_KEYS, _RECORD_OPTIONAL)
+def _check_record(value: Any) -> dict[str, Any]:
+    """``value`` if it is a record map within the contract (its frames too); see the module docstring."""
+    item = _map(value, "a record", _RECORD_KEYS, _RECORD_ALLOWED)
     category, event_class = item["category"], item["event_class"]
     if not isinstance(category, str) or category not in CATEGORIES:
         raise MalformedInput("record category is not one of the known categories")
     if not isinstance(event_class, str) or event_class not in EVENT_CLASSES:
         raise MalformedInput("record event_class is not Error, Warning or Info")
     first_at = _int(item["first_at"], "first_at", 0, MAX_TIME)
-    last_at = _int(item["last_at"], "last_at", 0, MAX_TIME)
-    if last_at < first_at:
+    if _int(item["last_at"], "last_at", 0, MAX_TIME) < first_at:
         raise MalformedInput("record last_at is before first_at")
-    optional = {key: _OPTIONAL_CHECKS[key](item[key]) for key in _RECORD_OPTIONAL & set(item)}
-    return ErrorRecord(
-        category=category,
-        event_class=event_class,
-        event_type=_match(item["event_type"], "event_type", _EVENT_TYPE_RE),
-        component_id=_text(item["component_id"], "component_id", MAX_ID_CHARS),
-        version=_text(item["version"], "version", MAX_ID_CHARS),
-        count=_int(item["count"], "count", 1, MAX_COUNT),
-        first_at=first_at,
-        last_at=last_at,
-        description=_text(item["description"], "description", MAX_DESCRIPTION_CHARS),
-        **optional,
-    )
+    _match(item["event_type"], "event_type", _EVENT_TYPE_RE)
+    _text(item["component_id"], "component_id", MAX_ID_CHARS)
+    _text(item["version"], "version", MAX_ID_CHARS)
+    _int(item["count"], "count", 1, MAX_COUNT)
+    _text(item["description"], "description", MAX_DESCRIPTION_CHARS)
+    if len(item) > len(_RECORD_KEYS):  # optional keys are present
+        for key in item.keys() & _RECORD_OPTIONAL:
+            _OPTIONAL_CHECKS[key](item[key])
+    return item
+
+
+def _record(value: Any) -> ErrorRecord:
+    return _checked_record(_check_record(value))
+
+
+def _checked_record(item: dict[str, Any]) -> ErrorRecord:
+    frames = item.get("frames")
+    fields = {key: item[key] for key in item if key != "frames"}
+    if frames is not None:
+        fields["frames"] = tuple(Frame(file=f["file"], function=f["function"], line=f["line"]) for f in frames)
+    return ErrorRecord(**fields)
 
 
 def _installed(value: Any) -> tuple[str, str]:
-    item = _map(value, "an installed entry", _INSTALLED_KEYS)
+    item = _map(value, "an installed entry", _INSTALLED_KEYS, _INSTALLED_KEYS)
     return (
         _text(item["component_id"], "installed component_id", MAX_ID_CHARS, min_len=1),
         _text(item["version"], "installed version", MAX_ID_CHARS, min_len=1),
@@ -320,31 +334,51 @@ def _installed(value: Any) -> tuple[str, str]:
 
 
 def _version(value: Any) -> None:
-    if isinstance(value, bool) or value != FORMAT_VERSION:
+    if type(value) is not int or value != FORMAT_VERSION:
         raise MalformedInput(f"unsupported payload version (this decoder reads v{FORMAT_VERSION})")
 
 
-def _batch(value: Any) -> ErrorBatch:
-    item = _map(value, "the batch", _BATCH_KEYS)
+def _check_batch(value: Any) -> dict[str, Any]:
+    """``value`` if it is a batch map within the contract (its records and installed list too)."""
+    item = _map(value, "the batch", _BATCH_KEYS, _BATCH_KEYS)
     _version(item["v"])
     boot_slot, group_id = item["boot_slot"], item["group_id"]
     if not isinstance(boot_slot, str) or boot_slot not in BOOT_SLOTS:
         raise MalformedInput('boot_slot must be "a" or "b"')
+    _match(item["device_id"], "device_id", _DEVICE_ID_RE)
+    _match(item["batch_id"], "batch_id", _BATCH_ID_RE)
+    _int(item["iat"], "iat", 0, MAX_TIME)
+    _text(item["os_version"], "os_version", MAX_ID_CHARS, min_len=1)
+    if group_id is not None:
+        _text(group_id, "group_id", MAX_ID_CHARS, min_len=1)
+    for entry in _array(item["installed"], "installed", MAX_INSTALLED):
+        _installed(entry)
+    _int(item["dropped"], "dropped", 0, MAX_TIME)
+    for record in _array(item["records"], "records", MAX_RECORDS):
+        _check_record(record)
+    return item
+
+
+def _batch(value: Any) -> ErrorBatch:
+    return _checked_batch(_check_batch(value))
+
+
+def _checked_batch(item: dict[str, Any]) -> ErrorBatch:
     return ErrorBatch(
-        device_id=_match(item["device_id"], "device_id", _DEVICE_ID_RE),
-        batch_id=_match(item["batch_id"], "batch_id", _BATCH_ID_RE),
-        iat=_int(item["iat"], "iat", 0, MAX_TIME),
-        os_version=_text(item["os_version"], "os_version", MAX_ID_CHARS, min_len=1),
-        boot_slot=boot_slot,
-        group_id=None if group_id is None else _text(group_id, "group_id", MAX_ID_CHARS, min_len=1),
-        installed=tuple(_installed(i) for i in _array(item["installed"], "installed", MAX_INSTALLED)),
-        dropped=_int(item["dropped"], "dropped", 0, MAX_TIME),
-        records=tuple(_record(r) for r in _array(item["records"], "records", MAX_RECORDS)),
+        device_id=item["device_id"],
+        batch_id=item["batch_id"],
+        iat=item["iat"],
+        os_version=item["os_version"],
+        boot_slot=item["boot_slot"],
+        group_id=item["group_id"],
+        installed=tuple((i["component_id"], i["version"]) for i in item["installed"]),
+        dropped=item["dropped"],
+        records=tuple(_checked_record(r) for r in item["records"]),
     )
 
 
 def _log(value: Any) -> LogUpload:
-    item = _map(value, "the log upload", _LOG_KEYS)
+    item = _map(value, "the log upload", _LOG_KEYS, _LOG_KEYS)
     _version(item["v"])
     text, truncated = item["text"], item["truncated"]
     if not isinstance(text, str) or len(text) > MAX_LOG_TEXT_BYTES or len(text.encode()) > MAX_LOG_TEXT_BYTES:
@@ -415,9 +449,9 @@ def _log_map(upload: LogUpload) -> dict[str, Any]:
     }
 
 
-def _dumps(value: Mapping[str, Any]) -> bytes:
+def _dumps(value: Mapping[str, Any], *, canonical: bool = True) -> bytes:
     try:
-        return cbor2.dumps(value, canonical=True)
+        return cbor2.dumps(value, canonical=canonical)
     except (cbor2.CBOREncodeError, ValueError, TypeError) as exc:  # e.g. a lone surrogate in a text
         raise MalformedInput("the payload cannot be encoded as CBOR") from exc
 
@@ -428,10 +462,45 @@ def _loads(payload: bytes, limit: int, what: str) -> Any:
     return cbor_loads_exact(payload)
 
 
+#: Key orders seen to be deterministic (RFC 8949 section 4.2.1), one per set of keys: only
+#: orders that pass are kept, and only of maps whose keys were checked, so it stays small.
+_CANONICAL_ORDERS: set[tuple[Any, ...]] = set()
+_MAX_CANONICAL_ORDERS = 4096
+
+
+def _in_canonical_order(keys: tuple[Any, ...]) -> bool:
+    if keys in _CANONICAL_ORDERS:
+        return True
+    template = dict.fromkeys(keys, 0)
+    ok = cbor2.dumps(template, canonical=True) == cbor2.dumps(template)
+    if ok and len(_CANONICAL_ORDERS) < _MAX_CANONICAL_ORDERS:
+        _CANONICAL_ORDERS.add(keys)
+    return ok
+
+
+def _maps_in_canonical_order(value: Any) -> bool:
+    """Every map in ``value`` (a checked batch or log payload) has its keys in deterministic order.
+
+    Walks the maps where the contract has them, not every value (this runs for every batch).
+    """
+    ordered = _in_canonical_order
+    if not ordered(tuple(value)):
+        return False
+    for record in value.get("records", ()):
+        if not ordered(tuple(record)):
+            return False
+        for frame in record.get("frames", ()):
+            if not ordered(tuple(frame)):
+                return False
+    return all(ordered(tuple(entry)) for entry in value.get("installed", ()))
+
+
 def _deterministic(value: Any, payload: bytes, what: str) -> None:
-    # RFC 8949 section 4.2: one meaning per payload. A re-encoding that differs
-    # reveals duplicate keys, non-minimal or indefinite lengths, or tags.
-    if _dumps(value) != payload:
+    # RFC 8949 section 4.2: one meaning per payload. The decoded value encoded again, each map
+    # in the order it was read, differs from the payload when it has duplicate keys, non-minimal
+    # or indefinite lengths, or tags; then the maps' key orders are checked. (Floats, whose
+    # shortest form only the canonical encoder would write, are refused by the field checks.)
+    if _dumps(value, canonical=False) != payload or not _maps_in_canonical_order(value):
         raise MalformedInput(f"the {what} payload is not in deterministic CBOR encoding")
 
 
@@ -460,10 +529,22 @@ def decode_batch(payload: bytes) -> ErrorBatch:
     Raises:
         MalformedInput: too large, not CBOR, not deterministic, or a field out of its rules.
     """
+    return _checked_batch(decode_batch_map(payload))
+
+
+def decode_batch_map(payload: bytes) -> dict[str, Any]:
+    """:func:`decode_batch`, but the checked map as decoded: records, frames and installed entries are maps.
+
+    For a reader that builds its own objects (the service): the checks are the same,
+    and no dataclass is built. Keys of the wire contract that are absent stay absent.
+
+    Raises:
+        MalformedInput: too large, not CBOR, not deterministic, or a field out of its rules.
+    """
     value = _loads(payload, MAX_BATCH_BYTES, "batch")
-    batch = _batch(value)
+    item = _check_batch(value)
     _deterministic(value, payload, "batch")
-    return batch
+    return item
 
 
 def encode_log(upload: LogUpload) -> bytes:

@@ -17,6 +17,7 @@ from bastion.crypto.error_report import (
     LogUpload,
     bounded_text,
     decode_batch,
+    decode_batch_map,
     decode_log,
     encode_batch,
     encode_log,
@@ -50,6 +51,8 @@ BATCH = ErrorBatch(
     dropped=2,
     records=(RECORD,),
 )
+
+LOG = LogUpload(device_id="ab" * 32, request_id="17", component_id="app", iat=5, text="line\n", truncated=True)
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 
@@ -114,3 +117,67 @@ def test_bounded_text_makes_any_text_fit() -> None:
     assert bounded_text("a\x00b", 10) == "a\ufffdb"
     assert bounded_text("abcdef", 3, keep="tail") == "def"
     assert bounded_text("abcdef", 3) == "abc"
+
+
+def _reordered(value: dict[str, object]) -> dict[str, object]:
+    return dict(reversed(list(value.items())))
+
+
+def test_every_map_out_of_deterministic_order_is_refused() -> None:
+    # The check re-encodes maps in the order they were read, then checks each map's key order
+    # where the contract has maps: the batch, a record, a frame, an installed entry.
+    payload = cbor2.loads(encode_batch(BATCH))
+    record = payload["records"][0]
+    variants = [
+        _reordered(payload),
+        {**payload, "records": [_reordered(record)]},
+        {**payload, "records": [{**record, "frames": [record["frames"][0], _reordered(record["frames"][1])]}]},
+        {**payload, "installed": [_reordered(payload["installed"][0])]},
+    ]
+    assert decode_batch(cbor2.dumps(payload)) == BATCH  # as read, the canonical order passes
+    for variant in variants:
+        with pytest.raises(MalformedInput, match="deterministic"):
+            decode_batch(cbor2.dumps(variant))
+    log = cbor2.loads(encode_log(LOG))
+    with pytest.raises(MalformedInput, match="deterministic"):
+        decode_log(cbor2.dumps(_reordered(log)))
+
+
+def test_non_minimal_indefinite_duplicate_and_float_encodings_are_refused() -> None:
+    good = encode_batch(BATCH)
+    installed = cbor2.dumps({"component_id": "app", "version": "1.0.0"}, canonical=True)
+    for part in (b"\x63iat\x18\x1e", b"\x69installed\x81" + installed, b"\x61v\x01"):
+        assert part in good
+    bad = [
+        good.replace(b"\x63iat\x18\x1e", b"\x63iat\x19\x00\x1e"),  # iat 30 in two bytes
+        good.replace(b"\x69installed\x81" + installed, b"\x69installed\x9f" + installed + b"\xff"),  # indefinite
+        bytes([good[0] + 1]) + good[1:] + b"\x67dropped\x02",  # "dropped" twice
+        good.replace(b"\x61v\x01", b"\x61v\xf9\x3c\x00"),  # v as the half float 1.0
+        good.replace(b"\x61v\x01", b"\x61v\xfb" + b"\x3f\xf0" + b"\x00" * 6),  # v as the double 1.0
+        good.replace(b"\x63iat\x18\x1e", b"\x63iat\xc1\x18\x1e"),  # iat under tag 1
+    ]
+    for payload in bad:
+        assert payload != good
+        with pytest.raises(MalformedInput):
+            decode_batch(payload)
+
+
+@given(st.permutations(sorted(cbor2.loads(encode_batch(BATCH))["records"][0])))
+def test_a_record_decodes_only_in_its_one_key_order(order: list[str]) -> None:
+    payload = cbor2.loads(encode_batch(BATCH))
+    record = payload["records"][0]
+    body = cbor2.dumps({**payload, "records": [{key: record[key] for key in order}]})
+    if body == encode_batch(BATCH):
+        assert decode_batch(body) == BATCH
+    else:
+        with pytest.raises(MalformedInput, match="deterministic"):
+            decode_batch(body)
+
+
+def test_the_map_decoder_checks_what_the_dataclass_decoder_checks() -> None:
+    payload = encode_batch(BATCH)
+    value = decode_batch_map(payload)
+    assert value["records"][0]["frames"][1] == {"file": "main.py", "function": "divide", "line": 4}
+    assert decode_batch(payload) == BATCH
+    with pytest.raises(MalformedInput):
+        decode_batch_map(payload.replace(b"\x63iat\x18\x1e", b"\x63iat\x19\x00\x1e"))

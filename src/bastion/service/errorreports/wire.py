@@ -1,7 +1,7 @@
 """The error-report batch as the service reads it (docs/error-reports.md, the brief's wire contract).
 
 The codec (:mod:`bastion.crypto.error_report`, shared with the device) decodes
-and bounds the payload; this module turns its ``ErrorBatch`` into the shape the
+and bounds the payload; this module turns its checked map into the shape the
 slice stores (optional record fields in one ``detail`` map) and applies the
 service's own bounds. Everything else of the slice uses only this module.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.crypto.error_report import ErrorRecord, decode_batch
+from bastion.crypto.error_report import decode_batch_map
 from bastion.crypto.errors import MalformedInput
 
 __all__ = ["CATEGORIES", "EVENT_CLASSES", "Batch", "Installed", "Record", "WireError", "decode"]
@@ -64,37 +64,29 @@ class Batch:
     records: tuple[Record, ...]
 
 
-def _from_codec(rec: ErrorRecord) -> Record:
-    # Attribute by attribute, not a getattr loop: this runs for every record of every batch.
-    detail: dict[str, Any] = {}
-    if rec.exception is not None:
-        detail["exception"] = rec.exception
-    if rec.stderr_tail is not None:
-        detail["stderr_tail"] = rec.stderr_tail
-    if rec.capability is not None:
-        detail["capability"] = rec.capability
-    if rec.reason is not None:
-        detail["reason"] = rec.reason
-    if rec.exit_code is not None:
-        detail["exit_code"] = rec.exit_code
-    if rec.signal is not None:
-        detail["signal"] = rec.signal
-    if rec.uptime_s is not None:
-        detail["uptime_s"] = rec.uptime_s
-    if rec.frames is not None:
-        detail["frames"] = [{"file": f.file, "function": f.function, "line": f.line} for f in rec.frames]
+#: The record keys that are not Record fields: they go into ``detail``, when present.
+_DETAIL_KEYS = ("exception", "stderr_tail", "capability", "reason", "exit_code", "signal", "uptime_s", "frames")
+
+
+def _record(item: dict[str, Any]) -> Record:
+    # From the codec's checked map: its frames are maps of file, function and line already.
+    detail = {key: item[key] for key in _DETAIL_KEYS if key in item} if len(item) > _BASE_KEYS else {}
     return Record(
-        category=rec.category,
-        event_class=rec.event_class,
-        event_type=rec.event_type,
-        component_id=rec.component_id,
-        version=rec.version,
-        count=rec.count,
-        first_at=rec.first_at,
-        last_at=rec.last_at,
-        description=rec.description,
+        category=item["category"],
+        event_class=item["event_class"],
+        event_type=item["event_type"],
+        component_id=item["component_id"],
+        version=item["version"],
+        count=item["count"],
+        first_at=item["first_at"],
+        last_at=item["last_at"],
+        description=item["description"],
         detail=detail,
     )
+
+
+#: The keys every record has (a record with more has a detail).
+_BASE_KEYS = 9
 
 
 def decode(payload: bytes, *, max_records: int, max_installed: int, max_count: int) -> Batch:
@@ -106,21 +98,22 @@ def decode(payload: bytes, *, max_records: int, max_installed: int, max_count: i
         WireError: the codec refuses it, or it is over one of the service's bounds.
     """
     try:
-        batch = decode_batch(payload)
+        item = decode_batch_map(payload)
     except MalformedInput as exc:
         raise WireError(str(exc)[:200] or "not a well-formed batch") from exc
-    if len(batch.records) > max_records or len(batch.installed) > max_installed:
+    records, installed = item["records"], item["installed"]
+    if len(records) > max_records or len(installed) > max_installed:
         raise WireError(f"a batch holds at most {max_records} records and {max_installed} installed components")
-    if batch.dropped > max_count or any(r.count > max_count for r in batch.records):
+    if item["dropped"] > max_count or any(r["count"] > max_count for r in records):
         raise WireError(f"counts must be at most {max_count}")
     return Batch(
-        device_id=batch.device_id,
-        batch_id=batch.batch_id,
-        iat=batch.iat,
-        os_version=batch.os_version,
-        boot_slot=batch.boot_slot,
-        group_id=batch.group_id,
-        installed=tuple(Installed(component_id=c, version=v) for c, v in batch.installed),
-        dropped=batch.dropped,
-        records=tuple(_from_codec(r) for r in batch.records),
+        device_id=item["device_id"],
+        batch_id=item["batch_id"],
+        iat=item["iat"],
+        os_version=item["os_version"],
+        boot_slot=item["boot_slot"],
+        group_id=item["group_id"],
+        installed=tuple(Installed(component_id=i["component_id"], version=i["version"]) for i in installed),
+        dropped=item["dropped"],
+        records=tuple(_record(r) for r in records),
     )
