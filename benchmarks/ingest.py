@@ -24,6 +24,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,7 @@ def main() -> None:
             begin = time.perf_counter()
             events, failed = uvloop.run(run_load(port, bodies, args.seconds, args.warmup))
             window = min(args.seconds, time.perf_counter() - begin - args.warmup)
+            print(f"batches per group commit (mean over the run): {_mean_group(port):.2f}")
         finally:
             stack.stop_service()
         if failed:
@@ -248,6 +250,19 @@ def main() -> None:
         f"ingest_per_s={ingest_per_s:.0f} floor_per_s={floor_per_s:.0f} "
         f"ratio={ratio:.3f} health_ratio={health_ratio:.3f}"
     )
+
+
+def _mean_group(port: int) -> float:
+    """The mean of the service's ``bastion_error_report_group_size`` histogram (its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("bastion_error_report_group_size_sum", "bastion_error_report_group_size_count"):
+            values[name] = float(value)
+    count = values.get("bastion_error_report_group_size_count", 0.0)
+    return values.get("bastion_error_report_group_size_sum", 0.0) / count if count else 0.0
 
 
 def _tenant_of(database_url: str) -> str:

@@ -18,6 +18,7 @@ EXPECTED = {
         "load_signing_key",
         "tenant_ca_pem",
         "trust_bundle_pem",
+        "trusted_ca_pems",
         "trusted_cas",
     ],
     "bastion.service.ca.crl": [

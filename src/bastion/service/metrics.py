@@ -49,6 +49,7 @@ __all__ = [
     "CHECKINS",
     "CONTENT_TYPE",
     "ERROR_REPORTS_INGESTED",
+    "ERROR_REPORT_GROUP_SIZE",
     "ERROR_REPORT_RECORDS",
     "HTTP_LATENCY_BUCKETS",
     "HTTP_REQUESTS",
@@ -95,6 +96,10 @@ ERROR_REPORTS_INGESTED = Counter(
     ["status"],
 )  # fmt: skip
 ERROR_REPORT_RECORDS = Counter("bastion_error_report_records_total", "Error records stored from accepted batches.")
+ERROR_REPORT_GROUP_SIZE = Histogram(
+    "bastion_error_report_group_size", "Error-report batches checked and stored together (one transaction).",
+    buckets=(1, 2, 4, 8),
+)  # fmt: skip
 ROLLOUT_STAGE_CHANGES = Counter(
     "bastion_rollout_stage_changes_total", "Staged-rollout stage changes, by kind (deployment, os).", ["kind"]
 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from bastion.crypto.aead import open_sealed, seal
@@ -45,6 +45,7 @@ __all__ = [
     "load_signing_key",
     "tenant_ca_pem",
     "trust_bundle_pem",
+    "trusted_ca_pems",
     "trusted_cas",
 ]
 
@@ -198,6 +199,25 @@ def trusted_cas(session: Session, tenant_id: str, *, now: dt.datetime) -> Sequen
         )
         .order_by(TenantCA.id.desc())
     ).all()
+
+
+_CAS = TenantCA.__table__.c
+#: :func:`trusted_cas`' rows, the PEMs only, as one prebuilt Core statement (it runs for every device-signed request).
+_TRUSTED_PEMS = (
+    select(_CAS.cert_pem)
+    .where(
+        _CAS.tenant_id == bindparam("tenant_id"),
+        _CAS.active.is_(True),
+        or_(_CAS.retire_at.is_(None), _CAS.retire_at > bindparam("now")),
+    )
+    .order_by(_CAS.id.desc())
+)
+
+
+def trusted_ca_pems(session: Session, tenant_id: str, *, now: dt.datetime) -> list[str]:
+    """The PEMs of :func:`trusted_cas`, in its order (a device's request checks its certificate against them)."""
+    rows = session.connection().execute(_TRUSTED_PEMS, {"tenant_id": tenant_id, "now": now})
+    return [str(pem) for (pem,) in rows]
 
 
 def trust_bundle_pem(session: Session, tenant_id: str, *, now: dt.datetime) -> str:

@@ -35,7 +35,7 @@ from bastion.crypto.certs import device_cert_uri, load_certificate_der, load_cer
 from bastion.crypto.cose import Sign1Message, decode_sign1, verify_sign1
 from bastion.crypto.errors import CertificateError, CryptoError
 from bastion.service.ca.revocation import certificate_revoked
-from bastion.service.ca.service import trusted_cas
+from bastion.service.ca.service import trusted_ca_pems
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
 from bastion.service.eligibility.refusals import RefusalLog, record_refusal
 from bastion.service.errorreports.activity import record_activity
@@ -95,7 +95,7 @@ def _authenticate(session: Session, message: Sign1Message, *, now: dt.datetime) 
         raise _malformed("the x5chain certificate does not parse") from exc
     tenant_id, device_id = _identity(cert)
     # Only the tenant's trusted CAs: a retired one (ADR 0012) no longer vouches for anything.
-    anchors = [_anchor(row.cert_pem) for row in trusted_cas(session, tenant_id, now=now)]
+    anchors = [_anchor(pem) for pem in trusted_ca_pems(session, tenant_id, now=now)]
     try:
         verify_chain([cert], anchors, now=now)
     except CertificateError as exc:

@@ -36,11 +36,10 @@ from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports.bucket_counts import ts
 from bastion.service.errorreports.fingerprint import Fingerprint, bucket_id, fingerprint
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
-from bastion.service.errorreports.signed import Refuser, device_in_standing, verify_signed
+from bastion.service.errorreports.signed import Refuser, Standing, device_in_standing, verify_signed
 from bastion.service.errorreports.store import Checked, store_group
 from bastion.service.errorreports.wire import Batch, Record, WireError, decode
 from bastion.service.errors import InvalidRequest, PayloadTooLarge, ServiceError
-from bastion.service.models import Device
 
 __all__ = [
     "Accepted",
@@ -243,7 +242,7 @@ def _hashable(value: object) -> object:
     return value if value is None or isinstance(value, str | int) else repr(value)
 
 
-def _bucketed(batch: Batch, device: Device, now: dt.datetime) -> Checked:
+def _bucketed(batch: Batch, device: Standing, now: dt.datetime) -> Checked:
     """The batch's event rows and its records per bucket (fingerprinted once per distinct failure)."""
     # The service's record of the device's group, not the batch's claim: a device must not put its
     # records (and its check-ins) into another group's fleet health and rollout baseline.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.service import metrics
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest
 from bastion.service.errorreports.limits import ErrorReportSettings
@@ -85,6 +86,7 @@ class IngestQueue:
     async def _groups(self) -> None:
         while self._waiting:
             group = [self._waiting.popleft() for _ in range(min(MAX_GROUP, len(self._waiting)))]
+            metrics.ERROR_REPORT_GROUP_SIZE.observe(len(group))
             # The settings are the app's (one object for every request of this loop).
             try:
                 answers = await anyio.to_thread.run_sync(

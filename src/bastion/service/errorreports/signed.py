@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bastion.crypto.cose import Sign1Message, decode_sign1
@@ -31,7 +33,7 @@ from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errors import Forbidden, InvalidRequest, PayloadTooLarge, ServiceError
 from bastion.service.models import Device
 
-__all__ = ["Refuser", "device_in_standing", "verify_signed"]
+__all__ = ["Refuser", "Standing", "device_in_standing", "verify_signed"]
 
 
 class Refuser:
@@ -100,7 +102,24 @@ def verify_signed(
     return message
 
 
-def device_in_standing(session: Session, refuse: Refuser, *, claimed_device_id: str, noun: str) -> Device:
+@dataclass(frozen=True)
+class Standing:
+    """The service's record of a device in good standing (plain values: a refusal's rollback expires ORM objects)."""
+
+    device_id: str
+    tenant_id: str
+    #: The device's group on record (never what a payload claims).
+    group_id: str | None
+
+
+_DEVICES = Device.__table__.c
+#: One prebuilt Core statement: it runs for every batch and upload.
+_STANDING = select(_DEVICES.device_id, _DEVICES.tenant_id, _DEVICES.group_id, _DEVICES.revoked_at).where(
+    _DEVICES.device_id == bindparam("device_id")
+)
+
+
+def device_in_standing(session: Session, refuse: Refuser, *, claimed_device_id: str, noun: str) -> Standing:
     """The certificate's device, when the payload names it, its tenant claims it and it is not revoked.
 
     Raises (through ``refuse``): Forbidden ``device_mismatch``, ``unknown_device``, ``device_revoked``.
@@ -110,9 +129,9 @@ def device_in_standing(session: Session, refuse: Refuser, *, claimed_device_id: 
             Forbidden(f"the {noun}'s device_id is not the certificate's device", code="device_mismatch"),
             "device_id differs from the certificate",
         )
-    device = session.get(Device, refuse.device_id)
+    device = session.connection().execute(_STANDING, {"device_id": refuse.device_id}).first()
     if device is None or device.tenant_id != refuse.tenant_id:
         refuse(Forbidden("the device is not claimed by the certificate's tenant", code="unknown_device"), "not claimed")
     if device.revoked_at is not None:
         refuse(Forbidden("the device is revoked", code="device_revoked"), "device revoked")
-    return device
+    return Standing(device_id=str(device.device_id), tenant_id=str(device.tenant_id), group_id=device.group_id)
