@@ -67,7 +67,9 @@ def cap_new_buckets(
     bucket in place. Buckets that already exist are never moved; new ones are kept in ID
     order while there is room. ``actor`` (the reporting device) is named in the record.
     ``existing``, when given, holds (at least) those of the batch's bucket IDs that exist
-    (a group commit reads them once for all its batches); else they are read here.
+    (a group commit reads them once for all its batches); else they are read here. The
+    overflow bucket is added to it when this batch opens it, so that a group records
+    the cap once, as its batches stored one by one would.
 
     Returns:
         The (possibly merged) ``per_bucket`` and ``titles``.
@@ -99,7 +101,7 @@ def cap_new_buckets(
     for event in events:
         if event["bucket_id"] in spill:
             event["bucket_id"] = overflow
-    if session.get(ErrorBucket, overflow) is None:
+    if overflow not in (existing or ()) and session.get(ErrorBucket, overflow) is None:
         record(
             session,
             now=now,
@@ -109,4 +111,6 @@ def cap_new_buckets(
             target=f"bucket:{overflow}",
             detail=f"{max_buckets} buckets reached; new fingerprints are counted in bucket {overflow}",
         )
+    if existing is not None:
+        existing.add(overflow)  # opened by this batch: the group's later batches do not record the cap again
     return kept, kept_titles

@@ -8,8 +8,8 @@ their events, one count into the buckets (:func:`bucket_counts.count_in`), one u
 of the release activity, one commit. The statements and the commit, and the turn on
 SQLite's one writer lock, are then paid once per group rather than once per batch.
 
-A group that fails (a bucket-ID collision, a device deleted meanwhile) is rolled back
-and its batches stored one by one, so a batch's fault is its own.
+A group that fails (a bucket-ID collision, a device deleted meanwhile, a batch refused
+while storing) is rolled back and its batches stored one by one, so a batch's fault is its own.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def store_group(session: Session, group: Sequence[Checked], *, max_buckets: int)
                 statuses = _write(session, group, max_buckets=max_buckets)
                 session.commit()
             return list(statuses)
-        except (GroupConflictError, IntegrityError):
+        except (GroupConflictError, IntegrityError, ServiceError):
+            # ServiceError: the group's one fresh batch could not be re-homed (count_in counts a lone
+            # contribution as alone); one by one, that refusal is its answer only, not every batch's.
             session.rollback()
     out: list[str | ServiceError] = []
     for item in group:
@@ -153,6 +155,11 @@ def _insert_batches(session: Session, group: Sequence[Checked]) -> dict[int, int
 
     A later copy within the group, and a batch ID the device already sent (the unique
     (device_id, batch_id), also when a concurrent copy commits first), get no row.
+
+    The rows go in (device_id, batch_id) order: an insert that meets a concurrent
+    copy's uncommitted row waits for that transaction, so two groups holding copies
+    in opposite orders would wait on each other (PostgreSQL ends one with a deadlock
+    error, failing every batch of it, other devices' too). In one order, one waits.
     """
     first: dict[tuple[str, str], int] = {}
     for n, item in enumerate(group):
@@ -167,7 +174,7 @@ def _insert_batches(session: Session, group: Sequence[Checked]) -> dict[int, int
             "records": len(group[n].batch.records),
             "dropped": group[n].batch.dropped,
         }
-        for (device_id, batch_id), n in first.items()
+        for (device_id, batch_id), n in sorted(first.items())
     ]
     build = statement(
         session,

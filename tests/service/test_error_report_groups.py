@@ -1,0 +1,531 @@
+"""Group commit of error reports (ADR 0028): a group stores what its batches stored one by one would.
+
+Each test builds a group and calls :func:`ingest.accept_group` (or the app's
+:class:`IngestQueue`) directly; the reference is the same batches through
+:func:`ingest.accept_batch`, one after the other, in a second tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from error_world import COSE, ENDPOINT, batch, crash
+from fleet_world import StatusDevice, make_status_device
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.crypto.keys import generate_private_key
+from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.errorreports import bucket_counts, ingest, store
+from bastion.service.errorreports.bucket_cap import CAP_ACTION, overflow_bucket_id
+from bastion.service.errorreports.fingerprint import bucket_id as fingerprint_bucket_id
+from bastion.service.errorreports.ingest_queue import IngestQueue
+from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
+from bastion.service.errors import Forbidden, ServiceError
+from bastion.service.models import (
+    AuditEvent,
+    Device,
+    ErrorBucket,
+    ErrorBucketDevice,
+    ErrorBucketVersion,
+    ErrorEvent,
+    ErrorReportBatch,
+)
+from bastion.service.tenants.service import CreatedTenant
+from conftest import FakeClock, TestClient
+
+Answer = ingest.Accepted | ServiceError
+
+
+def _group(
+    sessions: sessionmaker[Session],
+    bodies: Sequence[bytes],
+    now: dt.datetime,
+    *,
+    settings: ErrorReportSettings = DEFAULT_ERROR_REPORT_SETTINGS,
+    refusals: RefusalLog | None = None,
+) -> list[Answer]:
+    with sessions() as session:
+        return ingest.accept_group(
+            session, [(b, now) for b in bodies], refusals=refusals or RefusalLog(), settings=settings
+        )
+
+
+def _one_by_one(
+    sessions: sessionmaker[Session],
+    bodies: Sequence[bytes],
+    now: dt.datetime,
+    *,
+    settings: ErrorReportSettings = DEFAULT_ERROR_REPORT_SETTINGS,
+) -> list[str]:
+    out = []
+    for body in bodies:
+        with sessions() as session:
+            out.append(ingest.accept_batch(session, body, now=now, refusals=RefusalLog(), settings=settings).status)
+    return out
+
+
+def _statuses(answers: Sequence[Answer]) -> list[str]:
+    return [a.status if isinstance(a, ingest.Accepted) else a.code for a in answers]
+
+
+def _devices(
+    sessions: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock, n: int, key: bytes
+) -> list[StatusDevice]:
+    return [make_status_device(sessions, owner_tenant=tenant.tenant_id, master_key=key, now=clock()) for _ in range(n)]
+
+
+def _picture(sessions: sessionmaker[Session], tenant_id: str, devices: Sequence[StatusDevice]) -> dict[str, Any]:
+    """A tenant's buckets, by fingerprint, with its devices named by their index in ``devices``."""
+    name = {d.device_id: n for n, d in enumerate(devices)}
+    with sessions() as session:
+        buckets = session.scalars(select(ErrorBucket).where(ErrorBucket.tenant_id == tenant_id)).all()
+        out: dict[str, Any] = {}
+        for b in buckets:
+            versions = session.scalars(select(ErrorBucketVersion).where(ErrorBucketVersion.bucket_id == b.id)).all()
+            per_device = session.scalars(select(ErrorBucketDevice).where(ErrorBucketDevice.bucket_id == b.id)).all()
+            events = session.scalar(select(func.count()).select_from(ErrorEvent).where(ErrorEvent.bucket_id == b.id))
+            out[b.fingerprint] = {
+                "bucket": (b.event_count, b.device_count, b.state, b.first_version, b.last_version, b.first_seen),
+                "versions": {v.version: (v.event_count, v.device_count, v.first_seen, v.last_seen) for v in versions},
+                "devices": {name[d.device_id]: (d.event_count, d.first_seen, d.last_seen) for d in per_device},
+                "events": events,
+            }
+        return out
+
+
+def _count(sessions: sessionmaker[Session], model: Any, *where: Any) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def _denials(sessions: sessionmaker[Session]) -> int:
+    return _count(sessions, AuditEvent, AuditEvent.action == "device.error_report", AuditEvent.outcome == "denied")
+
+
+def _sends(devices: Sequence[StatusDevice], now: dt.datetime) -> list[bytes]:
+    """Batches of three devices: several for one bucket, two of device 0, versions old and new."""
+    d0, d1, d2 = devices
+    later = now + dt.timedelta(minutes=1)
+    return [
+        batch(d0, iat=now, records=[crash(now), crash(now, line=7), crash(now, exception="KeyError")]),
+        batch(d1, iat=now, records=[crash(now, count=3)]),
+        batch(d0, iat=later, records=[crash(later, version="1.1.0"), crash(later)]),  # device 0 again
+        batch(d2, iat=now, records=[crash(now, version="1.1.0"), crash(now, exception="KeyError", version="0.9.0")]),
+        batch(d1, iat=later, installed=[("app1", "2.0.0")]),  # a heartbeat
+        batch(d2, iat=later, records=[crash(later, function="other", count=5)]),
+    ]
+
+
+def test_a_group_counts_as_its_batches_one_by_one(
+    *,
+    tenant: CreatedTenant,
+    make_tenant: Callable[[str], CreatedTenant],
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    now = clock()
+    other = make_tenant("globex")
+    grouped = _devices(session_factory, tenant, clock, 3, master_key)
+    alone = _devices(session_factory, other, clock, 3, master_key)
+    assert _statuses(_group(session_factory, _sends(grouped, now), now)) == ["accepted"] * 6
+    assert _one_by_one(session_factory, _sends(alone, now), now) == ["accepted"] * 6
+    picture = _picture(session_factory, tenant.tenant_id, grouped)
+    assert picture == _picture(session_factory, other.tenant_id, alone)
+    # And what that is: the ZeroDivisionError bucket, one device counted once however many of its batches.
+    (zero,) = [p for p in picture.values() if p["events"] == 6]
+    assert zero["bucket"][:5] == (2 + 3 + 2 + 1, 3, "open", "1.0.0", "1.1.0")
+    assert {v: c[:2] for v, c in zero["versions"].items()} == {"1.0.0": (6, 2), "1.1.0": (2, 2)}
+    assert {d: c[0] for d, c in zero["devices"].items()} == {0: 4, 1: 3, 2: 1}
+    assert _count(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
+
+
+def test_a_batch_twice_in_a_group_and_one_already_stored_count_once(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    now = clock()
+    d0, d1 = _devices(session_factory, tenant, clock, 2, master_key)
+    stored = batch(d0, iat=now, records=[crash(now)])
+    assert _one_by_one(session_factory, [stored], now) == ["accepted"]
+    twice = batch(d1, iat=now, records=[crash(now, count=2)])
+    fresh = batch(d0, iat=now, records=[crash(now, count=4)])
+    answers = _group(session_factory, [twice, stored, twice, fresh, stored], now)
+    assert _statuses(answers) == ["accepted", "duplicate", "duplicate", "accepted", "duplicate"]
+    assert _count(session_factory, ErrorReportBatch) == 3
+    assert _count(session_factory, ErrorEvent) == 3
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.event_count, bucket.device_count) == (1 + 2 + 4, 2)
+        version = session.scalars(select(ErrorBucketVersion)).one()
+        assert (version.event_count, version.device_count) == (7, 2)
+
+
+def test_a_refused_batch_in_a_group_is_refused_alone(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    now = clock()
+    d0, d1, revoked = _devices(session_factory, tenant, clock, 3, master_key)
+    with session_factory() as session:
+        device = session.get(Device, revoked.device_id)
+        assert device is not None
+        device.revoked_at = now
+        session.commit()
+    denials = _denials(session_factory)
+    bodies = [
+        batch(d0, iat=now, records=[crash(now)]),
+        batch(d0, iat=now, records=[crash(now, count=50)], key=generate_private_key()),  # forged
+        batch(d0, iat=now, records=[crash(now, count=60)], device_id=d1.device_id),  # for another device
+        batch(revoked, iat=now, records=[crash(now, count=70)]),
+        batch(d1, iat=now, records=[crash(now, count=2)]),
+    ]
+    answers = _group(session_factory, bodies, now)
+    assert _statuses(answers) == ["accepted", "bad_signature", "device_mismatch", "device_revoked", "accepted"]
+    assert all(isinstance(a, Forbidden) for a in answers[1:4])
+    assert _denials(session_factory) == denials + 3
+    assert _count(session_factory, ErrorReportBatch) == 2
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.event_count, bucket.device_count) == (3, 2)
+        assert {d.device_id for d in session.scalars(select(ErrorBucketDevice))} == {d0.device_id, d1.device_id}
+
+
+def test_a_newer_version_in_a_group_regresses_a_resolved_bucket_once(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    now = clock()
+    d0, d1, d2 = _devices(session_factory, tenant, clock, 3, master_key)
+    assert _one_by_one(session_factory, [batch(d0, iat=now, records=[crash(now, version="1.0.0")])], now)
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        bucket.state, bucket.resolved_version, bucket.resolved_at = "resolved", "1.0.0", now
+        session.commit()
+    later = now + dt.timedelta(minutes=5)
+    bodies = [
+        batch(d0, iat=later, records=[crash(later, version="1.0.0")]),  # an old device: no regression
+        batch(d1, iat=later, records=[crash(later, version="1.1.0")]),
+        batch(d2, iat=later, records=[crash(later, version="1.2.0")]),
+        batch(d1, iat=later, records=[crash(later, version="1.1.0", line=8)]),
+    ]
+    assert _statuses(_group(session_factory, bodies, later)) == ["accepted"] * 4
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.state, bucket.regressed_at, bucket.event_count) == ("regressed", later, 5)
+        audits = session.scalars(select(AuditEvent).where(AuditEvent.action == "error_report.regressed")).all()
+        assert len(audits) == 1
+        assert audits[0].tenant_id == tenant.tenant_id
+        assert audits[0].target == f"bucket:{bucket.id}"
+
+
+def test_a_group_that_meets_a_conflict_stores_each_batch_once(
+    *,
+    tenant: CreatedTenant,
+    make_tenant: Callable[[str], CreatedTenant],
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = clock()
+    other = make_tenant("globex")
+    grouped = _devices(session_factory, tenant, clock, 3, master_key)
+    alone = _devices(session_factory, other, clock, 3, master_key)
+    real = bucket_counts.count_in
+    groups: list[int] = []
+
+    def conflicting(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
+        groups.append(len(contributions))
+        if len(contributions) > 1:
+            raise bucket_counts.GroupConflictError
+        return real(session, contributions)
+
+    monkeypatch.setattr(store, "count_in", conflicting)
+    bodies = _sends(grouped, now)
+    answers = _group(session_factory, [*bodies, bodies[1]], now)  # and a copy: still a duplicate
+    assert _statuses(answers) == ["accepted"] * 6 + ["duplicate"]
+    assert groups == [6, 1, 1, 1, 1, 1, 1]  # the group, then each fresh batch alone (the copy stores nothing)
+    monkeypatch.setattr(store, "count_in", real)
+    _one_by_one(session_factory, _sends(alone, now), now)
+    assert _picture(session_factory, tenant.tenant_id, grouped) == _picture(session_factory, other.tenant_id, alone)
+    assert _count(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
+
+
+def test_a_bucket_id_of_another_tenant_sends_the_group_one_by_one(
+    *,
+    tenant: CreatedTenant,
+    make_tenant: Callable[[str], CreatedTenant],
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """A device whose fingerprint's ID is another tenant's bucket: that bucket is untouched, nothing is lost."""
+    now = clock()
+    victim = make_tenant("globex")
+    d0, d1, d2 = _devices(session_factory, tenant, clock, 3, master_key)
+    colliding = batch(d0, iat=now, records=[crash(now, exception="Collide")])
+    with session_factory() as session:
+        checked = ingest.check_batch(session, colliding, now=now, refusals=RefusalLog())
+        ((bid, (fp, _)),) = checked.titles.items()
+        _foreign_bucket(session, bid, victim.tenant_id, "f" * 64, now)
+        session.commit()
+    bodies = [
+        batch(d1, iat=now, records=[crash(now)]),
+        colliding,
+        batch(d2, iat=now, records=[crash(now, exception="Collide"), crash(now, count=2)]),
+        batch(d1, iat=now, records=[crash(now)]),
+    ]
+    assert _statuses(_group(session_factory, bodies, now)) == ["accepted"] * 4
+    with session_factory() as session:
+        foreign = session.get(ErrorBucket, bid)
+        assert foreign is not None
+        assert (foreign.tenant_id, foreign.event_count, foreign.device_count) == (victim.tenant_id, 7, 1)
+        assert not session.scalars(select(ErrorEvent).where(ErrorEvent.bucket_id == bid)).all()
+        home = session.scalars(
+            select(ErrorBucket).where(ErrorBucket.tenant_id == tenant.tenant_id, ErrorBucket.fingerprint == fp)
+        ).one()
+        assert home.id != bid
+        assert (home.event_count, home.device_count) == (2, 2)
+        zero = session.scalars(
+            select(ErrorBucket).where(ErrorBucket.tenant_id == tenant.tenant_id, ErrorBucket.fingerprint != fp)
+        ).one()
+        assert (zero.event_count, zero.device_count) == (4, 2)
+    assert _count(session_factory, ErrorReportBatch) == 4
+    assert _count(session_factory, ErrorEvent) == 5
+
+
+def _foreign_bucket(session: Session, bid: str, tenant_id: str, fp: str, now: dt.datetime) -> None:
+    session.add(
+        ErrorBucket(
+            id=bid,
+            tenant_id=tenant_id,
+            fingerprint=fp,
+            algorithm=1,
+            category="AppCrash",
+            event_type="python_exception",
+            component_id="app1",
+            title="the victim's",
+            state="open",
+            first_seen=now,
+            last_seen=now,
+            event_count=7,
+            device_count=1,
+            first_version="1.0.0",
+            last_version="1.0.0",
+        )
+    )
+
+
+def test_a_batch_refused_at_store_time_does_not_answer_for_the_others(
+    *,
+    tenant: CreatedTenant,
+    make_tenant: Callable[[str], CreatedTenant],
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """The one fresh batch of a group is refused when storing it (every other ID of its bucket is taken).
+
+    Its refusal is its own: the group's duplicate and refused batches keep their answers.
+    """
+    now = clock()
+    victim = make_tenant("globex")
+    hostile, honest = _devices(session_factory, tenant, clock, 2, master_key)
+    stored = batch(honest, iat=now, records=[crash(now)])
+    assert _one_by_one(session_factory, [stored], now) == ["accepted"]
+    colliding = batch(hostile, iat=now, records=[crash(now, exception="Collide")])
+    with session_factory() as session:
+        checked = ingest.check_batch(session, colliding, now=now, refusals=RefusalLog())
+        ((bid, (fp, _)),) = checked.titles.items()
+        taken = [bid] + [fingerprint_bucket_id(tenant.tenant_id, f"{fp}#{n}") for n in range(1, 5)]
+        for n, other in enumerate(taken):
+            _foreign_bucket(session, other, victim.tenant_id, f"{n:x}" * 64, now)
+        session.commit()
+    forged = batch(honest, iat=now, records=[crash(now)], key=generate_private_key())
+    answers = _group(session_factory, [stored, colliding, forged], now)
+    assert _statuses(answers) == ["duplicate", "malformed_report", "bad_signature"]
+    assert _count(session_factory, ErrorReportBatch) == 1
+
+
+def test_the_ingest_queue_answers_each_batch_of_its_groups(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten batches waiting for one thread: a group of eight, then one of two; each its own answer."""
+    now = clock()
+    devices = _devices(session_factory, tenant, clock, 4, master_key)
+    bodies = [batch(devices[n % 4], iat=now, records=[crash(now, count=n + 1)]) for n in range(8)]
+    forged = batch(devices[0], iat=now, records=[crash(now, count=100)], key=generate_private_key())
+    bodies[3:3] = [forged]
+    bodies.append(bodies[0])  # a copy in the second group
+    sizes: list[int] = []
+    real = ingest.accept_group
+
+    def spy(session: Session, group: Sequence[tuple[bytes, dt.datetime]], **kw: Any) -> list[Answer]:
+        sizes.append(len(group))
+        return real(session, group, **kw)
+
+    monkeypatch.setattr(ingest, "accept_group", spy)
+    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
+
+    async def send(body: bytes) -> str:
+        try:
+            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
+        except ServiceError as exc:
+            return exc.code
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(send(b) for b in bodies)))
+
+    statuses = asyncio.run(main())
+    assert sizes == [8, 2]
+    assert statuses == ["accepted"] * 3 + ["bad_signature"] + ["accepted"] * 5 + ["duplicate"]
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.event_count, bucket.device_count) == (sum(range(1, 9)), 4)
+    assert _count(session_factory, ErrorReportBatch) == 8
+
+
+def test_concurrent_posts_are_each_counted_once(
+    *,
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    now = clock()
+    devices = _devices(session_factory, tenant, clock, 5, master_key)
+    distinct = [batch(devices[n % 5], iat=now, records=[crash(now, count=n + 1)]) for n in range(24)]
+    bodies = distinct + distinct[:6]  # and six copies, racing their originals
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def post(body: bytes) -> None:
+        r = client.post(ENDPOINT, content=body, headers=COSE)
+        with lock:
+            results.append((r.status_code, r.json().get("status", r.text)))
+
+    threads = [threading.Thread(target=post, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == sorted([(200, "accepted")] * 24 + [(200, "duplicate")] * 6)
+    with session_factory() as session:
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (bucket.event_count, bucket.device_count) == (sum(range(1, 25)), 5)
+        per_device = {d.device_id: d.event_count for d in session.scalars(select(ErrorBucketDevice))}
+        assert per_device == {d.device_id: sum(range(n + 1, 25, 5)) for n, d in enumerate(devices)}
+    assert _count(session_factory, ErrorReportBatch) == 24
+    assert _count(session_factory, ErrorEvent) == 24
+
+
+# --- a hostile device in the group -----------------------------------------------------------
+
+
+def test_the_bucket_cap_holds_within_a_group_and_is_audited_once(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    """Past the cap, a group's new fingerprints go to the overflow bucket, and the cap is audited once."""
+    now = clock()
+    settings = ErrorReportSettings(max_buckets_per_tenant=2)
+    devices = _devices(session_factory, tenant, clock, 3, master_key)
+    assert _one_by_one(session_factory, [batch(devices[0], iat=now, records=[crash(now)])], now, settings=settings)
+    bodies = [
+        batch(d, iat=now, records=[crash(now, exception=f"E{n}x{m}") for m in range(3)]) for n, d in enumerate(devices)
+    ]
+    assert _statuses(_group(session_factory, bodies, now, settings=settings)) == ["accepted"] * 3
+    overflow = overflow_bucket_id(tenant.tenant_id)
+    tenant_buckets = ErrorBucket.tenant_id == tenant.tenant_id
+    # At most one group's worth past the cap (bucket_cap's docstring): here, one batch's room each.
+    assert _count(session_factory, ErrorBucket, tenant_buckets, ErrorBucket.id != overflow) <= 2 + len(bodies) - 1
+    assert _count(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
+    # The next group opens nothing more.
+    before = _count(session_factory, ErrorBucket, tenant_buckets)
+    more = [batch(d, iat=now, records=[crash(now, exception=f"F{n}")]) for n, d in enumerate(devices)]
+    assert _statuses(_group(session_factory, more, now, settings=settings)) == ["accepted"] * 3
+    assert _count(session_factory, ErrorBucket, tenant_buckets) == before
+    assert _count(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_copies_in_another_order_do_not_fail_the_other_devices_batches(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """A device that sends copies of its batches in another order into concurrent groups.
+
+    Two groups that insert the same batch rows in opposite orders wait on each other
+    (ON CONFLICT waits for the other transaction's row): PostgreSQL ends one with a
+    deadlock error, and every batch of that group, the honest devices' too, would fail.
+    """
+    now = clock()
+    hostile, honest = _devices(session_factory, tenant, clock, 2, master_key)
+    h1 = batch(hostile, iat=now, records=[crash(now)], batch_id="1" * 32)
+    h3 = batch(hostile, iat=now, records=[crash(now)], batch_id="3" * 32)
+    x2 = batch(honest, iat=now, records=[crash(now, count=2)], batch_id="2" * 32)
+    y4 = batch(honest, iat=now, records=[crash(now, count=4)], batch_id="4" * 32)
+    # A third transaction holds x2's row (a concurrent copy, in flight): the first group waits on it.
+    holder = engine.connect()
+    holder.execute(
+        insert(ErrorReportBatch).values(
+            tenant_id=tenant.tenant_id,
+            device_id=honest.device_id,
+            batch_id="2" * 32,
+            iat=int(now.timestamp()),
+            received_at=now,
+            records=1,
+            dropped=0,
+        )
+    )
+    answers: dict[str, list[str] | BaseException] = {}
+
+    def run(name: str, bodies: list[bytes]) -> None:
+        try:
+            answers[name] = _statuses(_group(session_factory, bodies, now))
+        except BaseException as exc:  # noqa: BLE001 - the evidence is the exception itself
+            answers[name] = exc
+
+    def waiting() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one())
+
+    def until(n: int, thread: threading.Thread) -> None:
+        """Until ``n`` lock waits, or ``thread`` is done (in one order of the rows, the second one never waits)."""
+        deadline = time.monotonic() + 10
+        while waiting() < n and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    first = threading.Thread(target=run, args=("first", [h1, x2, h3, y4]))
+    second = threading.Thread(target=run, args=("second", [h3, h1]))
+    try:
+        first.start()
+        until(1, first)
+        second.start()
+        until(2, second)
+    finally:
+        holder.rollback()
+        holder.close()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert not isinstance(answers["first"], BaseException), repr(answers["first"])
+    assert not isinstance(answers["second"], BaseException), repr(answers["second"])
+    assert sorted(answers["first"] + answers["second"]) == ["accepted"] * 4 + ["duplicate"] * 2
+    assert _count(session_factory, ErrorReportBatch) == 4
+    with session_factory() as session:
+        assert session.scalars(select(ErrorBucket.event_count)).one() == 1 + 1 + 2 + 4
