@@ -19,6 +19,7 @@ from error_world import COSE, ENDPOINT, batch, crash
 from fleet_world import StatusDevice, make_status_device
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.keys import generate_private_key
@@ -242,8 +243,8 @@ def test_a_group_that_meets_a_conflict_stores_each_batch_once(
 
     def conflicting(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
         groups.append(len(contributions))
-        if len(contributions) > 1:
-            raise bucket_counts.GroupConflictError
+        if len(contributions) > 1:  # every batch of the group collides
+            raise bucket_counts.GroupConflictError(frozenset(range(len(contributions))))
         return real(session, contributions)
 
     monkeypatch.setattr(store, "count_in", conflicting)
@@ -257,16 +258,26 @@ def test_a_group_that_meets_a_conflict_stores_each_batch_once(
     assert _count(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
 
 
-def test_a_bucket_id_of_another_tenant_sends_the_group_one_by_one(
+def test_a_bucket_id_of_another_tenant_sends_only_its_batches_alone(
     *,
     tenant: CreatedTenant,
     make_tenant: Callable[[str], CreatedTenant],
     session_factory: sessionmaker[Session],
     master_key: bytes,
     clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A device whose fingerprint's ID is another tenant's bucket: that bucket is untouched, nothing is lost."""
+    """A device whose fingerprint's ID is another tenant's bucket: that bucket is untouched, nothing is lost,
+    and the group's other batches are still stored together (a found collision must not slow every group)."""
     now = clock()
+    real = bucket_counts.count_in
+    groups: list[int] = []
+
+    def counted(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
+        groups.append(len(contributions))
+        return real(session, contributions)
+
+    monkeypatch.setattr(store, "count_in", counted)
     victim = make_tenant("globex")
     d0, d1, d2 = _devices(session_factory, tenant, clock, 3, master_key)
     colliding = batch(d0, iat=now, records=[crash(now, exception="Collide")])
@@ -282,6 +293,7 @@ def test_a_bucket_id_of_another_tenant_sends_the_group_one_by_one(
         batch(d1, iat=now, records=[crash(now)]),
     ]
     assert _statuses(_group(session_factory, bodies, now)) == ["accepted"] * 4
+    assert groups == [4, 1, 1, 2]  # the group; the two with the colliding ID alone; the other two together
     with session_factory() as session:
         foreign = session.get(ErrorBucket, bid)
         assert foreign is not None
@@ -529,3 +541,30 @@ def test_copies_in_another_order_do_not_fail_the_other_devices_batches(
     assert _count(session_factory, ErrorReportBatch) == 4
     with session_factory() as session:
         assert session.scalars(select(ErrorBucket.event_count)).one() == 1 + 1 + 2 + 4
+
+
+def test_a_database_fault_of_a_group_stores_its_batches_one_by_one(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deadlock (or any driver error) while a group is written: rolled back, then each batch alone, each once."""
+    now = clock()
+    real = bucket_counts.count_in
+    groups: list[int] = []
+
+    def deadlocked(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
+        groups.append(len(contributions))
+        if len(contributions) > 1:
+            raise OperationalError("INSERT ...", {}, Exception("deadlock detected"))
+        return real(session, contributions)
+
+    monkeypatch.setattr(store, "count_in", deadlocked)
+    bodies = _sends(_devices(session_factory, tenant, clock, 3, master_key), now)
+    assert _statuses(_group(session_factory, bodies, now)) == ["accepted"] * 6
+    assert groups == [6, 1, 1, 1, 1, 1, 1]
+    assert _count(session_factory, ErrorReportBatch) == 6
+    assert _count(session_factory, ErrorEvent) == 9

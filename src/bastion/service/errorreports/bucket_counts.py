@@ -46,7 +46,12 @@ _CHECKS_PER_STATEMENT = 64
 
 
 class GroupConflictError(Exception):
-    """A group met a bucket ID that belongs to another bucket: store its batches one by one."""
+    """A group met a bucket ID that belongs to another bucket: store those batches alone."""
+
+    def __init__(self, conflicting: frozenset[int]) -> None:
+        """Args: conflicting: the indices of the contributions (or batches) whose bucket IDs collide."""
+        super().__init__(f"bucket IDs collide in {len(conflicting)} of the group's batches")
+        self.conflicting = conflicting
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ def count_in(session: Session, contributions: Sequence[Contribution]) -> list[di
     when counted alone, see the module docstring).
 
     Raises:
-        GroupConflictError: more than one contribution, and a bucket ID belongs to another bucket.
+        GroupConflictError: more than one contribution, and a bucket ID belongs to another bucket
+            (it names the contributions that hold one).
         InvalidRequest: one contribution, and every other ID of a fingerprint is taken too.
     """
     work = [c for c in contributions if c.per_bucket]
@@ -103,14 +109,14 @@ def count_in(session: Session, contributions: Sequence[Contribution]) -> list[di
     ids = sorted({bid for c in work for bid in c.per_bucket})
     buckets = _read_or_create(session, work, ids)
     foreign = {
-        (c.tenant_id, bid)
-        for c in work
+        (n, bid)
+        for n, c in enumerate(contributions)
         for bid in c.per_bucket
         if (buckets[bid].tenant_id, buckets[bid].fingerprint) != (c.tenant_id, c.titles[bid][0])
     }
     if foreign:
         if len(contributions) > 1:
-            raise GroupConflictError
+            raise GroupConflictError(frozenset(n for n, _ in foreign))
         return [_rehomed(session, contributions[0], {bid for _, bid in foreign})]
     _count(session, work, ids, buckets)
     return [{} for _ in contributions]

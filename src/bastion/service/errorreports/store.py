@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.service.db import writer_lock
@@ -67,16 +67,36 @@ def store_group(session: Session, group: Sequence[Checked], *, max_buckets: int)
     no busy wait); a transaction that starts with the INSERT waits for the lock instead.
     """
     session.commit()
-    if len(group) > 1:
-        try:
-            with writer_lock(session.get_bind()):
-                statuses = _write(session, group, max_buckets=max_buckets)
-                session.commit()
-            return list(statuses)
-        except (GroupConflictError, IntegrityError, ServiceError):
-            # ServiceError: the group's one fresh batch could not be re-homed (count_in counts a lone
-            # contribution as alone); one by one, that refusal is its answer only, not every batch's.
-            session.rollback()
+    if len(group) <= 1:
+        return _store_each(session, group, max_buckets=max_buckets)
+    try:
+        with writer_lock(session.get_bind()):
+            statuses = _write(session, group, max_buckets=max_buckets)
+            session.commit()
+        return list(statuses)
+    except GroupConflictError as exc:
+        session.rollback()
+        if not exc.conflicting or len(exc.conflicting) >= len(group):
+            return _store_each(session, group, max_buckets=max_buckets)
+        # Only the batches whose bucket IDs collide go alone: a device that found such a collision
+        # must not make every group its batches join go one by one.
+        rest = [n for n in range(len(group)) if n not in exc.conflicting]
+        alone = sorted(exc.conflicting)
+        out: dict[int, str | ServiceError] = {}
+        # Those first: a copy of one of them among the rest is then its duplicate, as in the group.
+        out.update(zip(alone, _store_each(session, [group[n] for n in alone], max_buckets=max_buckets), strict=True))
+        out.update(zip(rest, store_group(session, [group[n] for n in rest], max_buckets=max_buckets), strict=True))
+        return [out[n] for n in range(len(group))]
+    except (DBAPIError, ServiceError):
+        # DBAPIError: a device deleted meanwhile (a foreign key), a deadlock or any other database fault
+        # of one batch. ServiceError: the group's one fresh batch could not be re-homed (count_in counts
+        # a lone contribution as alone). One by one, each is its own batch's answer, not every batch's.
+        session.rollback()
+        return _store_each(session, group, max_buckets=max_buckets)
+
+
+def _store_each(session: Session, group: Sequence[Checked], *, max_buckets: int) -> list[str | ServiceError]:
+    """Store each batch of ``group`` in a transaction of its own."""
     out: list[str | ServiceError] = []
     for item in group:
         try:
@@ -98,6 +118,7 @@ def _write(session: Session, group: Sequence[Checked], *, max_buckets: int) -> l
     """The group's statements in the caller's transaction; per batch ``"accepted"`` or ``"duplicate"``."""
     pks = _insert_batches(session, group)
     fresh = [(item, pks[n]) for n, item in enumerate(group) if n in pks]
+    fresh_index = sorted(pks)  # contribution n is the batch group[fresh_index[n]]
     if fresh:
         events: list[list[dict[str, Any]]] = []
         contributions = []
@@ -125,7 +146,10 @@ def _write(session: Session, group: Sequence[Checked], *, max_buckets: int) -> l
                 )
             )
             events.append(rows)
-        moves = count_in(session, contributions)
+        try:
+            moves = count_in(session, contributions)
+        except GroupConflictError as exc:  # name the group's batches, not the contributions
+            raise GroupConflictError(frozenset(fresh_index[n] for n in exc.conflicting)) from exc
         flat = [
             {**row, "bucket_id": moved.get(row["bucket_id"], row["bucket_id"])} if moved else row
             for moved, rows in zip(moves, events, strict=True)
