@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.keys import generate_private_key
 from bastion.service.eligibility.refusals import RefusalLog
-from bastion.service.errorreports import bucket_counts, ingest, store
+from bastion.service.errorreports import bucket_counts, ingest, ingest_queue, store
 from bastion.service.errorreports.bucket_cap import CAP_ACTION, overflow_bucket_id
 from bastion.service.errorreports.fingerprint import bucket_id as fingerprint_bucket_id
 from bastion.service.errorreports.ingest_queue import IngestQueue
@@ -568,3 +568,50 @@ def test_a_database_fault_of_a_group_stores_its_batches_one_by_one(
     assert groups == [6, 1, 1, 1, 1, 1, 1]
     assert _count(session_factory, ErrorReportBatch) == 6
     assert _count(session_factory, ErrorEvent) == 9
+
+
+def test_a_full_queue_answers_busy_and_stores_nothing_of_those(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_WAITING batches waiting, a batch is refused at once (503 busy); it can be sent again later."""
+    now = clock()
+    devices = _devices(session_factory, tenant, clock, 2, master_key)
+    bodies = [batch(devices[n % 2], iat=now, records=[crash(now)]) for n in range(5)]
+    monkeypatch.setattr(ingest_queue, "MAX_WAITING", 2)
+    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
+
+    async def send(body: bytes) -> str:
+        try:
+            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
+        except ingest_queue.IngestBusyError:
+            return "busy"
+
+    async def main(batches: Sequence[bytes]) -> list[str]:
+        return list(await asyncio.gather(*(send(b) for b in batches)))
+
+    assert asyncio.run(main(bodies)) == ["accepted", "accepted", "busy", "busy", "busy"]
+    assert _count(session_factory, ErrorReportBatch) == 2
+    assert asyncio.run(main(bodies[2:4])) == ["accepted", "accepted"]  # sent again: stored once each
+    assert _count(session_factory, ErrorReportBatch) == 4
+
+
+def test_a_full_queue_is_a_503_with_retry_after(
+    *,
+    client: TestClient,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (device,) = _devices(session_factory, tenant, clock, 1, master_key)
+    monkeypatch.setattr(ingest_queue, "MAX_WAITING", 0)
+    r = client.post(ENDPOINT, content=batch(device, iat=clock(), records=[crash(clock())]), headers=COSE)
+    assert r.status_code == 503
+    assert r.json()["error"] == "ingest_busy"
+    assert r.headers["retry-after"] == str(ingest_queue.BUSY_RETRY_AFTER_S)

@@ -124,7 +124,13 @@ EXPECTED = {
         "no_log_requests",
     ],
     "bastion.service.errorreports.store": ["MAX_GROUP", "Checked", "store_group"],
-    "bastion.service.errorreports.ingest_queue": ["INGEST_THREADS", "IngestQueue"],
+    "bastion.service.errorreports.ingest_queue": [
+        "BUSY_RETRY_AFTER_S",
+        "INGEST_THREADS",
+        "MAX_WAITING",
+        "IngestBusyError",
+        "IngestQueue",
+    ],
     "bastion.service.errorreports.bucket_counts": [
         "MAX_BUCKET_REHOMES",
         "Contribution",

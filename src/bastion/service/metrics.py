@@ -92,7 +92,7 @@ CHECKINS = Counter(
     ["kind"],
 )  # fmt: skip
 ERROR_REPORTS_INGESTED = Counter(
-    "bastion_error_report_batches_total", "Error-report batches, by outcome (accepted, duplicate, refused).",
+    "bastion_error_report_batches_total", "Error-report batches, by outcome (accepted, duplicate, refused, busy).",
     ["status"],
 )  # fmt: skip
 ERROR_REPORT_RECORDS = Counter("bastion_error_report_records_total", "Error records stored from accepted batches.")

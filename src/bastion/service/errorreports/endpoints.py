@@ -16,7 +16,7 @@ from bastion.service import metrics
 from bastion.service.auth.deps import ContributorDep, ReaderDep
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest, log_requests, service
-from bastion.service.errorreports.ingest_queue import INGEST_THREADS, IngestQueue
+from bastion.service.errorreports.ingest_queue import BUSY_RETRY_AFTER_S, INGEST_THREADS, IngestBusyError, IngestQueue
 from bastion.service.errorreports.limits import ErrorReportSettingsDep
 from bastion.service.errorreports.models_out import bucket_out
 from bastion.service.errorreports.schemas import (
@@ -101,6 +101,14 @@ async def report_errors(
     # stored with the others that wait in this worker (ADR 0028); the session lives in that thread.
     try:
         accepted = await _ingest_queue(request).submit(bytes(body), now=now, settings=settings)
+    except IngestBusyError:
+        metrics.ERROR_REPORTS_INGESTED.labels(status="busy").inc()
+        return error_response(
+            503,
+            "ingest_busy",
+            "the service has too many error-report batches waiting; keep the batch and send it again later",
+            {"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
     except ServiceError:
         metrics.ERROR_REPORTS_INGESTED.labels(status="refused").inc()
         raise

@@ -29,12 +29,21 @@ from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.errorreports.store import MAX_GROUP
 from bastion.service.errors import ServiceError
 
-__all__ = ["INGEST_THREADS", "IngestQueue"]
+__all__ = ["BUSY_RETRY_AFTER_S", "INGEST_THREADS", "MAX_WAITING", "IngestBusyError", "IngestQueue"]
 
 #: Groups in work at once per worker process. On SQLite one: writers take turns on one lock
 #: (db.writer_lock), and parallelism comes from worker processes, each with its own GIL.
 #: PostgreSQL's writers do not queue on one lock, and a few threads keep its round trips overlapped.
 INGEST_THREADS = {"sqlite": 1, "postgresql": 4}
+#: Batches that may wait in one worker process (each body at most 64 KiB: 32 MiB at most). Past it, a
+#: batch is answered 503 with ``Retry-After``; the device keeps it and retries later (it is idempotent).
+MAX_WAITING = 512
+#: Seconds a device is told to wait when the queue is full.
+BUSY_RETRY_AFTER_S = 5
+
+
+class IngestBusyError(Exception):
+    """The worker's queue of batches is full: answer 503 with ``Retry-After``, store nothing."""
 
 
 @dataclass
@@ -67,7 +76,10 @@ class IngestQueue:
 
         Raises:
             ServiceError: the batch was refused (as :func:`ingest.accept_batch` raises it).
+            IngestBusyError: :data:`MAX_WAITING` batches wait already; nothing was stored.
         """
+        if len(self._waiting) >= MAX_WAITING:
+            raise IngestBusyError
         answer: asyncio.Future[ingest.Accepted] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(body, now, settings, answer))
         if self._working < self._threads:
