@@ -29,6 +29,7 @@ from bastion.service.errorreports.bucket_cap import CAP_ACTION, overflow_bucket_
 from bastion.service.errorreports.fingerprint import bucket_id as fingerprint_bucket_id
 from bastion.service.errorreports.ingest_queue import IngestQueue
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
+from bastion.service.errorreports.retention import prune_once
 from bastion.service.errors import Forbidden, ServiceError
 from bastion.service.models import (
     AuditEvent,
@@ -36,6 +37,7 @@ from bastion.service.models import (
     ErrorBucket,
     ErrorBucketDevice,
     ErrorBucketVersion,
+    ErrorBucketVersionDevice,
     ErrorEvent,
     ErrorReportBatch,
 )
@@ -615,3 +617,31 @@ def test_a_full_queue_is_a_503_with_retry_after(
     assert r.status_code == 503
     assert r.json()["error"] == "ingest_busy"
     assert r.headers["retry-after"] == str(ingest_queue.BUSY_RETRY_AFTER_S)
+
+
+def test_a_device_is_counted_once_per_version_also_after_its_events_are_rolled_up(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+) -> None:
+    """Retention deletes raw events; who was counted in a bucket's version is kept apart from them."""
+    now = clock()
+    (device,) = _devices(session_factory, tenant, clock, 1, master_key)
+    settings = ErrorReportSettings(event_retention=dt.timedelta(hours=1), batch_retention=dt.timedelta(hours=2))
+    assert _statuses(_group(session_factory, [batch(device, iat=now, records=[crash(now)])], now)) == ["accepted"]
+    later = now + dt.timedelta(hours=2)  # the device's certificate (24 h) still holds
+    with session_factory() as session:
+        assert prune_once(session, now=later, settings=settings).events_rolled_up == 1
+        session.commit()
+    assert _count(session_factory, ErrorEvent) == 0
+    again = [batch(device, iat=later, records=[crash(later)]), batch(device, iat=later, records=[crash(later)])]
+    assert _statuses(_group(session_factory, again, later)) == ["accepted", "accepted"]
+    with session_factory() as session:
+        version = session.scalars(select(ErrorBucketVersion)).one()
+        bucket = session.scalars(select(ErrorBucket)).one()
+        assert (version.event_count, version.device_count) == (3, 1)
+        assert (bucket.event_count, bucket.device_count) == (3, 1)
+        seen = session.scalars(select(ErrorBucketVersionDevice)).all()
+        assert [(s.version, s.device_id) for s in seen] == [("1.0.0", device.device_id)]

@@ -66,3 +66,48 @@ def test_upgrade_keeps_devices_and_downgrade_removes_the_error_tables(empty_engi
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 1
     command.upgrade(config, "head")
+
+
+def test_0020_fills_the_counted_devices_from_the_stored_events(empty_engine: Engine) -> None:
+    config = alembic_config(empty_engine)
+    command.upgrade(config, "0019_console_sessions")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    device, bucket = "cd" * 32, "b" + "0" * 16
+    with empty_engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', :now)"), {"now": now})
+        conn.execute(
+            text("INSERT INTO devices (device_id, tenant_id, claimed_at, claimed_by) VALUES (:d, 't1', :now, 'x')"),
+            {"d": device, "now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO error_report_batches (id, tenant_id, device_id, batch_id, iat, received_at, records,"
+                " dropped) VALUES (1, 't1', :d, :b, 1, :now, 3, 0)"
+            ),
+            {"d": device, "b": "ab" * 16, "now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO error_buckets (id, tenant_id, fingerprint, algorithm, category, event_type, component_id,"
+                " title, state, first_seen, last_seen, event_count, device_count, first_version, last_version)"
+                " VALUES (:b, 't1', :fp, 1, 'AppCrash', 'python_exception', 'app', 't', 'open', :now, :now, 3, 1,"
+                " '1.0.0', '1.1.0')"
+            ),
+            {"b": bucket, "fp": "f" * 64, "now": now},
+        )
+        for version in ("1.0.0", "1.0.0", "1.1.0"):
+            conn.execute(
+                text(
+                    "INSERT INTO error_events (tenant_id, device_id, batch_pk, bucket_id, os_version, component_id,"
+                    " version, category, event_class, event_type, count, first_at, last_at, description, detail,"
+                    " received_at) VALUES ('t1', :d, 1, :b, '1.0.0', 'app', :v, 'AppCrash', 'Error',"
+                    " 'python_exception', 1, :now, :now, 'x', '{}', :now)"
+                ),
+                {"d": device, "b": bucket, "v": version, "now": now},
+            )
+    command.upgrade(config, "0020_bucket_version_devices")
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text("SELECT bucket_id, version, device_id FROM error_bucket_version_devices")).all()
+    assert sorted(tuple(r) for r in rows) == [(bucket, "1.0.0", device), (bucket, "1.1.0", device)]
+    command.downgrade(config, "0019_console_sessions")
+    assert "error_bucket_version_devices" not in inspect(empty_engine).get_table_names()

@@ -23,6 +23,7 @@ from bastion.service.models import (
     ErrorBucket,
     ErrorBucketDevice,
     ErrorBucketVersion,
+    ErrorBucketVersionDevice,
     ErrorEvent,
     ErrorReportBatch,
 )
@@ -30,7 +31,15 @@ from bastion.service.ownership.repository import delete_device_dependents
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient, bearer
 
-STORED = (ErrorReportBatch, ErrorEvent, ErrorBucket, ErrorBucketVersion, ErrorBucketDevice, DeviceReleaseActivity)
+STORED = (
+    ErrorReportBatch,
+    ErrorEvent,
+    ErrorBucket,
+    ErrorBucketVersion,
+    ErrorBucketDevice,
+    ErrorBucketVersionDevice,
+    DeviceReleaseActivity,
+)
 
 
 def _post(client: TestClient, body: bytes) -> tuple[int, str]:
@@ -416,6 +425,7 @@ def test_unclaim_deletes_the_devices_error_rows(
         session.commit()
     counts = _counts(session_factory)
     assert counts["error_events"] == counts["error_report_batches"] == counts["device_release_activity"] == 0
+    assert counts["error_bucket_devices"] == counts["error_bucket_version_devices"] == 0
     assert counts["error_buckets"] == 1
 
 

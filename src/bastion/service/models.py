@@ -610,6 +610,26 @@ class ErrorBucketDevice(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class ErrorBucketVersionDevice(Base):
+    """A device counted in a bucket's version (migration 0020): kept when raw events are rolled up.
+
+    ``ErrorBucketVersion.device_count`` counts these; a device is counted once per
+    bucket and version, also after its events are past their retention. Deleted
+    with the device's other error rows when it is unclaimed.
+    """
+
+    __tablename__ = "error_bucket_version_devices"
+    __table_args__ = (Index("ix_error_bucket_version_devices_device_id", "device_id"),)
+
+    bucket_id: Mapped[str] = mapped_column(
+        ForeignKey("error_buckets.id", name="fk_error_bucket_version_devices_bucket"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.device_id", name="fk_error_bucket_version_devices_device"), primary_key=True
+    )
+
+
 class ErrorEvent(Base):
     """One raw error record of an accepted batch (kept for the raw retention, then rolled up)."""
 

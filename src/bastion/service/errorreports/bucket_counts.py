@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, func, select, union_all, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,14 +35,12 @@ from bastion.service.audit.service import record
 from bastion.service.errorreports.fingerprint import ALGORITHM, bucket_id
 from bastion.service.errorreports.wire import Record
 from bastion.service.errors import InvalidRequest
-from bastion.service.models import ErrorBucket, ErrorBucketDevice, ErrorBucketVersion, ErrorEvent
+from bastion.service.models import ErrorBucket, ErrorBucketDevice, ErrorBucketVersion, ErrorBucketVersionDevice
 
 __all__ = ["MAX_BUCKET_REHOMES", "Contribution", "GroupConflictError", "count_in", "dialect_insert", "statement", "ts"]
 
 #: How many other IDs a bucket whose ID collides may try (each is another 64-bit hash).
 MAX_BUCKET_REHOMES = 4
-#: "Already counted" checks per statement (the statement for ``n`` checks is built once per size).
-_CHECKS_PER_STATEMENT = 64
 
 
 class GroupConflictError(Exception):
@@ -160,7 +158,8 @@ def _count(session: Session, work: Sequence[Contribution], ids: list[str], bucke
     """The counters of ``ids``, read under the bucket locks, with the contributions added; written back."""
     conn = session.connection()
     known_devices = _known_devices(session, work, ids)
-    known_versions = _known_versions(session, work)
+    known_versions = _known_versions(session, work, ids)
+    counted: set[tuple[str, str, str]] = set()
     device_rows: dict[tuple[str, str], dict[str, Any]] = {}
     version_rows: dict[tuple[str, str], dict[str, Any]] = {}
     totals: dict[str, dict[str, Any]] = {}
@@ -191,6 +190,7 @@ def _count(session: Session, work: Sequence[Contribution], ids: list[str], bucke
                 )
                 if (c.device_id, bid, r.version) not in known_versions:
                     row.setdefault("new_devices", set()).add(c.device_id)
+                    counted.add((c.device_id, bid, r.version))
                 if newest is None or lenient_semver_key(r.version) > lenient_semver_key(newest[0]):
                     newest = (r.version, c)
                 if lenient_semver_key(r.version) < lenient_semver_key(total.setdefault("lowest", r.version)):
@@ -222,6 +222,7 @@ def _count(session: Session, work: Sequence[Contribution], ids: list[str], bucke
         ["bucket_id", "version"],
         device_count=True,
     )
+    _remember_versions(session, counted)
     session.flush()  # the regressions' audit records
 
 
@@ -327,41 +328,41 @@ def _known_devices(session: Session, work: Sequence[Contribution], ids: list[str
     return known
 
 
-def _known_versions(session: Session, work: Sequence[Contribution]) -> set[tuple[str, str, str]]:
-    """The (device, bucket, version) triples of the group that already have an event of that device.
+_VERSION_DEVICES = ErrorBucketVersionDevice.__table__
+_KNOWN_VERSIONS = select(_VERSION_DEVICES.c.device_id, _VERSION_DEVICES.c.bucket_id, _VERSION_DEVICES.c.version).where(
+    _VERSION_DEVICES.c.device_id.in_(bindparam("devices", expanding=True)),
+    _VERSION_DEVICES.c.bucket_id.in_(bindparam("ids", expanding=True)),
+)
 
-    One index seek per triple (EXISTS on ``ix_error_events_device_bucket``), not a DISTINCT
-    over every event the device ever sent to those buckets: that grew with its history.
-    Checked in statements of a few fixed sizes (the last triple repeated to fill one up).
+
+def _known_versions(session: Session, work: Sequence[Contribution], ids: list[str]) -> set[tuple[str, str, str]]:
+    """The (device, bucket, version) triples of ``ids`` already counted (under the bucket locks).
+
+    Read from ``error_bucket_version_devices``, not from the raw events: those are rolled
+    up and deleted by retention, and a device seen again after that would count twice.
     """
-    triples = sorted(
-        {(c.device_id, bid, r.version) for c in work for bid, records in c.per_bucket.items() for r in records}
+    devices = sorted({c.device_id for c in work})
+    rows = session.connection().execute(
+        statement(session, "known-versions", lambda _: _KNOWN_VERSIONS), {"devices": devices, "ids": ids}
     )
-    found: set[tuple[str, str, str]] = set()
-    for start in range(0, len(triples), _CHECKS_PER_STATEMENT):
-        chunk = triples[start : start + _CHECKS_PER_STATEMENT]
-        size = 1 << (len(chunk) - 1).bit_length()
-        chunk += [chunk[-1]] * (size - len(chunk))
-        query = statement(session, f"known-versions:{size}", functools.partial(_known_versions_query, size))
-        params: dict[str, str] = {}
-        for n, (device, bid, version) in enumerate(chunk):
-            params[f"d{n}"], params[f"b{n}"], params[f"v{n}"] = device, bid, version
-        found.update((str(d), str(b), str(v)) for d, b, v in session.connection().execute(query, params))
-    return found
+    return {(str(d), str(b), str(v)) for d, b, v in rows}
 
 
-def _known_versions_query(count: int, _dialect: str = "") -> Any:
-    events = ErrorEvent.__table__.c
-
-    def check(n: int) -> Any:
-        device = bindparam(f"d{n}", type_=String)
-        bid, version = bindparam(f"b{n}", type_=String), bindparam(f"v{n}", type_=String)
-        return select(device.label("device_id"), bid.label("bucket_id"), version.label("version")).where(
-            exists().where(events.device_id == device, events.bucket_id == bid, events.version == version)
-        )
-
-    checks = [check(n) for n in range(count)]
-    return checks[0] if count == 1 else union_all(*checks)
+def _remember_versions(session: Session, triples: set[tuple[str, str, str]]) -> None:
+    """Record newly counted (device, bucket, version) triples (in key order: no lock-order deadlock)."""
+    if not triples:
+        return
+    insert_ = statement(
+        session,
+        "version-devices",
+        lambda d: dialect_insert(d, ErrorBucketVersionDevice).on_conflict_do_nothing(
+            index_elements=["bucket_id", "version", "device_id"]
+        ),
+    )
+    rows = [
+        {"bucket_id": b, "version": v, "device_id": d} for d, b, v in sorted(triples, key=lambda t: (t[1], t[2], t[0]))
+    ]
+    session.connection().execute(insert_, rows)
 
 
 def _new_bucket(bid: str, work: Sequence[Contribution]) -> dict[str, Any]:

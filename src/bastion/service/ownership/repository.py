@@ -14,6 +14,7 @@ from bastion.service.models import (
     DeviceReleaseActivity,
     DeviceUpdateStatus,
     ErrorBucketDevice,
+    ErrorBucketVersionDevice,
     ErrorEvent,
     ErrorReportBatch,
     OsBlocklistClear,
@@ -79,7 +80,7 @@ def delete_device_dependents(session: Session, device_id: str) -> tuple[list[str
     session.execute(delete(DeviceCapability).where(DeviceCapability.device_id == device_id))
     status = session.execute(delete(DeviceUpdateStatus).where(DeviceUpdateStatus.device_id == device_id))
     # Error reports (migration 0015): events before the batches they reference.
-    for table in (ErrorEvent, ErrorReportBatch, ErrorBucketDevice, DeviceReleaseActivity):
+    for table in (ErrorEvent, ErrorReportBatch, ErrorBucketDevice, ErrorBucketVersionDevice, DeviceReleaseActivity):
         session.execute(delete(table).where(table.device_id == device_id))
     # Device log requests (migration 0016): the uploaded tails are the old owner's.
     session.execute(delete(DeviceLogRequest).where(DeviceLogRequest.device_id == device_id))
