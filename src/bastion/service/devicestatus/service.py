@@ -62,6 +62,8 @@ def _identity(cert: x509.Certificate) -> tuple[str, str]:
     except (x509.ExtensionNotFound, ValueError) as exc:
         raise Forbidden("the certificate is not a Bastion device certificate", code="untrusted_certificate") from exc
     for uri in uris:
+        if "\x00" in uri:  # IA5String allows NUL; PostgreSQL text does not (the CA lookup would fail with a 500)
+            continue
         rest = uri.removeprefix(_URI_PREFIX)
         tenant_id, sep, device_id = rest.partition(":device:")
         if rest != uri and sep and cns and cns[0].value == device_id and uri == device_cert_uri(tenant_id, device_id):

@@ -26,6 +26,7 @@ bucket comes back in a newer version: :mod:`bucket_counts`), and the release act
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 ACTION = "device.error_report"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def accept_batch(
     answer = accept_group(
         session, [(body, now)], refusals=refusals, settings=settings, pending_log_requests=pending_log_requests
     )[0]
-    if isinstance(answer, ServiceError):
+    if isinstance(answer, Exception):
         raise answer
     return answer
 
@@ -117,19 +120,24 @@ def accept_group(
     refusals: RefusalLog,
     settings: ErrorReportSettings = DEFAULT_ERROR_REPORT_SETTINGS,
     pending_log_requests: PendingLogRequests = no_log_requests,
-) -> list[Accepted | ServiceError]:
+) -> list[Accepted | Exception]:
     """Check each ``(body, received at)`` on its own, then store the accepted ones together (:mod:`store`).
 
     Returns, per body, its answer or the ServiceError that refused it (recorded as
     every refusal is). A refused batch changes nothing stored, and does not hold up
-    the others.
+    the others; nor does one whose check failed unexpectedly (its answer is that
+    exception, a 500 for it alone).
     """
-    answers: list[Accepted | ServiceError | None] = [None] * len(bodies)
+    answers: list[Accepted | Exception | None] = [None] * len(bodies)
     checked: list[tuple[int, Checked]] = []
     for n, (body, now) in enumerate(bodies):
         try:
             checked.append((n, check_batch(session, body, now=now, refusals=refusals, settings=settings)))
         except ServiceError as exc:
+            answers[n] = exc
+        except Exception as exc:  # noqa: BLE001 - a fault of this batch's checks (a driver's or library's error)
+            _log.exception("error-report batch check failed")
+            session.rollback()  # PostgreSQL: the failed statement aborted the transaction
             answers[n] = exc
     statuses = store_group(session, [item for _, item in checked], max_buckets=settings.max_buckets_per_tenant)
     for (n, item), status in zip(checked, statuses, strict=True):

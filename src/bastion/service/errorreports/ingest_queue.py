@@ -27,7 +27,6 @@ from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest
 from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.errorreports.store import MAX_GROUP
-from bastion.service.errors import ServiceError
 
 __all__ = ["BUSY_RETRY_AFTER_S", "INGEST_THREADS", "MAX_WAITING", "IngestBusyError", "IngestQueue"]
 
@@ -114,14 +113,14 @@ class IngestQueue:
             for waiting, answer in zip(group, answers, strict=True):
                 if waiting.answer.done():  # the client went away meanwhile
                     continue
-                if isinstance(answer, ServiceError):
+                if isinstance(answer, Exception):  # a refusal (ServiceError), or a fault of that batch alone
                     waiting.answer.set_exception(answer)
                 else:
                     waiting.answer.set_result(answer)
 
     def _accept(
         self, bodies: list[tuple[bytes, dt.datetime]], settings: ErrorReportSettings
-    ) -> list[ingest.Accepted | ServiceError]:
+    ) -> list[ingest.Accepted | Exception]:
         """:func:`ingest.accept_group` in a session of its own, opened and closed in the calling (worker) thread."""
         with self._factory() as session:
             return ingest.accept_group(

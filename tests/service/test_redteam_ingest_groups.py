@@ -1,0 +1,149 @@
+"""Red-team tests of group commit (ADR 0028): one sender's batch must not decide another's answer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from error_world import COSE, ENDPOINT, batch, crash
+from fleet_world import StatusDevice, make_status_device
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.crypto.certs import certificate_der
+from bastion.crypto.cose import sign1
+from bastion.crypto.keys import generate_private_key
+from bastion.service.eligibility.refusals import RefusalLog
+from bastion.service.errorreports import ingest
+from bastion.service.errorreports.ingest_queue import IngestQueue
+from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS
+from bastion.service.errors import ServiceError
+from bastion.service.models import ErrorReportBatch
+from bastion.service.tenants.service import CreatedTenant
+from conftest import FakeClock, TestClient
+
+
+def _self_signed(uri: str, cn: str, now: dt.datetime) -> bytes:
+    """An anonymous sender's COSE_Sign1: a self-signed certificate naming ``uri`` and ``cn``."""
+    key = generate_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return sign1(b"\xa0", key, x5chain=[certificate_der(cert)])
+
+
+def _statuses(answers: Sequence[ingest.Accepted | ServiceError]) -> list[str]:
+    return [a.status if isinstance(a, ingest.Accepted) else a.code for a in answers]
+
+
+def _count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(ErrorReportBatch)) or 0
+
+
+def _device(sessions: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock, key: bytes) -> StatusDevice:
+    return make_status_device(sessions, owner_tenant=tenant.tenant_id, master_key=key, now=clock())
+
+
+def test_an_anonymous_nul_tenant_id_is_refused_alone_in_its_group(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    """A self-signed certificate naming tenant "\\x00": PostgreSQL refuses the NUL in the CA lookup (DataError).
+
+    That is no ServiceError, so it escaped check_batch and accept_group: every batch of the group (other
+    devices', authentic ones) was answered 500 and none was stored. It must be untrusted_certificate alone.
+    """
+    now = clock()
+    honest = _device(session_factory, tenant, clock, master_key)
+    hostile = _self_signed("urn:bastion:tenant:\x00:device:abc", "abc", now)
+    good = batch(honest, iat=now, records=[crash(now)])
+    with session_factory() as session:
+        answers = ingest.accept_group(session, [(good, now), (hostile, now)], refusals=RefusalLog())
+    assert _statuses(answers) == ["accepted", "untrusted_certificate"]
+    assert _count(session_factory) == 1
+
+
+def test_the_queue_answers_an_honest_batch_beside_a_nul_tenant_id(
+    *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
+) -> None:
+    """Through the worker's queue: the anonymous body must not make the device's batch a 500."""
+    now = clock()
+    honest = _device(session_factory, tenant, clock, master_key)
+    bodies = [
+        batch(honest, iat=now, records=[crash(now)]),  # a lone first group
+        _self_signed("urn:bastion:tenant:\x00:device:abc", "abc", now),
+        batch(honest, iat=now, records=[crash(now, count=2)]),
+    ]
+    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
+
+    async def send(body: bytes) -> str:
+        try:
+            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
+        except ServiceError as exc:
+            return exc.code
+        except Exception as exc:  # noqa: BLE001 - what the endpoint turns into a 500
+            return f"500 {type(exc).__name__}"
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(send(b) for b in bodies)))
+
+    assert asyncio.run(main()) == ["accepted", "untrusted_certificate", "accepted"]
+    assert _count(session_factory) == 2
+
+
+def test_a_nul_tenant_id_is_a_403_not_a_500(*, client: TestClient, clock: FakeClock) -> None:
+    """Bad input from anyone (no key of any tenant needed) must not be a 500; on PostgreSQL it was."""
+    hostile = _self_signed("urn:bastion:tenant:\x00:device:abc", "abc", clock())
+    for endpoint in (ENDPOINT, "/api/v1/device/logs", "/api/v1/device/status"):
+        r = client.post(endpoint, content=hostile, headers=COSE)
+        assert r.status_code == 403, (endpoint, r.status_code, r.text)
+        assert r.json()["error"] == "untrusted_certificate"
+
+
+def test_an_unexpected_fault_of_one_batch_is_its_own(
+    *,
+    tenant: CreatedTenant,
+    session_factory: sessionmaker[Session],
+    master_key: bytes,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a batch's checks raise that is not a ServiceError (a library's or a driver's error on
+    its input, as the NUL above), only that batch fails: the others of its group are stored and answered."""
+    now = clock()
+    d0, d1 = (_device(session_factory, tenant, clock, master_key) for _ in range(2))
+    real = ingest.fingerprint
+
+    def faulty(category: str, event_type: str, component_id: str, version: str, detail: dict) -> object:
+        if detail.get("exception") == "Boom":
+            raise RuntimeError("a bug reached by one device's input")
+        return real(category, event_type, component_id, version, detail)
+
+    monkeypatch.setattr(ingest, "fingerprint", faulty)
+    bodies = [
+        batch(d0, iat=now, records=[crash(now)]),
+        batch(d1, iat=now, records=[crash(now, exception="Boom")]),
+        batch(d1, iat=now, records=[crash(now, count=2)]),
+    ]
+    with session_factory() as session:
+        answers = ingest.accept_group(session, [(b, now) for b in bodies], refusals=RefusalLog())
+    assert [a.status if isinstance(a, ingest.Accepted) else type(a).__name__ for a in answers] == [
+        "accepted",
+        "RuntimeError",
+        "accepted",
+    ]
+    assert _count(session_factory) == 2
