@@ -157,16 +157,14 @@ def test_junk_that_needs_no_lookup_does_not_take_a_devices_place_in_the_queue(
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Not fixed here (a design change): the queue admits any body, before even its size or COSE is looked at.
-
-    An anonymous client that keeps MAX_WAITING bodies waiting per worker (oversized ones, or bytes that are
-    not CBOR: refusable on the event loop with no lookup) makes every device's batch a 503 ingest_busy.
-    Bodies refusable without the database (size, COSE structure; perhaps the certificate chain) should be
-    refused before they wait, or unauthenticated bodies should have a bound of their own.
+    """An anonymous client that keeps MAX_WAITING bodies waiting per worker (oversized ones, or bytes that are
+    not COSE: refusable on the event loop with no lookup) made every device's batch a 503 ingest_busy.
+    Such bodies now wait apart, under a bound of their own (MAX_WAITING_MALFORMED), and are still refused.
     """
     now = clock()
     honest = _device(session_factory, tenant, clock, master_key)
-    monkeypatch.setattr(ingest_queue, "MAX_WAITING", 4)
+    monkeypatch.setattr(ingest_queue, "MAX_WAITING", 1)
+    monkeypatch.setattr(ingest_queue, "MAX_WAITING_MALFORMED", 3)
     junk = [b"\xff" * (DEFAULT_ERROR_REPORT_SETTINGS.max_batch_bytes + 1), b"not cbor", b"\x00", b"\xa0"]
     queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
 
@@ -181,7 +179,7 @@ def test_junk_that_needs_no_lookup_does_not_take_a_devices_place_in_the_queue(
     async def main() -> list[str]:
         return list(await asyncio.gather(*(send(b) for b in [*junk, batch(honest, iat=now)])))
 
-    assert asyncio.run(main())[-1] == "accepted"
+    assert asyncio.run(main()) == ["report_too_large", "malformed_report", "malformed_report", "busy", "accepted"]
 
 
 def test_a_client_gone_mid_wait_does_not_change_the_others_answers(

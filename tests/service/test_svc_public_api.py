@@ -128,6 +128,7 @@ EXPECTED = {
         "BUSY_RETRY_AFTER_S",
         "INGEST_THREADS",
         "MAX_WAITING",
+        "MAX_WAITING_MALFORMED",
         "IngestBusyError",
         "IngestQueue",
     ],

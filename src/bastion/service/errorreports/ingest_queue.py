@@ -22,13 +22,22 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.crypto.cose import decode_sign1
+from bastion.crypto.errors import CryptoError
 from bastion.service import metrics
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest
 from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.errorreports.store import MAX_GROUP
 
-__all__ = ["BUSY_RETRY_AFTER_S", "INGEST_THREADS", "MAX_WAITING", "IngestBusyError", "IngestQueue"]
+__all__ = [
+    "BUSY_RETRY_AFTER_S",
+    "INGEST_THREADS",
+    "MAX_WAITING",
+    "MAX_WAITING_MALFORMED",
+    "IngestBusyError",
+    "IngestQueue",
+]
 
 #: Groups in work at once per worker process. On SQLite one: writers take turns on one lock
 #: (db.writer_lock), and parallelism comes from worker processes, each with its own GIL.
@@ -37,6 +46,10 @@ INGEST_THREADS = {"sqlite": 1, "postgresql": 4}
 #: Batches that may wait in one worker process (each body at most 64 KiB: 32 MiB at most). Past it, a
 #: batch is answered 503 with ``Retry-After``; the device keeps it and retries later (it is idempotent).
 MAX_WAITING = 512
+#: Bodies that are not even a COSE_Sign1 within the size bound (looked at on the event loop, no lookup)
+#: wait apart, at most this many: anonymous junk must not take devices' places. They are refused,
+#: and recorded, by the same checks as every batch.
+MAX_WAITING_MALFORMED = 32
 #: Seconds a device is told to wait when the queue is full.
 BUSY_RETRY_AFTER_S = 5
 
@@ -51,6 +64,17 @@ class _Waiting:
     now: dt.datetime
     settings: ErrorReportSettings
     answer: asyncio.Future[ingest.Accepted] = field(repr=False)
+    #: Not a COSE_Sign1 within the size bound (it waits in the malformed bodies' count).
+    malformed: bool = False
+
+
+def _malformed(body: bytes, settings: ErrorReportSettings) -> bool:
+    """Whether ``body`` is refusable without a lookup: over the size bound, or not a COSE_Sign1."""
+    try:
+        decode_sign1(body, max_size=settings.max_batch_bytes)
+    except CryptoError:
+        return True
+    return False
 
 
 class IngestQueue:
@@ -67,6 +91,7 @@ class IngestQueue:
         self._factory, self._refusals, self._threads = factory, refusals, threads
         self._pending_log_requests = pending_log_requests
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._malformed = 0  # of those waiting
         self._working = 0  # counted here, not by the tasks' done callbacks: those run a loop turn late
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -75,12 +100,17 @@ class IngestQueue:
 
         Raises:
             ServiceError: the batch was refused (as :func:`ingest.accept_batch` raises it).
-            IngestBusyError: :data:`MAX_WAITING` batches wait already; nothing was stored.
+            IngestBusyError: :data:`MAX_WAITING` batches (or :data:`MAX_WAITING_MALFORMED` malformed
+                bodies, for a malformed one) wait already; nothing was stored.
         """
-        if len(self._waiting) >= MAX_WAITING:
+        malformed = _malformed(body, settings)
+        if malformed and self._malformed >= MAX_WAITING_MALFORMED:
+            raise IngestBusyError
+        if not malformed and len(self._waiting) - self._malformed >= MAX_WAITING:
             raise IngestBusyError
         answer: asyncio.Future[ingest.Accepted] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(body, now, settings, answer))
+        self._waiting.append(_Waiting(body, now, settings, answer, malformed))
+        self._malformed += malformed
         if self._working < self._threads:
             self._working += 1
             task = asyncio.create_task(self._work())
@@ -97,6 +127,7 @@ class IngestQueue:
     async def _groups(self) -> None:
         while self._waiting:
             group = [self._waiting.popleft() for _ in range(min(MAX_GROUP, len(self._waiting)))]
+            self._malformed -= sum(w.malformed for w in group)
             metrics.ERROR_REPORT_GROUP_SIZE.observe(len(group))
             # The settings are the app's (one object for every request of this loop).
             try:
