@@ -20,6 +20,7 @@ from bastion.service.config import Settings
 from bastion.service.errorreports.limits import ErrorReportSettings
 from bastion.service.models import ErrorBucket, ErrorBucketVersion
 from bastion.service.tenants.service import CreatedTenant
+from bastion.service.tuf.errors import InvalidGroupId
 from bastion.service.tuf.files import group_lock
 from bastion.service.tuf.layout import group_dir
 from bastion.service.tuf.repository import TargetSpec, publish_group, remove_group
@@ -90,6 +91,26 @@ def test_removing_a_group_waits_for_a_writer_holding_the_group_lock(tuf_settings
             t.join(10)
     assert done.is_set()
     assert not group_dir(tuf_settings, group).exists()
+
+
+@pytest.mark.parametrize(
+    "group_id", ["..", "../victim", "a/b", "", ".removed-x", "/etc", "8F6B2A1C-3D4E-4F5A-9B6C-7D8E9F0A1B2C", "*"]
+)
+def test_removing_a_group_whose_id_is_a_path_removes_nothing(tuf_settings: Settings, group_id: str) -> None:
+    """Path tricks for a group ID: refused by the ID check before any rename or delete (nothing else goes)."""
+    group = str(uuid.uuid4())
+    ref = BlobStore(tuf_settings.home / "blobs").put_bytes(b"app" * 10)
+    publish_group(
+        tuf_settings, group, [TargetSpec("apps/c/1.img", ref.sha256, ref.size, {})], now=dt.datetime.now(dt.UTC)
+    )
+    victim = tuf_settings.home / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("kept")
+    before = sorted(p.relative_to(tuf_settings.home) for p in tuf_settings.home.rglob("*"))
+    with pytest.raises(InvalidGroupId):
+        remove_group(tuf_settings, group_id)
+    assert sorted(p.relative_to(tuf_settings.home) for p in tuf_settings.home.rglob("*")) == before
+    assert group_dir(tuf_settings, group).is_dir()
 
 
 def test_a_batch_of_many_buckets_past_the_cap_with_odd_versions_counts_right(  # noqa: PLR0917 - fixtures
