@@ -7,7 +7,6 @@ Each test builds a group and calls :func:`ingest.accept_group` (or the app's
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 import time
@@ -16,7 +15,8 @@ from typing import Any
 
 import pytest
 from error_world import COSE, ENDPOINT, batch, crash
-from fleet_world import StatusDevice, make_status_device
+from fleet_world import StatusDevice
+from group_world import Answer, claimed_devices, count_rows, new_queue, queue_statuses, statuses
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -27,10 +27,9 @@ from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import bucket_counts, ingest, ingest_queue, store
 from bastion.service.errorreports.bucket_cap import CAP_ACTION, overflow_bucket_id
 from bastion.service.errorreports.fingerprint import bucket_id as fingerprint_bucket_id
-from bastion.service.errorreports.ingest_queue import IngestQueue
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS, ErrorReportSettings
 from bastion.service.errorreports.retention import prune_once
-from bastion.service.errors import Forbidden, ServiceError
+from bastion.service.errors import Forbidden
 from bastion.service.models import (
     AuditEvent,
     Device,
@@ -43,8 +42,6 @@ from bastion.service.models import (
 )
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
-
-Answer = ingest.Accepted | ServiceError
 
 
 def _group(
@@ -75,16 +72,6 @@ def _one_by_one(
     return out
 
 
-def _statuses(answers: Sequence[Answer]) -> list[str]:
-    return [a.status if isinstance(a, ingest.Accepted) else a.code for a in answers]
-
-
-def _devices(
-    sessions: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock, n: int, key: bytes
-) -> list[StatusDevice]:
-    return [make_status_device(sessions, owner_tenant=tenant.tenant_id, master_key=key, now=clock()) for _ in range(n)]
-
-
 def _picture(sessions: sessionmaker[Session], tenant_id: str, devices: Sequence[StatusDevice]) -> dict[str, Any]:
     """A tenant's buckets, by fingerprint, with its devices named by their index in ``devices``."""
     name = {d.device_id: n for n, d in enumerate(devices)}
@@ -104,13 +91,27 @@ def _picture(sessions: sessionmaker[Session], tenant_id: str, devices: Sequence[
         return out
 
 
-def _count(sessions: sessionmaker[Session], model: Any, *where: Any) -> int:
-    with sessions() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+def _spy_count_in(
+    monkeypatch: pytest.MonkeyPatch, fault: Callable[[int], Exception | None] = lambda _: None
+) -> list[int]:
+    """Put a spy on the store's count_in: the contributions of each call are counted into the list returned,
+    and a call of ``n`` raises ``fault(n)`` when that is an exception."""
+    real = bucket_counts.count_in
+    sizes: list[int] = []
+
+    def spy(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
+        sizes.append(len(contributions))
+        error = fault(len(contributions))
+        if error is not None:
+            raise error
+        return real(session, contributions)
+
+    monkeypatch.setattr(store, "count_in", spy)
+    return sizes
 
 
 def _denials(sessions: sessionmaker[Session]) -> int:
-    return _count(sessions, AuditEvent, AuditEvent.action == "device.error_report", AuditEvent.outcome == "denied")
+    return count_rows(sessions, AuditEvent, AuditEvent.action == "device.error_report", AuditEvent.outcome == "denied")
 
 
 def _sends(devices: Sequence[StatusDevice], now: dt.datetime) -> list[bytes]:
@@ -137,9 +138,9 @@ def test_a_group_counts_as_its_batches_one_by_one(
 ) -> None:
     now = clock()
     other = make_tenant("globex")
-    grouped = _devices(session_factory, tenant, clock, 3, master_key)
-    alone = _devices(session_factory, other, clock, 3, master_key)
-    assert _statuses(_group(session_factory, _sends(grouped, now), now)) == ["accepted"] * 6
+    grouped = claimed_devices(session_factory, tenant, clock, 3, master_key)
+    alone = claimed_devices(session_factory, other, clock, 3, master_key)
+    assert statuses(_group(session_factory, _sends(grouped, now), now)) == ["accepted"] * 6
     assert _one_by_one(session_factory, _sends(alone, now), now) == ["accepted"] * 6
     picture = _picture(session_factory, tenant.tenant_id, grouped)
     assert picture == _picture(session_factory, other.tenant_id, alone)
@@ -148,22 +149,22 @@ def test_a_group_counts_as_its_batches_one_by_one(
     assert zero["bucket"][:5] == (2 + 3 + 2 + 1, 3, "open", "1.0.0", "1.1.0")
     assert {v: c[:2] for v, c in zero["versions"].items()} == {"1.0.0": (6, 2), "1.1.0": (2, 2)}
     assert {d: c[0] for d, c in zero["devices"].items()} == {0: 4, 1: 3, 2: 1}
-    assert _count(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
+    assert count_rows(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
 
 
 def test_a_batch_twice_in_a_group_and_one_already_stored_count_once(
     *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
 ) -> None:
     now = clock()
-    d0, d1 = _devices(session_factory, tenant, clock, 2, master_key)
+    d0, d1 = claimed_devices(session_factory, tenant, clock, 2, master_key)
     stored = batch(d0, iat=now, records=[crash(now)])
     assert _one_by_one(session_factory, [stored], now) == ["accepted"]
     twice = batch(d1, iat=now, records=[crash(now, count=2)])
     fresh = batch(d0, iat=now, records=[crash(now, count=4)])
     answers = _group(session_factory, [twice, stored, twice, fresh, stored], now)
-    assert _statuses(answers) == ["accepted", "duplicate", "duplicate", "accepted", "duplicate"]
-    assert _count(session_factory, ErrorReportBatch) == 3
-    assert _count(session_factory, ErrorEvent) == 3
+    assert statuses(answers) == ["accepted", "duplicate", "duplicate", "accepted", "duplicate"]
+    assert count_rows(session_factory, ErrorReportBatch) == 3
+    assert count_rows(session_factory, ErrorEvent) == 3
     with session_factory() as session:
         bucket = session.scalars(select(ErrorBucket)).one()
         assert (bucket.event_count, bucket.device_count) == (1 + 2 + 4, 2)
@@ -175,7 +176,7 @@ def test_a_refused_batch_in_a_group_is_refused_alone(
     *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
 ) -> None:
     now = clock()
-    d0, d1, revoked = _devices(session_factory, tenant, clock, 3, master_key)
+    d0, d1, revoked = claimed_devices(session_factory, tenant, clock, 3, master_key)
     with session_factory() as session:
         device = session.get(Device, revoked.device_id)
         assert device is not None
@@ -190,10 +191,10 @@ def test_a_refused_batch_in_a_group_is_refused_alone(
         batch(d1, iat=now, records=[crash(now, count=2)]),
     ]
     answers = _group(session_factory, bodies, now)
-    assert _statuses(answers) == ["accepted", "bad_signature", "device_mismatch", "device_revoked", "accepted"]
+    assert statuses(answers) == ["accepted", "bad_signature", "device_mismatch", "device_revoked", "accepted"]
     assert all(isinstance(a, Forbidden) for a in answers[1:4])
     assert _denials(session_factory) == denials + 3
-    assert _count(session_factory, ErrorReportBatch) == 2
+    assert count_rows(session_factory, ErrorReportBatch) == 2
     with session_factory() as session:
         bucket = session.scalars(select(ErrorBucket)).one()
         assert (bucket.event_count, bucket.device_count) == (3, 2)
@@ -204,7 +205,7 @@ def test_a_newer_version_in_a_group_regresses_a_resolved_bucket_once(
     *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
 ) -> None:
     now = clock()
-    d0, d1, d2 = _devices(session_factory, tenant, clock, 3, master_key)
+    d0, d1, d2 = claimed_devices(session_factory, tenant, clock, 3, master_key)
     assert _one_by_one(session_factory, [batch(d0, iat=now, records=[crash(now, version="1.0.0")])], now)
     with session_factory() as session:
         bucket = session.scalars(select(ErrorBucket)).one()
@@ -217,7 +218,7 @@ def test_a_newer_version_in_a_group_regresses_a_resolved_bucket_once(
         batch(d2, iat=later, records=[crash(later, version="1.2.0")]),
         batch(d1, iat=later, records=[crash(later, version="1.1.0", line=8)]),
     ]
-    assert _statuses(_group(session_factory, bodies, later)) == ["accepted"] * 4
+    assert statuses(_group(session_factory, bodies, later)) == ["accepted"] * 4
     with session_factory() as session:
         bucket = session.scalars(select(ErrorBucket)).one()
         assert (bucket.state, bucket.regressed_at, bucket.event_count) == ("regressed", later, 5)
@@ -238,26 +239,19 @@ def test_a_group_that_meets_a_conflict_stores_each_batch_once(
 ) -> None:
     now = clock()
     other = make_tenant("globex")
-    grouped = _devices(session_factory, tenant, clock, 3, master_key)
-    alone = _devices(session_factory, other, clock, 3, master_key)
-    real = bucket_counts.count_in
-    groups: list[int] = []
-
-    def conflicting(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
-        groups.append(len(contributions))
-        if len(contributions) > 1:  # every batch of the group collides
-            raise bucket_counts.GroupConflictError(frozenset(range(len(contributions))))
-        return real(session, contributions)
-
-    monkeypatch.setattr(store, "count_in", conflicting)
+    grouped = claimed_devices(session_factory, tenant, clock, 3, master_key)
+    alone = claimed_devices(session_factory, other, clock, 3, master_key)
+    groups = _spy_count_in(  # every batch of a group collides
+        monkeypatch, lambda n: bucket_counts.GroupConflictError(frozenset(range(n))) if n > 1 else None
+    )
     bodies = _sends(grouped, now)
     answers = _group(session_factory, [*bodies, bodies[1]], now)  # and a copy: still a duplicate
-    assert _statuses(answers) == ["accepted"] * 6 + ["duplicate"]
+    assert statuses(answers) == ["accepted"] * 6 + ["duplicate"]
     assert groups == [6, 1, 1, 1, 1, 1, 1]  # the group, then each fresh batch alone (the copy stores nothing)
-    monkeypatch.setattr(store, "count_in", real)
+    monkeypatch.setattr(store, "count_in", bucket_counts.count_in)
     _one_by_one(session_factory, _sends(alone, now), now)
     assert _picture(session_factory, tenant.tenant_id, grouped) == _picture(session_factory, other.tenant_id, alone)
-    assert _count(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
+    assert count_rows(session_factory, ErrorReportBatch, ErrorReportBatch.tenant_id == tenant.tenant_id) == 6
 
 
 def test_a_bucket_id_of_another_tenant_sends_only_its_batches_alone(
@@ -272,16 +266,9 @@ def test_a_bucket_id_of_another_tenant_sends_only_its_batches_alone(
     """A device whose fingerprint's ID is another tenant's bucket: that bucket is untouched, nothing is lost,
     and the group's other batches are still stored together (a found collision must not slow every group)."""
     now = clock()
-    real = bucket_counts.count_in
-    groups: list[int] = []
-
-    def counted(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
-        groups.append(len(contributions))
-        return real(session, contributions)
-
-    monkeypatch.setattr(store, "count_in", counted)
+    groups = _spy_count_in(monkeypatch)
     victim = make_tenant("globex")
-    d0, d1, d2 = _devices(session_factory, tenant, clock, 3, master_key)
+    d0, d1, d2 = claimed_devices(session_factory, tenant, clock, 3, master_key)
     colliding = batch(d0, iat=now, records=[crash(now, exception="Collide")])
     with session_factory() as session:
         checked = ingest.check_batch(session, colliding, now=now, refusals=RefusalLog())
@@ -294,7 +281,7 @@ def test_a_bucket_id_of_another_tenant_sends_only_its_batches_alone(
         batch(d2, iat=now, records=[crash(now, exception="Collide"), crash(now, count=2)]),
         batch(d1, iat=now, records=[crash(now)]),
     ]
-    assert _statuses(_group(session_factory, bodies, now)) == ["accepted"] * 4
+    assert statuses(_group(session_factory, bodies, now)) == ["accepted"] * 4
     assert groups == [4, 1, 1, 2]  # the group; the two with the colliding ID alone; the other two together
     with session_factory() as session:
         foreign = session.get(ErrorBucket, bid)
@@ -310,8 +297,8 @@ def test_a_bucket_id_of_another_tenant_sends_only_its_batches_alone(
             select(ErrorBucket).where(ErrorBucket.tenant_id == tenant.tenant_id, ErrorBucket.fingerprint != fp)
         ).one()
         assert (zero.event_count, zero.device_count) == (4, 2)
-    assert _count(session_factory, ErrorReportBatch) == 4
-    assert _count(session_factory, ErrorEvent) == 5
+    assert count_rows(session_factory, ErrorReportBatch) == 4
+    assert count_rows(session_factory, ErrorEvent) == 5
 
 
 def _foreign_bucket(session: Session, bid: str, tenant_id: str, fp: str, now: dt.datetime) -> None:
@@ -350,7 +337,7 @@ def test_a_batch_refused_at_store_time_does_not_answer_for_the_others(
     """
     now = clock()
     victim = make_tenant("globex")
-    hostile, honest = _devices(session_factory, tenant, clock, 2, master_key)
+    hostile, honest = claimed_devices(session_factory, tenant, clock, 2, master_key)
     stored = batch(honest, iat=now, records=[crash(now)])
     assert _one_by_one(session_factory, [stored], now) == ["accepted"]
     colliding = batch(hostile, iat=now, records=[crash(now, exception="Collide")])
@@ -363,8 +350,8 @@ def test_a_batch_refused_at_store_time_does_not_answer_for_the_others(
         session.commit()
     forged = batch(honest, iat=now, records=[crash(now)], key=generate_private_key())
     answers = _group(session_factory, [stored, colliding, forged], now)
-    assert _statuses(answers) == ["duplicate", "malformed_report", "bad_signature"]
-    assert _count(session_factory, ErrorReportBatch) == 1
+    assert statuses(answers) == ["duplicate", "malformed_report", "bad_signature"]
+    assert count_rows(session_factory, ErrorReportBatch) == 1
 
 
 def test_the_ingest_queue_answers_each_batch_of_its_groups(
@@ -377,7 +364,7 @@ def test_the_ingest_queue_answers_each_batch_of_its_groups(
 ) -> None:
     """Ten batches waiting for one thread: a group of eight, then one of two; each its own answer."""
     now = clock()
-    devices = _devices(session_factory, tenant, clock, 4, master_key)
+    devices = claimed_devices(session_factory, tenant, clock, 4, master_key)
     bodies = [batch(devices[n % 4], iat=now, records=[crash(now, count=n + 1)]) for n in range(8)]
     forged = batch(devices[0], iat=now, records=[crash(now, count=100)], key=generate_private_key())
     bodies[3:3] = [forged]
@@ -390,24 +377,13 @@ def test_the_ingest_queue_answers_each_batch_of_its_groups(
         return real(session, group, **kw)
 
     monkeypatch.setattr(ingest, "accept_group", spy)
-    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
-
-    async def send(body: bytes) -> str:
-        try:
-            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
-        except ServiceError as exc:
-            return exc.code
-
-    async def main() -> list[str]:
-        return list(await asyncio.gather(*(send(b) for b in bodies)))
-
-    statuses = asyncio.run(main())
+    answers = queue_statuses(new_queue(session_factory), bodies, now)
     assert sizes == [8, 2]
-    assert statuses == ["accepted"] * 3 + ["bad_signature"] + ["accepted"] * 5 + ["duplicate"]
+    assert answers == ["accepted"] * 3 + ["bad_signature"] + ["accepted"] * 5 + ["duplicate"]
     with session_factory() as session:
         bucket = session.scalars(select(ErrorBucket)).one()
         assert (bucket.event_count, bucket.device_count) == (sum(range(1, 9)), 4)
-    assert _count(session_factory, ErrorReportBatch) == 8
+    assert count_rows(session_factory, ErrorReportBatch) == 8
 
 
 def test_concurrent_posts_are_each_counted_once(
@@ -419,7 +395,7 @@ def test_concurrent_posts_are_each_counted_once(
     clock: FakeClock,
 ) -> None:
     now = clock()
-    devices = _devices(session_factory, tenant, clock, 5, master_key)
+    devices = claimed_devices(session_factory, tenant, clock, 5, master_key)
     distinct = [batch(devices[n % 5], iat=now, records=[crash(now, count=n + 1)]) for n in range(24)]
     bodies = distinct + distinct[:6]  # and six copies, racing their originals
     results: list[tuple[int, str]] = []
@@ -441,8 +417,8 @@ def test_concurrent_posts_are_each_counted_once(
         assert (bucket.event_count, bucket.device_count) == (sum(range(1, 25)), 5)
         per_device = {d.device_id: d.event_count for d in session.scalars(select(ErrorBucketDevice))}
         assert per_device == {d.device_id: sum(range(n + 1, 25, 5)) for n, d in enumerate(devices)}
-    assert _count(session_factory, ErrorReportBatch) == 24
-    assert _count(session_factory, ErrorEvent) == 24
+    assert count_rows(session_factory, ErrorReportBatch) == 24
+    assert count_rows(session_factory, ErrorEvent) == 24
 
 
 # --- a hostile device in the group -----------------------------------------------------------
@@ -454,23 +430,23 @@ def test_the_bucket_cap_holds_within_a_group_and_is_audited_once(
     """Past the cap, a group's new fingerprints go to the overflow bucket, and the cap is audited once."""
     now = clock()
     settings = ErrorReportSettings(max_buckets_per_tenant=2)
-    devices = _devices(session_factory, tenant, clock, 3, master_key)
+    devices = claimed_devices(session_factory, tenant, clock, 3, master_key)
     assert _one_by_one(session_factory, [batch(devices[0], iat=now, records=[crash(now)])], now, settings=settings)
     bodies = [
         batch(d, iat=now, records=[crash(now, exception=f"E{n}x{m}") for m in range(3)]) for n, d in enumerate(devices)
     ]
-    assert _statuses(_group(session_factory, bodies, now, settings=settings)) == ["accepted"] * 3
+    assert statuses(_group(session_factory, bodies, now, settings=settings)) == ["accepted"] * 3
     overflow = overflow_bucket_id(tenant.tenant_id)
     tenant_buckets = ErrorBucket.tenant_id == tenant.tenant_id
     # At most one group's worth past the cap (bucket_cap's docstring): here, one batch's room each.
-    assert _count(session_factory, ErrorBucket, tenant_buckets, ErrorBucket.id != overflow) <= 2 + len(bodies) - 1
-    assert _count(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
+    assert count_rows(session_factory, ErrorBucket, tenant_buckets, ErrorBucket.id != overflow) <= 2 + len(bodies) - 1
+    assert count_rows(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
     # The next group opens nothing more.
-    before = _count(session_factory, ErrorBucket, tenant_buckets)
+    before = count_rows(session_factory, ErrorBucket, tenant_buckets)
     more = [batch(d, iat=now, records=[crash(now, exception=f"F{n}")]) for n, d in enumerate(devices)]
-    assert _statuses(_group(session_factory, more, now, settings=settings)) == ["accepted"] * 3
-    assert _count(session_factory, ErrorBucket, tenant_buckets) == before
-    assert _count(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
+    assert statuses(_group(session_factory, more, now, settings=settings)) == ["accepted"] * 3
+    assert count_rows(session_factory, ErrorBucket, tenant_buckets) == before
+    assert count_rows(session_factory, AuditEvent, AuditEvent.action == CAP_ACTION) == 1
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -489,7 +465,7 @@ def test_copies_in_another_order_do_not_fail_the_other_devices_batches(
     deadlock error, and every batch of that group, the honest devices' too, would fail.
     """
     now = clock()
-    hostile, honest = _devices(session_factory, tenant, clock, 2, master_key)
+    hostile, honest = claimed_devices(session_factory, tenant, clock, 2, master_key)
     h1 = batch(hostile, iat=now, records=[crash(now)], batch_id="1" * 32)
     h3 = batch(hostile, iat=now, records=[crash(now)], batch_id="3" * 32)
     x2 = batch(honest, iat=now, records=[crash(now, count=2)], batch_id="2" * 32)
@@ -511,7 +487,7 @@ def test_copies_in_another_order_do_not_fail_the_other_devices_batches(
 
     def run(name: str, bodies: list[bytes]) -> None:
         try:
-            answers[name] = _statuses(_group(session_factory, bodies, now))
+            answers[name] = statuses(_group(session_factory, bodies, now))
         except BaseException as exc:  # noqa: BLE001 - the evidence is the exception itself
             answers[name] = exc
 
@@ -540,7 +516,7 @@ def test_copies_in_another_order_do_not_fail_the_other_devices_batches(
     assert not isinstance(answers["first"], BaseException), repr(answers["first"])
     assert not isinstance(answers["second"], BaseException), repr(answers["second"])
     assert sorted(answers["first"] + answers["second"]) == ["accepted"] * 4 + ["duplicate"] * 2
-    assert _count(session_factory, ErrorReportBatch) == 4
+    assert count_rows(session_factory, ErrorReportBatch) == 4
     with session_factory() as session:
         assert session.scalars(select(ErrorBucket.event_count)).one() == 1 + 1 + 2 + 4
 
@@ -555,21 +531,14 @@ def test_a_database_fault_of_a_group_stores_its_batches_one_by_one(
 ) -> None:
     """A deadlock (or any driver error) while a group is written: rolled back, then each batch alone, each once."""
     now = clock()
-    real = bucket_counts.count_in
-    groups: list[int] = []
-
-    def deadlocked(session: Session, contributions: Sequence[bucket_counts.Contribution]) -> list[dict[str, str]]:
-        groups.append(len(contributions))
-        if len(contributions) > 1:
-            raise OperationalError("INSERT ...", {}, Exception("deadlock detected"))
-        return real(session, contributions)
-
-    monkeypatch.setattr(store, "count_in", deadlocked)
-    bodies = _sends(_devices(session_factory, tenant, clock, 3, master_key), now)
-    assert _statuses(_group(session_factory, bodies, now)) == ["accepted"] * 6
+    groups = _spy_count_in(
+        monkeypatch, lambda n: OperationalError("INSERT ...", {}, Exception("deadlock detected")) if n > 1 else None
+    )
+    bodies = _sends(claimed_devices(session_factory, tenant, clock, 3, master_key), now)
+    assert statuses(_group(session_factory, bodies, now)) == ["accepted"] * 6
     assert groups == [6, 1, 1, 1, 1, 1, 1]
-    assert _count(session_factory, ErrorReportBatch) == 6
-    assert _count(session_factory, ErrorEvent) == 9
+    assert count_rows(session_factory, ErrorReportBatch) == 6
+    assert count_rows(session_factory, ErrorEvent) == 9
 
 
 def test_a_full_queue_answers_busy_and_stores_nothing_of_those(
@@ -582,24 +551,14 @@ def test_a_full_queue_answers_busy_and_stores_nothing_of_those(
 ) -> None:
     """Past MAX_WAITING batches waiting, a batch is refused at once (503 busy); it can be sent again later."""
     now = clock()
-    devices = _devices(session_factory, tenant, clock, 2, master_key)
+    devices = claimed_devices(session_factory, tenant, clock, 2, master_key)
     bodies = [batch(devices[n % 2], iat=now, records=[crash(now)]) for n in range(5)]
     monkeypatch.setattr(ingest_queue, "MAX_WAITING", 2)
-    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
-
-    async def send(body: bytes) -> str:
-        try:
-            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
-        except ingest_queue.IngestBusyError:
-            return "busy"
-
-    async def main(batches: Sequence[bytes]) -> list[str]:
-        return list(await asyncio.gather(*(send(b) for b in batches)))
-
-    assert asyncio.run(main(bodies)) == ["accepted", "accepted", "busy", "busy", "busy"]
-    assert _count(session_factory, ErrorReportBatch) == 2
-    assert asyncio.run(main(bodies[2:4])) == ["accepted", "accepted"]  # sent again: stored once each
-    assert _count(session_factory, ErrorReportBatch) == 4
+    queue = new_queue(session_factory)
+    assert queue_statuses(queue, bodies, now) == ["accepted", "accepted", "busy", "busy", "busy"]
+    assert count_rows(session_factory, ErrorReportBatch) == 2
+    assert queue_statuses(queue, bodies[2:4], now) == ["accepted", "accepted"]  # sent again: stored once each
+    assert count_rows(session_factory, ErrorReportBatch) == 4
 
 
 def test_a_full_queue_is_a_503_with_retry_after(
@@ -611,7 +570,7 @@ def test_a_full_queue_is_a_503_with_retry_after(
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (device,) = _devices(session_factory, tenant, clock, 1, master_key)
+    (device,) = claimed_devices(session_factory, tenant, clock, 1, master_key)
     monkeypatch.setattr(ingest_queue, "MAX_WAITING", 0)
     r = client.post(ENDPOINT, content=batch(device, iat=clock(), records=[crash(clock())]), headers=COSE)
     assert r.status_code == 503
@@ -628,16 +587,16 @@ def test_a_device_is_counted_once_per_version_also_after_its_events_are_rolled_u
 ) -> None:
     """Retention deletes raw events; who was counted in a bucket's version is kept apart from them."""
     now = clock()
-    (device,) = _devices(session_factory, tenant, clock, 1, master_key)
+    (device,) = claimed_devices(session_factory, tenant, clock, 1, master_key)
     settings = ErrorReportSettings(event_retention=dt.timedelta(hours=1), batch_retention=dt.timedelta(hours=2))
-    assert _statuses(_group(session_factory, [batch(device, iat=now, records=[crash(now)])], now)) == ["accepted"]
+    assert statuses(_group(session_factory, [batch(device, iat=now, records=[crash(now)])], now)) == ["accepted"]
     later = now + dt.timedelta(hours=2)  # the device's certificate (24 h) still holds
     with session_factory() as session:
         assert prune_once(session, now=later, settings=settings).events_rolled_up == 1
         session.commit()
-    assert _count(session_factory, ErrorEvent) == 0
+    assert count_rows(session_factory, ErrorEvent) == 0
     again = [batch(device, iat=later, records=[crash(later)]), batch(device, iat=later, records=[crash(later)])]
-    assert _statuses(_group(session_factory, again, later)) == ["accepted", "accepted"]
+    assert statuses(_group(session_factory, again, later)) == ["accepted", "accepted"]
     with session_factory() as session:
         version = session.scalars(select(ErrorBucketVersion)).one()
         bucket = session.scalars(select(ErrorBucket)).one()

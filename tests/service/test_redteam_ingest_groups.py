@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from error_world import COSE, ENDPOINT, batch, crash
-from fleet_world import StatusDevice, make_status_device
-from sqlalchemy import func, select
+from group_world import claimed_devices, count_rows, new_queue, queue_statuses, statuses
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto.certs import certificate_der
@@ -20,9 +18,7 @@ from bastion.crypto.cose import sign1
 from bastion.crypto.keys import generate_private_key
 from bastion.service.eligibility.refusals import RefusalLog
 from bastion.service.errorreports import ingest, ingest_queue
-from bastion.service.errorreports.ingest_queue import IngestQueue
 from bastion.service.errorreports.limits import DEFAULT_ERROR_REPORT_SETTINGS
-from bastion.service.errors import ServiceError
 from bastion.service.models import ErrorReportBatch
 from bastion.service.tenants.service import CreatedTenant
 from conftest import FakeClock, TestClient
@@ -46,19 +42,6 @@ def _self_signed(uri: str, cn: str, now: dt.datetime) -> bytes:
     return sign1(b"\xa0", key, x5chain=[certificate_der(cert)])
 
 
-def _statuses(answers: Sequence[ingest.Accepted | ServiceError]) -> list[str]:
-    return [a.status if isinstance(a, ingest.Accepted) else a.code for a in answers]
-
-
-def _count(sessions: sessionmaker[Session]) -> int:
-    with sessions() as session:
-        return session.scalar(select(func.count()).select_from(ErrorReportBatch)) or 0
-
-
-def _device(sessions: sessionmaker[Session], tenant: CreatedTenant, clock: FakeClock, key: bytes) -> StatusDevice:
-    return make_status_device(sessions, owner_tenant=tenant.tenant_id, master_key=key, now=clock())
-
-
 def test_an_anonymous_nul_tenant_id_is_refused_alone_in_its_group(
     *, tenant: CreatedTenant, session_factory: sessionmaker[Session], master_key: bytes, clock: FakeClock
 ) -> None:
@@ -68,13 +51,13 @@ def test_an_anonymous_nul_tenant_id_is_refused_alone_in_its_group(
     devices', authentic ones) was answered 500 and none was stored. It must be untrusted_certificate alone.
     """
     now = clock()
-    honest = _device(session_factory, tenant, clock, master_key)
+    honest = claimed_devices(session_factory, tenant, clock, 1, master_key)[0]
     hostile = _self_signed("urn:bastion:tenant:\x00:device:abc", "abc", now)
     good = batch(honest, iat=now, records=[crash(now)])
     with session_factory() as session:
         answers = ingest.accept_group(session, [(good, now), (hostile, now)], refusals=RefusalLog())
-    assert _statuses(answers) == ["accepted", "untrusted_certificate"]
-    assert _count(session_factory) == 1
+    assert statuses(answers) == ["accepted", "untrusted_certificate"]
+    assert count_rows(session_factory, ErrorReportBatch) == 1
 
 
 def test_the_queue_answers_an_honest_batch_beside_a_nul_tenant_id(
@@ -82,27 +65,14 @@ def test_the_queue_answers_an_honest_batch_beside_a_nul_tenant_id(
 ) -> None:
     """Through the worker's queue: the anonymous body must not make the device's batch a 500."""
     now = clock()
-    honest = _device(session_factory, tenant, clock, master_key)
+    honest = claimed_devices(session_factory, tenant, clock, 1, master_key)[0]
     bodies = [
         batch(honest, iat=now, records=[crash(now)]),  # a lone first group
         _self_signed("urn:bastion:tenant:\x00:device:abc", "abc", now),
         batch(honest, iat=now, records=[crash(now, count=2)]),
     ]
-    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
-
-    async def send(body: bytes) -> str:
-        try:
-            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
-        except ServiceError as exc:
-            return exc.code
-        except Exception as exc:  # noqa: BLE001 - what the endpoint turns into a 500
-            return f"500 {type(exc).__name__}"
-
-    async def main() -> list[str]:
-        return list(await asyncio.gather(*(send(b) for b in bodies)))
-
-    assert asyncio.run(main()) == ["accepted", "untrusted_certificate", "accepted"]
-    assert _count(session_factory) == 2
+    assert queue_statuses(new_queue(session_factory), bodies, now) == ["accepted", "untrusted_certificate", "accepted"]
+    assert count_rows(session_factory, ErrorReportBatch) == 2
 
 
 def test_a_nul_tenant_id_is_a_403_not_a_500(*, client: TestClient, clock: FakeClock) -> None:
@@ -125,7 +95,7 @@ def test_an_unexpected_fault_of_one_batch_is_its_own(
     """Whatever a batch's checks raise that is not a ServiceError (a library's or a driver's error on
     its input, as the NUL above), only that batch fails: the others of its group are stored and answered."""
     now = clock()
-    d0, d1 = (_device(session_factory, tenant, clock, master_key) for _ in range(2))
+    d0, d1 = (claimed_devices(session_factory, tenant, clock, 1, master_key)[0] for _ in range(2))
     real = ingest.fingerprint
 
     def faulty(category: str, event_type: str, component_id: str, version: str, detail: dict) -> object:
@@ -141,12 +111,12 @@ def test_an_unexpected_fault_of_one_batch_is_its_own(
     ]
     with session_factory() as session:
         answers = ingest.accept_group(session, [(b, now) for b in bodies], refusals=RefusalLog())
-    assert [a.status if isinstance(a, ingest.Accepted) else type(a).__name__ for a in answers] == [
+    assert statuses(answers) == [
         "accepted",
         "RuntimeError",
         "accepted",
     ]
-    assert _count(session_factory) == 2
+    assert count_rows(session_factory, ErrorReportBatch) == 2
 
 
 def test_junk_that_needs_no_lookup_does_not_take_a_devices_place_in_the_queue(
@@ -162,24 +132,12 @@ def test_junk_that_needs_no_lookup_does_not_take_a_devices_place_in_the_queue(
     Such bodies now wait apart, under a bound of their own (MAX_WAITING_MALFORMED), and are still refused.
     """
     now = clock()
-    honest = _device(session_factory, tenant, clock, master_key)
+    honest = claimed_devices(session_factory, tenant, clock, 1, master_key)[0]
     monkeypatch.setattr(ingest_queue, "MAX_WAITING", 1)
     monkeypatch.setattr(ingest_queue, "MAX_WAITING_MALFORMED", 3)
     junk = [b"\xff" * (DEFAULT_ERROR_REPORT_SETTINGS.max_batch_bytes + 1), b"not cbor", b"\x00", b"\xa0"]
-    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
-
-    async def send(body: bytes) -> str:
-        try:
-            return (await queue.submit(body, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)).status
-        except ServiceError as exc:
-            return exc.code
-        except ingest_queue.IngestBusyError:
-            return "busy"
-
-    async def main() -> list[str]:
-        return list(await asyncio.gather(*(send(b) for b in [*junk, batch(honest, iat=now)])))
-
-    assert asyncio.run(main()) == ["report_too_large", "malformed_report", "malformed_report", "busy", "accepted"]
+    answers = queue_statuses(new_queue(session_factory), [*junk, batch(honest, iat=now)], now)
+    assert answers == ["report_too_large", "malformed_report", "malformed_report", "busy", "accepted"]
 
 
 def test_a_client_gone_mid_wait_does_not_change_the_others_answers(
@@ -187,9 +145,9 @@ def test_a_client_gone_mid_wait_does_not_change_the_others_answers(
 ) -> None:
     """Held: a waiter cancelled (its client went away) is still stored, once; the others are answered."""
     now = clock()
-    d0, d1 = (_device(session_factory, tenant, clock, master_key) for _ in range(2))
+    d0, d1 = (claimed_devices(session_factory, tenant, clock, 1, master_key)[0] for _ in range(2))
     bodies = [batch(d0, iat=now, records=[crash(now)]), batch(d1, iat=now), batch(d0, iat=now)]
-    queue = IngestQueue(session_factory, RefusalLog(), threads=1, pending_log_requests=ingest.no_log_requests)
+    queue = new_queue(session_factory)
 
     async def main() -> list[object]:
         tasks = [asyncio.create_task(queue.submit(b, now=now, settings=DEFAULT_ERROR_REPORT_SETTINGS)) for b in bodies]
@@ -200,4 +158,4 @@ def test_a_client_gone_mid_wait_does_not_change_the_others_answers(
     first, gone, last = asyncio.run(main())
     assert isinstance(gone, asyncio.CancelledError)
     assert (first.status, last.status) == ("accepted", "accepted")  # type: ignore[union-attr]
-    assert _count(session_factory) == 3
+    assert count_rows(session_factory, ErrorReportBatch) == 3

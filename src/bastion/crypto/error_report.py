@@ -72,6 +72,8 @@ __all__ = [
     "MAX_RECORDS",
     "MAX_STDERR_TAIL_CHARS",
     "MAX_TIME",
+    "RECORD_KEYS",
+    "RECORD_OPTIONAL_KEYS",
     "ErrorBatch",
     "ErrorRecord",
     "Frame",
@@ -138,10 +140,11 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_ID_CHARS)  # noqa: UP
 _BATCH_KEYS = frozenset(
     {"v", "device_id", "batch_id", "iat", "os_version", "boot_slot", "group_id", "installed", "dropped", "records"}
 )
-_RECORD_KEYS = frozenset(
+#: The keys every record has, and the optional ones (present, never ``null``, or absent).
+RECORD_KEYS = frozenset(
     {"category", "event_class", "event_type", "component_id", "version", "count", "first_at", "last_at", "description"}
 )
-_RECORD_OPTIONAL = frozenset(
+RECORD_OPTIONAL_KEYS = frozenset(
     {"exit_code", "signal", "uptime_s", "exception", "frames", "stderr_tail", "capability", "reason"}
 )
 _FRAME_KEYS = frozenset({"file", "function", "line"})
@@ -288,12 +291,12 @@ _OPTIONAL_CHECKS: dict[str, Callable[[Any], object]] = {
     "capability": lambda v: _text(v, "capability", MAX_CAPABILITY_CHARS, min_len=1),
     "reason": lambda v: _text(v, "reason", MAX_REASON_CHARS),
 }
-_RECORD_ALLOWED = _RECORD_KEYS | _RECORD_OPTIONAL
+_RECORD_ALLOWED = RECORD_KEYS | RECORD_OPTIONAL_KEYS
 
 
 def _check_record(value: Any) -> dict[str, Any]:
     """``value`` if it is a record map within the contract (its frames too); see the module docstring."""
-    item = _map(value, "a record", _RECORD_KEYS, _RECORD_ALLOWED)
+    item = _map(value, "a record", RECORD_KEYS, _RECORD_ALLOWED)
     category, event_class = item["category"], item["event_class"]
     if not isinstance(category, str) or category not in CATEGORIES:
         raise MalformedInput("record category is not one of the known categories")
@@ -307,8 +310,8 @@ def _check_record(value: Any) -> dict[str, Any]:
     _text(item["version"], "version", MAX_ID_CHARS)
     _int(item["count"], "count", 1, MAX_COUNT)
     _text(item["description"], "description", MAX_DESCRIPTION_CHARS)
-    if len(item) > len(_RECORD_KEYS):  # optional keys are present
-        for key in item.keys() & _RECORD_OPTIONAL:
+    if len(item) > len(RECORD_KEYS):  # optional keys are present
+        for key in item.keys() & RECORD_OPTIONAL_KEYS:
             _OPTIONAL_CHECKS[key](item[key])
     return item
 
@@ -412,7 +415,7 @@ def _record_map(record: ErrorRecord) -> dict[str, Any]:
         "last_at": record.last_at,
         "description": record.description,
     }
-    for key in sorted(_RECORD_OPTIONAL):
+    for key in sorted(RECORD_OPTIONAL_KEYS):
         value = getattr(record, key)
         if value is None:
             continue

@@ -188,30 +188,21 @@ def load_signing_ca(session: Session, tenant_id: str, master_key: bytes) -> tupl
     return signing.key, signing.cert
 
 
+_CAS = TenantCA.__table__.c
+#: The tenant's CAs not retired at ``now`` (bound parameters ``tenant_id`` and ``now``), newest first.
+_TRUSTED = (
+    _CAS.tenant_id == bindparam("tenant_id"),
+    _CAS.active.is_(True),
+    or_(_CAS.retire_at.is_(None), _CAS.retire_at > bindparam("now")),
+)
+#: :func:`trusted_cas`' PEMs only, one prebuilt Core statement (it runs for every device-signed request).
+_TRUSTED_PEMS = select(_CAS.cert_pem).where(*_TRUSTED).order_by(_CAS.id.desc())
+
+
 def trusted_cas(session: Session, tenant_id: str, *, now: dt.datetime) -> Sequence[TenantCA]:
     """The tenant's CAs that are not retired at ``now``, newest (the signing CA) first."""
-    return session.scalars(
-        select(TenantCA)
-        .where(
-            TenantCA.tenant_id == tenant_id,
-            TenantCA.active.is_(True),
-            or_(TenantCA.retire_at.is_(None), TenantCA.retire_at > now),
-        )
-        .order_by(TenantCA.id.desc())
-    ).all()
-
-
-_CAS = TenantCA.__table__.c
-#: :func:`trusted_cas`' rows, the PEMs only, as one prebuilt Core statement (it runs for every device-signed request).
-_TRUSTED_PEMS = (
-    select(_CAS.cert_pem)
-    .where(
-        _CAS.tenant_id == bindparam("tenant_id"),
-        _CAS.active.is_(True),
-        or_(_CAS.retire_at.is_(None), _CAS.retire_at > bindparam("now")),
-    )
-    .order_by(_CAS.id.desc())
-)
+    query = select(TenantCA).where(*_TRUSTED).order_by(TenantCA.id.desc())
+    return session.scalars(query, {"tenant_id": tenant_id, "now": now}).all()
 
 
 def trusted_ca_pems(session: Session, tenant_id: str, *, now: dt.datetime) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import uuid
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -36,10 +37,11 @@ from bastion.crypto.cose import Sign1Message, decode_sign1, verify_sign1
 from bastion.crypto.errors import CertificateError, CryptoError
 from bastion.service.ca.revocation import certificate_revoked
 from bastion.service.ca.service import trusted_ca_pems
+from bastion.service.devices.service import validate_device_id
 from bastion.service.devicestatus.report import ReportError, StatusReport, parse_report
 from bastion.service.eligibility.refusals import RefusalLog, record_refusal
 from bastion.service.errorreports.activity import record_activity
-from bastion.service.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
+from bastion.service.errors import Conflict, Forbidden, InvalidDeviceId, InvalidRequest, PayloadTooLarge
 from bastion.service.fleet import repository
 from bastion.service.fleet.limits import DEFAULT_FLEET_LIMITS, FleetLimits
 from bastion.service.models import Device, DeviceUpdateEvent, DeviceUpdateStatus
@@ -53,6 +55,22 @@ def _malformed(detail: str) -> InvalidRequest:
     return InvalidRequest(f"malformed status report: {detail}", code="malformed_status")
 
 
+def _is_device_id(value: str) -> bool:
+    try:
+        validate_device_id(value)
+    except InvalidDeviceId:
+        return False
+    return True
+
+
+def _is_tenant_id(value: str) -> bool:
+    """A tenant ID is a canonical (lowercase, hyphenated) UUID string, as tenants are created."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 def _identity(cert: x509.Certificate) -> tuple[str, str]:
     """(tenant id, device id) named by a device certificate's URI SAN and CN."""
     try:
@@ -62,11 +80,14 @@ def _identity(cert: x509.Certificate) -> tuple[str, str]:
     except (x509.ExtensionNotFound, ValueError) as exc:
         raise Forbidden("the certificate is not a Bastion device certificate", code="untrusted_certificate") from exc
     for uri in uris:
-        if "\x00" in uri:  # IA5String allows NUL; PostgreSQL text does not (the CA lookup would fail with a 500)
-            continue
         rest = uri.removeprefix(_URI_PREFIX)
         tenant_id, sep, device_id = rest.partition(":device:")
-        if rest != uri and sep and cns and cns[0].value == device_id and uri == device_cert_uri(tenant_id, device_id):
+        named = (
+            rest != uri and sep and cns and cns[0].value == device_id and uri == device_cert_uri(tenant_id, device_id)
+        )
+        # Both in their formats before any lookup: a certificate names them, and a self-signed one
+        # names anything (a NUL, which PostgreSQL text refuses with an error, or 10,000 characters).
+        if named and _is_tenant_id(tenant_id) and _is_device_id(device_id):
             return tenant_id, device_id
     raise Forbidden("the certificate is not a Bastion device certificate", code="untrusted_certificate")
 

@@ -128,7 +128,7 @@ def accept_group(
     the others; nor does one whose check failed unexpectedly (its answer is that
     exception, a 500 for it alone).
     """
-    answers: list[Accepted | Exception | None] = [None] * len(bodies)
+    answers: dict[int, Accepted | Exception] = {}
     checked: list[tuple[int, Checked]] = []
     for n, (body, now) in enumerate(bodies):
         try:
@@ -150,7 +150,7 @@ def accept_group(
             records=len(item.batch.records),
             log_requests=pending_log_requests(session, item.device_id, item.now),
         )
-    return [answer for answer in answers if answer is not None]
+    return [answers[n] for n in range(len(bodies))]
 
 
 def check_batch(

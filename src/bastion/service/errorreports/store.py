@@ -103,7 +103,7 @@ def _store_each(session: Session, group: Sequence[Checked], *, max_buckets: int)
             with writer_lock(session.get_bind()):
                 status = _write(session, [item], max_buckets=max_buckets)[0]
                 session.commit()
-        except IntegrityError:  # the batch row: a concurrent copy that won (or its device went meanwhile)
+        except IntegrityError:  # a copy is ON CONFLICT DO NOTHING: this is its device, unclaimed meanwhile
             session.rollback()
             status = "duplicate"
         except ServiceError as exc:

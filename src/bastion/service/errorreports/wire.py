@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.crypto.error_report import decode_batch_map
+from bastion.crypto.error_report import CATEGORIES, EVENT_CLASSES, RECORD_KEYS, RECORD_OPTIONAL_KEYS, decode_batch_map
 from bastion.crypto.errors import MalformedInput
 
 __all__ = ["CATEGORIES", "EVENT_CLASSES", "Batch", "Installed", "Record", "WireError", "decode"]
-
-CATEGORIES = frozenset({"AppCrash", "AppExit", "Watchdog", "Security", "OS", "Update", "Attestation", "Certificate"})
-EVENT_CLASSES = frozenset({"Error", "Warning", "Info"})
 
 
 class WireError(ValueError):
@@ -64,13 +61,13 @@ class Batch:
     records: tuple[Record, ...]
 
 
-#: The record keys that are not Record fields: they go into ``detail``, when present.
-_DETAIL_KEYS = ("exception", "stderr_tail", "capability", "reason", "exit_code", "signal", "uptime_s", "frames")
+#: The record keys that are not Record fields (the codec's optional ones): ``detail``, when present.
+_DETAIL_KEYS = tuple(sorted(RECORD_OPTIONAL_KEYS))
 
 
 def _record(item: dict[str, Any]) -> Record:
     # From the codec's checked map: its frames are maps of file, function and line already.
-    detail = {key: item[key] for key in _DETAIL_KEYS if key in item} if len(item) > _BASE_KEYS else {}
+    detail = {key: item[key] for key in _DETAIL_KEYS if key in item} if len(item) > len(RECORD_KEYS) else {}
     return Record(
         category=item["category"],
         event_class=item["event_class"],
@@ -83,10 +80,6 @@ def _record(item: dict[str, Any]) -> Record:
         description=item["description"],
         detail=detail,
     )
-
-
-#: The keys every record has (a record with more has a detail).
-_BASE_KEYS = 9
 
 
 def decode(payload: bytes, *, max_records: int, max_installed: int, max_count: int) -> Batch:
